@@ -1,0 +1,212 @@
+"""Typed configuration of a MaskFormer model, with YAML in and out.
+
+One :class:`MaskFormerConfig` describes a whole model: backbone, pixel decoder, transformer decoder, loss,
+inference thresholds, input normalisation and the dataset metadata (class names, thing/stuff) that
+panoptic inference and visualisation need. Presets named after the paper's configurations live in
+:mod:`maskformer.model.presets`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+ADE_MEAN = (123.675, 116.28, 103.53)
+ADE_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass
+class BackboneConfig:
+    """Backbone producing res2..res5 at strides 4, 8, 16, 32.
+
+    ``type="swin"`` builds the Swin Transformer of the original (padding to whole windows, one LayerNorm
+    per output stage); ``name`` then names the timm model whose ImageNet weights ``pretrained`` loads.
+    ``type="timm"`` wraps any timm model through its multi-scale feature API.
+    """
+
+    type: Literal["timm", "swin"] = "timm"
+    name: str = "resnet50"
+    pretrained: bool = False
+    # CNN options: "frozen_bn" like the original (detectron2 FrozenBatchNorm), "bn" or "syncbn".
+    norm: Literal["frozen_bn", "bn", "syncbn"] = "frozen_bn"
+    # detectron2 MSRA-style ResNets put the stride in the first 1x1 conv of a bottleneck.
+    stride_in_1x1: bool = False
+    drop_path_rate: float = 0.0
+    # Swin geometry (ignored for timm backbones).
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    patch_size: int = 4
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    # Extra keyword arguments for timm.create_model (e.g. stem_type="deep" for R101c).
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PixelDecoderConfig:
+    """FPN pixel decoder; ``type="transformer_encoder"`` adds the "+6 Enc" DETR encoder on res5."""
+
+    type: Literal["fpn", "transformer_encoder"] = "fpn"
+    conv_dim: int = 256
+    mask_dim: int = 256
+    num_groups: int = 32
+    encoder_layers: int = 6
+    encoder_heads: int = 8
+    encoder_ffn_dim: int = 2048
+    encoder_dropout: float = 0.1
+
+
+@dataclass
+class TransformerConfig:
+    """DETR transformer decoder of the transformer module."""
+
+    hidden_dim: int = 256
+    num_queries: int = 100
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    num_layers: int = 6
+    dropout: float = 0.1
+    # Project the decoder input with a 1x1 conv even when its width already equals hidden_dim.
+    enforce_input_proj: bool = False
+
+
+@dataclass
+class LossConfig:
+    """Matching costs and loss weights (paper section 3.2 / 4.1)."""
+
+    class_weight: float = 1.0
+    mask_weight: float = 20.0
+    dice_weight: float = 1.0
+    no_object_weight: float = 0.1
+    cost_class: float = 1.0
+    cost_mask: float = 20.0
+    cost_dice: float = 1.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    deep_supervision: bool = True
+    # The original counts padding and ignore pixels as background; True drops them from the mask losses.
+    exclude_invalid_pixels: bool = False
+
+
+@dataclass
+class InferenceConfig:
+    """Post-processing thresholds and test-time resizing."""
+
+    object_mask_threshold: float = 0.8
+    overlap_threshold: float = 0.8
+    instance_topk: int = 100
+    size_divisibility: int = 32
+    test_shortest_edge: int = 512
+    test_max_size: int = 2048
+
+
+@dataclass
+class MetadataConfig:
+    """Dataset metadata carried with the weights.
+
+    ``thing_classes`` lists the contiguous class indices that are things; None means unknown, and panoptic
+    inference then treats every class as a thing.
+    """
+
+    dataset: str = ""
+    class_names: list[str] = field(default_factory=list)
+    thing_classes: list[int] | None = None
+    colors: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+@dataclass
+class MaskFormerConfig:
+    """A whole MaskFormer model."""
+
+    num_classes: int = 150
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
+    pixel_mean: tuple[float, float, float] = ADE_MEAN
+    pixel_std: tuple[float, float, float] = ADE_STD
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MaskFormerConfig:
+        return _from_dict(cls, data, path="config")
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> MaskFormerConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML ({err})") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from err
+
+    def override(self, assignments: list[str]) -> MaskFormerConfig:
+        """Apply ``key.sub=value`` overrides (values parsed as YAML), returning a new config."""
+        data = self.to_dict()
+        for item in assignments:
+            if "=" not in item:
+                raise ValueError(f"override {item!r} is not of the form key=value")
+            key, raw = item.split("=", 1)
+            node = data
+            parts = key.strip().split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise ValueError(f"override {item!r}: unknown section {part!r}")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ValueError(f"override {item!r}: unknown key {key!r}")
+            node[parts[-1]] = yaml.safe_load(raw)
+        return MaskFormerConfig.from_dict(data)
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], path: str) -> T:
+    if not isinstance(data, dict):
+        raise TypeError(f"{path}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}")
+    kwargs: dict[str, Any] = {}
+    defaults = cls()
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value, f"{path}.{name}")
+        elif isinstance(default, tuple):
+            kwargs[name] = tuple(value)
+        elif name == "colors":
+            kwargs[name] = [tuple(c) for c in value]
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)

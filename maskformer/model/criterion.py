@@ -1,0 +1,135 @@
+"""MaskFormer's set loss: classification cross-entropy + binary mask focal and dice losses on matched
+pairs, with deep supervision after every decoder layer (paper sections 3.2 and 4.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .matcher import HungarianMatcher, Target, pad_targets
+
+
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, weights: Tensor, alpha: float, gamma: float) -> Tensor:
+    """Per-mask focal loss averaged over counted pixels: logits, targets, weights [M, P] -> [M]."""
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return (loss * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def dice_loss(logits: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
+    """Per-mask dice loss 1 - (2 I + 1) / (S + 1): logits, targets, weights [M, P] -> [M]."""
+    prob = logits.sigmoid() * weights
+    targets = targets * weights
+    numerator = 2 * (prob * targets).sum(1)
+    denominator = prob.sum(1) + targets.sum(1)
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+def num_masks_across_processes(targets: Sequence[Target], device: torch.device) -> Tensor:
+    """Number of ground-truth masks, averaged over processes under torch.distributed, at least 1."""
+    num = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
+    world = 1
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(num)
+        world = dist.get_world_size()
+    return (num / world).clamp(min=1)
+
+
+class SetCriterion(nn.Module):
+    """Weighted losses ``loss_ce``, ``loss_mask`` (focal), ``loss_dice``, and the same with suffix ``_i``
+    for the output of decoder layer i when deep supervision is on; the training loss is their sum.
+
+    Targets are dicts with ``labels`` [T] (int64, 0..K-1) and ``masks`` [T, H, W] at the (padded) input
+    resolution, optionally ``valid`` [H, W] bool (False on ignore pixels). By default, like the original,
+    ignore and batch-padding pixels count as background; ``exclude_invalid_pixels`` drops them from the
+    mask losses and the matching cost.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: HungarianMatcher,
+        class_weight: float = 1.0,
+        mask_weight: float = 20.0,
+        dice_weight: float = 1.0,
+        no_object_weight: float = 0.1,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        deep_supervision: bool = True,
+        exclude_invalid_pixels: bool = False,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.weights = {"loss_ce": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.deep_supervision = deep_supervision
+        self.exclude_invalid_pixels = exclude_invalid_pixels
+        class_weights = torch.ones(num_classes + 1)
+        class_weights[-1] = no_object_weight
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    @classmethod
+    def from_config(cls, config) -> SetCriterion:
+        """Build from a :class:`~maskformer.model.config.MaskFormerConfig`."""
+        loss = config.loss
+        matcher = HungarianMatcher(loss.cost_class, loss.cost_mask, loss.cost_dice, loss.focal_alpha, loss.focal_gamma)
+        return cls(
+            config.num_classes,
+            matcher,
+            class_weight=loss.class_weight,
+            mask_weight=loss.mask_weight,
+            dice_weight=loss.dice_weight,
+            no_object_weight=loss.no_object_weight,
+            focal_alpha=loss.focal_alpha,
+            focal_gamma=loss.focal_gamma,
+            deep_supervision=loss.deep_supervision,
+            exclude_invalid_pixels=loss.exclude_invalid_pixels,
+        )
+
+    def forward(self, outputs: dict, targets: Sequence[Target]) -> dict[str, Tensor]:
+        device = outputs["pred_logits"].device
+        num_masks = num_masks_across_processes(targets, device)
+        labels, masks, valid = pad_targets(targets, device, with_valid=self.exclude_invalid_pixels)
+        counts = [len(t["labels"]) for t in targets]
+        losses = self._single(outputs, counts, labels, masks, valid, num_masks)
+        if self.deep_supervision:
+            for i, aux in enumerate(outputs.get("aux_outputs", [])):
+                for key, value in self._single(aux, counts, labels, masks, valid, num_masks).items():
+                    losses[f"{key}_{i}"] = value
+        return losses
+
+    def _single(
+        self, outputs: dict, counts: list[int], labels: Tensor, masks: Tensor, valid: Tensor | None, num_masks: Tensor
+    ) -> dict[str, Tensor]:
+        pred_logits, pred_masks = outputs["pred_logits"], outputs["pred_masks"]
+        indices = self.matcher.match_padded(pred_logits, pred_masks, labels, masks, counts, valid)
+        batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)]).to(labels.device)
+        src_idx = torch.cat([src for src, _ in indices]).to(labels.device)
+        tgt_idx = torch.cat([tgt for _, tgt in indices]).to(labels.device)
+
+        target_classes = torch.full(pred_logits.shape[:2], self.num_classes, dtype=torch.long, device=labels.device)
+        target_classes[batch_idx, src_idx] = labels[batch_idx, tgt_idx]
+        loss_ce = F.cross_entropy(pred_logits.float().transpose(1, 2), target_classes, self.class_weights)
+
+        matched = pred_masks[batch_idx, src_idx].float()
+        target = masks[batch_idx, tgt_idx]
+        # Predictions are upsampled to the padded target size, not targets downsampled.
+        matched = F.interpolate(matched[:, None], size=target.shape[-2:], mode="bilinear", align_corners=False)
+        matched, target = matched.flatten(1), target.flatten(1)
+        weights = valid[batch_idx].flatten(1).float() if valid is not None else torch.ones_like(target)
+        loss_mask = sigmoid_focal_loss(matched, target, weights, self.focal_alpha, self.focal_gamma).sum()
+        loss_dice = dice_loss(matched, target, weights).sum()
+        return {
+            "loss_ce": self.weights["loss_ce"] * loss_ce,
+            "loss_mask": self.weights["loss_mask"] * loss_mask / num_masks,
+            "loss_dice": self.weights["loss_dice"] * loss_dice / num_masks,
+        }

@@ -1,0 +1,187 @@
+"""From (class, mask) pairs to semantic, panoptic and instance segmentation (paper section 3.4).
+
+All functions take the raw model outputs for a padded batch plus each image's un-padded size, remove the
+padding and resize to the requested output size the way the original does: mask logits are upsampled
+bilinearly to the padded input size and cropped first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Size = tuple[int, int]
+
+
+@dataclass
+class PanopticResult:
+    """``segmentation`` [H, W] int32 segment ids (0 = void); ``segments`` COCO-panoptic style records
+    with keys id, category_id (contiguous class index), isthing, score and area."""
+
+    segmentation: Tensor
+    segments: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class InstanceResult:
+    """``masks`` [M, H, W] bool, ``labels`` [M] class indices, ``scores`` [M], sorted by score."""
+
+    masks: Tensor
+    labels: Tensor
+    scores: Tensor
+
+
+def pad_batch(images: Sequence[Tensor], size_divisibility: int = 32, value: float = 0.0) -> tuple[Tensor, list[Size]]:
+    """Images [C, h_i, w_i] -> batch [B, C, H, W] padded bottom/right to a common multiple of
+    ``size_divisibility``, and the list of (h_i, w_i)."""
+    if not images:
+        raise ValueError("pad_batch needs at least one image")
+    sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+    d = max(size_divisibility, 1)
+    height = -(-max(h for h, _ in sizes) // d) * d
+    width = -(-max(w for _, w in sizes) // d) * d
+    batch = images[0].new_full((len(images), images[0].shape[0], height, width), value)
+    for out, img, (h, w) in zip(batch, images, sizes):
+        out[:, :h, :w].copy_(img)
+    return batch, sizes
+
+
+def resize_mask_logits(masks: Tensor, padded_size: Size, image_size: Size, output_size: Size) -> Tensor:
+    """Mask logits [N, h/4, w/4] of a padded input -> [N, *output_size]: upsample to the padded size,
+    crop the padding, resize to the output size (bilinear, as detectron2's sem_seg_postprocess)."""
+    m = F.interpolate(masks[None], size=padded_size, mode="bilinear", align_corners=False)
+    m = m[:, :, : image_size[0], : image_size[1]]
+    if tuple(output_size) != tuple(image_size):
+        m = F.interpolate(m, size=output_size, mode="bilinear", align_corners=False)
+    return m[0]
+
+
+def semantic_probabilities(
+    pred_logits: Tensor,
+    pred_masks: Tensor,
+    image_sizes: Sequence[Size],
+    padded_size: Size,
+    output_sizes: Sequence[Size] | None = None,
+) -> list[Tensor]:
+    """Per image, sum_i softmax(p_i)[c] * sigmoid(m_i) over queries -> [K, H, W] (no-object dropped).
+
+    Computed at the input size and then resized to the output size, as the original does by default.
+    """
+    output_sizes = output_sizes or image_sizes
+    results = []
+    for logits, masks, size, out in zip(pred_logits, pred_masks, image_sizes, output_sizes):
+        masks = resize_mask_logits(masks, padded_size, size, size)
+        probs = logits.float().softmax(-1)[:, :-1]
+        sem = torch.einsum("qc,qhw->chw", probs, masks.float().sigmoid())
+        if tuple(out) != tuple(size):
+            sem = F.interpolate(sem[None], size=out, mode="bilinear", align_corners=False)[0]
+        results.append(sem)
+    return results
+
+
+def semantic_inference(
+    pred_logits: Tensor,
+    pred_masks: Tensor,
+    image_sizes: Sequence[Size],
+    padded_size: Size,
+    output_sizes: Sequence[Size] | None = None,
+) -> list[Tensor]:
+    """Label maps [H, W] (int64 class indices): argmax over classes of :func:`semantic_probabilities`."""
+    probs = semantic_probabilities(pred_logits, pred_masks, image_sizes, padded_size, output_sizes)
+    return [p.argmax(0) for p in probs]
+
+
+def panoptic_inference(
+    pred_logits: Tensor,
+    pred_masks: Tensor,
+    image_sizes: Sequence[Size],
+    padded_size: Size,
+    output_sizes: Sequence[Size] | None = None,
+    thing_classes: Sequence[int] | None = None,
+    object_mask_threshold: float = 0.8,
+    overlap_threshold: float = 0.8,
+) -> list[PanopticResult]:
+    """The paper's general inference.
+
+    Queries predicting no-object or scoring at most ``object_mask_threshold`` are dropped; each pixel goes
+    to argmax_i p_i(c_i) * m_i; a segment whose won area is below ``overlap_threshold`` of its own
+    m_i >= 0.5 area is dropped (its pixels stay void, id 0); segments of one stuff class are merged.
+    ``thing_classes=None`` means the metadata is unknown and every class is treated as a thing.
+    """
+    output_sizes = output_sizes or image_sizes
+    num_classes = pred_logits.shape[-1] - 1
+    things = None if thing_classes is None else set(int(c) for c in thing_classes)
+    results = []
+    for logits, masks, size, out in zip(pred_logits, pred_masks, image_sizes, output_sizes):
+        scores, labels = logits.float().softmax(-1).max(-1)
+        keep = (labels != num_classes) & (scores > object_mask_threshold)
+        segmentation = torch.zeros(tuple(out), dtype=torch.int32, device=logits.device)
+        if not keep.any():
+            results.append(PanopticResult(segmentation, []))
+            continue
+        cur_scores, cur_classes = scores[keep], labels[keep]
+        cur_masks = resize_mask_logits(masks[keep], padded_size, size, out).float().sigmoid()
+        winner = (cur_scores[:, None, None] * cur_masks).argmax(0)
+        won_area = torch.bincount(winner.flatten(), minlength=len(cur_scores)).tolist()
+        own_area = (cur_masks >= 0.5).flatten(1).sum(1).tolist()
+        # Decide every query on small per-query numbers, then paint all pixels with one lookup.
+        lut = [0] * len(cur_scores)
+        segments: list[dict] = []
+        stuff_segment: dict[int, dict] = {}
+        for k, (cls, score) in enumerate(zip(cur_classes.tolist(), cur_scores.tolist())):
+            if won_area[k] == 0 or own_area[k] == 0 or won_area[k] / own_area[k] < overlap_threshold:
+                continue
+            isthing = things is None or cls in things
+            if not isthing and cls in stuff_segment:
+                seg = stuff_segment[cls]
+                seg["area"] += won_area[k]
+                seg["score"] = max(seg["score"], score)
+                lut[k] = seg["id"]
+                continue
+            seg = {"id": len(segments) + 1, "category_id": cls, "isthing": isthing, "score": score, "area": won_area[k]}
+            segments.append(seg)
+            if not isthing:
+                stuff_segment[cls] = seg
+            lut[k] = seg["id"]
+        segmentation = torch.tensor(lut, dtype=torch.int32, device=logits.device)[winner]
+        results.append(PanopticResult(segmentation, segments))
+    return results
+
+
+def instance_inference(
+    pred_logits: Tensor,
+    pred_masks: Tensor,
+    image_sizes: Sequence[Size],
+    padded_size: Size,
+    output_sizes: Sequence[Size] | None = None,
+    topk: int = 100,
+    thing_classes: Sequence[int] | None = None,
+) -> list[InstanceResult]:
+    """Mask2Former's instance inference: top-k over queries x classes; binary mask at 0.5; score = class
+    probability x mean mask probability inside the binary mask. ``thing_classes`` restricts to things."""
+    output_sizes = output_sizes or image_sizes
+    results = []
+    for logits, masks, size, out in zip(pred_logits, pred_masks, image_sizes, output_sizes):
+        num_queries, num_classes = logits.shape[0], logits.shape[1] - 1
+        probs = logits.float().softmax(-1)[:, :-1]
+        if thing_classes is not None:
+            allowed = torch.zeros(num_classes, dtype=torch.bool, device=probs.device)
+            allowed[list(thing_classes)] = True
+            probs = probs.masked_fill(~allowed, -1.0)
+        k = min(topk, num_queries * num_classes)
+        top_scores, flat = probs.flatten().topk(k)
+        valid = top_scores >= 0
+        top_scores, flat = top_scores[valid], flat[valid]
+        labels, queries = flat % num_classes, flat // num_classes
+        m = resize_mask_logits(masks[queries], padded_size, size, out).float()
+        binary = m > 0
+        inside = binary.flatten(1).float()
+        mask_scores = (m.sigmoid().flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6)
+        final = top_scores * mask_scores
+        order = final.argsort(descending=True)
+        results.append(InstanceResult(binary[order], labels[order], final[order]))
+    return results

@@ -1,0 +1,145 @@
+"""Hungarian matching of predicted (class, mask) pairs to ground-truth segments (paper section 3.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+Target = dict[str, Tensor]
+
+
+def pad_targets(
+    targets: Sequence[Target], device: torch.device, with_valid: bool = False
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Stack per-image targets, padding the segment count with empty masks and the masks to the largest
+    size with zeros (bottom/right, like the image batch).
+
+    Returns labels [B, T] (0 where padded), masks [B, T, H, W] float, and with ``with_valid`` the map of
+    counted pixels [B, H, W] (a target's ``valid`` entry inside its image, False on batch padding).
+    """
+    b = len(targets)
+    t = max((len(x["labels"]) for x in targets), default=0)
+    h = max(x["masks"].shape[-2] for x in targets)
+    w = max(x["masks"].shape[-1] for x in targets)
+    labels = torch.zeros(b, t, dtype=torch.long, device=device)
+    masks = torch.zeros(b, t, h, w, dtype=torch.float32, device=device)
+    valid = torch.zeros(b, h, w, dtype=torch.bool, device=device) if with_valid else None
+    for i, x in enumerate(targets):
+        n = len(x["labels"])
+        hi, wi = x["masks"].shape[-2:]
+        labels[i, :n] = x["labels"].to(device)
+        masks[i, :n, :hi, :wi] = x["masks"].to(device=device, dtype=torch.float32)
+        if valid is not None:
+            valid[i, :hi, :wi] = x["valid"].to(device) if "valid" in x else True
+    return labels, masks, valid
+
+
+def focal_cost(logits: Tensor, targets: Tensor, weights: Tensor, alpha: float, gamma: float) -> Tensor:
+    """Pairwise sigmoid focal loss, averaged over (weighted) pixels.
+
+    logits [B, N, P], targets [B, T, P], weights [B, 1, P] (1 = pixel counts) -> [B, N, T].
+    """
+    prob = logits.sigmoid()
+    pos = (
+        alpha
+        * (1 - prob) ** gamma
+        * F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    )
+    neg = (
+        (1 - alpha)
+        * prob**gamma
+        * F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    )
+    pos, neg = pos * weights, neg * weights
+    cost = torch.bmm(pos, targets.transpose(1, 2)) + torch.bmm(neg, (1 - targets).transpose(1, 2))
+    return cost / weights.sum(-1, keepdim=True).clamp(min=1)
+
+
+def dice_cost(logits: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
+    """Pairwise dice loss 1 - (2 I + 1) / (S + 1): logits [B, N, P], targets [B, T, P] -> [B, N, T]."""
+    prob = logits.sigmoid() * weights
+    targets = targets * weights
+    numerator = 2 * torch.bmm(prob, targets.transpose(1, 2))
+    denominator = prob.sum(-1)[:, :, None] + targets.sum(-1)[:, None, :]
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+class HungarianMatcher(nn.Module):
+    """cost = cost_class * (-p(c)) + cost_mask * focal + cost_dice * dice, on ground-truth masks downsampled
+    (nearest) to the prediction size; all costs for the batch in a few batched matmuls, then scipy's
+    linear_sum_assignment per image."""
+
+    def __init__(
+        self,
+        cost_class: float = 1.0,
+        cost_mask: float = 20.0,
+        cost_dice: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ):
+        super().__init__()
+        self.cost_class = cost_class
+        self.cost_mask = cost_mask
+        self.cost_dice = cost_dice
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+
+    @torch.no_grad()
+    def cost_matrix(
+        self, pred_logits: Tensor, pred_masks: Tensor, labels: Tensor, masks: Tensor, valid: Tensor | None = None
+    ) -> Tensor:
+        """pred_logits [B, N, K+1], pred_masks [B, N, h, w], padded targets from :func:`pad_targets`
+        -> costs [B, N, T] (columns of padded segments are meaningless)."""
+        b, n = pred_logits.shape[:2]
+        size = pred_masks.shape[-2:]
+        prob = pred_logits.float().softmax(-1)
+        cost_class = -prob.gather(2, labels[:, None, :].expand(b, n, labels.shape[1]))
+        t = F.interpolate(masks, size=size, mode="nearest") if masks.shape[1] else masks.new_zeros(b, 0, *size)
+        if valid is not None:
+            weights = F.interpolate(valid[:, None].float(), size=size, mode="nearest").flatten(2)
+        else:
+            weights = torch.ones(b, 1, size[0] * size[1], device=pred_masks.device)
+        logits, t = pred_masks.float().flatten(2), t.flatten(2)
+        cost = (
+            self.cost_class * cost_class
+            + self.cost_mask * focal_cost(logits, t, weights, self.focal_alpha, self.focal_gamma)
+            + self.cost_dice * dice_cost(logits, t, weights)
+        )
+        # Non-finite costs (a diverged model) are matched last instead of crashing scipy.
+        big = torch.finfo(cost.dtype).max
+        return torch.nan_to_num(cost, nan=big, posinf=big, neginf=big)
+
+    @torch.no_grad()
+    def match_padded(
+        self,
+        pred_logits: Tensor,
+        pred_masks: Tensor,
+        labels: Tensor,
+        masks: Tensor,
+        counts: Sequence[int],
+        valid: Tensor | None = None,
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Match against padded targets; ``counts`` gives each image's real number of segments."""
+        cost = self.cost_matrix(pred_logits, pred_masks, labels, masks, valid).cpu().numpy()
+        indices = []
+        for c, num in zip(cost, counts):
+            rows, cols = linear_sum_assignment(c[:, :num]) if num else (np.zeros(0), np.zeros(0))
+            indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+        return indices
+
+    def forward(
+        self, pred_logits: Tensor, pred_masks: Tensor, targets: Sequence[Target], use_valid: bool = False
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Per image (query indices, target indices), each int64 [min(N, T_i)], sorted by query index.
+
+        ``targets``: dicts with ``labels`` [T_i] and ``masks`` [T_i, H_i, W_i]; ``use_valid`` leaves ignore
+        and padding pixels out of the mask costs.
+        """
+        labels, masks, valid = pad_targets(targets, pred_logits.device, with_valid=use_valid)
+        counts = [len(t["labels"]) for t in targets]
+        return self.match_padded(pred_logits, pred_masks, labels, masks, counts, valid)

@@ -1,0 +1,92 @@
+"""Pixel decoders: the FPN of the original, and its "+6 Enc" variant with a DETR encoder on res5."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .position_encoding import sine_position_encoding
+from .transformer import TransformerEncoder
+
+
+class ConvNorm(nn.Module):
+    """Conv (no bias) + GroupNorm, optionally + ReLU: detectron2's Conv2d(norm="GN")."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int, num_groups: int, relu: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm = nn.GroupNorm(num_groups, cout)
+        self.relu = relu
+        nn.init.kaiming_uniform_(self.conv.weight, a=1)  # detectron2's c2_xavier_fill
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.norm(self.conv(x))
+        return F.relu(x) if self.relu else x
+
+
+class FPNPixelDecoder(nn.Module):
+    """Top-down FPN over res5..res2 producing per-pixel embeddings at stride 4.
+
+    res5: 3x3 conv + GN + ReLU. Each finer level: 1x1 lateral conv + GN, plus the nearest-upsampled coarser
+    map, then 3x3 conv + GN + ReLU. A final 3x3 conv with bias gives E_pixel.
+    """
+
+    def __init__(self, in_channels: list[int], conv_dim: int = 256, mask_dim: int = 256, num_groups: int = 32):
+        super().__init__()
+        # Top-down order: output_convs[0] acts on res5, lateral_convs[k] / output_convs[k + 1] on the finer ones.
+        self.output_convs = nn.ModuleList([ConvNorm(in_channels[-1], conv_dim, 3, num_groups, relu=True)])
+        self.lateral_convs = nn.ModuleList()
+        for cin in in_channels[-2::-1]:
+            self.lateral_convs.append(ConvNorm(cin, conv_dim, 1, num_groups, relu=False))
+            self.output_convs.append(ConvNorm(conv_dim, conv_dim, 3, num_groups, relu=True))
+        self.mask_features = nn.Conv2d(conv_dim, mask_dim, 3, padding=1)
+        nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
+        nn.init.zeros_(self.mask_features.bias)
+
+    def top_down(self, y: Tensor, features: list[Tensor]) -> Tensor:
+        """Fuse the res5 map ``y`` (already through output_convs[0]) with res4..res2 -> [B, conv_dim, H/4, W/4]."""
+        for lateral, output, x in zip(self.lateral_convs, self.output_convs[1:], features[-2::-1]):
+            lat = lateral(x)
+            y = output(lat + F.interpolate(y, size=lat.shape[-2:], mode="nearest"))
+        return y
+
+    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """features [res2..res5] -> (E_pixel [B, mask_dim, H/4, W/4], res5 [B, C5, H/32, W/32])."""
+        y = self.top_down(self.output_convs[0](features[-1]), features)
+        return self.mask_features(y), features[-1]
+
+
+class TransformerEncoderPixelDecoder(FPNPixelDecoder):
+    """ "+6 Enc": res5 is projected to conv_dim and refined by DETR encoder layers before the FPN.
+
+    The encoder output, not res5, is what the transformer decoder attends to.
+    """
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        conv_dim: int = 256,
+        mask_dim: int = 256,
+        num_groups: int = 32,
+        num_layers: int = 6,
+        num_heads: int = 8,
+        ffn_dim: int = 2048,
+        dropout: float = 0.1,
+    ):
+        super().__init__(in_channels, conv_dim, mask_dim, num_groups)
+        self.input_proj = nn.Conv2d(in_channels[-1], conv_dim, 1)
+        nn.init.kaiming_uniform_(self.input_proj.weight, a=1)
+        nn.init.zeros_(self.input_proj.bias)
+        self.encoder = TransformerEncoder(conv_dim, num_heads, ffn_dim, num_layers, dropout)
+        self.output_convs[0] = ConvNorm(conv_dim, conv_dim, 3, num_groups, relu=True)
+
+    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """features [res2..res5] -> (E_pixel [B, mask_dim, H/4, W/4], encoded res5 [B, conv_dim, H/32, W/32])."""
+        src = self.input_proj(features[-1])
+        b, c, h, w = src.shape
+        pos = sine_position_encoding(h, w, c // 2, device=src.device, dtype=src.dtype)
+        pos = pos.flatten(1).transpose(0, 1).unsqueeze(0).expand(b, -1, -1)
+        memory = self.encoder(src.flatten(2).transpose(1, 2), pos)
+        memory = memory.transpose(1, 2).reshape(b, c, h, w)
+        y = self.top_down(self.output_convs[0](memory), features)
+        return self.mask_features(y), memory

@@ -1,0 +1,89 @@
+"""Named model configurations of the paper (maskformer-facts.md, "Architecture" and "Results").
+
+ADE20K-150 semantic: ``r50``, ``r101``, ``r101c``, ``swin_t``, ``swin_s``, ``swin_b``, ``swin_l``.
+COCO panoptic (133 classes): ``r50+6enc``, ``r101+6enc``, ``swin_t_coco``, ``swin_s_coco``, ``swin_b_coco``,
+``swin_l_coco``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+from .config import (
+    BackboneConfig,
+    InferenceConfig,
+    MaskFormerConfig,
+    PixelDecoderConfig,
+)
+
+_SWIN = {
+    # name: (embed_dim, depths, heads, window, timm weights)
+    "t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 7, "swin_tiny_patch4_window7_224.ms_in1k"),
+    "s": (96, (2, 2, 18, 2), (3, 6, 12, 24), 7, "swin_small_patch4_window7_224.ms_in1k"),
+    "b": (128, (2, 2, 18, 2), (4, 8, 16, 32), 12, "swin_base_patch4_window12_384.ms_in22k"),
+    "l": (192, (2, 2, 18, 2), (6, 12, 24, 48), 12, "swin_large_patch4_window12_384.ms_in22k"),
+}
+
+
+def _swin(size: str) -> BackboneConfig:
+    dim, depths, heads, window, timm_name = _SWIN[size]
+    return BackboneConfig(
+        type="swin",
+        name=timm_name,
+        embed_dim=dim,
+        depths=depths,
+        num_heads=heads,
+        window_size=window,
+        drop_path_rate=0.3,
+    )
+
+
+def _resnet(name: str, **timm_kwargs) -> BackboneConfig:
+    return BackboneConfig(type="timm", name=name, norm="frozen_bn", timm_kwargs=timm_kwargs)
+
+
+def _ade(backbone: BackboneConfig, crop: int = 512) -> MaskFormerConfig:
+    return MaskFormerConfig(
+        num_classes=150,
+        backbone=backbone,
+        inference=InferenceConfig(
+            object_mask_threshold=0.7, overlap_threshold=0.8, test_shortest_edge=crop, test_max_size=4 * crop
+        ),
+    )
+
+
+def _coco(backbone: BackboneConfig, six_enc: bool = False) -> MaskFormerConfig:
+    return MaskFormerConfig(
+        num_classes=133,
+        backbone=backbone,
+        pixel_decoder=PixelDecoderConfig(type="transformer_encoder" if six_enc else "fpn"),
+        inference=InferenceConfig(
+            object_mask_threshold=0.8, overlap_threshold=0.8, test_shortest_edge=800, test_max_size=1333
+        ),
+    )
+
+
+PRESETS: dict[str, Callable[[], MaskFormerConfig]] = {
+    "r50": lambda: _ade(_resnet("resnet50")),
+    "r101": lambda: _ade(_resnet("resnet101")),
+    # detectron2's "deeplab" stem: three 3x3 convs, 64-64-128 channels.
+    "r101c": lambda: _ade(_resnet("resnet101", stem_type="deep", stem_width=64)),
+    "swin_t": lambda: _ade(_swin("t")),
+    "swin_s": lambda: _ade(_swin("s")),
+    "swin_b": lambda: _ade(_swin("b"), crop=640),
+    "swin_l": lambda: _ade(_swin("l"), crop=640),
+    "r50+6enc": lambda: _coco(_resnet("resnet50"), six_enc=True),
+    "r101+6enc": lambda: _coco(_resnet("resnet101"), six_enc=True),
+    "swin_t_coco": lambda: _coco(_swin("t")),
+    "swin_s_coco": lambda: _coco(_swin("s")),
+    "swin_b_coco": lambda: _coco(_swin("b")),
+    "swin_l_coco": lambda: _coco(_swin("l")),
+}
+
+
+def preset(name: str) -> MaskFormerConfig:
+    """Return a fresh config for a named preset (see :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name]())

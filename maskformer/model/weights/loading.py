@@ -1,0 +1,189 @@
+"""``from_pretrained`` / ``save_pretrained``: finding a checkpoint and loading it whatever its format.
+
+Sources: a folder written by ``save_pretrained`` (config.yaml + model.safetensors); a transformers
+MaskFormer folder or hub id (config.json + model.safetensors or pytorch_model.bin); an official model-zoo
+checkpoint (.pkl, or .pth from detectron2 training) or its URL. Pickles are read by a restricted
+unpickler and torch files with ``weights_only=True``, so loading never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlparse
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from ..config import MaskFormerConfig
+from .detectron2_format import config_from_detectron2, convert_detectron2_state_dict, model_state_from_checkpoint
+from .renaming import Renamed
+from .safe_pickle import load_pickle
+from .transformers_format import config_from_transformers, convert_transformers_state_dict
+
+if TYPE_CHECKING:
+    from ..maskformer import MaskFormer
+
+M = TypeVar("M", bound="MaskFormer")
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+@dataclass
+class LoadReport:
+    """Keys of the source that found no place in the model, and model keys the source did not fill."""
+
+    source: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.unexpected
+
+    def __str__(self) -> str:
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} model weights not in the checkpoint: {', '.join(self.missing[:20])}")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} checkpoint entries unused: {', '.join(self.unexpected[:20])}")
+        return f"{self.source}: " + ("; ".join(parts) if parts else "all weights loaded")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MASKFORMER_CACHE", Path(torch.hub.get_dir()) / "maskformer"))
+
+
+def resolve_source(source: str | Path) -> Path:
+    """Local path for ``source``: an existing path, a downloaded URL, or a hub snapshot."""
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    if urlparse(text).scheme in ("http", "https"):
+        return _download(text)
+    if _HUB_ID.match(text) and not text.startswith((".", "/")):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(
+                snapshot_download(
+                    text,
+                    allow_patterns=["config.json", "preprocessor_config.json", "*.safetensors", "*.bin", CONFIG_FILE],
+                )
+            )
+        except Exception as err:
+            raise FileNotFoundError(f"{text}: not a local path, and the hub could not provide it ({err})") from err
+    raise FileNotFoundError(f"{text}: no such file or folder, and not a URL or hub id")
+
+
+def _download(url: str) -> Path:
+    target = cache_dir() / Path(urlparse(url).path).name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(target.suffix + ".part")
+        torch.hub.download_url_to_file(url, str(partial), progress=True)
+        partial.replace(target)
+    return target
+
+
+def read_checkpoint(source: str | Path, config: MaskFormerConfig | None = None) -> tuple[MaskFormerConfig, Renamed]:
+    """Config and renamed state dict for any supported ``source``; ``config`` overrides the stored one."""
+    path = resolve_source(source)
+    if path.is_dir():
+        if (path / CONFIG_FILE).exists():
+            cfg = config or MaskFormerConfig.from_yaml(path / CONFIG_FILE)
+            return cfg, Renamed(_load_tensors(path / WEIGHTS_FILE))
+        if (path / "config.json").exists():
+            data = json.loads((path / "config.json").read_text())
+            if config is None:
+                config = config_from_transformers(data, str(path / "config.json"))
+                _read_preprocessor(path, config)
+            cfg = config
+            weights = _first_existing(path, ["model.safetensors", "pytorch_model.bin"])
+            return cfg, convert_transformers_state_dict(_load_tensors(weights), cfg)
+        raise ValueError(f"{path}: folder holds neither {CONFIG_FILE} (maskformer) nor config.json (transformers)")
+    suffix = path.suffix.lower()
+    if suffix == ".pkl":
+        state = model_state_from_checkpoint(load_pickle(path), str(path))
+    elif suffix in (".pth", ".pt", ".bin"):
+        state = model_state_from_checkpoint(_torch_load(path), str(path))
+    elif suffix == ".safetensors":
+        if config is None:
+            raise ValueError(f"{path}: a bare .safetensors file needs a config (pass config=...)")
+        return config, Renamed(_load_tensors(path))
+    else:
+        raise ValueError(f"{path}: unknown checkpoint format {suffix!r} (expected .pkl, .pth or a folder)")
+    cfg = config or config_from_detectron2(state, str(path))
+    return cfg, convert_detectron2_state_dict(state, cfg)
+
+
+def load_pretrained(
+    cls: type[M], source: str | Path, config: MaskFormerConfig | None = None, strict: bool = False
+) -> M:
+    """Build the model described by ``source`` and load its weights (see module docstring)."""
+    cfg, renamed = read_checkpoint(source, config)
+    model = cls(cfg)
+    result = model.load_state_dict(renamed.state_dict, strict=False)
+    report = LoadReport(str(source), list(result.missing_keys), list(result.unexpected_keys) + renamed.unmatched)
+    model.load_report = report
+    if not report.ok:
+        if strict:
+            raise RuntimeError(str(report))
+        warnings.warn(str(report), stacklevel=2)
+    return model
+
+
+def save_pretrained(model: MaskFormer, directory: str | Path) -> Path:
+    """Write ``config.yaml`` and ``model.safetensors`` into ``directory`` (created if needed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "library": "maskformer"})
+    model.config.to_yaml(directory / CONFIG_FILE)
+    return directory
+
+
+def _first_existing(folder: Path, names: list[str]) -> Path:
+    for name in names:
+        if (folder / name).exists():
+            return folder / name
+    raise FileNotFoundError(f"{folder}: none of {names} found")
+
+
+def _load_tensors(path: Path) -> dict[str, Tensor]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as err:
+            raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+    return dict(_torch_load(path))
+
+
+def _torch_load(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a loadable weights-only torch checkpoint ({err})") from err
+
+
+def _read_preprocessor(folder: Path, config: MaskFormerConfig) -> None:
+    """Take normalisation statistics from a transformers preprocessor_config.json when present."""
+    file = folder / "preprocessor_config.json"
+    if not file.exists():
+        return
+    data = json.loads(file.read_text())
+    mean, std = data.get("image_mean"), data.get("image_std")
+    if mean and std and len(mean) == 3 and len(std) == 3:
+        scale = 255.0 if max(mean) <= 1.0 else 1.0
+        config.pixel_mean = tuple(round(float(v) * scale, 4) for v in mean)
+        config.pixel_std = tuple(round(float(v) * scale, 4) for v in std)
