@@ -76,7 +76,12 @@ def tiny_config(num_classes: int = 5, backbone: str = "swin", queries: int = 10)
     """A small but complete MaskFormer for fast tests."""
     if backbone == "swin":
         bb = BackboneConfig(
-            type="swin", name="", embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=7,
+            type="swin",
+            name="",
+            embed_dim=32,
+            depths=(1, 1, 2, 1),
+            num_heads=(1, 2, 4, 8),
+            window_size=7,
             drop_path_rate=0.0,
         )
     else:

@@ -42,14 +42,17 @@ def hf_to_detectron2(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
                 fused.setdefault(base + f"attn.qkv.{q[2]}", {})[["query", "key", "value"].index(q[1])] = value
                 continue
             table = {
-                "layernorm_before": "norm1", "layernorm_after": "norm2", "attention.output.dense": "attn.proj",
-                "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
+                "layernorm_before": "norm1",
+                "layernorm_after": "norm2",
+                "attention.output.dense": "attn.proj",
+                "intermediate.dense": "mlp.fc1",
+                "output.dense": "mlp.fc2",
                 "attention.self.relative_position_bias_table": "attn.relative_position_bias_table",
                 "attention.self.relative_position_index": "attn.relative_position_index",
             }
             for src, dst in table.items():
                 if rest == src or rest.startswith(src + "."):
-                    new = base + dst + rest[len(src):]
+                    new = base + dst + rest[len(src) :]
                     break
         elif m := re.fullmatch(r"ENC\.model\.encoder\.layers\.(\d+)\.downsample\.(.+)", k):
             new = f"backbone.layers.{m[1]}.downsample.{m[2]}"  # detectron2: end of stage i, same index
@@ -94,13 +97,17 @@ def hf_to_detectron2(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
                 fused.setdefault(base + f"{attn}.in_proj_{q[3]}", {})["qkv".index(q[2])] = value
                 continue
             table = {
-                "self_attn.o_proj": "self_attn.out_proj", "encoder_attn.o_proj": "multihead_attn.out_proj",
-                "self_attn_layer_norm": "norm1", "encoder_attn_layer_norm": "norm2", "final_layer_norm": "norm3",
-                "mlp.fc1": "linear1", "mlp.fc2": "linear2",
+                "self_attn.o_proj": "self_attn.out_proj",
+                "encoder_attn.o_proj": "multihead_attn.out_proj",
+                "self_attn_layer_norm": "norm1",
+                "encoder_attn_layer_norm": "norm2",
+                "final_layer_norm": "norm3",
+                "mlp.fc1": "linear1",
+                "mlp.fc2": "linear2",
             }
             for src, dst in table.items():
                 if rest.startswith(src + "."):
-                    new = base + dst + rest[len(src):]
+                    new = base + dst + rest[len(src) :]
                     break
         elif m := re.fullmatch(r"class_predictor\.(\w+)", k):
             new = PRED + f"class_embed.{m[1]}"
@@ -138,7 +145,7 @@ def test_official_checkpoint_equals_transformers(hf_checkpoints, tmp_path, backb
 
 
 def test_six_encoder_checkpoint(hf_checkpoints, tmp_path):
-    """"+6 Enc" checkpoints: the encoder layers, input projection and the narrower res5 conv land in place."""
+    """ "+6 Enc" checkpoints: the encoder layers, input projection and the narrower res5 conv land in place."""
     _, hf = hf_checkpoints["r50"]
     state = hf_to_detectron2(hf.state_dict())
     gen = torch.Generator().manual_seed(4)
@@ -148,10 +155,17 @@ def test_six_encoder_checkpoint(hf_checkpoints, tmp_path):
     for i in range(6):
         enc = PD + f"transformer.encoder.layers.{i}."
         shapes = {
-            "self_attn.in_proj_weight": (768, 256), "self_attn.in_proj_bias": (768,),
-            "self_attn.out_proj.weight": (256, 256), "self_attn.out_proj.bias": (256,),
-            "linear1.weight": (2048, 256), "linear1.bias": (2048,), "linear2.weight": (256, 2048),
-            "linear2.bias": (256,), "norm1.weight": (256,), "norm1.bias": (256,), "norm2.weight": (256,),
+            "self_attn.in_proj_weight": (768, 256),
+            "self_attn.in_proj_bias": (768,),
+            "self_attn.out_proj.weight": (256, 256),
+            "self_attn.out_proj.bias": (256,),
+            "linear1.weight": (2048, 256),
+            "linear1.bias": (2048,),
+            "linear2.weight": (256, 2048),
+            "linear2.bias": (256,),
+            "norm1.weight": (256,),
+            "norm1.bias": (256,),
+            "norm2.weight": (256,),
             "norm2.bias": (256,),
         }
         for name, shape in shapes.items():
@@ -164,7 +178,9 @@ def test_six_encoder_checkpoint(hf_checkpoints, tmp_path):
     assert model.config.pixel_decoder.type == "transformer_encoder"
     assert model.config.pixel_decoder.encoder_layers == 6
     layer = model.pixel_decoder.encoder.layers[5]
-    assert torch.equal(layer.self_attn.in_proj_weight, state[PD + "transformer.encoder.layers.5.self_attn.in_proj_weight"])
+    assert torch.equal(
+        layer.self_attn.in_proj_weight, state[PD + "transformer.encoder.layers.5.self_attn.in_proj_weight"]
+    )
     assert torch.equal(layer.linear2.bias, state[PD + "transformer.encoder.layers.5.linear2.bias"])
     assert torch.equal(model.pixel_decoder.input_proj.bias, state[PD + "input_proj.bias"])
     assert torch.equal(model.pixel_decoder.output_convs[0].conv.weight, state[PD + "layer_4.weight"])

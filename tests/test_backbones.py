@@ -1,0 +1,99 @@
+"""Backbones: the original's Swin against timm's, any timm model, frozen BN, odd input sizes."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from maskformer.model import BackboneConfig, MaskFormer
+from maskformer.model import backbone as backbone_module
+from maskformer.model.backbone import TimmBackbone, build_backbone
+from maskformer.model.swin import SwinBackbone
+
+from .conftest import tiny_config
+
+
+def test_swin_loads_timm_weights_and_equals_timm_on_whole_windows(monkeypatch):
+    """At sizes made of whole windows there is nothing to pad, so the original's Swin and timm's agree.
+
+    (448, not 224: at 224 the last stage is one 7 x 7 window, where timm turns the shift off and the original
+    keeps it.)"""
+    torch.manual_seed(0)
+    reference = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=448).eval()
+    requested = []
+
+    def fake_create_model(name, pretrained=False, **kwargs):
+        requested.append((name, pretrained))
+        return reference
+
+    monkeypatch.setattr(backbone_module.timm, "create_model", fake_create_model)
+    config = BackboneConfig(type="swin", name="swin_tiny_patch4_window7_224.ms_in1k", pretrained=True)
+    ours = build_backbone(config).eval()
+    assert requested == [("swin_tiny_patch4_window7_224.ms_in1k", True)]
+    x = torch.randn(1, 3, 448, 448)
+    with torch.no_grad():
+        expected = reference.patch_embed(x)
+        y = ours.patch_embed(x)
+        for ref_stage, stage in zip(reference.layers, ours.layers):
+            expected, y = ref_stage(expected), stage(y)
+            assert torch.allclose(expected, y, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (33, 45), (65, 7), (224, 97)])
+def test_swin_takes_any_input_size(size):
+    swin = SwinBackbone(embed_dim=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8), drop_path_rate=0.1).eval()
+    with torch.no_grad():
+        feats = swin(torch.randn(2, 3, *size))
+    h, w = size
+    for i, f in enumerate(feats):
+        stride = 4 * 2**i
+        assert f.shape == (2, 32 * 2**i, -(-h // stride), -(-w // stride))
+        assert torch.isfinite(f).all()
+
+
+def test_any_timm_backbone():
+    backbone = TimmBackbone("convnext_atto", norm="bn")
+    assert backbone.channels == [40, 80, 160, 320] and backbone.strides == [4, 8, 16, 32]
+    config = tiny_config(backbone="convnext_atto")
+    model = MaskFormer(config).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 96, 64))
+    assert out["pred_masks"].shape == (1, 10, 24, 16)
+
+
+def test_backbone_without_stride_4_is_refused():
+    with pytest.raises(ValueError, match="vit_tiny_patch16_224.*strides"):
+        TimmBackbone("vit_tiny_patch16_224", img_size=64)
+
+
+def test_resnet_norm_options_and_stride_in_1x1():
+    frozen = TimmBackbone("resnet18")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in frozen.modules())
+    assert sum(p.numel() for p in frozen.parameters()) < sum(
+        p.numel() for p in TimmBackbone("resnet18", norm="bn").parameters()
+    )
+    msra = TimmBackbone("resnet50", stride_in_1x1=True)
+    block = msra.body.layer2[0]
+    assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
+    feats = msra(torch.randn(1, 3, 64, 64))
+    assert [f.shape[-1] for f in feats] == [16, 8, 4, 2]
+
+
+def test_deep_stem_r101c():
+    config = BackboneConfig(type="timm", name="resnet101", timm_kwargs={"stem_type": "deep", "stem_width": 64})
+    with torch.device("meta"):
+        backbone = build_backbone(config)
+    assert [c.out_channels for c in backbone.body.conv1 if isinstance(c, nn.Conv2d)] == [64, 64, 128]
+
+
+def test_aux_outputs_and_training_mode(tiny_model):
+    tiny_model.train()
+    out = tiny_model(torch.randn(2, 3, 64, 64))
+    assert len(out["aux_outputs"]) == 2  # 3 decoder layers
+    for aux in out["aux_outputs"]:
+        assert aux["pred_logits"].shape == (2, 10, 6) and aux["pred_masks"].shape == (2, 10, 16, 16)
+    tiny_model.eval()
+    assert tiny_model(torch.randn(1, 3, 64, 64))["aux_outputs"] == []
+    assert len(tiny_model(torch.randn(1, 3, 64, 64), with_aux=True)["aux_outputs"]) == 2

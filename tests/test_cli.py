@@ -1,0 +1,40 @@
+"""The ``maskformer`` command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from maskformer.cli.main import main
+
+
+def test_presets_lists_paper_configurations(capsys):
+    assert main(["presets", "--count"]) == 0
+    out = capsys.readouterr().out
+    assert "swin_t" in out and "r50+6enc" in out and "41.8M" in out
+
+
+def test_info_and_convert(tmp_path, capsys, hf_checkpoints):
+    assert main(["info", "--preset", "r50"]) == 0
+    assert "# parameters: 41,25" in capsys.readouterr().out
+    folder, _ = hf_checkpoints["r50"]
+    assert main(["convert", "--model", str(folder), "--out", str(tmp_path / "out"), "--strict"]) == 0
+    assert (tmp_path / "out" / "config.yaml").exists()
+    assert main(["info", "--model", str(tmp_path / "out")]) == 0
+    assert "all weights loaded" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_with_nonzero_exit(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "maskformer.cli.main", "info", "--model", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "missing: no such file or folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_placeholder(capsys):
+    assert main(["demo"]) == 0
+    assert "not built yet" in capsys.readouterr().out
