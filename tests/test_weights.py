@@ -62,7 +62,7 @@ def test_hub_id_resolves_through_huggingface_hub(hf_checkpoints, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     model = MaskFormer.from_pretrained("facebook/maskformer-resnet50-ade", strict=True)
     assert calls[0][0] == "facebook/maskformer-resnet50-ade" and "config.json" in calls[0][1]
-    assert model.config.backbone.name == "resnet50"
+    assert model.config.backbone.name == "resnet50.tv_in1k"
 
 
 def test_url_downloads_once_into_the_cache(tiny_model, tmp_path, monkeypatch):
@@ -108,3 +108,15 @@ def test_bad_sources_get_clear_errors(tmp_path):
 def test_cache_dir_default_is_under_torch_hub(monkeypatch):
     monkeypatch.delenv("MASKFORMER_CACHE", raising=False)
     assert loading.cache_dir().name == "maskformer"
+
+
+def test_transformers_pytorch_bin(hf_checkpoints, tmp_path):
+    folder, hf = hf_checkpoints["r50"]
+    copy = tmp_path / "bin"
+    copy.mkdir()
+    shutil.copy(folder / "config.json", copy / "config.json")
+    torch.save(load_file(str(folder / "model.safetensors")), copy / "pytorch_model.bin")
+    model = MaskFormer.from_pretrained(copy, strict=True).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (model(x)["pred_logits"] - hf(pixel_values=x).class_queries_logits).abs().max() <= 1e-4

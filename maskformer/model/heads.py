@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .position_encoding import sine_position_encoding
+from .position_encoding import sine_position_tokens
 from .transformer import TransformerDecoder
 
 
@@ -65,8 +65,7 @@ class MaskFormerHead(nn.Module):
         class logits [L, B, N, K+1] and mask embeddings E_mask [L, B, N, C_E] for all L decoder layers."""
         src = self.input_proj(features)
         b, c, h, w = src.shape
-        pos = sine_position_encoding(h, w, c // 2, device=src.device, dtype=src.dtype)
-        pos = pos.flatten(1).transpose(0, 1).unsqueeze(0).expand(b, -1, -1)
+        pos = sine_position_tokens(b, h, w, c, device=src.device, dtype=src.dtype)
         memory = src.flatten(2).transpose(1, 2)
         query_pos = self.query_embed.weight.unsqueeze(0).expand(b, -1, -1)
         hs = self.decoder(torch.zeros_like(query_pos), memory, pos, query_pos)

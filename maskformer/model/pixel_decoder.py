@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .position_encoding import sine_position_encoding
+from .position_encoding import sine_position_tokens
 from .transformer import TransformerEncoder
 
 
@@ -84,8 +84,7 @@ class TransformerEncoderPixelDecoder(FPNPixelDecoder):
         """features [res2..res5] -> (E_pixel [B, mask_dim, H/4, W/4], encoded res5 [B, conv_dim, H/32, W/32])."""
         src = self.input_proj(features[-1])
         b, c, h, w = src.shape
-        pos = sine_position_encoding(h, w, c // 2, device=src.device, dtype=src.dtype)
-        pos = pos.flatten(1).transpose(0, 1).unsqueeze(0).expand(b, -1, -1)
+        pos = sine_position_tokens(b, h, w, c, device=src.device, dtype=src.dtype)
         memory = self.encoder(src.flatten(2).transpose(1, 2), pos)
         memory = memory.transpose(1, 2).reshape(b, c, h, w)
         y = self.top_down(self.output_convs[0](memory), features)

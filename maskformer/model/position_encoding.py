@@ -37,3 +37,16 @@ def sine_position_encoding(
         dim=2,
     )
     return pos.permute(2, 0, 1).to(dtype)
+
+
+def sine_position_tokens(
+    batch: int,
+    height: int,
+    width: int,
+    dim: int,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """The encoding of an H x W map as tokens in row-major order, [B, H*W, dim]."""
+    pos = sine_position_encoding(height, width, dim // 2, device=device, dtype=dtype)
+    return pos.flatten(1).transpose(0, 1).unsqueeze(0).expand(batch, -1, -1)

@@ -17,6 +17,18 @@ from .config import (
     PixelDecoderConfig,
 )
 
+# Architectures recognised in foreign checkpoints, and the timm weights their backbones start from.
+RESNET_BY_DEPTHS = {
+    (3, 4, 6, 3): "resnet50.tv_in1k",
+    (3, 4, 23, 3): "resnet101.tv_in1k",
+    (3, 8, 36, 3): "resnet152.tv_in1k",
+}
+SWIN_WEIGHTS_BY_WIDTH = {
+    96: "swin_tiny_patch4_window7_224.ms_in1k",
+    128: "swin_base_patch4_window12_384.ms_in22k",
+    192: "swin_large_patch4_window12_384.ms_in22k",
+}
+
 _SWIN = {
     # name: (embed_dim, depths, heads, window, timm weights)
     "t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 7, "swin_tiny_patch4_window7_224.ms_in1k"),
@@ -65,16 +77,16 @@ def _coco(backbone: BackboneConfig, six_enc: bool = False) -> MaskFormerConfig:
 
 
 PRESETS: dict[str, Callable[[], MaskFormerConfig]] = {
-    "r50": lambda: _ade(_resnet("resnet50")),
-    "r101": lambda: _ade(_resnet("resnet101")),
+    "r50": lambda: _ade(_resnet("resnet50.tv_in1k")),
+    "r101": lambda: _ade(_resnet("resnet101.tv_in1k")),
     # detectron2's "deeplab" stem: three 3x3 convs, 64-64-128 channels.
-    "r101c": lambda: _ade(_resnet("resnet101", stem_type="deep", stem_width=64)),
+    "r101c": lambda: _ade(_resnet("resnet101.tv_in1k", stem_type="deep", stem_width=64)),
     "swin_t": lambda: _ade(_swin("t")),
     "swin_s": lambda: _ade(_swin("s")),
     "swin_b": lambda: _ade(_swin("b"), crop=640),
     "swin_l": lambda: _ade(_swin("l"), crop=640),
-    "r50+6enc": lambda: _coco(_resnet("resnet50"), six_enc=True),
-    "r101+6enc": lambda: _coco(_resnet("resnet101"), six_enc=True),
+    "r50+6enc": lambda: _coco(_resnet("resnet50.tv_in1k"), six_enc=True),
+    "r101+6enc": lambda: _coco(_resnet("resnet101.tv_in1k"), six_enc=True),
     "swin_t_coco": lambda: _coco(_swin("t")),
     "swin_s_coco": lambda: _coco(_swin("s")),
     "swin_b_coco": lambda: _coco(_swin("b")),

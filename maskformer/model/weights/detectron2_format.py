@@ -17,14 +17,9 @@ import torch
 from torch import Tensor
 
 from ..config import BackboneConfig, MaskFormerConfig, PixelDecoderConfig, TransformerConfig
+from ..presets import RESNET_BY_DEPTHS, SWIN_WEIGHTS_BY_WIDTH
 from .renaming import Renamed, Rule, rename_state_dict
 
-_RESNET_DEPTHS = {(3, 4, 6, 3): "resnet50", (3, 4, 23, 3): "resnet101", (3, 8, 36, 3): "resnet152"}
-_SWIN_TIMM = {
-    96: "swin_tiny_patch4_window7_224.ms_in1k",
-    128: "swin_base_patch4_window12_384.ms_in22k",
-    192: "swin_large_patch4_window12_384.ms_in22k",
-}
 HEAD = "sem_seg_head."
 
 
@@ -61,7 +56,7 @@ def config_from_detectron2(state: Mapping[str, Tensor], source: str = "checkpoin
         table = state["backbone.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
         backbone = BackboneConfig(
             type="swin",
-            name=_SWIN_TIMM.get(dim, ""),
+            name=SWIN_WEIGHTS_BY_WIDTH.get(dim, ""),
             embed_dim=dim,
             depths=depths,
             num_heads=heads,
@@ -73,12 +68,12 @@ def config_from_detectron2(state: Mapping[str, Tensor], source: str = "checkpoin
         )
     elif "backbone.stem.conv1.weight" in state:
         depths = tuple(_count(state, rf"backbone\.res{s}\.(\d+)\.") for s in range(2, 6))
-        if depths not in _RESNET_DEPTHS:
+        if depths not in RESNET_BY_DEPTHS:
             raise ValueError(f"{source}: unsupported ResNet depths {depths}")
         kwargs = {}
         if "backbone.stem.conv2.weight" in state:
             kwargs = {"stem_type": "deep", "stem_width": int(state["backbone.stem.conv1.weight"].shape[0])}
-        backbone = BackboneConfig(type="timm", name=_RESNET_DEPTHS[depths], norm="frozen_bn", timm_kwargs=kwargs)
+        backbone = BackboneConfig(type="timm", name=RESNET_BY_DEPTHS[depths], norm="frozen_bn", timm_kwargs=kwargs)
     else:
         raise ValueError(f"{source}: no Swin or ResNet backbone weights found (keys start {sorted(state)[:3]})")
 

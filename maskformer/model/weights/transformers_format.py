@@ -18,14 +18,8 @@ from ..config import (
     PixelDecoderConfig,
     TransformerConfig,
 )
+from ..presets import RESNET_BY_DEPTHS, SWIN_WEIGHTS_BY_WIDTH
 from .renaming import Renamed, Rule, rename_state_dict
-
-_RESNET_DEPTHS = {(3, 4, 6, 3): "resnet50", (3, 4, 23, 3): "resnet101", (3, 8, 36, 3): "resnet152"}
-_SWIN_TIMM = {
-    96: "swin_tiny_patch4_window7_224.ms_in1k",
-    128: "swin_base_patch4_window12_384.ms_in22k",
-    192: "swin_large_patch4_window12_384.ms_in22k",
-}
 
 
 def config_from_transformers(data: Mapping[str, Any], source: str = "config.json") -> MaskFormerConfig:
@@ -41,7 +35,7 @@ def config_from_transformers(data: Mapping[str, Any], source: str = "config.json
             raise ValueError(f"{source}: Swin with absolute position embeddings is not a MaskFormer backbone")
         backbone = BackboneConfig(
             type="swin",
-            name=_SWIN_TIMM.get(bb["embed_dim"], ""),
+            name=SWIN_WEIGHTS_BY_WIDTH.get(bb["embed_dim"], ""),
             embed_dim=bb["embed_dim"],
             depths=tuple(bb["depths"]),
             num_heads=tuple(bb["num_heads"]),
@@ -53,13 +47,13 @@ def config_from_transformers(data: Mapping[str, Any], source: str = "config.json
         )
     elif kind == "resnet":
         depths = tuple(bb["depths"])
-        if bb.get("layer_type", "bottleneck") != "bottleneck" or depths not in _RESNET_DEPTHS:
+        if bb.get("layer_type", "bottleneck") != "bottleneck" or depths not in RESNET_BY_DEPTHS:
             raise ValueError(f"{source}: unsupported ResNet (layer_type {bb.get('layer_type')}, depths {depths})")
         if bb.get("embedding_size", 64) != 64 or bb.get("downsample_in_first_stage", False):
             raise ValueError(f"{source}: unsupported ResNet stem (embedding_size {bb.get('embedding_size')})")
         backbone = BackboneConfig(
             type="timm",
-            name=_RESNET_DEPTHS[depths],
+            name=RESNET_BY_DEPTHS[depths],
             norm="frozen_bn",
             stride_in_1x1=bool(bb.get("downsample_in_bottleneck", False)),
         )
