@@ -120,3 +120,14 @@ def test_transformers_pytorch_bin(hf_checkpoints, tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert (model(x)["pred_logits"] - hf(pixel_values=x).class_queries_logits).abs().max() <= 1e-4
+
+
+def test_loading_for_another_class_count_keeps_the_rest(tiny_model, tmp_path):
+    """Fine-tuning from a checkpoint with other classes: the class head is reported and left initialised."""
+    folder = tiny_model.save_pretrained(tmp_path / "m")
+    config = tiny_model.config.override(["num_classes=3"])
+    with pytest.warns(UserWarning, match=r"shapes differ, kept initialised: predictor\.class_embed\.weight"):
+        model = MaskFormer.from_pretrained(folder, config=config)
+    assert model.load_report.mismatched == ["predictor.class_embed.weight", "predictor.class_embed.bias"]
+    assert model.load_report.missing == []
+    assert torch.equal(model.predictor.mask_embed.layers[0].weight, tiny_model.predictor.mask_embed.layers[0].weight)

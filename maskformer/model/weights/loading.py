@@ -38,15 +38,17 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 @dataclass
 class LoadReport:
-    """Keys of the source that found no place in the model, and model keys the source did not fill."""
+    """Keys of the source that found no place in the model, model keys the source did not fill, and keys
+    whose shapes differ (left at their initialisation, e.g. a class head loaded for another class count)."""
 
     source: str
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.unexpected
+        return not self.missing and not self.unexpected and not self.mismatched
 
     def __str__(self) -> str:
         parts = []
@@ -54,6 +56,8 @@ class LoadReport:
             parts.append(f"{len(self.missing)} model weights not in the checkpoint: {', '.join(self.missing[:20])}")
         if self.unexpected:
             parts.append(f"{len(self.unexpected)} checkpoint entries unused: {', '.join(self.unexpected[:20])}")
+        if self.mismatched:
+            parts.append(f"{len(self.mismatched)} shapes differ, kept initialised: {', '.join(self.mismatched[:20])}")
         return f"{self.source}: " + ("; ".join(parts) if parts else "all weights loaded")
 
 
@@ -130,9 +134,17 @@ def load_pretrained(
 ) -> M:
     """Build the model described by ``source`` and load its weights (see module docstring)."""
     cfg, renamed = read_checkpoint(source, config)
+    # Every weight comes from the checkpoint: building must not fetch ImageNet weights first.
+    cfg.backbone.pretrained = False
     model = cls(cfg)
-    result = model.load_state_dict(renamed.state_dict, strict=False)
-    report = LoadReport(str(source), list(result.missing_keys), list(result.unexpected_keys) + renamed.unmatched)
+    own = model.state_dict()
+    state = dict(renamed.state_dict)
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    for key in mismatched:
+        del state[key]
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in mismatched]
+    report = LoadReport(str(source), missing, list(result.unexpected_keys) + renamed.unmatched, mismatched)
     model.load_report = report
     if not report.ok:
         if strict:
