@@ -137,11 +137,11 @@ class MaskFormerConfig:
     pixel_std: tuple[float, float, float] = ADE_STD
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+        return to_plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MaskFormerConfig:
-        return _from_dict(cls, data, path="config")
+        return config_from_dict(cls, data, path="config")
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -165,32 +165,41 @@ class MaskFormerConfig:
 
     def override(self, assignments: list[str]) -> MaskFormerConfig:
         """Apply ``key.sub=value`` overrides (values parsed as YAML), returning a new config."""
-        data = self.to_dict()
-        for item in assignments:
-            if "=" not in item:
-                raise ValueError(f"override {item!r} is not of the form key=value")
-            key, raw = item.split("=", 1)
-            node = data
-            parts = key.strip().split(".")
-            for part in parts[:-1]:
-                if not isinstance(node.get(part), dict):
-                    raise ValueError(f"override {item!r}: unknown section {part!r}")
-                node = node[part]
-            if parts[-1] not in node:
-                raise ValueError(f"override {item!r}: unknown key {key!r}")
+        return MaskFormerConfig.from_dict(apply_overrides(self.to_dict(), assignments))
+
+
+def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Set ``section.key=value`` entries (values parsed as YAML) in nested plain ``data``, in place."""
+    for item in assignments:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"override {item!r}: unknown section {part!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ValueError(f"override {item!r}: unknown key {key!r}")
+        try:
             node[parts[-1]] = yaml.safe_load(raw)
-        return MaskFormerConfig.from_dict(data)
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: value is not valid YAML ({err})") from err
+    return data
 
 
-def _to_plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
+    """Dataclass dicts -> YAML-safe plain values (tuples become lists)."""
     if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
+        return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     return value
 
 
-def _from_dict(cls: type[T], data: dict[str, Any], path: str) -> T:
+def config_from_dict(cls: type[T], data: dict[str, Any], path: str) -> T:
+    """Build dataclass ``cls`` from plain data, recursing into nested dataclasses; unknown keys are errors."""
     if not isinstance(data, dict):
         raise TypeError(f"{path}: expected a mapping, got {type(data).__name__}")
     known = {f.name: f for f in fields(cls)}
@@ -202,7 +211,7 @@ def _from_dict(cls: type[T], data: dict[str, Any], path: str) -> T:
     for name, value in data.items():
         default = getattr(defaults, name)
         if dataclasses.is_dataclass(default):
-            kwargs[name] = _from_dict(type(default), value, f"{path}.{name}")
+            kwargs[name] = config_from_dict(type(default), value, f"{path}.{name}")
         elif isinstance(default, tuple):
             kwargs[name] = tuple(value)
         elif name == "colors":

@@ -1,0 +1,232 @@
+"""Dataset readers: semantic label PNGs (generic, ADE20K, Cityscapes) and COCO panoptic.
+
+Every dataset yields a dict ``{"image": uint8 [3, H, W], "label": int64 [H, W], "kind", "file", ...}``.
+For semantic data ``label`` holds class indices with ``ignore_value`` on unlabelled pixels; for panoptic
+data it holds segment ids (0 = void) and ``segments`` maps each id to its class and crowd flag. Augment
+the (image, label) pair jointly, then turn it into mask-classification targets with :func:`make_targets`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ..model.config import MetadataConfig
+from .io import list_images, read_image, read_label, read_panoptic_png
+from .metadata import builtin_metadata, category_ids, cityscapes_label_id_to_train_id, load_class_file, metadata_from_json
+
+Sample = dict
+Transform = Callable[[Sample], Sample]
+
+
+@dataclass
+class Segment:
+    category: int  # contiguous class index
+    iscrowd: bool
+
+
+class SemanticDataset(Dataset):
+    """Images and label PNGs with the same stems; ``label_lut`` remaps raw label values (e.g. ADE20K's
+    0 = ignore, 1..150 -> 0..149, or Cityscapes labelIds -> trainIds)."""
+
+    def __init__(
+        self,
+        image_dir: str | Path,
+        label_dir: str | Path,
+        metadata: MetadataConfig,
+        ignore_value: int = 255,
+        label_lut: Tensor | None = None,
+        label_suffix: str = ".png",
+        label_name: Callable[[Path], str] | None = None,
+        transform: Transform | None = None,
+    ):
+        self.images = list_images(image_dir)
+        self.label_dir = Path(label_dir)
+        if not self.label_dir.is_dir():
+            raise FileNotFoundError(f"{self.label_dir}: label folder not found")
+        if not self.images:
+            raise ValueError(f"{image_dir}: no images found")
+        name = label_name or (lambda p: str(p.relative_to(image_dir).with_suffix(label_suffix)))
+        self.image_dir = Path(image_dir)
+        self.labels = [self.label_dir / name(p) for p in self.images]
+        self.metadata = metadata
+        self.num_classes = len(metadata.class_names)
+        self.ignore_value = ignore_value
+        self.label_lut = label_lut
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> Sample:
+        image = read_image(self.images[index])
+        label = read_label(self.labels[index])
+        if label.shape != image.shape[-2:]:
+            raise ValueError(
+                f"{self.labels[index]}: label size {tuple(label.shape)} differs from image size "
+                f"{tuple(image.shape[-2:])} of {self.images[index]}"
+            )
+        if self.label_lut is not None:
+            if int(label.max()) >= len(self.label_lut):
+                raise ValueError(f"{self.labels[index]}: label value {int(label.max())} outside the label map")
+            label = self.label_lut[label]
+        bad = (label >= self.num_classes) & (label != self.ignore_value)
+        if bad.any():
+            raise ValueError(
+                f"{self.labels[index]}: label values {sorted(set(label[bad].tolist()))[:5]} are neither classes "
+                f"0..{self.num_classes - 1} nor ignore ({self.ignore_value})"
+            )
+        return {"image": image, "label": label, "kind": "semantic", "file": str(self.images[index])}
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.load(index)
+        return self.transform(sample) if self.transform else sample
+
+
+def generic_semantic(
+    image_dir: str | Path, label_dir: str | Path, class_file: str | Path, ignore_value: int = 255, **kwargs
+) -> SemanticDataset:
+    """An image folder, a label-PNG folder with the same stems and a class list file."""
+    return SemanticDataset(image_dir, label_dir, load_class_file(class_file), ignore_value, **kwargs)
+
+
+def ade20k(root: str | Path, split: str = "training", **kwargs) -> SemanticDataset:
+    """ADEChallengeData2016: label 0 is ignore, 1..150 become classes 0..149."""
+    root = Path(root)
+    lut = torch.cat([torch.tensor([255]), torch.arange(150), torch.full((105,), 255)])
+    return SemanticDataset(
+        root / "images" / split, root / "annotations" / split, builtin_metadata("ade20k_150"), 255, lut, **kwargs
+    )
+
+
+def cityscapes(root: str | Path, split: str = "train", **kwargs) -> SemanticDataset:
+    """leftImg8bit/{split}/{city}/*_leftImg8bit.png with gtFine/{split}/{city}/*_gtFine_labelIds.png;
+    labelIds map to the 19 trainIds, everything else to ignore."""
+    root = Path(root)
+    lut = torch.full((256,), 255, dtype=torch.long)
+    for label_id, train_id in cityscapes_label_id_to_train_id().items():
+        lut[label_id] = train_id
+    image_dir = root / "leftImg8bit" / split
+
+    def label_name(path: Path) -> str:
+        rel = path.relative_to(image_dir)
+        return str(rel.parent / rel.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png"))
+
+    return SemanticDataset(
+        image_dir, root / "gtFine" / split, builtin_metadata("cityscapes_19"), 255, lut, label_name=label_name,
+        **kwargs,
+    )
+
+
+class COCOPanopticDataset(Dataset):
+    """COCO panoptic format: a JSON with ``images``, ``annotations`` (``segments_info``) and ``categories``
+    (with ``isthing``), and one PNG of RGB-encoded segment ids per image."""
+
+    def __init__(
+        self,
+        image_dir: str | Path,
+        json_file: str | Path,
+        png_dir: str | Path,
+        transform: Transform | None = None,
+    ):
+        self.image_dir, self.png_dir, self.json_file = Path(image_dir), Path(png_dir), Path(json_file)
+        if not self.json_file.exists():
+            raise FileNotFoundError(f"{self.json_file}: panoptic annotation file not found")
+        try:
+            data = json.loads(self.json_file.read_text())
+            categories = sorted(data["categories"], key=lambda c: c["id"])
+            annotations = data["annotations"]
+            images = {img["id"]: img for img in data.get("images", [])}
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{self.json_file}: not a COCO panoptic annotation file ({err})") from err
+        self.category_index = {c["id"]: i for i, c in enumerate(categories)}
+        self.metadata = metadata_from_json(
+            {"dataset": self.json_file.stem, "classes": [{**c, "isthing": bool(c.get("isthing", 0))} for c in categories]},
+            str(self.json_file),
+        )
+        if not all("color" in c for c in categories):
+            self.metadata.colors = metadata_from_json({"classes": [{"name": c["name"]} for c in categories]}, "").colors
+        self.categories = categories
+        self.annotations = annotations
+        self.image_files = []
+        for ann in annotations:
+            info = images.get(ann["image_id"], {})
+            name = info.get("file_name") or Path(ann["file_name"]).with_suffix(".jpg").name
+            self.image_files.append(self.image_dir / name)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.annotations)
+
+    def load(self, index: int) -> Sample:
+        ann = self.annotations[index]
+        image = read_image(self.image_files[index])
+        png = self.png_dir / ann["file_name"]
+        ids = read_panoptic_png(png)
+        if ids.shape != image.shape[-2:]:
+            raise ValueError(f"{png}: size {tuple(ids.shape)} differs from image {self.image_files[index]}")
+        segments = {}
+        for seg in ann["segments_info"]:
+            if seg["category_id"] not in self.category_index:
+                raise ValueError(f"{self.json_file}: segment {seg['id']} of {png.name} has unknown category "
+                                 f"{seg['category_id']}")
+            segments[int(seg["id"])] = Segment(self.category_index[seg["category_id"]], bool(seg.get("iscrowd", 0)))
+        return {"image": image, "label": ids, "segments": segments, "kind": "panoptic",
+                "file": str(self.image_files[index]), "annotation": ann}
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.load(index)
+        return self.transform(sample) if self.transform else sample
+
+
+def coco_panoptic(root: str | Path, split: str = "val2017", **kwargs) -> COCOPanopticDataset:
+    """The COCO layout: {split}/ images, annotations/panoptic_{split}.json and annotations/panoptic_{split}/."""
+    root = Path(root)
+    ds = COCOPanopticDataset(
+        root / split, root / "annotations" / f"panoptic_{split}.json", root / "annotations" / f"panoptic_{split}",
+        **kwargs,
+    )
+    if len(ds.categories) == 133 and [c["id"] for c in ds.categories] == sorted(category_ids("coco_panoptic_133")):
+        ds.metadata = builtin_metadata("coco_panoptic_133")
+    return ds
+
+
+def make_targets(sample: Sample, ignore_value: int = 255) -> dict[str, Tensor]:
+    """Mask-classification targets from an (augmented) sample.
+
+    Semantic: one mask per class present (the original's MaskFormerSemanticDatasetMapper). Panoptic: one
+    mask per non-crowd segment still visible; crowd and void pixels belong to no target. ``valid`` marks
+    pixels that are neither ignore (semantic) nor void (panoptic id 0); augmentation pads with those values.
+    """
+    label = sample["label"]
+    if sample["kind"] == "semantic":
+        classes = [int(c) for c in torch.unique(label).tolist() if c != ignore_value]
+        labels = torch.tensor(classes, dtype=torch.long)
+        masks = label[None] == labels[:, None, None] if classes else torch.zeros(0, *label.shape, dtype=torch.bool)
+        valid = label != ignore_value
+    else:
+        segments = sample["segments"]
+        ids = [int(i) for i in torch.unique(label).tolist() if i in segments and not segments[i].iscrowd]
+        labels = torch.tensor([segments[i].category for i in ids], dtype=torch.long)
+        masks = label[None] == torch.tensor(ids, dtype=torch.long)[:, None, None] if ids else torch.zeros(
+            0, *label.shape, dtype=torch.bool
+        )
+        valid = label != 0
+    return {"labels": labels, "masks": masks, "valid": valid}
+
+
+def semantic_label(sample: Sample, ignore_value: int = 255) -> Tensor:
+    """The class-index map [H, W] of a sample (panoptic: each segment's class, crowd included; void -> ignore)."""
+    if sample["kind"] == "semantic":
+        return sample["label"]
+    lut = {i: s.category for i, s in sample["segments"].items()}
+    out = torch.full_like(sample["label"], ignore_value)
+    for seg_id, category in lut.items():
+        out[sample["label"] == seg_id] = category
+    return out

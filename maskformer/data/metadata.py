@@ -1,0 +1,93 @@
+"""Dataset metadata: class names, thing/stuff, colours. Built-in for ADE20K-150, COCO panoptic and
+Cityscapes; custom datasets bring a class file (one name per line, or JSON in the built-in schema)."""
+
+from __future__ import annotations
+
+import colorsys
+import json
+from functools import cache
+from pathlib import Path
+
+from ..model.config import MetadataConfig
+
+BUILTIN_DIR = Path(__file__).parent / "metadata"
+BUILTIN = ("ade20k_150", "coco_panoptic_133", "cityscapes_19")
+
+
+@cache
+def _builtin_json(name: str) -> dict:
+    if name not in BUILTIN:
+        raise KeyError(f"unknown built-in dataset {name!r}; known: {', '.join(BUILTIN)}")
+    return json.loads((BUILTIN_DIR / f"{name}.json").read_text())
+
+
+def builtin_metadata(name: str) -> MetadataConfig:
+    """Metadata of a built-in dataset ("ade20k_150", "coco_panoptic_133", "cityscapes_19")."""
+    return metadata_from_json(_builtin_json(name), name)
+
+
+def category_ids(name: str) -> list[int]:
+    """The dataset's own category ids, by contiguous index (e.g. COCO's 1..200 with gaps)."""
+    return [c["id"] for c in _builtin_json(name)["classes"]]
+
+
+def cityscapes_label_id_to_train_id() -> dict[int, int]:
+    return {int(k): v for k, v in _builtin_json("cityscapes_19")["label_id_to_train_id"].items()}
+
+
+def metadata_from_json(data: dict, source: str) -> MetadataConfig:
+    classes = data.get("classes")
+    if not isinstance(classes, list) or not classes:
+        raise ValueError(f"{source}: expected a non-empty 'classes' list")
+    try:
+        names = [str(c["name"]) for c in classes]
+        things = [i for i, c in enumerate(classes) if c.get("isthing", False)]
+        colors = [tuple(int(v) for v in c["color"]) for c in classes] if all("color" in c for c in classes) else []
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{source}: malformed class entry ({err})") from err
+    return MetadataConfig(
+        dataset=str(data.get("dataset", "")),
+        class_names=names,
+        thing_classes=things,
+        colors=colors or default_colors(len(names)),
+    )
+
+
+def load_class_file(path: str | Path) -> MetadataConfig:
+    """A class list: ``.json`` in the built-in schema, or text with one class name per line (``#`` comments
+    and blank lines skipped; a trailing ``:thing`` or ``:stuff`` marks the kind)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: class file not found")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        return metadata_from_json(data, str(path))
+    names, things, marked = [], [], False
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, _, kind = line.rpartition(":") if line.endswith((":thing", ":stuff")) else (line, "", "")
+        marked |= bool(kind)
+        if kind == "thing":
+            things.append(len(names))
+        names.append(name.strip())
+    if not names:
+        raise ValueError(f"{path}: no class names found")
+    return MetadataConfig(
+        dataset=path.stem, class_names=names, thing_classes=things if marked else None,
+        colors=default_colors(len(names)),
+    )
+
+
+def default_colors(n: int) -> list[tuple[int, int, int]]:
+    """n distinct, deterministic colours (golden-ratio hue steps)."""
+    colors = []
+    for i in range(n):
+        h = (i * 0.618033988749895) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(h, 0.65 + 0.35 * (i % 2), 0.95 - 0.25 * (i // 2 % 2))
+        colors.append((int(r * 255), int(g * 255), int(b * 255)))
+    return colors

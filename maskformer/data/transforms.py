@@ -1,0 +1,230 @@
+"""Joint image + label-map augmentation on torchvision transforms v2 (paper section 4 recipes).
+
+Transforms act on a sample dict (``image`` uint8 [3, H, W], ``label`` int64 [H, W]) and draw every random
+number from an explicit ``torch.Generator``, so a sample's augmentation is a pure function of its seed
+(exact resumption, equal results with any number of loader workers). Geometric work goes through
+``torchvision.transforms.v2.functional``; label maps are resized with nearest neighbour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from torch import Generator, Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode
+
+Sample = dict
+
+
+def _uniform(g: Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=g))
+
+
+def _choice(g: Generator, options: Sequence):
+    return options[int(torch.randint(len(options), (), generator=g))]
+
+
+def label_pad_value(sample: Sample, ignore_value: int) -> int:
+    """Padding for label maps: ignore for semantic labels, void (0) for panoptic ids."""
+    return ignore_value if sample["kind"] == "semantic" else 0
+
+
+class Compose:
+    def __init__(self, transforms: Sequence):
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample, g: Generator) -> Sample:
+        for t in self.transforms:
+            sample = t(sample, g)
+        return sample
+
+
+class ResizeShortestEdge:
+    """Resize so the shorter side is a random choice of ``short_edges``, the longer at most ``max_size``."""
+
+    def __init__(self, short_edges: Sequence[int], max_size: int, resize_label: bool = True):
+        self.short_edges = list(short_edges)
+        self.max_size = max_size
+        self.resize_label = resize_label
+
+    def target_size(self, h: int, w: int, short: int) -> tuple[int, int]:
+        scale = short / min(h, w)
+        if max(h, w) * scale > self.max_size:
+            scale = self.max_size / max(h, w)
+        return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+
+    def __call__(self, sample: Sample, g: Generator) -> Sample:
+        h, w = sample["image"].shape[-2:]
+        size = list(self.target_size(h, w, _choice(g, self.short_edges)))
+        out = dict(sample)
+        out["image"] = TF.resize(tv_tensors.Image(sample["image"]), size, InterpolationMode.BILINEAR, antialias=True)
+        if self.resize_label:
+            out["label"] = TF.resize(tv_tensors.Mask(sample["label"]), size, InterpolationMode.NEAREST_EXACT)
+        return {k: v.as_subclass(Tensor) if isinstance(v, tv_tensors.TVTensor) else v for k, v in out.items()}
+
+
+class RandomCrop:
+    """Random crop of at most ``size``; for semantic labels up to 10 tries keep the largest class under
+    ``single_category_max_area`` of the crop (detectron2's RandomCrop_CategoryAreaConstraint)."""
+
+    def __init__(self, size: tuple[int, int], single_category_max_area: float = 1.0, ignore_value: int = 255):
+        self.size = size
+        self.max_area = single_category_max_area
+        self.ignore_value = ignore_value
+
+    def _window(self, h: int, w: int, g: Generator) -> tuple[int, int, int, int]:
+        ch, cw = min(self.size[0], h), min(self.size[1], w)
+        top = int(torch.randint(h - ch + 1, (), generator=g))
+        left = int(torch.randint(w - cw + 1, (), generator=g))
+        return top, left, ch, cw
+
+    def __call__(self, sample: Sample, g: Generator) -> Sample:
+        h, w = sample["image"].shape[-2:]
+        window = self._window(h, w, g)
+        if self.max_area < 1.0 and sample["kind"] == "semantic":
+            for _ in range(10):
+                crop = TF.crop(sample["label"], *window)
+                _, counts = torch.unique(crop[crop != self.ignore_value], return_counts=True)
+                if len(counts) > 1 and counts.max() < self.max_area * counts.sum():
+                    break
+                window = self._window(h, w, g)
+        return {**sample, "image": TF.crop(sample["image"], *window), "label": TF.crop(sample["label"], *window)}
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, sample: Sample, g: Generator) -> Sample:
+        if float(torch.rand((), generator=g)) >= self.p:
+            return sample
+        return {**sample, "image": TF.horizontal_flip(sample["image"]), "label": TF.horizontal_flip(sample["label"])}
+
+
+class ColorJitterSSD:
+    """SSD's photometric distortion: brightness +-32, contrast and saturation 0.5-1.5, hue +-18 (OpenCV
+    degrees, i.e. +-0.1 of the hue circle), each with probability 0.5, contrast before or after the rest."""
+
+    def __init__(self, brightness: float = 32, contrast: tuple = (0.5, 1.5), saturation: tuple = (0.5, 1.5),
+                 hue: float = 18 / 180):
+        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+
+    def __call__(self, sample: Sample, g: Generator) -> Sample:
+        img = sample["image"].float()
+        if float(torch.rand((), generator=g)) < 0.5:
+            img = img + _uniform(g, -self.brightness, self.brightness)
+        contrast_first = float(torch.rand((), generator=g)) < 0.5
+
+        def contrast(x: Tensor) -> Tensor:
+            if float(torch.rand((), generator=g)) < 0.5:
+                x = x * _uniform(g, *self.contrast)
+            return x
+
+        if contrast_first:
+            img = contrast(img)
+        img = img.clamp(0, 255) / 255
+        if float(torch.rand((), generator=g)) < 0.5:
+            img = TF.adjust_saturation(img, _uniform(g, *self.saturation))
+        if float(torch.rand((), generator=g)) < 0.5:
+            img = TF.adjust_hue(img, _uniform(g, -self.hue, self.hue))
+        img = img * 255
+        if not contrast_first:
+            img = contrast(img)
+        return {**sample, "image": img.clamp(0, 255).round().to(torch.uint8)}
+
+
+class PadTo:
+    """Pad bottom/right to ``size``: the image with ``image_value`` (128, near the mean), the label with
+    ignore (semantic) or void (panoptic)."""
+
+    def __init__(self, size: tuple[int, int], image_value: int = 128, ignore_value: int = 255):
+        self.size = size
+        self.image_value = image_value
+        self.ignore_value = ignore_value
+
+    def __call__(self, sample: Sample, g: Generator) -> Sample:
+        h, w = sample["image"].shape[-2:]
+        pad = (0, max(self.size[1] - w, 0), 0, max(self.size[0] - h, 0))
+        if pad[1] == 0 and pad[3] == 0:
+            return sample
+        return {
+            **sample,
+            "image": F.pad(sample["image"], pad, value=self.image_value),
+            "label": F.pad(sample["label"], pad, value=label_pad_value(sample, self.ignore_value)),
+        }
+
+
+class RandomChoice:
+    def __init__(self, transforms: Sequence):
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample, g: Generator) -> Sample:
+        return _choice(g, self.transforms)(sample, g)
+
+
+class RandomSizeCrop:
+    """DETR's crop: a window of random height and width in [min_size, max_size] (clipped to the image)."""
+
+    def __init__(self, min_size: int, max_size: int):
+        self.min_size, self.max_size = min_size, max_size
+
+    def __call__(self, sample: Sample, g: Generator) -> Sample:
+        h, w = sample["image"].shape[-2:]
+        ch = int(torch.randint(min(self.min_size, h), min(h, self.max_size) + 1, (), generator=g))
+        cw = int(torch.randint(min(self.min_size, w), min(w, self.max_size) + 1, (), generator=g))
+        return RandomCrop((ch, cw))(sample, g)
+
+
+def semantic_train_transform(
+    crop_size: int | tuple[int, int],
+    min_scale: float = 0.5,
+    max_scale: float = 2.0,
+    num_scales: int = 16,
+    single_category_max_area: float = 1.0,
+    color_jitter: bool = True,
+    ignore_value: int = 255,
+) -> Compose:
+    """The paper's semantic pipeline: shortest edge among min..max x crop (``num_scales`` values), at most
+    4x crop; category-area-constrained random crop; SSD colour jitter; flip; pad to the crop."""
+    crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    base = min(crop)
+    step = (max_scale - min_scale) / max(num_scales - 1, 1)
+    edges = sorted({int(base * (min_scale + i * step)) for i in range(num_scales)})
+    transforms = [
+        ResizeShortestEdge(edges, 4 * max(crop)),
+        RandomCrop(crop, single_category_max_area, ignore_value),
+    ]
+    if color_jitter:
+        transforms.append(ColorJitterSSD())
+    transforms += [RandomHorizontalFlip(), PadTo(crop, 128, ignore_value)]
+    return Compose(transforms)
+
+
+def detr_panoptic_train_transform(
+    scales: Sequence[int] = tuple(range(480, 801, 32)),
+    max_size: int = 1333,
+    crop_scales: Sequence[int] = (400, 500, 600),
+    crop_range: tuple[int, int] = (384, 600),
+) -> Compose:
+    """DETR's augmentation for COCO panoptic: flip, then either a multi-scale resize or resize + random
+    crop + multi-scale resize."""
+    return Compose([
+        RandomHorizontalFlip(),
+        RandomChoice([
+            ResizeShortestEdge(scales, max_size),
+            Compose([
+                ResizeShortestEdge(crop_scales, max_size),
+                RandomSizeCrop(*crop_range),
+                ResizeShortestEdge(scales, max_size),
+            ]),
+        ]),
+    ])
+
+
+def eval_transform(short_edge: int, max_size: int) -> ResizeShortestEdge:
+    """Test-time resize of the image only; labels stay at the original size for evaluation."""
+    return ResizeShortestEdge([short_edge], max_size, resize_label=False)

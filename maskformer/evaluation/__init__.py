@@ -1,0 +1,6 @@
+"""Metrics equal to the standard evaluators: mIoU family, panoptic quality, COCO instance AP."""
+
+from .panoptic import PanopticEvaluator, pq_from_files
+from .semantic import SemanticEvaluator
+
+__all__ = ["PanopticEvaluator", "SemanticEvaluator", "pq_from_files"]

@@ -1,0 +1,147 @@
+"""Run configuration: model + data + training recipe, with the paper's recipes as presets."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..model.config import MaskFormerConfig, apply_overrides, config_from_dict, to_plain
+from ..model.presets import preset
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is augmented.
+
+    Formats: ``semantic`` (root/images/{split}, root/{label_dir}/{split}, a class file), ``panoptic``
+    (root/images/{split}, root/panoptic_{split}.json, root/panoptic/{split}), ``ade20k``
+    (ADEChallengeData2016), ``cityscapes`` and ``coco_panoptic`` (the official layouts).
+    """
+
+    format: Literal["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"] = "ade20k"
+    root: str = ""
+    train_split: str = ""
+    val_split: str = ""
+    label_dir: str = "labels"
+    class_file: str = ""
+    ignore_value: int = 255
+    augmentation: Literal["semantic", "detr", "none"] = "semantic"
+    crop_size: tuple[int, int] = (512, 512)
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    num_scales: int = 16
+    single_category_max_area: float = 1.0
+    color_jitter: bool = True
+    num_workers: int = 4
+    max_val_images: int = 0  # 0 = the whole validation split
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and engine settings. ``batch_size`` is the global batch (split over processes)."""
+
+    max_steps: int = 160_000
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    weight_decay_norm: float = 0.0
+    weight_decay_embed: float = 0.0
+    backbone_lr_multiplier: float = 0.1
+    schedule: Literal["poly", "step"] = "poly"
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    warmup_factor: float = 1.0
+    step_milestones: tuple[int, ...] = ()
+    step_gamma: float = 0.1
+    clip_grad_norm: float = 0.01
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    val_every: int = 5000
+    checkpoint_every: int = 5000
+    log_every: int = 20
+    num_val_images: int = 4
+
+
+@dataclass
+class RunConfig:
+    model: MaskFormerConfig = field(default_factory=MaskFormerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return config_from_dict(cls, data, path="run")
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+            return cls.from_dict(data or {})
+        except (yaml.YAMLError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from err
+
+    def override(self, assignments: list[str]) -> RunConfig:
+        return RunConfig.from_dict(apply_overrides(self.to_dict(), assignments))
+
+
+def _ade(model: str, swin: bool = False, crop: int = 512) -> RunConfig:
+    train = TrainConfig()
+    if swin:
+        train = TrainConfig(lr=6e-5, weight_decay=0.01, backbone_lr_multiplier=1.0, warmup_steps=1500,
+                            warmup_factor=1e-6)
+    data = DataConfig(format="ade20k", crop_size=(crop, crop))
+    return RunConfig(model=preset(model), data=data, train=train)
+
+
+def _coco(model: str) -> RunConfig:
+    train = TrainConfig(max_steps=554_000, batch_size=64, schedule="step", step_milestones=(369_600,))
+    if model.startswith("swin"):
+        train.weight_decay, train.backbone_lr_multiplier = 0.01, 1.0
+    data = DataConfig(format="coco_panoptic", augmentation="detr")
+    return RunConfig(model=preset(model), data=data, train=train)
+
+
+RECIPES = {
+    "r50": lambda: _ade("r50"),
+    "r101": lambda: _ade("r101"),
+    "r101c": lambda: _ade("r101c"),
+    "swin_t": lambda: _ade("swin_t", swin=True),
+    "swin_s": lambda: _ade("swin_s", swin=True),
+    "swin_b": lambda: _ade("swin_b", swin=True, crop=640),
+    "swin_l": lambda: _ade("swin_l", swin=True, crop=640),
+    "r50+6enc": lambda: _coco("r50+6enc"),
+    "r101+6enc": lambda: _coco("r101+6enc"),
+    "swin_t_coco": lambda: _coco("swin_t_coco"),
+    "swin_s_coco": lambda: _coco("swin_s_coco"),
+    "swin_b_coco": lambda: _coco("swin_b_coco"),
+    "swin_l_coco": lambda: _coco("swin_l_coco"),
+}
+
+
+def recipe(name: str) -> RunConfig:
+    """The paper's training recipe for a model preset (ADE20K-150 or COCO panoptic)."""
+    if name not in RECIPES:
+        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(RECIPES)}")
+    return copy.deepcopy(RECIPES[name]())

@@ -1,0 +1,139 @@
+"""Lightning data module: dataset readers + augmentation + resumable sampling, from a RunConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..data import datasets as D
+from ..data.sampling import AugmentedDataset, ResumableSampler
+from ..data.transforms import detr_panoptic_train_transform, eval_transform, semantic_train_transform
+from ..model.config import MetadataConfig
+from .config import DataConfig, RunConfig
+
+DEFAULT_SPLITS = {
+    "semantic": ("train", "val"),
+    "panoptic": ("train", "val"),
+    "ade20k": ("training", "validation"),
+    "cityscapes": ("train", "val"),
+    "coco_panoptic": ("train2017", "val2017"),
+}
+
+
+def build_reader(cfg: DataConfig, split: str):
+    """The dataset reader for one split of ``cfg``."""
+    root = Path(cfg.root)
+    if not cfg.root:
+        raise ValueError("data.root is not set (pass --data DIR)")
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: data folder not found")
+    if cfg.format == "semantic":
+        class_file = Path(cfg.class_file) if cfg.class_file else _first(root, ["classes.json", "classes.txt"])
+        return D.generic_semantic(root / "images" / split, root / cfg.label_dir / split, class_file, cfg.ignore_value)
+    if cfg.format == "panoptic":
+        return D.COCOPanopticDataset(root / "images" / split, root / f"panoptic_{split}.json", root / "panoptic" / split)
+    if cfg.format == "ade20k":
+        return D.ade20k(root, split)
+    if cfg.format == "cityscapes":
+        return D.cityscapes(root, split)
+    if cfg.format == "coco_panoptic":
+        return D.coco_panoptic(root, split)
+    raise ValueError(f"unknown data format {cfg.format!r}")
+
+
+def _first(root: Path, names: list[str]) -> Path:
+    for name in names:
+        if (root / name).exists():
+            return root / name
+    raise FileNotFoundError(f"{root}: no class file ({' or '.join(names)}); set data.class_file")
+
+
+def train_transform(cfg: DataConfig):
+    if cfg.augmentation == "semantic":
+        return semantic_train_transform(
+            tuple(cfg.crop_size), cfg.min_scale, cfg.max_scale, cfg.num_scales, cfg.single_category_max_area,
+            cfg.color_jitter, cfg.ignore_value,
+        )
+    if cfg.augmentation == "detr":
+        return detr_panoptic_train_transform()
+    return None
+
+
+class TrainItems:
+    """Augmented sample -> {"image", "targets"}."""
+
+    def __init__(self, ignore_value: int):
+        self.ignore_value = ignore_value
+
+    def __call__(self, sample: dict) -> dict:
+        return {"image": sample["image"], "targets": D.make_targets(sample, self.ignore_value), "file": sample["file"]}
+
+
+class ValItems(Dataset):
+    """Validation samples: the test-resized image, the original-size semantic label and panoptic truth."""
+
+    def __init__(self, reader, short_edge: int, max_size: int, ignore_value: int):
+        self.reader = reader
+        self.resize = eval_transform(short_edge, max_size)
+        self.ignore_value = ignore_value
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.reader.load(index)
+        item = {
+            "image": self.resize(sample, torch.Generator())["image"],
+            "size": tuple(sample["label"].shape),
+            "semantic": D.semantic_label(sample, self.ignore_value),
+            "file": sample["file"],
+        }
+        if sample["kind"] == "panoptic":
+            item["panoptic"] = sample["label"]
+            item["segments"] = sample["segments"]
+        return item
+
+
+def collate(items: list[dict]) -> list[dict]:
+    return items
+
+
+class MaskFormerDataModule(L.LightningDataModule):
+    def __init__(self, config: RunConfig):
+        super().__init__()
+        self.config = config
+        cfg = config.data
+        train_split, val_split = DEFAULT_SPLITS[cfg.format]
+        self.train_split = cfg.train_split or train_split
+        self.val_split = cfg.val_split or val_split
+        self.train_reader = build_reader(cfg, self.train_split)
+        self.val_reader = build_reader(cfg, self.val_split)
+        self.metadata: MetadataConfig = self.train_reader.metadata
+        self.kind = "panoptic" if cfg.format in ("panoptic", "coco_panoptic") else "semantic"
+
+    def train_dataloader(self) -> DataLoader:
+        cfg, train = self.config.data, self.config.train
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        per_process = max(1, train.batch_size // world)
+        step = trainer.global_step if trainer else 0
+        sampler = ResumableSampler(len(self.train_reader), train.seed, rank, world, start=step * per_process * world)
+        dataset = AugmentedDataset(self.train_reader, train_transform(cfg), TrainItems(cfg.ignore_value))
+        return DataLoader(
+            dataset, batch_size=per_process, sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate,
+            persistent_workers=cfg.num_workers > 0, pin_memory=False,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        cfg, inf = self.config.data, self.config.model.inference
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        dataset = ValItems(self.val_reader, inf.test_shortest_edge, inf.test_max_size, cfg.ignore_value)
+        count = len(dataset) if not cfg.max_val_images else min(cfg.max_val_images, len(dataset))
+        # Each process scores its own share; evaluators sum their statistics across processes.
+        shard = Subset(dataset, list(range(rank, count, world)))
+        return DataLoader(shard, batch_size=max(1, self.config.train.batch_size // world), num_workers=cfg.num_workers,
+                          collate_fn=collate)

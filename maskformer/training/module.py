@@ -1,0 +1,148 @@
+"""LightningModule: MaskFormer + set criterion, the recipe's optimiser, validation with mIoU / PQ."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..evaluation import PanopticEvaluator, SemanticEvaluator
+from ..model import MaskFormer, SetCriterion, inference
+from ..visualize import panoptic_classes, prediction_grid, to_tensor_image
+from .config import RunConfig
+from .optim import build_optimizer
+
+# Losses shown as curves besides the total (the deep-supervision terms only add up into it).
+MAIN_LOSSES = ("loss_ce", "loss_mask", "loss_dice")
+
+
+def pad_target(target: dict[str, Tensor], size: tuple[int, int], device: torch.device) -> dict[str, Tensor]:
+    """Pad a target's masks (zeros) and valid map (False) bottom/right to the batch's padded size."""
+    h, w = target["masks"].shape[-2:]
+    pad = (0, size[1] - w, 0, size[0] - h)
+    return {
+        "labels": target["labels"].to(device),
+        "masks": F.pad(target["masks"].to(device), pad),
+        "valid": F.pad(target["valid"].to(device), pad),
+    }
+
+
+class MaskFormerModule(L.LightningModule):
+    def __init__(self, config: RunConfig, run_dir: str | Path | None = None):
+        super().__init__()
+        self.config = config
+        self.save_hyperparameters({"config": config.to_dict()})
+        self.model = MaskFormer(config.model)
+        self.criterion = SetCriterion.from_config(config.model)
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.history: list[dict] = []
+        self.panoptic = config.data.format in ("panoptic", "coco_panoptic")
+
+    # ---- training -------------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Dropout and drop-path draw from a generator seeded by the step: resuming reproduces them exactly.
+        seed = self.config.train.seed * 1_000_003 + self.global_step * 4099 + self.global_rank
+        torch.manual_seed(seed % (2**63))
+
+    def training_step(self, batch: list[dict], batch_idx: int) -> Tensor:
+        x, _ = self.model.preprocess([item["image"] for item in batch])
+        targets = [pad_target(item["targets"], tuple(x.shape[-2:]), x.device) for item in batch]
+        losses = self.criterion(self.model(x), targets)
+        loss = sum(losses.values())
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log_dict({f"train/{k}": losses[k] for k in MAIN_LOSSES}, batch_size=len(batch))
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[-1]["lr"], batch_size=len(batch))
+        if self.global_rank == 0:
+            self.history.append({"step": self.global_step, "loss": float(loss.detach())})
+        return loss
+
+    def configure_optimizers(self):
+        optimizer, scheduler = build_optimizer(self.model, self.config.train)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- validation -----------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        meta = self.config.model.metadata
+        self.semantic_eval = SemanticEvaluator(self.config.model.num_classes, self.config.data.ignore_value,
+                                               meta.class_names or None)
+        things = set(meta.thing_classes or [])
+        self.panoptic_eval = PanopticEvaluator(
+            {i: {"isthing": int(i in things), "name": n} for i, n in enumerate(meta.class_names)}
+        )
+        self.val_rows: list[tuple] = []
+
+    def validation_step(self, batch: list[dict], batch_idx: int) -> None:
+        x, sizes = self.model.preprocess([item["image"] for item in batch])
+        out = self.model(x, with_aux=False)
+        padded = tuple(x.shape[-2:])
+        originals = [item["size"] for item in batch]
+        logits, masks = out["pred_logits"], out["pred_masks"]
+        semantic = inference.semantic_inference(logits, masks, sizes, padded, originals)
+        for pred, item in zip(semantic, batch):
+            self.semantic_eval.update(pred.cpu(), item["semantic"])
+        panoptic = []
+        if self.panoptic:
+            cfg, meta = self.config.model.inference, self.config.model.metadata
+            panoptic = inference.panoptic_inference(
+                logits, masks, sizes, padded, originals, thing_classes=meta.thing_classes,
+                object_mask_threshold=cfg.object_mask_threshold, overlap_threshold=cfg.overlap_threshold,
+            )
+            for result, item in zip(panoptic, batch):
+                gt_segments = [{"id": i, "category_id": s.category, "iscrowd": int(s.iscrowd)}
+                               for i, s in item["segments"].items()]
+                self.panoptic_eval.update(item["panoptic"].numpy(), gt_segments, result.segmentation.cpu().numpy(),
+                                          result.segments, image=item["file"])
+        for i, item in enumerate(batch):
+            if len(self.val_rows) >= self.config.train.num_val_images:
+                break
+            image = F.interpolate(item["image"][None].float(), size=item["size"], mode="bilinear")[0]
+            if panoptic:
+                pred = panoptic_classes(panoptic[i].segmentation, panoptic[i].segments)
+                self.val_rows.append((image, item["semantic"], pred, panoptic[i].segmentation.cpu()))
+            else:
+                self.val_rows.append((image, item["semantic"], semantic[i].cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        self.semantic_eval.sync()
+        sem = self.semantic_eval.compute()
+        record = {"step": self.global_step, "mIoU": sem["mIoU"], "pACC": sem["pACC"], "fwIoU": sem["fwIoU"]}
+        if self.panoptic:
+            self.panoptic_eval.sync()
+            pq = self.panoptic_eval.compute()
+            record.update({"PQ": pq["All"]["pq"], "SQ": pq["All"]["sq"], "RQ": pq["All"]["rq"],
+                           "PQ_th": pq["Things"]["pq"], "PQ_st": pq["Stuff"]["pq"]})
+        self.log_dict({f"val/{k}": float(v) for k, v in record.items() if k != "step"}, sync_dist=False)
+        if self.global_rank != 0:
+            return
+        self.history.append(record)
+        self.last_metrics = {**record, "IoU": sem["IoU"]}
+        if self.run_dir is not None:
+            with (self.run_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            if self.val_rows:
+                path = prediction_grid(self.val_rows, self.config.model.metadata,
+                                       self.run_dir / "val_images" / f"step_{self.global_step:07d}.png",
+                                       ignore_value=self.config.data.ignore_value)
+                self._log_image(path)
+
+    def _log_image(self, path: Path) -> None:
+        from PIL import Image
+
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                with Image.open(path) as img:
+                    array = to_tensor_image(np.asarray(img.convert("RGB")))
+                experiment.add_image("val/predictions", array, self.global_step)
+
+    # ---- checkpoint state -----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["maskformer_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = checkpoint.get("maskformer_history", [])

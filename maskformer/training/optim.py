@@ -1,0 +1,57 @@
+"""AdamW parameter groups and learning-rate schedules of the original training recipes."""
+
+from __future__ import annotations
+
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Backbone parameters get the backbone learning-rate multiplier; norms, embeddings and relative-position
+    tables their own weight decay (detectron2's build_optimizer). Parameters with equal settings share a
+    group, so the fused AdamW update stays a few large kernels."""
+    groups: dict[tuple[float, float], dict] = {}
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            lr = cfg.lr * (cfg.backbone_lr_multiplier if module_name.startswith("backbone") else 1.0)
+            wd = cfg.weight_decay
+            if isinstance(module, _NORMS):
+                wd = cfg.weight_decay_norm
+            elif isinstance(module, nn.Embedding) or "relative_position_bias_table" in name:
+                wd = cfg.weight_decay_embed
+            group = groups.setdefault((lr, wd), {"params": [], "lr": lr, "weight_decay": wd})
+            group["params"].append(param)
+    return list(groups.values())
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Multiplier of the base learning rate at a step: warmup then poly (power 0.9) or step decay."""
+
+    def factor(step: int) -> float:
+        if cfg.schedule == "poly":
+            value = (1 - min(step, cfg.max_steps) / cfg.max_steps) ** cfg.poly_power
+        else:
+            value = cfg.step_gamma ** sum(step >= m for m in cfg.step_milestones)
+        if step < cfg.warmup_steps:
+            alpha = step / cfg.warmup_steps
+            value *= cfg.warmup_factor * (1 - alpha) + alpha
+        return value
+
+    return factor
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    return optimizer, scheduler
+
+

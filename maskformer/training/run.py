@@ -1,0 +1,132 @@
+"""Training runs: a run folder with the resolved config, logs, checkpoints, metrics and the final model.
+
+Layout of ``run_dir``::
+
+    config.yaml            the resolved RunConfig (class count and metadata taken from the data)
+    checkpoints/           step-NNNNNNN.ckpt every ``checkpoint_every`` steps, last.ckpt at the end or on exit
+    tensorboard/, csv/     Lightning's TensorBoard and CSV logs
+    metrics.jsonl          one record per validation
+    val_images/            prediction grids per validation
+    model/                 the final weights (config.yaml + model.safetensors), loadable by from_pretrained
+    summary.json           steps, world size, last metrics, whether all processes ended with equal weights
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from .config import RunConfig
+from .datamodule import MaskFormerDataModule
+from .module import MaskFormerModule
+
+
+class LastCheckpoint(Callback):
+    """Write checkpoints/last.ckpt when training ends, or stops on an exception (Ctrl-C included)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.directory / "last.ckpt")
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.global_step > 0:
+            trainer.save_checkpoint(self.directory / "last.ckpt")
+
+
+def weights_checksum(model: torch.nn.Module) -> torch.Tensor:
+    """Two float64 numbers summarising all weights (sum and a position-weighted sum)."""
+    total = torch.zeros(2, dtype=torch.float64)
+    for i, p in enumerate(model.state_dict().values()):
+        if p.is_floating_point():
+            v = p.detach().double().cpu().flatten()
+            total[0] += v.sum()
+            total[1] += (v * (i + 1)).sum()
+    return total
+
+
+def ranks_in_sync(model: torch.nn.Module) -> bool:
+    """True when every process holds the same weights (trivially true in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return True
+    mine = weights_checksum(model)
+    gathered = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, mine)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def build_trainer(config: RunConfig, run_dir: Path, callbacks: list[Callback] | None = None) -> L.Trainer:
+    t = config.train
+    checkpoints = run_dir / "checkpoints"
+    periodic = ModelCheckpoint(
+        dirpath=checkpoints, filename="step-{step:07d}", every_n_train_steps=t.checkpoint_every, save_top_k=-1,
+        auto_insert_metric_name=False,
+    )
+    return L.Trainer(
+        default_root_dir=run_dir,
+        max_steps=t.max_steps,
+        val_check_interval=t.val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every,
+        precision=t.precision,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        gradient_clip_val=t.clip_grad_norm or None,
+        gradient_clip_algorithm="norm",
+        deterministic=t.deterministic,
+        use_distributed_sampler=False,
+        logger=[TensorBoardLogger(run_dir, name="", version="tensorboard"), CSVLogger(run_dir, name="", version="csv")],
+        callbacks=[periodic, LastCheckpoint(checkpoints), LearningRateMonitor("step"), *(callbacks or [])],
+    )
+
+
+def find_resume(run_dir: Path, resume: str | None) -> str | None:
+    """``resume``: None (fresh), "auto" (run_dir's last checkpoint if any) or a checkpoint path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.exists():
+            return str(last)
+        steps = sorted((run_dir / "checkpoints").glob("step-*.ckpt"))
+        return str(steps[-1]) if steps else None
+    if not Path(resume).exists():
+        raise FileNotFoundError(f"{resume}: checkpoint to resume from not found")
+    return resume
+
+
+def train(config: RunConfig, run_dir: str | Path, resume: str | None = None,
+          callbacks: list[Callback] | None = None) -> dict:
+    """Train (or resume) a run; returns the summary (also written to run_dir/summary.json)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    datamodule = MaskFormerDataModule(config)
+    # The data decides the classes: a model preset's head is resized to the dataset's class count.
+    config.model.num_classes = len(datamodule.metadata.class_names)
+    config.model.metadata = datamodule.metadata
+    config.to_yaml(run_dir / "config.yaml")
+    module = MaskFormerModule(config, run_dir)
+    trainer = build_trainer(config, run_dir, callbacks)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=find_resume(run_dir, resume))
+    in_sync = ranks_in_sync(module.model)
+    summary = {
+        "steps": trainer.global_step,
+        "world_size": trainer.world_size,
+        "ddp_weights_in_sync": in_sync,
+        "metrics": getattr(module, "last_metrics", {}),
+    }
+    if trainer.is_global_zero:
+        module.model.save_pretrained(run_dir / "model")
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
