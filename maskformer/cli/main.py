@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -48,7 +49,76 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    print("maskformer demo: not built yet (it arrives with the data and training work).")
+    from ..demo import run_demo
+
+    run_demo(args.out, steps=args.steps, train_images=args.train_images, val_images=args.val_images, seed=args.seed)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ..data.synth import write_dataset
+
+    out = write_dataset(args.out, args.train, args.val, seed=args.seed)
+    print(f"wrote {args.train} training and {args.val} validation samples to {out}")
+    return 0
+
+
+def _run_config(args: argparse.Namespace):
+    from ..training import RunConfig, recipe
+
+    if args.config:
+        config = RunConfig.from_yaml(args.config)
+    elif args.preset:
+        config = recipe(args.preset)
+    else:
+        raise ValueError("give --preset NAME or --config FILE.yaml")
+    if args.data:
+        config.data.root = args.data
+    if args.format:
+        config.data.format = args.format
+    return config.override(args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..training import train
+
+    config = _run_config(args)
+    summary = train(config, args.out, resume=args.resume)
+    metrics = {k: round(v, 4) for k, v in summary["metrics"].items() if isinstance(v, float)}
+    print(f"trained {summary['steps']} steps; last validation {metrics}; run folder {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from ..training import DataConfig
+    from ..training.evaluate import evaluate
+
+    model = MaskFormer.from_pretrained(args.model)
+    data = DataConfig(format=args.format, root=args.data, class_file=args.class_file or "",
+                      label_dir=args.label_dir, num_workers=args.workers, max_val_images=args.max_images)
+    metrics = evaluate(model, data, split=args.split or "", batch_size=args.batch_size)
+    text = json.dumps(metrics, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def cmd_eval_files(args: argparse.Namespace) -> int:
+    import json
+
+    from ..evaluation.files import score_panoptic_files, score_semantic_files
+
+    if args.task == "semantic":
+        metrics = score_semantic_files(args.pred, args.gt, args.num_classes, args.ignore_value, args.label_offset)
+    else:
+        metrics = score_panoptic_files(args.pred, args.gt, args.pred_folder, args.gt_folder)
+    text = json.dumps(metrics, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
     return 0
 
 
@@ -73,8 +143,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="fail when any weight is missing or unused")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo", help="train and evaluate a small model on generated data")
+    p = sub.add_parser("demo", help="train and evaluate a small model on generated data (about 8 minutes)")
+    p.add_argument("--out", default="demo-output")
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--train-images", type=int, default=600)
+    p.add_argument("--val-images", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    s = data_sub.add_parser("synth", help="write the synthetic shapes-and-textures dataset")
+    s.add_argument("--out", required=True)
+    s.add_argument("--train", type=int, default=600)
+    s.add_argument("--val", type=int, default=100)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train a model (Lightning; multi-GPU / multi-node through train.* options)")
+    p.add_argument("--preset", help="model preset with its paper recipe (see `maskformer presets`)")
+    p.add_argument("--config", help="run config YAML (model, data, train sections)")
+    p.add_argument("--data", help="dataset root folder (data.root)")
+    p.add_argument("--format", choices=["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"])
+    p.add_argument("--out", default="runs/maskformer", help="run folder")
+    p.add_argument("--resume", help="'auto' (the run folder's last checkpoint) or a checkpoint path")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=1000 data.crop_size=[640,640]")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a model on a dataset (mIoU; PQ for panoptic data)")
+    p.add_argument("--model", required=True, help="checkpoint: folder, hub id, .pkl/.pth file or URL")
+    p.add_argument("--data", required=True, help="dataset root folder")
+    p.add_argument("--format", default="semantic",
+                   choices=["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"])
+    p.add_argument("--split", help="split to evaluate (default: the format's validation split)")
+    p.add_argument("--class-file", help="class list for the semantic format (default root/classes.json|txt)")
+    p.add_argument("--label-dir", default="labels", help="label folder name for the semantic format")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--max-images", type=int, default=0)
+    p.add_argument("--out", help="also write the metrics JSON here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("eval-files", help="score prediction files against ground truth, no model needed")
+    p.add_argument("task", choices=["semantic", "panoptic"])
+    p.add_argument("--pred", required=True, help="semantic: prediction PNG folder; panoptic: prediction JSON")
+    p.add_argument("--gt", required=True, help="semantic: label PNG folder; panoptic: ground-truth JSON")
+    p.add_argument("--pred-folder", help="panoptic: prediction PNG folder (default: JSON path without .json)")
+    p.add_argument("--gt-folder", help="panoptic: ground-truth PNG folder (default: JSON path without .json)")
+    p.add_argument("--num-classes", type=int, help="semantic: number of classes")
+    p.add_argument("--ignore-value", type=int, default=255)
+    p.add_argument("--label-offset", type=int, default=0,
+                   help="semantic: subtract from ground-truth values first (ADE20K: 1, making 0 ignore)")
+    p.add_argument("--out", help="also write the metrics JSON here")
+    p.set_defaults(func=cmd_eval_files)
     return parser
 
 

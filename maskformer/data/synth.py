@@ -1,8 +1,8 @@
 """A synthetic segmentation dataset that needs real shape and texture recognition.
 
 Things are defined by shape alone (circle, square, triangle; each object a random colour, size and
-rotation; objects overlap and occlude); stuff classes by texture alone (stripes, checkerboard, smooth
-gradient; random colours and scales), laid out as two or three background regions. The same seed gives
+rotation; objects overlap and occlude); stuff classes by texture alone (stripes, checkerboard, dot grid;
+random colours, orientations and scales), laid out as two or three background regions. The same seed gives
 the same files byte for byte.
 
 Layout written under ``out``::
@@ -30,7 +30,7 @@ CLASSES = [
     {"name": "triangle", "isthing": True, "color": [70, 110, 240]},
     {"name": "stripes", "isthing": False, "color": [240, 200, 40]},
     {"name": "checker", "isthing": False, "color": [170, 80, 220]},
-    {"name": "smooth", "isthing": False, "color": [60, 210, 210]},
+    {"name": "dots", "isthing": False, "color": [60, 210, 210]},
 ]
 THINGS = [i for i, c in enumerate(CLASSES) if c["isthing"]]
 STUFF = [i for i, c in enumerate(CLASSES) if not c["isthing"]]
@@ -42,12 +42,11 @@ def metadata_json() -> dict:
     return {"dataset": "synthetic_shapes", "ignore_value": 255, "classes": classes}
 
 
-def _texture(kind: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """[H, W, 3] float texture of stuff class ``kind`` in two random colours."""
+def _texture(kind: int, y: np.ndarray, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """[H, W, 3] float texture of stuff class ``kind`` in two random colours (y, x: pixel coordinates)."""
     a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     while np.abs(a - b).sum() < 150:  # keep the pattern visible
         b = rng.uniform(0, 255, 3)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
     name = CLASSES[kind]["name"]
     if name == "stripes":
         theta = rng.uniform(0, np.pi)
@@ -57,17 +56,19 @@ def _texture(kind: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         cell = int(rng.integers(3, 8))
         t = ((x // cell + y // cell) % 2).astype(np.float64)
     else:
-        theta = rng.uniform(0, 2 * np.pi)
-        t = x * np.cos(theta) + y * np.sin(theta)
-        t = (t - t.min()) / max(t.max() - t.min(), 1.0)
+        spacing = rng.uniform(5, 9)
+        phase_y, phase_x = rng.uniform(0, spacing, 2)
+        dy = (y + phase_y) % spacing - spacing / 2
+        dx = (x + phase_x) % spacing - spacing / 2
+        t = (dy**2 + dx**2 <= (spacing / 3.2) ** 2).astype(np.float64)
     return a * (1 - t[..., None]) + b * t[..., None]
 
 
-def _shape_mask(kind: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+def _shape_mask(kind: int, y: np.ndarray, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Boolean [H, W] mask of a thing of class ``kind`` at a random place, size and rotation."""
-    size = rng.uniform(0.08, 0.35) * min(h, w)
+    h, w = y.shape
+    size = rng.uniform(0.12, 0.35) * min(h, w)
     cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
     dy, dx = y - cy, x - cx
     angle = rng.uniform(0, 2 * np.pi)
     u = dx * np.cos(angle) + dy * np.sin(angle)
@@ -78,16 +79,19 @@ def _shape_mask(kind: int, h: int, w: int, rng: np.random.Generator) -> np.ndarr
     if name == "square":
         return (np.abs(u) <= size * 0.85) & (np.abs(v) <= size * 0.85)
     # Equilateral triangle: inside all three half-planes at 120 degree steps.
-    inside = np.ones((h, w), dtype=bool)
+    inside = np.ones(y.shape, dtype=bool)
     for k in range(3):
         phi = angle + k * 2 * np.pi / 3
         inside &= dx * np.cos(phi) + dy * np.sin(phi) <= size * 0.6
     return inside
 
 
-def render(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
-    """One sample: image [H, W, 3] uint8, semantic labels [H, W] uint8, panoptic ids [H, W], segments."""
-    h, w = int(rng.integers(96, 161)), int(rng.integers(96, 161))
+def render(
+    rng: np.random.Generator, size_range: tuple[int, int] = (96, 160)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    """One sample: image [H, W, 3] uint8, semantic labels [H, W] uint8, panoptic ids [H, W], segments.
+    Height and width are drawn independently from ``size_range`` (inclusive)."""
+    h, w = int(rng.integers(size_range[0], size_range[1] + 1)), int(rng.integers(size_range[0], size_range[1] + 1))
     image = np.zeros((h, w, 3))
     semantic = np.zeros((h, w), dtype=np.uint8)
     panoptic = np.zeros((h, w), dtype=np.int64)
@@ -106,13 +110,13 @@ def render(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray
         area = region == r
         if not area.any():
             continue
-        image[area] = _texture(int(kind), h, w, rng)[area]
+        image[area] = _texture(int(kind), y, x, rng)[area]
         semantic[area] = kind
     # Things on top, later ones occluding earlier ones.
     objects = []
     for _ in range(int(rng.integers(1, 6))):
         kind = int(rng.choice(THINGS))
-        mask = _shape_mask(kind, h, w, rng)
+        mask = _shape_mask(kind, y, x, rng)
         colour = rng.uniform(0, 255, 3)
         image[mask] = colour
         semantic[mask] = kind
@@ -143,8 +147,11 @@ def render(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return image, semantic, panoptic, segments
 
 
-def write_dataset(out: str | Path, train: int, val: int, seed: int = 0) -> Path:
-    """Generate ``train`` + ``val`` samples under ``out`` (see module docstring); returns ``out``."""
+def write_dataset(
+    out: str | Path, train: int, val: int, seed: int = 0, size_range: tuple[int, int] = (96, 160)
+) -> Path:
+    """Generate ``train`` + ``val`` samples of ``size_range`` pixels a side under ``out`` (see module
+    docstring); returns ``out``."""
     out = Path(out)
     (out / "classes.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "classes.json").write_text(json.dumps(metadata_json(), indent=1, sort_keys=True) + "\n")
@@ -158,7 +165,7 @@ def write_dataset(out: str | Path, train: int, val: int, seed: int = 0) -> Path:
         images, annotations = [], []
         for index in range(count):
             rng = np.random.default_rng([seed, split_key, index])
-            image, semantic, panoptic, segments = render(rng)
+            image, semantic, panoptic, segments = render(rng, size_range)
             name = f"{index:06d}"
             Image.fromarray(image).save(out / "images" / split / f"{name}.png")
             Image.fromarray(semantic).save(out / "semantic" / split / f"{name}.png")

@@ -33,11 +33,11 @@ def pad_target(target: dict[str, Tensor], size: tuple[int, int], device: torch.d
 
 
 class MaskFormerModule(L.LightningModule):
-    def __init__(self, config: RunConfig, run_dir: str | Path | None = None):
+    def __init__(self, config: RunConfig, run_dir: str | Path | None = None, model: MaskFormer | None = None):
         super().__init__()
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
-        self.model = MaskFormer(config.model)
+        self.model = model if model is not None else MaskFormer(config.model)
         self.criterion = SetCriterion.from_config(config.model)
         self.run_dir = Path(run_dir) if run_dir else None
         self.history: list[dict] = []

@@ -128,5 +128,6 @@ def train(config: RunConfig, run_dir: str | Path, resume: str | None = None,
     }
     if trainer.is_global_zero:
         module.model.save_pretrained(run_dir / "model")
+        (run_dir / "history.json").write_text(json.dumps(module.history) + "\n")
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -1,0 +1,32 @@
+"""Evaluate a model on a dataset split with the same code path as validation during training."""
+
+from __future__ import annotations
+
+import lightning as L
+
+from ..model import MaskFormer
+from .config import DataConfig, RunConfig, TrainConfig
+from .datamodule import MaskFormerDataModule
+from .module import MaskFormerModule
+
+
+def evaluate(model: MaskFormer, data: DataConfig, split: str = "", batch_size: int = 4,
+             accelerator: str = "auto", run_dir: str | None = None) -> dict:
+    """mIoU family (and PQ for panoptic data) of ``model`` on ``split`` (default: the format's val split).
+
+    The dataset's metadata must match the model's classes; a mismatch in class count is an error.
+    """
+    config = RunConfig(model=model.config, data=data, train=TrainConfig(batch_size=batch_size, accelerator=accelerator))
+    if split:
+        config.data.val_split = split
+    datamodule = MaskFormerDataModule(config)
+    found = len(datamodule.metadata.class_names)
+    if found != model.config.num_classes:
+        raise ValueError(f"{data.root}: the data has {found} classes, the model {model.config.num_classes}")
+    if not model.config.metadata.class_names:
+        model.config.metadata = datamodule.metadata
+    module = MaskFormerModule(config, run_dir, model=model)
+    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    return module.last_metrics

@@ -1,0 +1,102 @@
+"""Augmentation keeps label maps aligned with images, pixel-exactly, and is a function of its seed."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from maskformer.data import datasets as D
+from maskformer.data.transforms import (
+    PadTo,
+    RandomCrop,
+    RandomHorizontalFlip,
+    ResizeShortestEdge,
+    detr_panoptic_train_transform,
+    semantic_train_transform,
+)
+
+PALETTE = torch.tensor([[250, 10, 10], [10, 250, 10], [10, 10, 250], [200, 200, 10], [128, 128, 128]])
+
+
+def blocky_sample(h=60, w=84, kind="semantic", seed=0):
+    """A label map of 12 x 12 blocks, and an image that is the label's palette colour, pixel for pixel."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = torch.randint(0, 4, (-(-h // 12), -(-w // 12)), generator=g)
+    label = blocks.repeat_interleave(12, 0).repeat_interleave(12, 1)[:h, :w]
+    image = PALETTE[label].permute(2, 0, 1).to(torch.uint8)
+    sample = {"image": image, "label": label.long(), "kind": kind, "file": "x"}
+    if kind == "panoptic":
+        sample["label"] = label.long() + 1  # ids 1..4, 0 = void
+        sample["segments"] = {i + 1: D.Segment(i, False) for i in range(4)}
+    return sample
+
+
+def colour_index(image):
+    """Palette index of every pixel whose colour is exactly a palette colour, else -1."""
+    eq = (image.permute(1, 2, 0)[:, :, None, :].long() == PALETTE[None, None]).all(-1)
+    return torch.where(eq.any(-1), eq.float().argmax(-1), torch.tensor(-1))
+
+
+def interior(label):
+    """Pixels whose 5 x 5 neighbourhood has one label (resampling may blend colours only at edges)."""
+    x = label[None, None].float()
+    return (F.max_pool2d(x, 5, 1, 2) == -F.max_pool2d(-x, 5, 1, 2))[0, 0]
+
+
+def test_geometric_ops_keep_alignment_pixel_exactly():
+    g = torch.Generator().manual_seed(1)
+    for seed in range(10):
+        sample = blocky_sample(seed=seed)
+        for t in (RandomCrop((40, 50)), RandomHorizontalFlip(1.0), PadTo((70, 90), 128, 255)):
+            out = t(sample, g)
+            idx = colour_index(out["image"])
+            labelled = out["label"] != 255
+            assert torch.equal(idx[labelled], out["label"][labelled])
+            assert (out["image"][:, ~labelled] == 128).all()
+
+
+def test_resizing_keeps_alignment_inside_regions():
+    g = torch.Generator().manual_seed(2)
+    for seed in range(5):
+        sample = blocky_sample(seed=seed)
+        out = ResizeShortestEdge([37, 91, 150], 400)(sample, g)
+        assert out["image"].shape[-2:] == out["label"].shape
+        inner = interior(out["label"])
+        assert inner.float().mean() > 0.2
+        assert torch.equal(colour_index(out["image"])[inner], out["label"][inner])
+
+
+def test_full_semantic_pipeline_alignment_and_determinism():
+    transform = semantic_train_transform(64, color_jitter=False, single_category_max_area=0.75)
+    for seed in range(8):
+        sample = blocky_sample(seed=seed)
+        out = transform(sample, torch.Generator().manual_seed(seed))
+        assert out["image"].shape == (3, 64, 64) and out["label"].shape == (64, 64)
+        inner = interior(out["label"]) & (out["label"] != 255)
+        assert torch.equal(colour_index(out["image"])[inner], out["label"][inner])
+        again = transform(sample, torch.Generator().manual_seed(seed))
+        assert torch.equal(out["image"], again["image"]) and torch.equal(out["label"], again["label"])
+    jitter = semantic_train_transform(64)
+    a = jitter(blocky_sample(), torch.Generator().manual_seed(0))
+    b = jitter(blocky_sample(), torch.Generator().manual_seed(0))
+    assert torch.equal(a["image"], b["image"])
+
+
+def test_panoptic_pipeline_pads_with_void_and_drops_cropped_out_segments():
+    sample = blocky_sample(kind="panoptic")
+    out = PadTo((80, 100))(sample, torch.Generator())
+    assert (out["label"][60:] == 0).all()
+    targets = D.make_targets(out)
+    assert not targets["valid"][60:].any() and targets["valid"][:60, :84].all()
+    # A crop inside one 12 x 12 block keeps exactly one segment.
+    crop = RandomCrop((6, 6))({**sample, "label": sample["label"][:12, :12], "image": sample["image"][:, :12, :12]},
+                              torch.Generator())
+    assert len(D.make_targets(crop)["labels"]) == 1
+    detr = detr_panoptic_train_transform(scales=(48, 64), max_size=128, crop_scales=(40,), crop_range=(20, 30))
+    for seed in range(5):
+        out = detr(blocky_sample(kind="panoptic", seed=seed), torch.Generator().manual_seed(seed))
+        # Two resamplings blend colours further from edges: every exact colour must still match.
+        idx = colour_index(out["image"])
+        exact = interior(out["label"]) & (idx >= 0)
+        assert exact.float().mean() > 0.2
+        assert torch.equal(idx[exact], out["label"][exact] - 1)
