@@ -33,23 +33,36 @@ def demo_config(data_dir: Path, steps: int, workers: int = 0) -> RunConfig:
         num_classes=6,
         backbone=BackboneConfig(type="timm", name="resnet18", norm="bn"),
         pixel_decoder=PixelDecoderConfig(conv_dim=128, mask_dim=128),
-        transformer=TransformerConfig(hidden_dim=128, num_queries=20, num_heads=4, ffn_dim=512, num_layers=3,
-                                      dropout=0.0),
+        transformer=TransformerConfig(
+            hidden_dim=128, num_queries=20, num_heads=4, ffn_dim=512, num_layers=3, dropout=0.0
+        ),
         loss=LossConfig(),
-        inference=InferenceConfig(object_mask_threshold=0.5, overlap_threshold=0.8, test_shortest_edge=128,
-                                  test_max_size=512),
+        inference=InferenceConfig(
+            object_mask_threshold=0.5, overlap_threshold=0.8, test_shortest_edge=128, test_max_size=512
+        ),
     )
     data = DataConfig(format="panoptic", root=str(data_dir), crop_size=(128, 128), num_workers=workers)
     train_cfg = TrainConfig(
-        max_steps=steps, batch_size=8, lr=3e-4, weight_decay=1e-4, backbone_lr_multiplier=1.0, warmup_steps=50,
-        warmup_factor=0.01, val_every=max(1, steps // 3), checkpoint_every=steps, log_every=10, accelerator="cpu",
-        devices=1, num_val_images=4,
+        max_steps=steps,
+        batch_size=8,
+        lr=3e-4,
+        weight_decay=1e-4,
+        backbone_lr_multiplier=1.0,
+        warmup_steps=50,
+        warmup_factor=0.01,
+        val_every=max(1, steps // 3),
+        checkpoint_every=steps,
+        log_every=10,
+        accelerator="cpu",
+        devices=1,
+        num_val_images=4,
     )
     return RunConfig(model=model, data=data, train=train_cfg)
 
 
-def run_demo(out: str | Path = "demo-output", steps: int = 1200, train_images: int = 600, val_images: int = 100,
-             seed: int = 0) -> dict:
+def run_demo(
+    out: str | Path = "demo-output", steps: int = 1200, train_images: int = 600, val_images: int = 100, seed: int = 0
+) -> dict:
     start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,18 +78,37 @@ def run_demo(out: str | Path = "demo-output", steps: int = 1200, train_images: i
     rows = []
     from .data.datasets import COCOPanopticDataset, semantic_label
 
-    val = COCOPanopticDataset(data_dir / "images" / "val", data_dir / "panoptic_val.json", data_dir / "panoptic" / "val")
+    val = COCOPanopticDataset(
+        data_dir / "images" / "val", data_dir / "panoptic_val.json", data_dir / "panoptic" / "val"
+    )
     for index in range(6):
         sample = val.load(index)
         (result,) = model.predict([sample["image"].float()], task="panoptic")
-        rows.append((sample["image"], semantic_label(sample), panoptic_classes(result.segmentation, result.segments),
-                     result.segmentation))
-    prediction_grid(rows, model.config.metadata, out / "predictions.png",
-                    titles=("image", "ground truth", "prediction (panoptic)"))
+        rows.append(
+            (
+                sample["image"],
+                semantic_label(sample),
+                panoptic_classes(result.segmentation, result.segments),
+                result.segmentation,
+            )
+        )
+    prediction_grid(
+        rows, model.config.metadata, out / "predictions.png", titles=("image", "ground truth", "prediction (panoptic)")
+    )
     metrics = {k: v for k, v in summary["metrics"].items()}
-    metrics.update({"steps": summary["steps"], "train_images": train_images, "val_images": val_images,
-                    "wall_time_s": round(time.time() - start, 1), "threads": torch.get_num_threads()})
+    metrics.update(
+        {
+            "steps": summary["steps"],
+            "train_images": train_images,
+            "val_images": val_images,
+            "wall_time_s": round(time.time() - start, 1),
+            "threads": torch.get_num_threads(),
+        }
+    )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    print(f"[demo] mIoU {metrics.get('mIoU', 0):.3f}  PQ {metrics.get('PQ', 0):.3f}  "
-          f"in {metrics['wall_time_s']:.0f} s; results in {out}/", flush=True)
+    print(
+        f"[demo] mIoU {metrics.get('mIoU', 0):.3f}  PQ {metrics.get('PQ', 0):.3f}  "
+        f"in {metrics['wall_time_s']:.0f} s; results in {out}/",
+        flush=True,
+    )
     return metrics

@@ -87,8 +87,12 @@ def prediction_grid(
         pred_segments = row[3] if len(row) > 3 else None
         present |= {int(v) for v in np.unique(_np(gt)) if 0 <= v < len(names)}
         present |= {int(v) for v in np.unique(_np(pred)) if 0 <= v < len(names)}
-        panels = [image_hwc(image), overlay(image, gt, colors, ignore_value=ignore_value),
-                  overlay(image, pred, colors, segments=pred_segments, ignore_value=ignore_value)]
+        # Strong colours: on busy images a light tint is hard to tell from the image's own colours.
+        panels = [
+            image_hwc(image),
+            overlay(image, gt, colors, alpha=0.8, ignore_value=ignore_value),
+            overlay(image, pred, colors, segments=pred_segments, alpha=0.8, ignore_value=ignore_value),
+        ]
         for c, panel in enumerate(panels):
             ax = axes[r][c]
             ax.imshow(panel)
@@ -121,7 +125,7 @@ def training_curves(history: Sequence[dict], path: str | Path, metrics: Sequence
         if len(values) >= 10:
             k = max(5, len(values) // 30)
             smooth = np.convolve(values, np.ones(k) / k, mode="valid")
-            left.plot(steps[k - 1:], smooth, lw=2, color="tab:blue", label=f"mean of {k}")
+            left.plot(steps[k - 1 :], smooth, lw=2, color="tab:blue", label=f"mean of {k}")
         left.set_yscale("log")
     left.set_xlabel("step")
     left.set_title("training loss")
@@ -146,4 +150,4 @@ def training_curves(history: Sequence[dict], path: str | Path, metrics: Sequence
 
 def to_tensor_image(array: np.ndarray) -> Tensor:
     """uint8 [H, W, 3] -> [3, H, W] (for TensorBoard)."""
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    return torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)

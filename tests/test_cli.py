@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -35,6 +36,12 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path):
     assert "missing: no such file or folder" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_demo_placeholder(capsys):
-    assert main(["demo"]) == 0
-    assert "not built yet" in capsys.readouterr().out
+def test_demo_smoke(tmp_path, capsys):
+    """The demo end to end at toy size (the real run is `make demo`)."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--steps", "4", "--train-images", "8", "--val-images", "6"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"mIoU", "PQ", "AP", "wall_time_s", "steps"} <= set(metrics) and metrics["steps"] == 4
+    for name in ("training.png", "predictions.png", "run/model/model.safetensors", "data/classes.json"):
+        assert (out / name).exists(), name
+    assert "[demo] mIoU" in capsys.readouterr().out

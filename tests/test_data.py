@@ -25,7 +25,7 @@ def test_builtin_metadata():
     ade, coco, city = (builtin_metadata(n) for n in ("ade20k_150", "coco_panoptic_133", "cityscapes_19"))
     assert len(ade.class_names) == 150 and ade.class_names[0] == "wall"
     assert len(coco.class_names) == 133 and len(coco.thing_classes) == 80 and coco.class_names[0] == "person"
-    assert len(city.class_names) == 19 and [city.class_names[i] for i in city.thing_classes][0] == "person"
+    assert len(city.class_names) == 19 and city.class_names[city.thing_classes[0]] == "person"
     assert all(len(c) == 3 for c in coco.colors)
 
 
@@ -85,9 +85,17 @@ def test_coco_panoptic_reader_respects_crowd(tmp_path):
     save(tmp_path / "pan" / "1.png", id_to_rgb(ids))
     data = {
         "images": [{"id": 1, "file_name": "1.jpg", "height": 4, "width": 6}],
-        "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": [
-            {"id": 5, "category_id": 17, "iscrowd": 0}, {"id": 9, "category_id": 3, "iscrowd": 0},
-            {"id": 700, "category_id": 3, "iscrowd": 1}]}],
+        "annotations": [
+            {
+                "image_id": 1,
+                "file_name": "1.png",
+                "segments_info": [
+                    {"id": 5, "category_id": 17, "iscrowd": 0},
+                    {"id": 9, "category_id": 3, "iscrowd": 0},
+                    {"id": 700, "category_id": 3, "iscrowd": 1},
+                ],
+            }
+        ],
         "categories": [{"id": 3, "name": "car", "isthing": 1}, {"id": 17, "name": "sky", "isthing": 0}],
     }
     (tmp_path / "pan.json").write_text(json.dumps(data))
@@ -104,8 +112,11 @@ def test_coco_panoptic_reader_respects_crowd(tmp_path):
 def test_unknown_category_names_the_json(tmp_path):
     save(tmp_path / "images" / "1.jpg", np.zeros((2, 2, 3), dtype=np.uint8))
     save(tmp_path / "pan" / "1.png", id_to_rgb(np.ones((2, 2), dtype=np.int64)))
-    data = {"images": [{"id": 1, "file_name": "1.jpg"}], "categories": [{"id": 1, "name": "a", "isthing": 1}],
-            "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": [{"id": 1, "category_id": 4}]}]}
+    data = {
+        "images": [{"id": 1, "file_name": "1.jpg"}],
+        "categories": [{"id": 1, "name": "a", "isthing": 1}],
+        "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": [{"id": 1, "category_id": 4}]}],
+    }
     (tmp_path / "pan.json").write_text(json.dumps(data))
     ds = D.COCOPanopticDataset(tmp_path / "images", tmp_path / "pan.json", tmp_path / "pan")
     with pytest.raises(ValueError, match=r"pan\.json: segment 1 of 1\.png has unknown category 4"):

@@ -80,8 +80,9 @@ def test_pq_equals_panopticapi(tmp_path, monkeypatch, capsys):
     write_split(tmp_path / "pred", tmp_path / "pred.json", pred_items)
     # panopticapi forks one worker per core; one is plenty for six images.
     monkeypatch.setattr(panopticapi.multiprocessing, "cpu_count", lambda: 1)
-    ref = panopticapi.pq_compute(str(tmp_path / "gt.json"), str(tmp_path / "pred.json"), str(tmp_path / "gt"),
-                                 str(tmp_path / "pred"))
+    ref = panopticapi.pq_compute(
+        str(tmp_path / "gt.json"), str(tmp_path / "pred.json"), str(tmp_path / "gt"), str(tmp_path / "pred")
+    )
     ours = pq_from_files(tmp_path / "gt.json", tmp_path / "pred.json", tmp_path / "gt", tmp_path / "pred")
     for group in ("All", "Things", "Stuff"):
         for key in ("pq", "sq", "rq", "n"):

@@ -22,8 +22,9 @@ def test_tiny_model_overfits_one_batch(tmp_path):
         num_classes=6,
         backbone=BackboneConfig(type="timm", name="resnet18", norm="bn"),
         pixel_decoder=PixelDecoderConfig(conv_dim=64, mask_dim=64),
-        transformer=TransformerConfig(hidden_dim=64, num_queries=12, num_heads=4, ffn_dim=128, num_layers=2,
-                                      dropout=0.0),
+        transformer=TransformerConfig(
+            hidden_dim=64, num_queries=12, num_heads=4, ffn_dim=128, num_layers=2, dropout=0.0
+        ),
     )
     model = MaskFormer(config)
     criterion = SetCriterion.from_config(config)

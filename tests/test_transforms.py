@@ -89,8 +89,9 @@ def test_panoptic_pipeline_pads_with_void_and_drops_cropped_out_segments():
     targets = D.make_targets(out)
     assert not targets["valid"][60:].any() and targets["valid"][:60, :84].all()
     # A crop inside one 12 x 12 block keeps exactly one segment.
-    crop = RandomCrop((6, 6))({**sample, "label": sample["label"][:12, :12], "image": sample["image"][:, :12, :12]},
-                              torch.Generator())
+    crop = RandomCrop((6, 6))(
+        {**sample, "label": sample["label"][:12, :12], "image": sample["image"][:, :12, :12]}, torch.Generator()
+    )
     assert len(D.make_targets(crop)["labels"]) == 1
     detr = detr_panoptic_train_transform(scales=(48, 64), max_size=128, crop_scales=(40,), crop_range=(20, 30))
     for seed in range(5):

@@ -96,8 +96,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..training.evaluate import evaluate
 
     model = MaskFormer.from_pretrained(args.model)
-    data = DataConfig(format=args.format, root=args.data, class_file=args.class_file or "",
-                      label_dir=args.label_dir, num_workers=args.workers, max_val_images=args.max_images)
+    data = DataConfig(
+        format=args.format,
+        root=args.data,
+        class_file=args.class_file or "",
+        label_dir=args.label_dir,
+        num_workers=args.workers,
+        max_val_images=args.max_images,
+    )
     metrics = evaluate(model, data, split=args.split or "", batch_size=args.batch_size)
     text = json.dumps(metrics, indent=1)
     print(text)
@@ -145,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train and evaluate a small model on generated data (about 8 minutes)")
     p.add_argument("--out", default="demo-output")
-    p.add_argument("--steps", type=int, default=1200)
-    p.add_argument("--train-images", type=int, default=600)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--train-images", type=int, default=800)
     p.add_argument("--val-images", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
@@ -173,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a model on a dataset (mIoU; PQ for panoptic data)")
     p.add_argument("--model", required=True, help="checkpoint: folder, hub id, .pkl/.pth file or URL")
     p.add_argument("--data", required=True, help="dataset root folder")
-    p.add_argument("--format", default="semantic",
-                   choices=["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"])
+    p.add_argument(
+        "--format", default="semantic", choices=["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"]
+    )
     p.add_argument("--split", help="split to evaluate (default: the format's validation split)")
     p.add_argument("--class-file", help="class list for the semantic format (default root/classes.json|txt)")
     p.add_argument("--label-dir", default="labels", help="label folder name for the semantic format")
@@ -192,8 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-folder", help="panoptic: ground-truth PNG folder (default: JSON path without .json)")
     p.add_argument("--num-classes", type=int, help="semantic: number of classes")
     p.add_argument("--ignore-value", type=int, default=255)
-    p.add_argument("--label-offset", type=int, default=0,
-                   help="semantic: subtract from ground-truth values first (ADE20K: 1, making 0 ignore)")
+    p.add_argument(
+        "--label-offset",
+        type=int,
+        default=0,
+        help="semantic: subtract from ground-truth values first (ADE20K: 1, making 0 ignore)",
+    )
     p.add_argument("--out", help="also write the metrics JSON here")
     p.set_defaults(func=cmd_eval_files)
     return parser

@@ -19,7 +19,13 @@ from torch.utils.data import Dataset
 
 from ..model.config import MetadataConfig
 from .io import list_images, read_image, read_label, read_panoptic_png
-from .metadata import builtin_metadata, category_ids, cityscapes_label_id_to_train_id, load_class_file, metadata_from_json
+from .metadata import (
+    builtin_metadata,
+    category_ids,
+    cityscapes_label_id_to_train_id,
+    load_class_file,
+    metadata_from_json,
+)
 
 Sample = dict
 Transform = Callable[[Sample], Sample]
@@ -119,7 +125,12 @@ def cityscapes(root: str | Path, split: str = "train", **kwargs) -> SemanticData
         return str(rel.parent / rel.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png"))
 
     return SemanticDataset(
-        image_dir, root / "gtFine" / split, builtin_metadata("cityscapes_19"), 255, lut, label_name=label_name,
+        image_dir,
+        root / "gtFine" / split,
+        builtin_metadata("cityscapes_19"),
+        255,
+        lut,
+        label_name=label_name,
         **kwargs,
     )
 
@@ -147,7 +158,10 @@ class COCOPanopticDataset(Dataset):
             raise ValueError(f"{self.json_file}: not a COCO panoptic annotation file ({err})") from err
         self.category_index = {c["id"]: i for i, c in enumerate(categories)}
         self.metadata = metadata_from_json(
-            {"dataset": self.json_file.stem, "classes": [{**c, "isthing": bool(c.get("isthing", 0))} for c in categories]},
+            {
+                "dataset": self.json_file.stem,
+                "classes": [{**c, "isthing": bool(c.get("isthing", 0))} for c in categories],
+            },
             str(self.json_file),
         )
         if not all("color" in c for c in categories):
@@ -174,11 +188,18 @@ class COCOPanopticDataset(Dataset):
         segments = {}
         for seg in ann["segments_info"]:
             if seg["category_id"] not in self.category_index:
-                raise ValueError(f"{self.json_file}: segment {seg['id']} of {png.name} has unknown category "
-                                 f"{seg['category_id']}")
+                raise ValueError(
+                    f"{self.json_file}: segment {seg['id']} of {png.name} has unknown category {seg['category_id']}"
+                )
             segments[int(seg["id"])] = Segment(self.category_index[seg["category_id"]], bool(seg.get("iscrowd", 0)))
-        return {"image": image, "label": ids, "segments": segments, "kind": "panoptic",
-                "file": str(self.image_files[index]), "annotation": ann}
+        return {
+            "image": image,
+            "label": ids,
+            "segments": segments,
+            "kind": "panoptic",
+            "file": str(self.image_files[index]),
+            "annotation": ann,
+        }
 
     def __getitem__(self, index: int) -> Sample:
         sample = self.load(index)
@@ -189,7 +210,9 @@ def coco_panoptic(root: str | Path, split: str = "val2017", **kwargs) -> COCOPan
     """The COCO layout: {split}/ images, annotations/panoptic_{split}.json and annotations/panoptic_{split}/."""
     root = Path(root)
     ds = COCOPanopticDataset(
-        root / split, root / "annotations" / f"panoptic_{split}.json", root / "annotations" / f"panoptic_{split}",
+        root / split,
+        root / "annotations" / f"panoptic_{split}.json",
+        root / "annotations" / f"panoptic_{split}",
         **kwargs,
     )
     if len(ds.categories) == 133 and [c["id"] for c in ds.categories] == sorted(category_ids("coco_panoptic_133")):
@@ -214,8 +237,10 @@ def make_targets(sample: Sample, ignore_value: int = 255) -> dict[str, Tensor]:
         segments = sample["segments"]
         ids = [int(i) for i in torch.unique(label).tolist() if i in segments and not segments[i].iscrowd]
         labels = torch.tensor([segments[i].category for i in ids], dtype=torch.long)
-        masks = label[None] == torch.tensor(ids, dtype=torch.long)[:, None, None] if ids else torch.zeros(
-            0, *label.shape, dtype=torch.bool
+        masks = (
+            label[None] == torch.tensor(ids, dtype=torch.long)[:, None, None]
+            if ids
+            else torch.zeros(0, *label.shape, dtype=torch.bool)
         )
         valid = label != 0
     return {"labels": labels, "masks": masks, "valid": valid}

@@ -78,7 +78,9 @@ def load_class_file(path: str | Path) -> MetadataConfig:
     if not names:
         raise ValueError(f"{path}: no class names found")
     return MetadataConfig(
-        dataset=path.stem, class_names=names, thing_classes=things if marked else None,
+        dataset=path.stem,
+        class_names=names,
+        thing_classes=things if marked else None,
         colors=default_colors(len(names)),
     )
 

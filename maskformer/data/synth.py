@@ -142,7 +142,7 @@ def render(
     image = np.clip(image, 0, 255).astype(np.uint8)
     for seg in segments:
         ys, xs = np.nonzero(panoptic == seg["id"])
-        seg["area"] = int(len(ys))
+        seg["area"] = len(ys)
         seg["bbox"] = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
     return image, semantic, panoptic, segments
 

@@ -109,8 +109,13 @@ class ColorJitterSSD:
     """SSD's photometric distortion: brightness +-32, contrast and saturation 0.5-1.5, hue +-18 (OpenCV
     degrees, i.e. +-0.1 of the hue circle), each with probability 0.5, contrast before or after the rest."""
 
-    def __init__(self, brightness: float = 32, contrast: tuple = (0.5, 1.5), saturation: tuple = (0.5, 1.5),
-                 hue: float = 18 / 180):
+    def __init__(
+        self,
+        brightness: float = 32,
+        contrast: tuple = (0.5, 1.5),
+        saturation: tuple = (0.5, 1.5),
+        hue: float = 18 / 180,
+    ):
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
 
     def __call__(self, sample: Sample, g: Generator) -> Sample:
@@ -212,17 +217,23 @@ def detr_panoptic_train_transform(
 ) -> Compose:
     """DETR's augmentation for COCO panoptic: flip, then either a multi-scale resize or resize + random
     crop + multi-scale resize."""
-    return Compose([
-        RandomHorizontalFlip(),
-        RandomChoice([
-            ResizeShortestEdge(scales, max_size),
-            Compose([
-                ResizeShortestEdge(crop_scales, max_size),
-                RandomSizeCrop(*crop_range),
-                ResizeShortestEdge(scales, max_size),
-            ]),
-        ]),
-    ])
+    return Compose(
+        [
+            RandomHorizontalFlip(),
+            RandomChoice(
+                [
+                    ResizeShortestEdge(scales, max_size),
+                    Compose(
+                        [
+                            ResizeShortestEdge(crop_scales, max_size),
+                            RandomSizeCrop(*crop_range),
+                            ResizeShortestEdge(scales, max_size),
+                        ]
+                    ),
+                ]
+            ),
+        ]
+    )
 
 
 def eval_transform(short_edge: int, max_size: int) -> ResizeShortestEdge:

@@ -9,8 +9,9 @@ from .panoptic import pq_from_files
 from .semantic import SemanticEvaluator
 
 
-def score_semantic_files(pred_dir: str | Path, gt_dir: str | Path, num_classes: int | None,
-                         ignore_value: int = 255, label_offset: int = 0) -> dict:
+def score_semantic_files(
+    pred_dir: str | Path, gt_dir: str | Path, num_classes: int | None, ignore_value: int = 255, label_offset: int = 0
+) -> dict:
     """mIoU family over label PNGs with equal names in ``pred_dir`` and ``gt_dir``.
 
     ``label_offset`` is subtracted from ground-truth values first, values that fall below 0 becoming ignore
@@ -39,8 +40,12 @@ def score_semantic_files(pred_dir: str | Path, gt_dir: str | Path, num_classes: 
     return evaluator.compute()
 
 
-def score_panoptic_files(pred_json: str | Path, gt_json: str | Path, pred_folder: str | Path | None = None,
-                         gt_folder: str | Path | None = None) -> dict:
+def score_panoptic_files(
+    pred_json: str | Path,
+    gt_json: str | Path,
+    pred_folder: str | Path | None = None,
+    gt_folder: str | Path | None = None,
+) -> dict:
     """PQ of COCO-panoptic prediction files (JSON + PNG folder) against ground truth."""
     for path in (pred_json, gt_json):
         if not Path(path).exists():

@@ -134,8 +134,12 @@ class PanopticEvaluator:
                 t[2] += rq
                 t[3] += 1
         result = {
-            name: {"pq": s[0] / s[3] if s[3] else 0.0, "sq": s[1] / s[3] if s[3] else 0.0,
-                   "rq": s[2] / s[3] if s[3] else 0.0, "n": s[3]}
+            name: {
+                "pq": s[0] / s[3] if s[3] else 0.0,
+                "sq": s[1] / s[3] if s[3] else 0.0,
+                "rq": s[2] / s[3] if s[3] else 0.0,
+                "n": s[3],
+            }
             for name, s in totals.items()
         }
         result["per_class"] = per_class
@@ -151,8 +155,12 @@ def _rgb_ids(path: Path) -> np.ndarray:
     return (rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]).astype(np.int64)
 
 
-def pq_from_files(gt_json: str | Path, pred_json: str | Path, gt_folder: str | Path | None = None,
-                  pred_folder: str | Path | None = None) -> dict:
+def pq_from_files(
+    gt_json: str | Path,
+    pred_json: str | Path,
+    gt_folder: str | Path | None = None,
+    pred_folder: str | Path | None = None,
+) -> dict:
     """Score COCO-panoptic prediction files against ground truth (panopticapi's pq_compute)."""
     gt_json, pred_json = Path(gt_json), Path(pred_json)
     gt_folder = Path(gt_folder) if gt_folder else gt_json.with_suffix("")
@@ -168,8 +176,10 @@ def pq_from_files(gt_json: str | Path, pred_json: str | Path, gt_folder: str | P
             raise KeyError(f"{pred_json}: no prediction for image {image_id}")
         pred_ann = pred_by_image[image_id]
         evaluator.update(
-            _rgb_ids(gt_folder / gt_ann["file_name"]), gt_ann["segments_info"],
-            _rgb_ids(pred_folder / pred_ann["file_name"]), pred_ann["segments_info"],
+            _rgb_ids(gt_folder / gt_ann["file_name"]),
+            gt_ann["segments_info"],
+            _rgb_ids(pred_folder / pred_ann["file_name"]),
+            pred_ann["segments_info"],
             image=str(pred_folder / pred_ann["file_name"]),
         )
     return evaluator.compute()

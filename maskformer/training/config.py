@@ -109,8 +109,9 @@ class RunConfig:
 def _ade(model: str, swin: bool = False, crop: int = 512) -> RunConfig:
     train = TrainConfig()
     if swin:
-        train = TrainConfig(lr=6e-5, weight_decay=0.01, backbone_lr_multiplier=1.0, warmup_steps=1500,
-                            warmup_factor=1e-6)
+        train = TrainConfig(
+            lr=6e-5, weight_decay=0.01, backbone_lr_multiplier=1.0, warmup_steps=1500, warmup_factor=1e-6
+        )
     data = DataConfig(format="ade20k", crop_size=(crop, crop))
     return RunConfig(model=preset(model), data=data, train=train)
 

@@ -34,7 +34,9 @@ def build_reader(cfg: DataConfig, split: str):
         class_file = Path(cfg.class_file) if cfg.class_file else _first(root, ["classes.json", "classes.txt"])
         return D.generic_semantic(root / "images" / split, root / cfg.label_dir / split, class_file, cfg.ignore_value)
     if cfg.format == "panoptic":
-        return D.COCOPanopticDataset(root / "images" / split, root / f"panoptic_{split}.json", root / "panoptic" / split)
+        return D.COCOPanopticDataset(
+            root / "images" / split, root / f"panoptic_{split}.json", root / "panoptic" / split
+        )
     if cfg.format == "ade20k":
         return D.ade20k(root, split)
     if cfg.format == "cityscapes":
@@ -54,8 +56,13 @@ def _first(root: Path, names: list[str]) -> Path:
 def train_transform(cfg: DataConfig):
     if cfg.augmentation == "semantic":
         return semantic_train_transform(
-            tuple(cfg.crop_size), cfg.min_scale, cfg.max_scale, cfg.num_scales, cfg.single_category_max_area,
-            cfg.color_jitter, cfg.ignore_value,
+            tuple(cfg.crop_size),
+            cfg.min_scale,
+            cfg.max_scale,
+            cfg.num_scales,
+            cfg.single_category_max_area,
+            cfg.color_jitter,
+            cfg.ignore_value,
         )
     if cfg.augmentation == "detr":
         return detr_panoptic_train_transform()
@@ -123,8 +130,13 @@ class MaskFormerDataModule(L.LightningDataModule):
         sampler = ResumableSampler(len(self.train_reader), train.seed, rank, world, start=step * per_process * world)
         dataset = AugmentedDataset(self.train_reader, train_transform(cfg), TrainItems(cfg.ignore_value))
         return DataLoader(
-            dataset, batch_size=per_process, sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate,
-            persistent_workers=cfg.num_workers > 0, pin_memory=False,
+            dataset,
+            batch_size=per_process,
+            sampler=sampler,
+            num_workers=cfg.num_workers,
+            collate_fn=collate,
+            persistent_workers=cfg.num_workers > 0,
+            pin_memory=False,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -135,5 +147,9 @@ class MaskFormerDataModule(L.LightningDataModule):
         count = len(dataset) if not cfg.max_val_images else min(cfg.max_val_images, len(dataset))
         # Each process scores its own share; evaluators sum their statistics across processes.
         shard = Subset(dataset, list(range(rank, count, world)))
-        return DataLoader(shard, batch_size=max(1, self.config.train.batch_size // world), num_workers=cfg.num_workers,
-                          collate_fn=collate)
+        return DataLoader(
+            shard,
+            batch_size=max(1, self.config.train.batch_size // world),
+            num_workers=cfg.num_workers,
+            collate_fn=collate,
+        )

@@ -10,8 +10,14 @@ from .datamodule import MaskFormerDataModule
 from .module import MaskFormerModule
 
 
-def evaluate(model: MaskFormer, data: DataConfig, split: str = "", batch_size: int = 4,
-             accelerator: str = "auto", run_dir: str | None = None) -> dict:
+def evaluate(
+    model: MaskFormer,
+    data: DataConfig,
+    split: str = "",
+    batch_size: int = 4,
+    accelerator: str = "auto",
+    run_dir: str | None = None,
+) -> dict:
     """mIoU family (and PQ for panoptic data) of ``model`` on ``split`` (default: the format's val split).
 
     The dataset's metadata must match the model's classes; a mismatch in class count is an error.
@@ -26,7 +32,8 @@ def evaluate(model: MaskFormer, data: DataConfig, split: str = "", batch_size: i
     if not model.config.metadata.class_names:
         model.config.metadata = datamodule.metadata
     module = MaskFormerModule(config, run_dir, model=model)
-    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
+    )
     trainer.validate(module, datamodule=datamodule, verbose=False)
     return module.last_metrics

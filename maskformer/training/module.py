@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..evaluation import PanopticEvaluator, SemanticEvaluator
+from ..evaluation.instance import InstanceEvaluator
 from ..model import MaskFormer, SetCriterion, inference
 from ..visualize import panoptic_classes, prediction_grid, to_tensor_image
 from .config import RunConfig
@@ -68,12 +69,14 @@ class MaskFormerModule(L.LightningModule):
     # ---- validation -----------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         meta = self.config.model.metadata
-        self.semantic_eval = SemanticEvaluator(self.config.model.num_classes, self.config.data.ignore_value,
-                                               meta.class_names or None)
+        self.semantic_eval = SemanticEvaluator(
+            self.config.model.num_classes, self.config.data.ignore_value, meta.class_names or None
+        )
         things = set(meta.thing_classes or [])
         self.panoptic_eval = PanopticEvaluator(
             {i: {"isthing": int(i in things), "name": n} for i, n in enumerate(meta.class_names)}
         )
+        self.instance_eval = InstanceEvaluator(sorted(things))
         self.val_rows: list[tuple] = []
 
     def validation_step(self, batch: list[dict], batch_idx: int) -> None:
@@ -89,14 +92,42 @@ class MaskFormerModule(L.LightningModule):
         if self.panoptic:
             cfg, meta = self.config.model.inference, self.config.model.metadata
             panoptic = inference.panoptic_inference(
-                logits, masks, sizes, padded, originals, thing_classes=meta.thing_classes,
-                object_mask_threshold=cfg.object_mask_threshold, overlap_threshold=cfg.overlap_threshold,
+                logits,
+                masks,
+                sizes,
+                padded,
+                originals,
+                thing_classes=meta.thing_classes,
+                object_mask_threshold=cfg.object_mask_threshold,
+                overlap_threshold=cfg.overlap_threshold,
             )
             for result, item in zip(panoptic, batch):
-                gt_segments = [{"id": i, "category_id": s.category, "iscrowd": int(s.iscrowd)}
-                               for i, s in item["segments"].items()]
-                self.panoptic_eval.update(item["panoptic"].numpy(), gt_segments, result.segmentation.cpu().numpy(),
-                                          result.segments, image=item["file"])
+                gt_segments = [
+                    {"id": i, "category_id": s.category, "iscrowd": int(s.iscrowd)} for i, s in item["segments"].items()
+                ]
+                self.panoptic_eval.update(
+                    item["panoptic"].numpy(),
+                    gt_segments,
+                    result.segmentation.cpu().numpy(),
+                    result.segments,
+                    image=item["file"],
+                )
+            things = sorted(meta.thing_classes or [])
+            if things:
+                instances = inference.instance_inference(
+                    logits, masks, sizes, padded, originals, topk=cfg.instance_topk, thing_classes=things
+                )
+                for result, item in zip(instances, batch):
+                    gt = [(i, s) for i, s in item["segments"].items() if s.category in things]
+                    ids = item["panoptic"].numpy()
+                    self.instance_eval.update(
+                        [ids == i for i, _ in gt],
+                        [s.category for _, s in gt],
+                        [s.iscrowd for _, s in gt],
+                        result.masks,
+                        result.labels.tolist(),
+                        result.scores.tolist(),
+                    )
         for i, item in enumerate(batch):
             if len(self.val_rows) >= self.config.train.num_val_images:
                 break
@@ -114,8 +145,19 @@ class MaskFormerModule(L.LightningModule):
         if self.panoptic:
             self.panoptic_eval.sync()
             pq = self.panoptic_eval.compute()
-            record.update({"PQ": pq["All"]["pq"], "SQ": pq["All"]["sq"], "RQ": pq["All"]["rq"],
-                           "PQ_th": pq["Things"]["pq"], "PQ_st": pq["Stuff"]["pq"]})
+            record.update(
+                {
+                    "PQ": pq["All"]["pq"],
+                    "SQ": pq["All"]["sq"],
+                    "RQ": pq["All"]["rq"],
+                    "PQ_th": pq["Things"]["pq"],
+                    "PQ_st": pq["Stuff"]["pq"],
+                }
+            )
+            if self.config.model.metadata.thing_classes:
+                self.instance_eval.sync()
+                if self.global_rank == 0:
+                    record.update(self.instance_eval.compute())
         self.log_dict({f"val/{k}": float(v) for k, v in record.items() if k != "step"}, sync_dist=False)
         if self.global_rank != 0:
             return
@@ -125,9 +167,12 @@ class MaskFormerModule(L.LightningModule):
             with (self.run_dir / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
             if self.val_rows:
-                path = prediction_grid(self.val_rows, self.config.model.metadata,
-                                       self.run_dir / "val_images" / f"step_{self.global_step:07d}.png",
-                                       ignore_value=self.config.data.ignore_value)
+                path = prediction_grid(
+                    self.val_rows,
+                    self.config.model.metadata,
+                    self.run_dir / "val_images" / f"step_{self.global_step:07d}.png",
+                    ignore_value=self.config.data.ignore_value,
+                )
                 self._log_image(path)
 
     def _log_image(self, path: Path) -> None:

@@ -34,11 +34,11 @@ class LastCheckpoint(Callback):
         self.directory = directory
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.directory / "last.ckpt")
+        trainer.save_checkpoint(self.directory / "last.ckpt", weights_only=False)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if trainer.global_step > 0:
-            trainer.save_checkpoint(self.directory / "last.ckpt")
+            trainer.save_checkpoint(self.directory / "last.ckpt", weights_only=False)
 
 
 def weights_checksum(model: torch.nn.Module) -> torch.Tensor:
@@ -66,7 +66,10 @@ def build_trainer(config: RunConfig, run_dir: Path, callbacks: list[Callback] | 
     t = config.train
     checkpoints = run_dir / "checkpoints"
     periodic = ModelCheckpoint(
-        dirpath=checkpoints, filename="step-{step:07d}", every_n_train_steps=t.checkpoint_every, save_top_k=-1,
+        dirpath=checkpoints,
+        filename="step-{step:07d}",
+        every_n_train_steps=t.checkpoint_every,
+        save_top_k=-1,
         auto_insert_metric_name=False,
     )
     return L.Trainer(
@@ -105,8 +108,9 @@ def find_resume(run_dir: Path, resume: str | None) -> str | None:
     return resume
 
 
-def train(config: RunConfig, run_dir: str | Path, resume: str | None = None,
-          callbacks: list[Callback] | None = None) -> dict:
+def train(
+    config: RunConfig, run_dir: str | Path, resume: str | None = None, callbacks: list[Callback] | None = None
+) -> dict:
     """Train (or resume) a run; returns the summary (also written to run_dir/summary.json)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +122,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: str | None = None,
     config.to_yaml(run_dir / "config.yaml")
     module = MaskFormerModule(config, run_dir)
     trainer = build_trainer(config, run_dir, callbacks)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=find_resume(run_dir, resume))
+    # Checkpoints hold only tensors and plain containers: load them without unpickling arbitrary objects.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=find_resume(run_dir, resume), weights_only=True)
     in_sync = ranks_in_sync(module.model)
     summary = {
         "steps": trainer.global_step,
