@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 T = TypeVar("T")
+C = TypeVar("C", bound="YamlConfig")
 
 ADE_MEAN = (123.675, 116.28, 103.53)
 ADE_STD = (58.395, 57.12, 57.375)
@@ -122,26 +123,15 @@ class MetadataConfig:
     colors: list[tuple[int, int, int]] = field(default_factory=list)
 
 
-@dataclass
-class MaskFormerConfig:
-    """A whole MaskFormer model."""
-
-    num_classes: int = 150
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
-    transformer: TransformerConfig = field(default_factory=TransformerConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-    metadata: MetadataConfig = field(default_factory=MetadataConfig)
-    pixel_mean: tuple[float, float, float] = ADE_MEAN
-    pixel_std: tuple[float, float, float] = ADE_STD
+class YamlConfig:
+    """Plain-dict, YAML and ``key=value`` override round trips for a dataclass config tree."""
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MaskFormerConfig:
-        return config_from_dict(cls, data, path="config")
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        return config_from_dict(cls, data, path=cls.__name__)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -150,8 +140,10 @@ class MaskFormerConfig:
         return text
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> MaskFormerConfig:
+    def from_yaml(cls: type[C], path: str | Path) -> C:
         path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: config file not found")
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
@@ -163,9 +155,24 @@ class MaskFormerConfig:
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: {err}") from err
 
-    def override(self, assignments: list[str]) -> MaskFormerConfig:
+    def override(self: C, assignments: list[str]) -> C:
         """Apply ``key.sub=value`` overrides (values parsed as YAML), returning a new config."""
-        return MaskFormerConfig.from_dict(apply_overrides(self.to_dict(), assignments))
+        return type(self).from_dict(apply_overrides(self.to_dict(), assignments))
+
+
+@dataclass
+class MaskFormerConfig(YamlConfig):
+    """A whole MaskFormer model."""
+
+    num_classes: int = 150
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
+    pixel_mean: tuple[float, float, float] = ADE_MEAN
+    pixel_std: tuple[float, float, float] = ADE_STD
 
 
 def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:

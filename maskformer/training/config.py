@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-
-from ..model.config import MaskFormerConfig, apply_overrides, config_from_dict, to_plain
+from ..model.config import MaskFormerConfig, YamlConfig
 from ..model.presets import preset
 
 
@@ -73,37 +69,10 @@ class TrainConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(YamlConfig):
     model: MaskFormerConfig = field(default_factory=MaskFormerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_plain(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return config_from_dict(cls, data, path="run")
-
-    def to_yaml(self, path: str | Path | None = None) -> str:
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> RunConfig:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text())
-            return cls.from_dict(data or {})
-        except (yaml.YAMLError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}: {err}") from err
-
-    def override(self, assignments: list[str]) -> RunConfig:
-        return RunConfig.from_dict(apply_overrides(self.to_dict(), assignments))
 
 
 def _ade(model: str, swin: bool = False, crop: int = 512) -> RunConfig:
