@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .data.datasets import COCOPanopticDataset, semantic_label
 from .data.synth import write_dataset
 from .model import MaskFormer
 from .model.config import (
@@ -50,7 +51,7 @@ def demo_config(data_dir: Path, steps: int, workers: int = 0) -> RunConfig:
         backbone_lr_multiplier=1.0,
         warmup_steps=50,
         warmup_factor=0.01,
-        val_every=max(1, steps // 3),
+        val_every=max(1, steps // 5),
         checkpoint_every=steps,
         log_every=10,
         accelerator="cpu",
@@ -76,8 +77,6 @@ def run_demo(
 
     model = MaskFormer.from_pretrained(out / "run" / "model", strict=True).eval()
     rows = []
-    from .data.datasets import COCOPanopticDataset, semantic_label
-
     val = COCOPanopticDataset(
         data_dir / "images" / "val", data_dir / "panoptic_val.json", data_dir / "panoptic" / "val"
     )
@@ -95,7 +94,7 @@ def run_demo(
     prediction_grid(
         rows, model.config.metadata, out / "predictions.png", titles=("image", "ground truth", "prediction (panoptic)")
     )
-    metrics = {k: v for k, v in summary["metrics"].items()}
+    metrics = dict(summary["metrics"])
     metrics.update(
         {
             "steps": summary["steps"],
