@@ -143,3 +143,21 @@ def test_miou_equals_naive_computation(tmp_path):
         Image.fromarray(p.astype(np.uint8)).save(tmp_path / "pred" / f"{i}.png")
         Image.fromarray(g.astype(np.uint8)).save(tmp_path / "gt" / f"{i}.png")
     assert abs(score_semantic_files(tmp_path / "pred", tmp_path / "gt", k)["mIoU"] - result["mIoU"]) < 1e-12
+
+
+def test_instance_ap_through_pycocotools():
+    from maskformer.evaluation.instance import InstanceEvaluator
+
+    a = np.zeros((20, 20), dtype=bool)
+    a[2:9, 2:9] = True
+    b = np.zeros((20, 20), dtype=bool)
+    b[10:18, 5:15] = True
+    perfect = InstanceEvaluator([0, 1])
+    perfect.update([a, b], [0, 1], [False, False], np.stack([a, b]), [0, 1], [0.9, 0.8])
+    assert perfect.compute()["AP"] == pytest.approx(1.0)
+    wrong = InstanceEvaluator([0, 1])
+    wrong.update([a, b], [0, 1], [False, False], np.stack([b, a]), [0, 1], [0.9, 0.8])
+    assert wrong.compute()["AP"] == pytest.approx(0.0)
+    empty = InstanceEvaluator([0, 1])
+    empty.update([a], [0], [False], np.zeros((0, 20, 20), dtype=bool), [], [])
+    assert empty.compute()["AP"] == 0.0
