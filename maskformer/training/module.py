@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..evaluation import PanopticEvaluator, SemanticEvaluator
-from ..evaluation.instance import InstanceEvaluator
+from ..evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
 from ..model import MaskFormer, SetCriterion, inference
 from ..visualize import panoptic_classes, prediction_grid, to_tensor_image
 from .config import RunConfig
