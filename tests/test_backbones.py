@@ -63,6 +63,18 @@ def test_any_timm_backbone():
     assert out["pred_masks"].shape == (1, 10, 24, 16)
 
 
+def test_dilated_timm_backbone():
+    """timm's output_stride=16 keeps res5 at stride 16: a finer grid for the transformer decoder."""
+    backbone = TimmBackbone("resnet18", norm="bn", output_stride=16)
+    assert backbone.strides == [4, 8, 16, 16]
+    config = tiny_config(backbone="resnet18")
+    config.backbone.timm_kwargs = {"output_stride": 16}
+    model = MaskFormer(config).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 96))
+    assert out["pred_masks"].shape == (1, 10, 16, 24)
+
+
 def test_backbone_without_stride_4_is_refused():
     with pytest.raises(ValueError, match="vit_tiny_patch16_224.*strides"):
         TimmBackbone("vit_tiny_patch16_224", img_size=64)

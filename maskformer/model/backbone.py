@@ -1,7 +1,8 @@
 """Backbones: any timm model through its multi-scale feature API, or the original's Swin.
 
-Every backbone returns ``[res2, res3, res4, res5]`` at strides 4, 8, 16, 32 as [B, C_i, H_i, W_i] and
-exposes ``channels`` (C_i) and ``strides``.
+Every backbone returns ``[res2, res3, res4, res5]`` as [B, C_i, H_i, W_i], at strides 4, 8, 16, 32 (or, for a
+dilated timm model made with ``output_stride``, e.g. 4, 8, 16, 16), and exposes ``channels`` (C_i) and
+``strides``.
 """
 
 from __future__ import annotations
@@ -33,15 +34,19 @@ class TimmBackbone(nn.Module):
             timm_kwargs["drop_path_rate"] = drop_path_rate
         self.body = timm.create_model(name, pretrained=pretrained, features_only=True, **timm_kwargs)
         reductions = list(self.body.feature_info.reduction())
-        missing = [s for s in STRIDES if s not in reductions]
-        if missing:
+        if all(s in reductions for s in STRIDES):
+            # The last output at each stride is the deepest one (e.g. after a stage's final block).
+            self.indices = [len(reductions) - 1 - reductions[::-1].index(s) for s in STRIDES]
+        else:
+            # Dilated models (timm's output_stride=8/16) repeat their last stride: take the four deepest maps.
+            self.indices = [i for i, r in enumerate(reductions) if r >= 4][-4:]
+        if len(self.indices) < 4 or reductions[self.indices[0]] != 4:
             raise ValueError(
-                f"timm model {name!r} gives features at strides {reductions}; MaskFormer needs {list(STRIDES)}"
+                f"timm model {name!r} gives features at strides {reductions}; MaskFormer needs four levels "
+                f"from stride 4 down (normally {list(STRIDES)})"
             )
-        # The last output at each stride is the deepest one (e.g. after a stage's final block).
-        self.indices = [len(reductions) - 1 - reductions[::-1].index(s) for s in STRIDES]
         self.channels = [self.body.feature_info.channels()[i] for i in self.indices]
-        self.strides = list(STRIDES)
+        self.strides = [reductions[i] for i in self.indices]
         if stride_in_1x1:
             _move_stride_to_1x1(self.body)
         if norm == "frozen_bn":
