@@ -51,44 +51,11 @@ def test_synth_train_eval(tmp_path, capsys):
     assert code == 0
     assert "trained 3 steps" in capsys.readouterr().out
     out = tmp_path / "metrics.json"
-    assert (
-        main(
-            [
-                "eval",
-                "--model",
-                str(tmp_path / "run" / "model"),
-                "--data",
-                str(data),
-                "--format",
-                "panoptic",
-                "--workers",
-                "0",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    evaluate = ["eval", "--model", str(tmp_path / "run" / "model"), "--data", str(data), "--workers", "0"]
+    assert main([*evaluate, "--format", "panoptic", "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert {"mIoU", "PQ", "AP"} <= set(metrics)
-    assert (
-        main(
-            [
-                "eval",
-                "--model",
-                str(tmp_path / "run" / "model"),
-                "--data",
-                str(data),
-                "--format",
-                "semantic",
-                "--label-dir",
-                "semantic",
-                "--workers",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert main([*evaluate, "--format", "semantic", "--label-dir", "semantic"]) == 0
 
 
 def test_train_errors_are_one_line(tmp_path, capsys):

@@ -164,8 +164,6 @@ class COCOPanopticDataset(Dataset):
             },
             str(self.json_file),
         )
-        if not all("color" in c for c in categories):
-            self.metadata.colors = metadata_from_json({"classes": [{"name": c["name"]} for c in categories]}, "").colors
         self.categories = categories
         self.annotations = annotations
         self.image_files = []

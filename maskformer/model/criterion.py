@@ -13,20 +13,24 @@ from torch import Tensor, nn
 from .matcher import HungarianMatcher, Target, pad_targets
 
 
-def sigmoid_focal_loss(logits: Tensor, targets: Tensor, weights: Tensor, alpha: float, gamma: float) -> Tensor:
-    """Per-mask focal loss averaged over counted pixels: logits, targets, weights [M, P] -> [M]."""
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, weights: Tensor | None, alpha: float, gamma: float) -> Tensor:
+    """Per-mask focal loss averaged over counted pixels: logits, targets, weights [M, P] -> [M].
+    ``weights`` None counts every pixel (the original's behaviour, and no extra full-size tensor)."""
     prob = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p_t = prob * targets + (1 - prob) * (1 - targets)
     loss = ce * (1 - p_t) ** gamma
     loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    if weights is None:
+        return loss.mean(1)
     return (loss * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
-def dice_loss(logits: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
+def dice_loss(logits: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor:
     """Per-mask dice loss 1 - (2 I + 1) / (S + 1): logits, targets, weights [M, P] -> [M]."""
-    prob = logits.sigmoid() * weights
-    targets = targets * weights
+    prob = logits.sigmoid()
+    if weights is not None:
+        prob, targets = prob * weights, targets * weights
     numerator = 2 * (prob * targets).sum(1)
     denominator = prob.sum(1) + targets.sum(1)
     return 1 - (numerator + 1) / (denominator + 1)
@@ -125,7 +129,7 @@ class SetCriterion(nn.Module):
         # Predictions are upsampled to the padded target size, not targets downsampled.
         matched = F.interpolate(matched[:, None], size=target.shape[-2:], mode="bilinear", align_corners=False)
         matched, target = matched.flatten(1), target.flatten(1)
-        weights = valid[batch_idx].flatten(1).float() if valid is not None else torch.ones_like(target)
+        weights = valid[batch_idx].flatten(1).float() if valid is not None else None
         loss_mask = sigmoid_focal_loss(matched, target, weights, self.focal_alpha, self.focal_gamma).sum()
         loss_dice = dice_loss(matched, target, weights).sum()
         return {

@@ -39,10 +39,10 @@ def pad_targets(
     return labels, masks, valid
 
 
-def focal_cost(logits: Tensor, targets: Tensor, weights: Tensor, alpha: float, gamma: float) -> Tensor:
+def focal_cost(logits: Tensor, targets: Tensor, weights: Tensor | None, alpha: float, gamma: float) -> Tensor:
     """Pairwise sigmoid focal loss, averaged over (weighted) pixels.
 
-    logits [B, N, P], targets [B, T, P], weights [B, 1, P] (1 = pixel counts) -> [B, N, T].
+    logits [B, N, P], targets [B, T, P], weights [B, 1, P] (1 = pixel counts; None = all count) -> [B, N, T].
     """
     prob = logits.sigmoid()
     pos = (
@@ -55,15 +55,18 @@ def focal_cost(logits: Tensor, targets: Tensor, weights: Tensor, alpha: float, g
         * prob**gamma
         * F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
     )
-    pos, neg = pos * weights, neg * weights
+    if weights is not None:
+        pos, neg = pos * weights, neg * weights
     cost = torch.bmm(pos, targets.transpose(1, 2)) + torch.bmm(neg, (1 - targets).transpose(1, 2))
-    return cost / weights.sum(-1, keepdim=True).clamp(min=1)
+    counted = weights.sum(-1, keepdim=True).clamp(min=1) if weights is not None else logits.shape[-1]
+    return cost / counted
 
 
-def dice_cost(logits: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
+def dice_cost(logits: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor:
     """Pairwise dice loss 1 - (2 I + 1) / (S + 1): logits [B, N, P], targets [B, T, P] -> [B, N, T]."""
-    prob = logits.sigmoid() * weights
-    targets = targets * weights
+    prob = logits.sigmoid()
+    if weights is not None:
+        prob, targets = prob * weights, targets * weights
     numerator = 2 * torch.bmm(prob, targets.transpose(1, 2))
     denominator = prob.sum(-1)[:, :, None] + targets.sum(-1)[:, None, :]
     return 1 - (numerator + 1) / (denominator + 1)
@@ -100,10 +103,9 @@ class HungarianMatcher(nn.Module):
         prob = pred_logits.float().softmax(-1)
         cost_class = -prob.gather(2, labels[:, None, :].expand(b, n, labels.shape[1]))
         t = F.interpolate(masks, size=size, mode="nearest") if masks.shape[1] else masks.new_zeros(b, 0, *size)
+        weights = None
         if valid is not None:
             weights = F.interpolate(valid[:, None].float(), size=size, mode="nearest").flatten(2)
-        else:
-            weights = torch.ones(b, 1, size[0] * size[1], device=pred_masks.device)
         logits, t = pred_masks.float().flatten(2), t.flatten(2)
         cost = (
             self.cost_class * cost_class
