@@ -56,6 +56,15 @@ def test_synth_train_eval(tmp_path, capsys):
     metrics = json.loads(out.read_text())
     assert {"mIoU", "PQ", "AP"} <= set(metrics)
     assert main([*evaluate, "--format", "semantic", "--label-dir", "semantic"]) == 0
+    # A run folder and a run's Lightning checkpoint are model sources for predict, with the data's classes.
+    images = str(data / "images" / "val")
+    for source in (tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"):
+        pred = tmp_path / f"pred_{source.name}"
+        assert main(["predict", images, "--model", str(source), "--out", str(pred), "--quiet"]) == 0
+        assert len(list((pred / "labels").glob("*.png"))) == 3
+    from maskformer.predict import load_model
+
+    assert load_model(tmp_path / "run" / "checkpoints" / "last.ckpt").config.metadata.class_names[0] == "circle"
 
 
 def test_train_errors_are_one_line(tmp_path, capsys):

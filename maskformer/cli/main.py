@@ -1,4 +1,4 @@
-"""``maskformer`` command: inspect presets and checkpoints, convert checkpoints, run the demo."""
+"""``maskformer`` command: presets and checkpoints, data, training, evaluation, prediction, export, demo."""
 
 from __future__ import annotations
 
@@ -128,6 +128,55 @@ def cmd_eval_files(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..data.io import read_image
+    from ..predict import PredictionWriter, Predictor
+    from ..predict.inputs import LoadedImage, expand_paths
+
+    files = expand_paths(args.inputs)
+    predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision)
+    predictor.batch_size = args.batch_size
+    kinds = args.outputs.split(",") if args.outputs else ["label", "panoptic", "instances", "overlay"]
+    writer = PredictionWriter(args.out, args.task, kinds)
+    window = args.window
+    scales = [float(s) for s in args.scales.split(",")] if args.scales else [1.0]
+    bar = tqdm(total=len(files), unit="img", desc=f"{args.task}", disable=args.quiet)
+    for start in range(0, len(files), predictor.batch_size):
+        chunk = [LoadedImage(read_image(p), p.stem, p) for p in files[start : start + predictor.batch_size]]
+        for item, result in predictor.predict_loaded(chunk, args.task, scales, args.flip, window, args.window_stride):
+            writer.add(item.image, result)
+            bar.update(1)
+    bar.close()
+    writer.close()
+    print(f"wrote {args.task} predictions for {len(files)} images to {args.out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ..predict import KNOWN_MODELS
+
+    print(f"{'name':<34} {'task':<9} {'dataset':<20} {'score':>11}  source")
+    for m in KNOWN_MODELS.values():
+        print(f"{m.name:<34} {m.task:<9} {m.dataset:<20} {m.metric:>5} {m.score:5.1f}  {m.source}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export_onnx, save_program
+    from ..predict import load_model
+
+    model = load_model(args.model)
+    size = (args.height, args.width)
+    if args.format == "onnx":
+        path = export_onnx(model, args.out, example_size=size, opset=args.opset)
+    else:
+        path = save_program(model, args.out, example_size=size)
+    print(f"wrote {path} (input: RGB 0-255 float32 [B, 3, H, W], H and W multiples of 32)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskformer", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -207,6 +256,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="also write the metrics JSON here")
     p.set_defaults(func=cmd_eval_files)
+
+    p = sub.add_parser("predict", help="segment images with a trained or pretrained model")
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--model", required=True, help="known model name, hub id, zoo URL/.pkl, folder, run or .ckpt")
+    p.add_argument("--task", default="semantic", choices=["semantic", "panoptic", "instance"])
+    p.add_argument("--out", default="predictions", help="output folder")
+    p.add_argument(
+        "--outputs", help="comma-separated subset of label,panoptic,instances,overlay (default: all for the task)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--scales", help="semantic test-time augmentation scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
+    p.add_argument("--flip", action="store_true", help="semantic: also average horizontally flipped views")
+    p.add_argument("--window", type=int, help="semantic: sliding-window size in pixels (on the resized image)")
+    p.add_argument("--window-stride", type=int, help="sliding-window stride (default 2/3 of the window)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export the model forward to ONNX or a torch.export program")
+    p.add_argument("--model", required=True, help="known model name, hub id, zoo URL/.pkl, folder, run or .ckpt")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torch"], help="torch: a torch.export .pt2 program")
+    p.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
+    p.add_argument("--height", type=int, default=128, help="example input height used for tracing (multiple of 32)")
+    p.add_argument("--width", type=int, default=160, help="example input width used for tracing (multiple of 32)")
+    p.add_argument("--opset", type=int, default=18)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("models", help="list known pretrained checkpoints with their published scores")
+    p.set_defaults(func=cmd_models)
     return parser
 
 

@@ -13,21 +13,60 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_image(path: str | Path) -> Tensor:
-    """RGB uint8 [3, H, W]; EXIF orientation applied, alpha dropped, grayscale/palette/16-bit converted."""
+    """RGB uint8 [3, H, W] (see :func:`pil_to_tensor`)."""
     path = Path(path)
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(img, dtype=np.float64)
-                peak = array.max() if array.max() > 255 else 255
-                img = Image.fromarray((array * (255.0 / peak)).astype(np.uint8))
-            array = np.asarray(img.convert("RGB"))
+            return pil_to_tensor(img)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image not found") from None
     except Exception as err:
         raise ValueError(f"{path}: cannot read image ({err})") from err
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def pil_to_tensor(img: Image.Image) -> Tensor:
+    """Any PIL mode -> RGB uint8 [3, H, W]: EXIF rotation applied, alpha dropped, 16/32-bit rescaled."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return array_to_tensor(np.asarray(img))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+    return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
+
+
+def array_to_tensor(array: np.ndarray | Tensor) -> Tensor:
+    """[H, W], [H, W, C] (numpy) or [C, H, W] / [H, W] (tensor), C in 1/3/4, of uint8, integer or float
+    values -> RGB uint8 [3, H, W]. Floats in [0, 1] are scaled by 255; wider integers by their peak."""
+    if isinstance(array, Tensor):
+        t = array.detach().cpu()
+        if t.ndim == 3 and t.shape[0] in (1, 3, 4):
+            t = t.permute(1, 2, 0)
+        array = t.numpy()
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"expected an image of shape [H, W], [H, W, C] or [C, H, W] with C in 1, 3, 4; got {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"image has an empty side: {a.shape}")
+    a = a[..., :3] if a.shape[-1] == 4 else a
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    if a.dtype == np.uint8:
+        out = a
+    elif a.dtype == np.bool_:
+        out = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        a = np.nan_to_num(a.astype(np.float64))
+        scale = 255.0 if a.max(initial=0.0) <= 1.0 else 1.0
+        out = np.clip(a * scale, 0, 255).round().astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.integer):
+        peak = int(a.max(initial=0))
+        scale = 255.0 / (65535 if peak > 255 and a.dtype.itemsize == 2 else peak) if peak > 255 else 1.0
+        out = np.clip(a.astype(np.float64) * scale, 0, 255).round().astype(np.uint8)
+    else:
+        raise ValueError(f"unsupported image dtype {a.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
 
 
 def read_label(path: str | Path) -> Tensor:

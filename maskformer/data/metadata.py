@@ -43,6 +43,7 @@ def metadata_from_json(data: dict, source: str) -> MetadataConfig:
         names = [str(c["name"]) for c in classes]
         things = [i for i, c in enumerate(classes) if c.get("isthing", False)]
         colors = [tuple(int(v) for v in c["color"]) for c in classes] if all("color" in c for c in classes) else []
+        ids = [int(c["id"]) for c in classes] if all("id" in c for c in classes) else []
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{source}: malformed class entry ({err})") from err
     return MetadataConfig(
@@ -50,6 +51,7 @@ def metadata_from_json(data: dict, source: str) -> MetadataConfig:
         class_names=names,
         thing_classes=things,
         colors=colors or default_colors(len(names)),
+        category_ids=ids if len(set(ids)) == len(ids) else [],
     )
 
 

@@ -77,6 +77,10 @@ class TransformerConfig:
     dropout: float = 0.1
     # Project the decoder input with a 1x1 conv even when its width already equals hidden_dim.
     enforce_input_proj: bool = False
+    # What the queries attend to (the original's TRANSFORMER_IN_FEATURE): a backbone level "res2".."res5"
+    # or "transformer_encoder" (the "+6 Enc" output). None: the encoder output when the pixel decoder has
+    # one, else res5, as in the paper.
+    in_feature: Literal["res2", "res3", "res4", "res5", "transformer_encoder"] | None = None
 
 
 @dataclass
@@ -114,13 +118,15 @@ class MetadataConfig:
     """Dataset metadata carried with the weights.
 
     ``thing_classes`` lists the contiguous class indices that are things; None means unknown, and panoptic
-    inference then treats every class as a thing.
+    inference then treats every class as a thing. ``category_ids`` gives the dataset's own id of each class
+    (e.g. COCO's 1..200 with gaps) for files written in its format; empty means the contiguous index.
     """
 
     dataset: str = ""
     class_names: list[str] = field(default_factory=list)
     thing_classes: list[int] | None = None
     colors: list[tuple[int, int, int]] = field(default_factory=list)
+    category_ids: list[int] = field(default_factory=list)
 
 
 class YamlConfig:

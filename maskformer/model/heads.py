@@ -29,7 +29,7 @@ class MLP(nn.Module):
 
 
 class MaskFormerHead(nn.Module):
-    """DETR decoder over the stride-32 features, then the class and mask-embedding heads.
+    """DETR decoder over one feature map (stride 32 in the paper), then the class and mask-embedding heads.
 
     Query content starts at zero; the N learned embeddings are the queries' positional encodings; the
     image features get a 2-D sine encoding on the keys.
@@ -61,7 +61,7 @@ class MaskFormerHead(nn.Module):
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     def forward(self, features: Tensor, mask_features: Tensor) -> tuple[Tensor, Tensor]:
-        """features [B, C, h, w] (stride 32), mask_features E_pixel [B, C_E, H/4, W/4] ->
+        """features [B, C, h, w] (stride 32 by default), mask_features E_pixel [B, C_E, H/4, W/4] ->
         class logits [L, B, N, K+1] and mask embeddings E_mask [L, B, N, C_E] for all L decoder layers."""
         src = self.input_proj(features)
         b, c, h, w = src.shape

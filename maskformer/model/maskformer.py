@@ -33,6 +33,22 @@ def build_pixel_decoder(config: MaskFormerConfig, in_channels: list[int]) -> FPN
     raise ValueError(f"unknown pixel decoder type {pd.type!r} (expected 'fpn' or 'transformer_encoder')")
 
 
+LEVELS = ("res2", "res3", "res4", "res5")
+
+
+def transformer_in_feature(config: MaskFormerConfig) -> str:
+    """The feature map the transformer decoder attends to (see ``TransformerConfig.in_feature``)."""
+    name = config.transformer.in_feature
+    has_encoder = config.pixel_decoder.type == "transformer_encoder"
+    if name is None:
+        return "transformer_encoder" if has_encoder else "res5"
+    if name == "transformer_encoder" and not has_encoder:
+        raise ValueError("transformer.in_feature='transformer_encoder' needs pixel_decoder.type='transformer_encoder'")
+    if name != "transformer_encoder" and name not in LEVELS:
+        raise ValueError(f"transformer.in_feature={name!r}: expected one of {LEVELS} or 'transformer_encoder'")
+    return name
+
+
 class MaskFormer(nn.Module):
     """MaskFormer for semantic, panoptic and instance segmentation.
 
@@ -48,10 +64,11 @@ class MaskFormer(nn.Module):
         self.backbone = build_backbone(config.backbone)
         self.pixel_decoder = build_pixel_decoder(config, list(self.backbone.channels))
         t = config.transformer
+        self.in_feature = transformer_in_feature(config)
         decoder_in = (
             config.pixel_decoder.conv_dim
-            if config.pixel_decoder.type == "transformer_encoder"
-            else self.backbone.channels[-1]
+            if self.in_feature == "transformer_encoder"
+            else self.backbone.channels[LEVELS.index(self.in_feature)]
         )
         self.predictor = MaskFormerHead(
             decoder_in,
@@ -83,7 +100,11 @@ class MaskFormer(nn.Module):
     def forward(self, images: Tensor, with_aux: bool | None = None) -> dict[str, Any]:
         """images: normalised [B, 3, H, W] -> {pred_logits, pred_masks, aux_outputs}."""
         features = self.backbone(images)
-        mask_features, decoder_input = self.pixel_decoder(features)
+        mask_features, encoded = self.pixel_decoder(features)
+        if self.in_feature == "transformer_encoder":
+            decoder_input = encoded
+        else:
+            decoder_input = features[LEVELS.index(self.in_feature)]
         logits, mask_embed = self.predictor(decoder_input, mask_features)
         with_aux = self.training if with_aux is None else with_aux
         if with_aux:

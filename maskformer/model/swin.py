@@ -20,14 +20,15 @@ def window_partition(x: Tensor, window: int) -> Tensor:
     """[B, H, W, C] -> [B * H/w * W/w, w*w, C] (batch-major window order)."""
     b, h, w, c = x.shape
     x = x.view(b, h // window, window, w // window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b * (h // window) * (w // window), window * window, c)
 
 
-def window_reverse(windows: Tensor, window: int, h: int, w: int) -> Tensor:
-    """[B * H/w * W/w, w*w, C] -> [B, H, W, C]."""
+def window_reverse(windows: Tensor, window: int, b: int, h: int, w: int) -> Tensor:
+    """[B * H/w * W/w, w*w, C] -> [B, H, W, C]. Sizes are passed, not inferred with -1, so that exported
+    graphs carry no division by a shape product."""
     c = windows.shape[-1]
-    x = windows.view(-1, h // window, w // window, window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+    x = windows.view(b, h // window, w // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
 def shift_attention_mask(h: int, w: int, window: int, shift: int, device: torch.device) -> Tensor:
@@ -76,7 +77,7 @@ class SwinBlock(nn.Module):
         if self.shift_size:
             y = torch.roll(y, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
         y = self.attn(window_partition(y, win), mask=mask if self.shift_size else None)
-        y = window_reverse(y, win, hp, wp)
+        y = window_reverse(y, win, x.shape[0], hp, wp)
         if self.shift_size:
             y = torch.roll(y, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
         x = x + self.drop_path1(y[:, :h, :w])
@@ -132,7 +133,8 @@ class SwinStage(nn.Module):
         x = self.downsample(x)
         _, h, w, _ = x.shape
         win = self.window_size
-        hp, wp = -(-h // win) * win, -(-w // win) * win
+        # (h + win - 1) // win, not -(-h // win): exported integer division truncates negatives.
+        hp, wp = (h + win - 1) // win * win, (w + win - 1) // win * win
         mask = shift_attention_mask(hp, wp, win, self.shift_size, x.device).to(x.dtype)
         for block in self.blocks:
             x = block(x, mask)

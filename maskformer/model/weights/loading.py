@@ -8,6 +8,7 @@ unpickler and torch files with ``weights_only=True``, so loading never runs code
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -88,14 +89,34 @@ def resolve_source(source: str | Path) -> Path:
     raise FileNotFoundError(f"{text}: no such file or folder, and not a URL or hub id")
 
 
+# Official model-zoo files carry the first hex digits of their md5 in the name (model_final_d8dbeb.pkl).
+_HASH_IN_NAME = re.compile(r"_([0-9a-f]{6,})\.[A-Za-z0-9]+$")
+
+
 def _download(url: str) -> Path:
-    target = cache_dir() / Path(urlparse(url).path).name
+    """Download ``url`` once into :func:`cache_dir`; a checksum prefix in the file name is verified before
+    the file enters the cache."""
+    name = Path(urlparse(url).path).name
+    target = cache_dir() / name
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(target.suffix + ".part")
         torch.hub.download_url_to_file(url, str(partial), progress=True)
+        if match := _HASH_IN_NAME.search(name):
+            digest = _md5(partial)
+            if not digest.startswith(match[1]):
+                partial.unlink()
+                raise ValueError(f"{url}: downloaded file has md5 {digest}, its name says {match[1]}...; not cached")
         partial.replace(target)
     return target
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_checkpoint(source: str | Path, config: MaskFormerConfig | None = None) -> tuple[MaskFormerConfig, Renamed]:

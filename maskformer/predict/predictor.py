@@ -1,0 +1,301 @@
+"""The :class:`Predictor`: pretrained MaskFormer + test-time resizing, batching, precision, test-time
+augmentation and sliding windows, returning typed results at each input image's own size."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.metadata import default_colors
+from ..model import MaskFormer
+from ..model import inference as post
+from ..model.config import MetadataConfig
+from .inputs import ImageInput, LoadedImage, load_inputs
+from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TASKS = ("semantic", "panoptic", "instance")
+# Largest [N, H, W] float tensor post-processing builds at full output size (256 MiB); larger outputs are
+# post-processed at a reduced size and upsampled (semantic: exactly, in row blocks).
+MAX_POSTPROCESS_ELEMENTS = 1 << 26
+
+
+def resized_size(height: int, width: int, shortest_edge: int, max_size: int) -> tuple[int, int]:
+    """detectron2's ResizeShortestEdge: scale the short side to ``shortest_edge`` unless the long side then
+    exceeds ``max_size``."""
+    scale = shortest_edge / min(height, width)
+    if max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """RGB [3, h, w] (uint8 or float) -> float [3, *size], bilinear with antialiasing when shrinking."""
+    image = image.float()
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def resize_argmax(probs: Tensor, size: tuple[int, int], max_elements: int = MAX_POSTPROCESS_ELEMENTS) -> Tensor:
+    """argmax over classes of ``probs`` [K, h, w] bilinearly resized to ``size`` -> [H, W] int64.
+
+    Equal to ``interpolate(probs, size).argmax(0)``; when [K, H, W] would exceed ``max_elements`` the
+    output is built in row blocks with ``grid_sample`` sampling at the same source coordinates.
+    """
+    k, h, w = probs.shape
+    out_h, out_w = size
+    if (h, w) == (out_h, out_w):
+        return probs.argmax(0)
+    if k * out_h * out_w <= max_elements:
+        return F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0)
+    # Source coordinate of each output pixel centre, as interpolate(align_corners=False) computes it,
+    # expressed in grid_sample's normalised convention (align_corners=False, border clamping).
+    xs = ((torch.arange(out_w, device=probs.device, dtype=torch.float32) + 0.5) * (w / out_w)) / w * 2 - 1
+    ys_all = ((torch.arange(out_h, device=probs.device, dtype=torch.float32) + 0.5) * (h / out_h)) / h * 2 - 1
+    rows = max(1, max_elements // (k * out_w))
+    out = torch.empty(size, dtype=torch.int64, device=probs.device)
+    for start in range(0, out_h, rows):
+        ys = ys_all[start : start + rows]
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]
+        block = F.grid_sample(probs[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out[start : start + rows] = block[0].argmax(0)
+    return out
+
+
+def complete_metadata(meta: MetadataConfig, num_classes: int) -> MetadataConfig:
+    """``meta`` with a name and a colour for each of ``num_classes`` classes ("class i" and generated
+    colours where the checkpoint carries none)."""
+    names = meta.class_names if len(meta.class_names) == num_classes else [f"class {i}" for i in range(num_classes)]
+    colors = meta.colors if len(meta.colors) == num_classes else default_colors(num_classes)
+    return MetadataConfig(dataset=meta.dataset, class_names=names, thing_classes=meta.thing_classes, colors=colors)
+
+
+class Predictor:
+    """Segment images with a MaskFormer.
+
+    Images are resized as the model's config says (``inference.test_shortest_edge`` / ``test_max_size``),
+    batched ``batch_size`` at a time whatever their sizes, run at ``precision`` ("fp32", "bf16", "fp16"),
+    and the results come back at each input's own size and orientation.
+    """
+
+    def __init__(
+        self,
+        model: MaskFormer,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        batch_size: int = 1,
+        metadata: MetadataConfig | None = None,
+    ):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.precision = precision
+        self.batch_size = batch_size
+        if metadata is not None:
+            self.model.config.metadata = metadata
+        self.model.config.metadata = complete_metadata(self.model.config.metadata, self.model.config.num_classes)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        batch_size: int = 1,
+    ) -> Predictor:
+        """A predictor for anything :meth:`MaskFormer.from_pretrained` reads, a known model name from
+        ``maskformer models``, or a training run folder; metadata is filled in for known datasets."""
+        from .zoo import load_model
+
+        model = load_model(source)
+        return cls(model, device=device, precision=precision, batch_size=batch_size)
+
+    @property
+    def metadata(self) -> MetadataConfig:
+        return self.model.config.metadata
+
+    def __call__(
+        self,
+        inputs: ImageInput | Iterable[ImageInput],
+        task: str = "semantic",
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+        window: int | None = None,
+        window_stride: int | None = None,
+    ) -> list[Result]:
+        """Segment ``inputs`` (paths, folders, globs, PIL images, arrays or tensors; one or a list).
+
+        ``scales`` / ``flip`` (multi-scale and flip test-time augmentation) and ``window`` (sliding windows
+        of ``window`` pixels a side over the resized image, ``window_stride`` apart, default 2/3 of a window)
+        average class probabilities and so apply to the semantic task.
+        """
+        images = load_inputs(inputs)
+        return [r for _, r in self.predict_loaded(images, task, scales, flip, window, window_stride)]
+
+    def predict_loaded(
+        self,
+        images: Sequence[LoadedImage],
+        task: str = "semantic",
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+        window: int | None = None,
+        window_stride: int | None = None,
+    ) -> Iterator[tuple[LoadedImage, Result]]:
+        """Like ``__call__`` on already loaded images, yielding results one image at a time."""
+        if task not in TASKS:
+            raise ValueError(f"task {task!r}: expected one of {', '.join(TASKS)}")
+        augmented = tuple(scales) != (1.0,) or flip or window is not None
+        if augmented and task != "semantic":
+            raise ValueError(
+                "multi-scale, flip and sliding-window inference average class probabilities and apply to "
+                f"task='semantic' only (got task={task!r})"
+            )
+        if any(s <= 0 for s in scales):
+            raise ValueError(f"scales must be positive, got {list(scales)}")
+        if augmented:
+            for item in images:
+                yield item, self._semantic_augmented(item, scales, flip, window, window_stride)
+            return
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            yield from zip(chunk, self._predict_batch(chunk, task))
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+
+    def _test_size(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
+        cfg = self.model.config.inference
+        return resized_size(height, width, round(cfg.test_shortest_edge * scale), round(cfg.test_max_size * scale))
+
+    @torch.no_grad()
+    def _forward(self, images: list[Tensor]) -> tuple[Tensor, Tensor, list[tuple[int, int]], tuple[int, int]]:
+        """Float RGB images -> (class logits [B, N, K+1], mask logits [B, N, h, w], sizes, padded size), fp32."""
+        batch, sizes = self.model.preprocess(images)
+        with self._autocast():
+            out = self.model(batch, with_aux=False)
+        return out["pred_logits"].float(), out["pred_masks"].float(), sizes, tuple(batch.shape[-2:])
+
+    def _predict_batch(self, items: Sequence[LoadedImage], task: str) -> list[Result]:
+        originals = [tuple(item.image.shape[-2:]) for item in items]
+        resized = [resize_image(it.image.to(self.device), self._test_size(*size)) for it, size in zip(items, originals)]
+        logits, masks, sizes, padded = self._forward(resized)
+        results: list[Result] = []
+        for i, (item, out_size) in enumerate(zip(items, originals)):
+            one = (logits[i : i + 1], masks[i : i + 1], sizes[i : i + 1], padded)
+            results.append(self._postprocess(task, item, one, out_size))
+        return results
+
+    def _postprocess(self, task: str, item: LoadedImage, outputs: tuple, out_size: tuple[int, int]) -> Result:
+        logits, masks, sizes, padded = outputs
+        cfg, meta = self.model.config.inference, self.metadata
+        if task == "semantic":
+            (probs,) = post.semantic_probabilities(logits, masks, sizes, padded, sizes)
+            return SemanticResult(item.name, out_size, meta, resize_argmax(probs, out_size), path=item.path)
+        # [N, H, W] at full size can be far too large for camera images; post-process at a size that fits
+        # and upsample the result (nearest).
+        n = masks.shape[1] if task == "panoptic" else min(cfg.instance_topk, masks.shape[1] * (logits.shape[-1] - 1))
+        work = out_size
+        if n * out_size[0] * out_size[1] > MAX_POSTPROCESS_ELEMENTS:
+            f = math.sqrt(MAX_POSTPROCESS_ELEMENTS / (n * out_size[0] * out_size[1]))
+            work = (max(1, int(out_size[0] * f)), max(1, int(out_size[1] * f)))
+        if task == "panoptic":
+            (res,) = post.panoptic_inference(
+                logits,
+                masks,
+                sizes,
+                padded,
+                [work],
+                thing_classes=meta.thing_classes,
+                object_mask_threshold=cfg.object_mask_threshold,
+                overlap_threshold=cfg.overlap_threshold,
+            )
+            seg = res.segmentation
+            if work != out_size:
+                seg = F.interpolate(seg[None, None].float(), size=out_size, mode="nearest")[0, 0].to(torch.int32)
+            areas = torch.bincount(seg.flatten().long(), minlength=len(res.segments) + 1).tolist()
+            segments = [
+                Segment(s["id"], c, self._name(c), s["score"], areas[s["id"]], s["isthing"])
+                for s in res.segments
+                for c in [s["category_id"]]
+            ]
+            return PanopticResult(item.name, out_size, meta, seg.cpu(), segments, path=item.path)
+        (res,) = post.instance_inference(
+            logits, masks, sizes, padded, [work], topk=cfg.instance_topk, thing_classes=meta.thing_classes or None
+        )
+        binary = res.masks
+        if work != out_size and len(binary):
+            binary = F.interpolate(binary[None].float(), size=out_size, mode="nearest")[0] > 0.5
+        labels, scores = res.labels.cpu(), res.scores.cpu()
+        return InstanceResult(item.name, out_size, meta, binary.cpu(), labels, scores, path=item.path)
+
+    def _name(self, class_id: int) -> str:
+        names = self.metadata.class_names
+        return names[class_id] if 0 <= class_id < len(names) else f"class {class_id}"
+
+    def _semantic_augmented(
+        self,
+        item: LoadedImage,
+        scales: Sequence[float],
+        flip: bool,
+        window: int | None,
+        window_stride: int | None,
+    ) -> SemanticResult:
+        """Average class probabilities over scales x flips (each at the scale-1 test size), optionally over
+        sliding windows, then take the argmax at the input's size."""
+        out_size = tuple(item.image.shape[-2:])
+        base = self._test_size(*out_size)
+        total = None
+        for scale in scales:
+            image = resize_image(item.image.to(self.device), self._test_size(*out_size, scale))
+            for flipped in (False, True) if flip else (False,):
+                view = image.flip(-1) if flipped else image
+                probs = self._windowed(view, window, window_stride) if window else self._probabilities(view)
+                if flipped:
+                    probs = probs.flip(-1)
+                if tuple(probs.shape[-2:]) != base:
+                    probs = F.interpolate(probs[None], size=base, mode="bilinear", align_corners=False)[0]
+                total = probs if total is None else total + probs
+        return SemanticResult(item.name, out_size, self.metadata, resize_argmax(total, out_size), path=item.path)
+
+    def _probabilities(self, image: Tensor) -> Tensor:
+        """Float RGB [3, h, w] -> class probabilities [K, h, w]."""
+        logits, masks, sizes, padded = self._forward([image])
+        return post.semantic_probabilities(logits, masks, sizes, padded, sizes)[0]
+
+    def _windowed(self, image: Tensor, window: int, stride: int | None) -> Tensor:
+        """Class probabilities [K, h, w] averaged over ``window``-sized crops ``stride`` apart covering the
+        image (crops are clipped to the image; the last row and column of windows end at its edge)."""
+        if window < 1:
+            raise ValueError(f"window must be positive, got {window}")
+        stride = stride or max(1, window * 2 // 3)
+        h, w = image.shape[-2:]
+        total = count = None
+        for y in _starts(h, window, stride):
+            for x in _starts(w, window, stride):
+                crop = image[:, y : y + window, x : x + window]
+                probs = self._probabilities(crop)
+                if total is None:
+                    total = probs.new_zeros((probs.shape[0], h, w))
+                    count = probs.new_zeros((1, h, w))
+                total[:, y : y + crop.shape[1], x : x + crop.shape[2]] += probs
+                count[:, y : y + crop.shape[1], x : x + crop.shape[2]] += 1
+        return total / count
+
+
+def _starts(length: int, window: int, stride: int) -> list[int]:
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window, stride))
+    return [*starts, length - window]

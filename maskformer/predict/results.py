@@ -1,0 +1,114 @@
+"""Typed prediction results: what a user gets back from :class:`~maskformer.predict.Predictor`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..model.config import MetadataConfig
+from ..visualize import draw_segmentation
+
+
+@dataclass
+class Segment:
+    """One panoptic segment or instance: ``id`` its value in the segment map, ``class_id`` the contiguous
+    class index, ``name`` the class name, ``score`` the class probability (1.0 for semantic regions),
+    ``area`` its pixel count."""
+
+    id: int
+    class_id: int
+    name: str
+    score: float
+    area: int
+    isthing: bool
+
+
+@dataclass
+class _Result:
+    name: str
+    image_size: tuple[int, int]
+    metadata: MetadataConfig
+    path: Path | None = field(default=None, kw_only=True)
+
+    def class_name(self, class_id: int) -> str:
+        names = self.metadata.class_names
+        return names[class_id] if 0 <= class_id < len(names) else f"class {class_id}"
+
+
+@dataclass
+class SemanticResult(_Result):
+    """``label_map`` [H, W] int64 class indices at the input image's size."""
+
+    label_map: Tensor
+
+    @property
+    def segments(self) -> list[Segment]:
+        """One region per class present (id = class index + 1)."""
+        counts = torch.bincount(self.label_map.flatten(), minlength=len(self.metadata.class_names)).tolist()
+        things = set(self.metadata.thing_classes or [])
+        return [Segment(c + 1, c, self.class_name(c), 1.0, n, c in things) for c, n in enumerate(counts) if n > 0]
+
+    def draw(self, image: Tensor | np.ndarray, alpha: float = 0.5) -> Image.Image:
+        """Overlay on ``image`` (RGB [3, H, W] or [H, W, 3]) with class names and a legend."""
+        labels = self.label_map.cpu().numpy()
+        return draw_segmentation(image, labels, labels, {s.class_id: s for s in self.segments}, self.metadata, alpha)
+
+
+@dataclass
+class PanopticResult(_Result):
+    """``segmentation`` [H, W] int32 segment ids (0 = void) and the ``segments_info`` list."""
+
+    segmentation: Tensor
+    segments_info: list[Segment]
+
+    def class_map(self, void: int = -1) -> np.ndarray:
+        """[H, W] class index per pixel, ``void`` where no segment."""
+        lut = np.full(int(self.segmentation.max()) + 1 if self.segmentation.numel() else 1, void, dtype=np.int64)
+        for s in self.segments_info:
+            lut[s.id] = s.class_id
+        return lut[self.segmentation.cpu().numpy().astype(np.int64)]
+
+    def draw(self, image: Tensor | np.ndarray, alpha: float = 0.5) -> Image.Image:
+        segs = self.segmentation.cpu().numpy()
+        return draw_segmentation(
+            image, self.class_map(), segs, {s.id: s for s in self.segments_info}, self.metadata, alpha
+        )
+
+
+@dataclass
+class InstanceResult(_Result):
+    """``masks`` [M, H, W] bool, ``class_ids`` [M], ``scores`` [M], sorted by score."""
+
+    masks: Tensor
+    class_ids: Tensor
+    scores: Tensor
+
+    @property
+    def instances(self) -> list[Segment]:
+        areas = self.masks.flatten(1).sum(1).tolist() if len(self.masks) else []
+        things = set(self.metadata.thing_classes or [])
+        return [
+            Segment(i + 1, int(c), self.class_name(int(c)), float(s), int(a), int(c) in things)
+            for i, (c, s, a) in enumerate(zip(self.class_ids.tolist(), self.scores.tolist(), areas))
+        ]
+
+    def draw(self, image: Tensor | np.ndarray, alpha: float = 0.5, score_threshold: float = 0.5) -> Image.Image:
+        """Instances scoring at least ``score_threshold``, higher scores drawn on top."""
+        h, w = self.image_size
+        ids = np.zeros((h, w), dtype=np.int64)
+        classes = np.full((h, w), -1, dtype=np.int64)
+        kept = {}
+        for inst, mask in reversed(list(zip(self.instances, self.masks.cpu().numpy()))):
+            if inst.score >= score_threshold:
+                ids[mask] = inst.id
+                classes[mask] = inst.class_id
+                kept[inst.id] = inst
+        return draw_segmentation(image, classes, ids, kept, self.metadata, alpha)
+
+
+Result = SemanticResult | PanopticResult | InstanceResult

@@ -1,0 +1,166 @@
+"""Writing predictions to files: semantic label PNGs, COCO panoptic PNGs + JSON, COCO instance results
+with RLE masks, and overlay PNGs."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch import Tensor
+
+from ..data.io import id_to_rgb
+from ..model.config import MetadataConfig
+from .results import InstanceResult, PanopticResult, Result, SemanticResult
+
+OUTPUT_KINDS = ("label", "panoptic", "instances", "overlay")
+
+
+def category_id(meta: MetadataConfig, class_id: int) -> int:
+    """The dataset's own category id of a contiguous class index."""
+    return meta.category_ids[class_id] if len(meta.category_ids) > class_id else class_id
+
+
+def categories(meta: MetadataConfig) -> list[dict]:
+    things = set(meta.thing_classes or [])
+    return [
+        {"id": category_id(meta, i), "name": name, "isthing": int(meta.thing_classes is None or i in things)}
+        for i, name in enumerate(meta.class_names)
+    ]
+
+
+def _bbox(mask: np.ndarray) -> list[int]:
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return [0, 0, 0, 0]
+    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    """Write to a temporary name and rename, so an interrupted run never leaves a truncated PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    # Level 1: a 6000x4000 label map or overlay compresses in well under a second, at a modest size cost.
+    Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
+    os.replace(tmp, path)
+
+
+def write_semantic(result: SemanticResult, path: Path) -> None:
+    """Label PNG of class indices: 8-bit up to 256 classes, else 16-bit."""
+    labels = result.label_map.cpu().numpy()
+    dtype = np.uint8 if len(result.metadata.class_names) <= 256 else np.uint16
+    _save_png(labels.astype(dtype), path)
+
+
+def panoptic_record(result: PanopticResult, file_name: str) -> dict:
+    """A COCO panoptic annotation for ``result`` (segment ids as in its PNG)."""
+    seg = result.segmentation.cpu().numpy()
+    infos = []
+    for s in result.segments_info:
+        infos.append(
+            {
+                "id": s.id,
+                "category_id": category_id(result.metadata, s.class_id),
+                "iscrowd": 0,
+                "isthing": int(s.isthing),
+                "score": round(float(s.score), 5),
+                "area": int(s.area),
+                "bbox": _bbox(seg == s.id),
+            }
+        )
+    return {"image_id": result.name, "file_name": file_name, "segments_info": infos}
+
+
+def write_panoptic(result: PanopticResult, path: Path) -> None:
+    _save_png(id_to_rgb(result.segmentation.cpu().numpy()), path)
+
+
+def instance_records(result: InstanceResult, image_id: int | str) -> list[dict]:
+    """COCO detection results (RLE masks) for ``result``."""
+    from pycocotools import mask as mask_utils
+
+    records = []
+    masks = result.masks.cpu().numpy()
+    for inst, mask in zip(result.instances, masks):
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        records.append(
+            {
+                "image_id": image_id,
+                "category_id": category_id(result.metadata, inst.class_id),
+                "segmentation": rle,
+                "score": round(float(inst.score), 5),
+                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                "area": int(inst.area),
+            }
+        )
+    return records
+
+
+class PredictionWriter:
+    """Writes results under ``out``: ``labels/NAME.png``, ``panoptic/NAME.png`` + ``panoptic.json``,
+    ``instances.json`` (+ ``images.json``, the COCO image list it refers to) and ``overlays/NAME.png``,
+    as ``kinds`` selects. JSON files are written by :meth:`close`."""
+
+    def __init__(self, out: str | Path, task: str, kinds: Sequence[str] = OUTPUT_KINDS):
+        unknown = set(kinds) - set(OUTPUT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown output kinds {sorted(unknown)}; expected some of {', '.join(OUTPUT_KINDS)}")
+        self.out = Path(out)
+        self.task = task
+        self.kinds = set(kinds)
+        self.names: set[str] = set()
+        self.images: list[dict] = []
+        self.panoptic: list[dict] = []
+        self.instances: list[dict] = []
+        self.metadata: MetadataConfig | None = None
+
+    def _unique(self, name: str) -> str:
+        unique, k = name, 1
+        while unique in self.names:
+            unique, k = f"{name}_{k}", k + 1
+        self.names.add(unique)
+        return unique
+
+    def add(self, image: Tensor, result: Result) -> str:
+        """Write the files of one image; returns the (de-duplicated) name used."""
+        name = self._unique(result.name)
+        self.metadata = result.metadata
+        image_id = len(self.images) + 1
+        h, w = result.image_size
+        self.images.append({"id": image_id, "file_name": str(result.path or name), "height": h, "width": w})
+        if isinstance(result, SemanticResult) and "label" in self.kinds:
+            write_semantic(result, self.out / "labels" / f"{name}.png")
+        if isinstance(result, PanopticResult) and "panoptic" in self.kinds:
+            write_panoptic(result, self.out / "panoptic" / f"{name}.png")
+            self.panoptic.append(panoptic_record(result, f"{name}.png"))
+        if isinstance(result, InstanceResult) and "instances" in self.kinds:
+            self.instances.extend(instance_records(result, image_id))
+        if "overlay" in self.kinds:
+            _save_png(np.asarray(result.draw(image)), self.out / "overlays" / f"{name}.png")
+        return name
+
+    def close(self) -> None:
+        meta = self.metadata
+        if meta is None:
+            return
+        if self.panoptic:
+            data = {
+                "images": [dict(im, id=rec["image_id"]) for im, rec in zip(self.images, self.panoptic)],
+                "annotations": self.panoptic,
+                "categories": categories(meta),
+            }
+            _write_json(data, self.out / "panoptic.json")
+        if self.task == "instance" and "instances" in self.kinds:
+            _write_json(self.instances, self.out / "instances.json")
+            _write_json({"images": self.images, "categories": categories(meta)}, self.out / "images.json")
+
+
+def _write_json(data: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)

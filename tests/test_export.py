@@ -1,0 +1,78 @@
+"""ONNX (under onnxruntime) and torch.export programs agree with eager PyTorch at several input sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from maskformer.cli.main import main
+from maskformer.model import MaskFormer
+from tests.conftest import tiny_config
+
+SIZES = [(1, 64, 96), (2, 160, 128), (3, 224, 64)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return MaskFormer(tiny_config(num_classes=5, backbone="resnet18", queries=8)).eval()
+
+
+def _eager(model, images):
+    with torch.no_grad():
+        out = model(model.normalize(images), with_aux=False)
+    return out["pred_logits"], out["pred_masks"]
+
+
+def test_onnx_matches_pytorch_at_several_sizes(model, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    path = tmp_path / "model.onnx"
+    folder = model.save_pretrained(tmp_path / "m")
+    assert main(["export", "--model", str(folder), "--format", "onnx", "--out", str(path)]) == 0
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    for b, h, w in SIZES:
+        images = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(h)) * 255
+        logits, masks = session.run(None, {"images": images.numpy()})
+        ref_logits, ref_masks = _eager(model, images)
+        assert logits.shape == tuple(ref_logits.shape) and masks.shape == tuple(ref_masks.shape)
+        assert abs(logits - ref_logits.numpy()).max() <= 1e-4
+        assert abs(masks - ref_masks.numpy()).max() <= 1e-4
+
+
+def test_torch_export_matches_pytorch_at_several_sizes(model, tmp_path):
+    path = tmp_path / "model.pt2"
+    folder = model.save_pretrained(tmp_path / "m")
+    assert main(["export", "--model", str(folder), "--format", "torch", "--out", str(path)]) == 0
+    program = torch.export.load(str(path)).module()
+    for b, h, w in SIZES:
+        images = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(w)) * 255
+        with torch.no_grad():
+            logits, masks = program(images)
+        ref_logits, ref_masks = _eager(model, images)
+        assert (logits - ref_logits).abs().max() <= 1e-4
+        assert (masks - ref_masks).abs().max() <= 1e-4
+
+
+def test_export_rejects_sizes_that_are_not_multiples_of_32(model, tmp_path):
+    folder = model.save_pretrained(tmp_path / "m")
+    assert main(["export", "--model", str(folder), "--out", str(tmp_path / "x.onnx"), "--height", "100"]) == 2
+
+
+@pytest.mark.slow
+def test_swin_onnx_matches_pytorch(tmp_path):
+    """Swin pads to whole windows with shape arithmetic that must survive export (about 2 minutes here)."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from maskformer.export import export_onnx
+
+    torch.manual_seed(0)
+    swin = MaskFormer(tiny_config(num_classes=5, backbone="swin", queries=8)).eval()
+    session = ort.InferenceSession(str(export_onnx(swin, tmp_path / "swin.onnx")), providers=["CPUExecutionProvider"])
+    for b, h, w in SIZES:
+        images = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(b)) * 255
+        logits, masks = session.run(None, {"images": images.numpy()})
+        ref_logits, ref_masks = _eager(swin, images)
+        assert abs(logits - ref_logits.numpy()).max() <= 1e-4
+        assert abs(masks - ref_masks.numpy()).max() <= 1e-4
