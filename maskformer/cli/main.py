@@ -63,6 +63,38 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from ..data.check import check_reader
+    from ..training import DataConfig
+    from ..training.datamodule import DEFAULT_SPLITS, build_reader
+
+    cfg = DataConfig(
+        format=args.format,
+        root=args.data,
+        class_file=args.class_file or "",
+        label_dir=args.label_dir,
+        ignore_value=args.ignore_value,
+    )
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"{args.data}: data folder not found")
+    splits = args.split or list(DEFAULT_SPLITS[args.format])
+    failed = 0
+    for split in splits:
+        try:
+            reader = build_reader(cfg, split)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"[{split}] {err}")
+            failed += 1
+            continue
+        report = check_reader(reader, limit=args.sample)
+        for problem in report.problems:
+            print(f"[{split}] {problem}")
+        print(f"[{split}] {report.summary()}")
+        failed += len(report.problems)
+    print("OK: no problems found" if not failed else f"FAILED: {failed} problems")
+    return 1 if failed else 0
+
+
 def _run_config(args: argparse.Namespace):
     from ..training import RunConfig, recipe
 
@@ -177,10 +209,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes get one line (and exit code 2), like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maskformer", description=__doc__)
+    parser = _Parser(prog="maskformer", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("presets", help="list the paper's model configurations")
     p.add_argument("--count", action="store_true", help="also count each preset's parameters")
@@ -207,13 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("data", help="dataset tools")
-    data_sub = p.add_subparsers(dest="data_command", required=True)
+    data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     s = data_sub.add_parser("synth", help="write the synthetic shapes-and-textures dataset")
     s.add_argument("--out", required=True)
     s.add_argument("--train", type=int, default=600)
     s.add_argument("--val", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_synth)
+    s = data_sub.add_parser("check", help="check a dataset for problems that would stop training later")
+    s.add_argument("--data", required=True, help="dataset root folder")
+    s.add_argument(
+        "--format", default="semantic", choices=["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"]
+    )
+    s.add_argument("--split", action="append", help="split to check (repeatable; default: train and val)")
+    s.add_argument("--class-file", help="class list for the semantic format (default root/classes.json|txt)")
+    s.add_argument("--label-dir", default="labels", help="label folder name for the semantic format")
+    s.add_argument("--ignore-value", type=int, default=255)
+    s.add_argument("--sample", type=int, help="check only this many samples per split (default: all)")
+    s.set_defaults(func=cmd_check)
 
     p = sub.add_parser("train", help="train a model (Lightning; multi-GPU / multi-node through train.* options)")
     p.add_argument("--preset", help="model preset with its paper recipe (see `maskformer presets`)")
@@ -294,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError, FloatingPointError) as err:
         if args.debug:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

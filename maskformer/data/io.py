@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +14,41 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Decoding is refused above this many pixels (a decompression bomb is a few KB that decodes to many GB).
+DEFAULT_MAX_PIXELS = 150_000_000
+
+
+def max_image_pixels() -> int:
+    """The pixel-count limit: ``MASKFORMER_MAX_IMAGE_PIXELS`` if set, else 150 million."""
+    value = os.environ.get("MASKFORMER_MAX_IMAGE_PIXELS", "")
+    return int(value) if value.strip() else DEFAULT_MAX_PIXELS
+
+
+@contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` with the pixel-count limit checked on the header, before anything is decoded."""
+    with warnings.catch_warnings():
+        # The limit below replaces Pillow's own decompression-bomb warning.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError as err:
+            raise ValueError(f"image too large to decode safely ({err})") from None
+    with img:
+        limit = max_image_pixels()
+        if img.width * img.height > limit:
+            raise ValueError(
+                f"image of {img.width}x{img.height} = {img.width * img.height:,} pixels exceeds the limit of "
+                f"{limit:,} (a decompression bomb?); set MASKFORMER_MAX_IMAGE_PIXELS to allow it"
+            )
+        yield img
 
 
 def read_image(path: str | Path) -> Tensor:
     """RGB uint8 [3, H, W] (see :func:`pil_to_tensor`)."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             return pil_to_tensor(img)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image not found") from None
@@ -73,7 +105,7 @@ def read_label(path: str | Path) -> Tensor:
     """Single-channel label PNG -> int64 [H, W] (palette PNGs give their indices, not colours)."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             if img.mode not in ("L", "P", "I", "I;16", "1"):
                 raise ValueError(f"label images must be single-channel, got mode {img.mode}")
             array = np.asarray(img).astype(np.int64)
@@ -88,7 +120,7 @@ def read_panoptic_png(path: str | Path) -> Tensor:
     """COCO panoptic PNG (id = R + 256 G + 256^2 B) -> int64 [H, W] segment ids."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             rgb = np.asarray(img.convert("RGB")).astype(np.int64)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: panoptic PNG not found") from None

@@ -37,19 +37,34 @@ class ResumableSampler(Sampler):
 
 
 class AugmentedDataset(Dataset):
-    """Wraps a reader: ``dataset[(index, seed)]`` loads sample ``index`` and augments it with ``seed``."""
+    """Wraps a reader: ``dataset[(index, seed)]`` loads sample ``index`` and augments it with ``seed``.
 
-    def __init__(self, dataset, transform: Compose | None, make_item):
+    A sample that cannot be loaded raises an error naming its file, or, with ``skip_bad=True``, gives None
+    (the collate function leaves it out and training counts it).
+    """
+
+    def __init__(self, dataset, transform: Compose | None, make_item, skip_bad: bool = False):
         self.dataset = dataset
         self.transform = transform
         self.make_item = make_item
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]):
         index, seed = key
-        sample = self.dataset.load(index)
+        try:
+            sample = self.dataset.load(index)
+        except (ValueError, OSError):
+            if self.skip_bad:
+                return None
+            raise
         if self.transform is not None:
-            sample = self.transform(sample, torch.Generator().manual_seed(seed))
+            try:
+                sample = self.transform(sample, torch.Generator().manual_seed(seed))
+            except Exception as err:
+                if self.skip_bad:
+                    return None
+                raise RuntimeError(f"{sample.get('file', index)}: augmentation failed ({err})") from err
         return self.make_item(sample)

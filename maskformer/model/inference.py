@@ -53,6 +53,8 @@ def pad_batch(images: Sequence[Tensor], size_divisibility: int = 32, value: floa
 def resize_mask_logits(masks: Tensor, padded_size: Size, image_size: Size, output_size: Size) -> Tensor:
     """Mask logits [N, h/4, w/4] of a padded input -> [N, *output_size]: upsample to the padded size,
     crop the padding, resize to the output size (bilinear, as detectron2's sem_seg_postprocess)."""
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, *output_size))
     m = F.interpolate(masks[None], size=padded_size, mode="bilinear", align_corners=False)
     m = m[:, :, : image_size[0], : image_size[1]]
     if tuple(output_size) != tuple(image_size):

@@ -35,6 +35,12 @@ class DataConfig:
     color_jitter: bool = True
     num_workers: int = 4
     max_val_images: int = 0  # 0 = the whole validation split
+    # Before training: check "sample" (check_samples per split), "full" or "off"; problems stop the run.
+    check: Literal["sample", "full", "off"] = "sample"
+    check_samples: int = 64
+    # A sample that fails to load during training stops the run naming its file, unless this is set:
+    # then it is left out of its batch and counted (train/skipped_samples).
+    skip_bad_samples: bool = False
 
 
 @dataclass
@@ -66,6 +72,8 @@ class TrainConfig:
     checkpoint_every: int = 5000
     log_every: int = 20
     num_val_images: int = 4
+    # A non-finite loss stops the run ("stop", naming the step) or skips that step ("skip", counted).
+    nonfinite_loss: Literal["stop", "skip"] = "stop"
 
 
 @dataclass

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import datasets as D
+from ..data.check import check_reader
 from ..data.sampling import AugmentedDataset, ResumableSampler
 from ..data.transforms import detr_panoptic_train_transform, eval_transform, semantic_train_transform
 from ..model.config import MetadataConfig
@@ -104,8 +105,9 @@ class ValItems(Dataset):
         return item
 
 
-def collate(items: list[dict]) -> list[dict]:
-    return items
+def collate(items: list[dict | None]) -> list[dict]:
+    """Batches stay lists (images differ in size); samples skipped as bad (None) are left out."""
+    return [item for item in items if item is not None]
 
 
 class MaskFormerDataModule(L.LightningDataModule):
@@ -121,6 +123,22 @@ class MaskFormerDataModule(L.LightningDataModule):
         self.metadata: MetadataConfig = self.train_reader.metadata
         self.kind = "panoptic" if cfg.format in ("panoptic", "coco_panoptic") else "semantic"
 
+    def check(self) -> None:
+        """Run the configured dataset check on both splits; raise ValueError listing the problems."""
+        cfg = self.config.data
+        if cfg.check == "off":
+            return
+        limit = None if cfg.check == "full" else cfg.check_samples
+        problems: list[str] = []
+        for split, reader in ((self.train_split, self.train_reader), (self.val_split, self.val_reader)):
+            report = check_reader(reader, limit=limit, seed=self.config.train.seed)
+            problems += [f"[{split}] {p}" for p in report.problems]
+        if problems:
+            raise ValueError(
+                f"data check found {len(problems)} problems, the first: {problems[0]} "
+                "(`maskformer data check` lists them all; data.check=off skips the check)"
+            )
+
     def train_dataloader(self) -> DataLoader:
         cfg, train = self.config.data, self.config.train
         trainer = self.trainer
@@ -128,7 +146,9 @@ class MaskFormerDataModule(L.LightningDataModule):
         per_process = max(1, train.batch_size // world)
         step = trainer.global_step if trainer else 0
         sampler = ResumableSampler(len(self.train_reader), train.seed, rank, world, start=step * per_process * world)
-        dataset = AugmentedDataset(self.train_reader, train_transform(cfg), TrainItems(cfg.ignore_value))
+        dataset = AugmentedDataset(
+            self.train_reader, train_transform(cfg), TrainItems(cfg.ignore_value), skip_bad=cfg.skip_bad_samples
+        )
         return DataLoader(
             dataset,
             batch_size=per_process,

@@ -42,6 +42,8 @@ class MaskFormerModule(L.LightningModule):
         self.run_dir = Path(run_dir) if run_dir else None
         self.history: list[dict] = []
         self.panoptic = config.data.format in ("panoptic", "coco_panoptic")
+        self.skipped_samples = 0
+        self.skipped_steps = 0
 
     # ---- training -------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
@@ -49,11 +51,34 @@ class MaskFormerModule(L.LightningModule):
         seed = self.config.train.seed * 1_000_003 + self.global_step * 4099 + self.global_rank
         torch.manual_seed(seed % (2**63))
 
-    def training_step(self, batch: list[dict], batch_idx: int) -> Tensor:
+    def training_step(self, batch: list[dict], batch_idx: int) -> Tensor | None:
+        train = self.config.train
+        expected = max(1, train.batch_size // self.trainer.world_size)
+        if len(batch) < expected:  # samples left out as bad (data.skip_bad_samples)
+            self.skipped_samples += expected - len(batch)
+            self.log("train/skipped_samples", float(self.skipped_samples), batch_size=expected)
+        if not batch:
+            return None
         x, _ = self.model.preprocess([item["image"] for item in batch])
         targets = [pad_target(item["targets"], tuple(x.shape[-2:]), x.device) for item in batch]
+        # The forward pass updates BatchNorm statistics; a skipped step must not keep non-finite ones.
+        saved = (
+            [b.clone() for b in self.model.buffers() if b.is_floating_point()] if train.nonfinite_loss == "skip" else []
+        )
         losses = self.criterion(self.model(x), targets)
         loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            if train.nonfinite_loss == "skip":
+                with torch.no_grad():
+                    for buffer, old in zip((b for b in self.model.buffers() if b.is_floating_point()), saved):
+                        buffer.copy_(old)
+                self.skipped_steps += 1
+                self.log("train/skipped_steps", float(self.skipped_steps), batch_size=len(batch))
+                return None
+            raise FloatingPointError(
+                f"non-finite loss ({loss.item()}) at step {self.global_step}; the run stops here and its last "
+                "periodic checkpoint is intact (train.nonfinite_loss=skip skips such steps instead)"
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log_dict({f"train/{k}": losses[k] for k in MAIN_LOSSES}, batch_size=len(batch))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[-1]["lr"], batch_size=len(batch))
@@ -187,6 +212,8 @@ class MaskFormerModule(L.LightningModule):
     # ---- checkpoint state -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["maskformer_history"] = self.history
+        checkpoint["maskformer_skipped"] = [self.skipped_samples, self.skipped_steps]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = checkpoint.get("maskformer_history", [])
+        self.skipped_samples, self.skipped_steps = checkpoint.get("maskformer_skipped", [0, 0])

@@ -14,6 +14,7 @@ Layout of ``run_dir``::
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -21,14 +22,41 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import RunConfig
 from .datamodule import MaskFormerDataModule
 from .module import MaskFormerModule
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file, fsynced, then renamed over the target: a process killed at
+    any moment leaves either the previous checkpoint or the new one, never a truncated file."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
 class LastCheckpoint(Callback):
-    """Write checkpoints/last.ckpt when training ends, or stops on an exception (Ctrl-C included)."""
+    """Write checkpoints/last.ckpt when training ends, or stops on an exception (Ctrl-C included). A
+    non-finite loss is the exception: weights may already be damaged, so the periodic checkpoints stay the
+    last good state."""
 
     def __init__(self, directory: Path):
         self.directory = directory
@@ -37,8 +65,17 @@ class LastCheckpoint(Callback):
         trainer.save_checkpoint(self.directory / "last.ckpt", weights_only=False)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.global_step > 0:
+        if trainer.global_step > 0 and not isinstance(exception, FloatingPointError):
             trainer.save_checkpoint(self.directory / "last.ckpt", weights_only=False)
+
+
+def out_of_memory_message(config: RunConfig) -> str:
+    t, d = config.train, config.data
+    return (
+        f"out of memory training with batch size {t.batch_size} (all processes together) and crop "
+        f"{tuple(d.crop_size)}: lower train.batch_size or data.crop_size, use train.precision=bf16-mixed, "
+        "use fewer model.transformer.num_queries, or spread the batch over more devices (train.devices)"
+    )
 
 
 def weights_checksum(model: torch.nn.Module) -> torch.Tensor:
@@ -90,6 +127,7 @@ def build_trainer(config: RunConfig, run_dir: Path, callbacks: list[Callback] | 
         use_distributed_sampler=False,
         logger=[TensorBoardLogger(run_dir, name="", version="tensorboard"), CSVLogger(run_dir, name="", version="csv")],
         callbacks=[periodic, LastCheckpoint(checkpoints), LearningRateMonitor("step"), *(callbacks or [])],
+        plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -116,6 +154,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     datamodule = MaskFormerDataModule(config)
+    datamodule.check()
     # The data decides the classes: a model preset's head is resized to the dataset's class count.
     config.model.num_classes = len(datamodule.metadata.class_names)
     config.model.metadata = datamodule.metadata
@@ -123,7 +162,10 @@ def train(
     module = MaskFormerModule(config, run_dir)
     trainer = build_trainer(config, run_dir, callbacks)
     # Checkpoints hold only tensors and plain containers: load them without unpickling arbitrary objects.
-    trainer.fit(module, datamodule=datamodule, ckpt_path=find_resume(run_dir, resume), weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=find_resume(run_dir, resume), weights_only=True)
+    except torch.OutOfMemoryError as err:
+        raise RuntimeError(out_of_memory_message(config)) from err
     in_sync = ranks_in_sync(module.model)
     summary = {
         "steps": trainer.global_step,

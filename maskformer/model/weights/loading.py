@@ -179,8 +179,13 @@ def save_pretrained(model: MaskFormer, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "library": "maskformer"})
-    model.config.to_yaml(directory / CONFIG_FILE)
+    # Temporary names + rename: an interrupted save never leaves a truncated file under the real name.
+    tmp = directory / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "library": "maskformer"})
+    os.replace(tmp, directory / WEIGHTS_FILE)
+    tmp = directory / (CONFIG_FILE + ".tmp")
+    model.config.to_yaml(tmp)
+    os.replace(tmp, directory / CONFIG_FILE)
     return directory
 
 

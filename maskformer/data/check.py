@@ -1,0 +1,129 @@
+"""Dataset checks: every problem a training run would hit later, found up front and named by file.
+
+``check_reader`` inspects a semantic or COCO panoptic reader: missing and extra label files, unreadable or
+truncated images and labels, size mismatches, label values that are neither a class nor ignore, panoptic
+PNG ids absent from the JSON and JSON segments absent from the PNG, unknown category ids, duplicate ids,
+and empty datasets.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import COCOPanopticDataset, SemanticDataset
+from .io import IMAGE_SUFFIXES, read_image, read_panoptic_png
+
+
+@dataclass
+class Problem:
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+
+@dataclass
+class CheckReport:
+    """Problems found and how many samples were looked at."""
+
+    checked: int = 0
+    total: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, file: str | Path, message: str) -> None:
+        self.problems.append(Problem(str(file), message))
+
+    def summary(self) -> str:
+        kinds = Counter(p.message.split(":")[0].split(" (")[0] for p in self.problems)
+        head = f"checked {self.checked} of {self.total} samples: {len(self.problems)} problems"
+        return head + "".join(f"\n  {n} x {kind}" for kind, n in kinds.most_common())
+
+
+def _sample_indices(total: int, limit: int | None, seed: int) -> list[int]:
+    if limit is None or limit >= total:
+        return list(range(total))
+    return sorted(random.Random(seed).sample(range(total), limit))
+
+
+def check_reader(reader, limit: int | None = None, seed: int = 0) -> CheckReport:
+    """Check all samples of ``reader`` (or ``limit`` of them, drawn with ``seed``)."""
+    if isinstance(reader, COCOPanopticDataset):
+        return _check_panoptic(reader, limit, seed)
+    if isinstance(reader, SemanticDataset):
+        return _check_semantic(reader, limit, seed)
+    raise TypeError(f"cannot check a {type(reader).__name__}")
+
+
+def _check_semantic(reader: SemanticDataset, limit: int | None, seed: int) -> CheckReport:
+    report = CheckReport(total=len(reader))
+    if not len(reader):
+        report.add(reader.image_dir, "empty dataset: no images")
+        return report
+    expected = {p.resolve() for p in reader.labels}
+    for path in sorted(reader.label_dir.rglob("*")):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and path.resolve() not in expected:
+            report.add(path, "extra label file: no image with this name")
+    for i in _sample_indices(len(reader), limit, seed):
+        report.checked += 1
+        image_file, label_file = reader.images[i], reader.labels[i]
+        if not label_file.exists():
+            report.add(image_file, f"missing label file: {label_file} not found")
+            continue
+        try:
+            reader.load(i)
+        except (ValueError, OSError) as err:
+            file, _, message = str(err).partition(": ")
+            report.add(file or image_file, message or str(err))
+    return report
+
+
+def _check_panoptic(reader: COCOPanopticDataset, limit: int | None, seed: int) -> CheckReport:
+    report = CheckReport(total=len(reader))
+    if not len(reader):
+        report.add(reader.json_file, "empty dataset: no annotations")
+        return report
+    json_file = reader.json_file
+    for key, what in ((lambda a: a["image_id"], "image id"), (lambda a: a["file_name"], "file name")):
+        counts = Counter(key(a) for a in reader.annotations)
+        for value, n in counts.items():
+            if n > 1:
+                report.add(json_file, f"duplicate {what}: {value!r} annotated {n} times")
+    for i in _sample_indices(len(reader), limit, seed):
+        report.checked += 1
+        ann = reader.annotations[i]
+        png = reader.png_dir / ann["file_name"]
+        image_file = reader.image_files[i]
+        try:
+            image = read_image(image_file)
+            ids = read_panoptic_png(png)
+        except (ValueError, OSError) as err:
+            file, _, message = str(err).partition(": ")
+            report.add(file, message or str(err))
+            continue
+        if ids.shape != image.shape[-2:]:
+            report.add(png, f"size mismatch: {tuple(ids.shape)} vs image {tuple(image.shape[-2:])} of {image_file}")
+        seg_ids = Counter(int(s["id"]) for s in ann["segments_info"])
+        for sid, n in seg_ids.items():
+            if n > 1:
+                report.add(json_file, f"duplicate segment id: {sid} listed {n} times for {png.name}")
+        for seg in ann["segments_info"]:
+            if seg["category_id"] not in reader.category_index:
+                report.add(json_file, f"unknown category id: {seg['category_id']} (segment {seg['id']} of {png.name})")
+        present = {int(v) for v in np.unique(ids.numpy())} - {0}
+        missing = sorted(present - set(seg_ids))
+        absent = sorted(set(seg_ids) - present)
+        if missing:
+            report.add(png, f"PNG ids absent from the JSON: {missing[:10]}")
+        if absent:
+            report.add(json_file, f"JSON segments absent from the PNG: {absent[:10]} of {png.name}")
+    return report
