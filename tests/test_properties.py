@@ -1,0 +1,173 @@
+"""Property-based tests (hypothesis): matcher, criterion, inference and augmentation on generated inputs,
+including empty targets, single-pixel segments, all-ignore labels and extreme logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
+
+from maskformer.data.datasets import make_targets
+from maskformer.data.transforms import detr_panoptic_train_transform, semantic_train_transform
+from maskformer.model import HungarianMatcher, SetCriterion
+from maskformer.model import inference as post
+from tests.test_matcher_criterion import naive_cost
+from tests.test_transforms import colour_index
+
+K = 4
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def problems(draw, max_queries=5):
+    """Model outputs for a batch and targets with 0..queries segments, some of them a single pixel."""
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    batch = draw(st.integers(1, 3))
+    queries = draw(st.integers(1, max_queries))
+    h, w = draw(st.integers(2, 9)), draw(st.integers(2, 9))
+    scale = draw(st.sampled_from([0.1, 1.0, 30.0]))  # near-uniform to saturated predictions
+    outputs = {
+        "pred_logits": scale * torch.randn(batch, queries, K + 1, generator=g),
+        "pred_masks": scale * torch.randn(batch, queries, h, w, generator=g),
+    }
+    targets = []
+    for _ in range(batch):
+        n = draw(st.integers(0, queries))
+        th, tw = 2 * h, 2 * w
+        masks = torch.rand(n, th, tw, generator=g) > 0.5
+        for m in masks[: draw(st.integers(0, n))]:  # single-pixel segments
+            m.zero_()
+            m[torch.randint(0, th, (1,), generator=g), torch.randint(0, tw, (1,), generator=g)] = True
+        valid = torch.rand(th, tw, generator=g) > draw(st.sampled_from([0.0, 0.5, 1.0]))  # 1.0: all ignore
+        labels = torch.randint(0, K, (n,), generator=g)
+        targets.append({"labels": labels, "masks": masks.float(), "valid": valid})
+    return outputs, targets
+
+
+@FAST
+@given(problems())
+def test_matching_is_a_minimum_cost_assignment(problem):
+    outputs, targets = problem
+    matcher = HungarianMatcher()
+    indices = matcher(outputs["pred_logits"], outputs["pred_masks"], targets)
+    for b, ((src, tgt), t) in enumerate(zip(indices, targets)):
+        n = len(t["labels"])
+        assert len(src) == len(tgt) == n
+        assert len(set(src.tolist())) == n and sorted(tgt.tolist()) == list(range(n))
+        if n:
+            cost = naive_cost(outputs["pred_logits"][b], outputs["pred_masks"][b], t["labels"], t["masks"])
+            assert np.isfinite(cost).all()
+            rows, cols = linear_sum_assignment(cost)
+            assert np.isclose(cost[src.numpy(), tgt.numpy()].sum(), cost[rows, cols].sum(), rtol=1e-4, atol=1e-4)
+
+
+@FAST
+@given(problems(), st.booleans())
+def test_loss_and_gradients_are_finite(problem, exclude_invalid):
+    outputs, targets = problem
+    outputs = {k: v.clone().requires_grad_(True) for k, v in outputs.items()}
+    outputs["aux_outputs"] = [{k: 0.5 * v for k, v in outputs.items()}]
+    criterion = SetCriterion(K, HungarianMatcher(), exclude_invalid_pixels=exclude_invalid)
+    losses = criterion(outputs, targets)
+    total = sum(losses.values())
+    assert torch.isfinite(total) and total >= 0
+    total.backward()
+    for key in ("pred_logits", "pred_masks"):
+        assert torch.isfinite(outputs[key].grad).all()
+
+
+@FAST
+@given(problems(max_queries=6), st.integers(1, 40), st.integers(1, 40))
+def test_inference_outputs_are_consistent(problem, out_h, out_w):
+    outputs, _ = problem
+    logits, masks = outputs["pred_logits"], outputs["pred_masks"]
+    b, _, h, w = masks.shape
+    padded = (4 * h, 4 * w)
+    sizes = [(max(1, 4 * h - i), max(1, 4 * w - 2 * i)) for i in range(b)]
+    outs = [(out_h, out_w)] * b
+    for probs, size in zip(post.semantic_probabilities(logits, masks, sizes, padded, outs), outs):
+        assert probs.shape == (K, *size) and torch.isfinite(probs).all() and (probs >= 0).all()
+    for res in post.panoptic_inference(logits, masks, sizes, padded, outs, thing_classes=[0, 1],
+                                       object_mask_threshold=0.3):  # fmt: skip
+        seg = res.segmentation
+        assert seg.shape == (out_h, out_w)
+        ids = {int(v) for v in seg.unique()} - {0}
+        assert ids == {s["id"] for s in res.segments}
+        for s in res.segments:
+            assert s["area"] == int((seg == s["id"]).sum()) > 0 and 0 <= s["category_id"] < K
+        stuff = [s["category_id"] for s in res.segments if not s["isthing"]]
+        assert len(stuff) == len(set(stuff))  # stuff of one class is one segment
+    for res in post.instance_inference(logits, masks, sizes, padded, outs, topk=7):
+        assert res.masks.shape[1:] == (out_h, out_w) and len(res.masks) == len(res.scores) <= 7
+        assert torch.isfinite(res.scores).all() and (res.scores[:-1] >= res.scores[1:]).all()
+
+
+PALETTE = torch.tensor([[250, 10, 10], [10, 250, 10], [10, 10, 250], [200, 200, 10], [128, 128, 128]])
+
+
+def interior(label, radius=4):
+    """Pixels whose neighbourhood has one label: bilinear resizing of the image blends colours within
+    scale / 2 pixels of a boundary, and the pipelines here upscale at most 8 times."""
+    import torch.nn.functional as F
+
+    x = label[None, None].float()
+    k = 2 * radius + 1
+    return (F.max_pool2d(x, k, 1, radius) == -F.max_pool2d(-x, k, 1, radius))[0, 0]
+
+
+@st.composite
+def labelled_images(draw):
+    """An image whose every pixel is its label's palette colour: blocks of a random size, one of them
+    possibly a single pixel, and possibly all ignore."""
+    h, w = draw(st.integers(12, 70)), draw(st.integers(12, 70))
+    block = draw(st.integers(24, 40))  # regions larger than any resampling kernel here
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    blocks = torch.randint(0, 4, (-(-h // block), -(-w // block)), generator=g)
+    label = blocks.repeat_interleave(block, 0).repeat_interleave(block, 1)[:h, :w]
+    single = draw(st.booleans())
+    if single:
+        label[torch.randint(0, h, (1,), generator=g), torch.randint(0, w, (1,), generator=g)] = 3
+    image = PALETTE[label].permute(2, 0, 1).to(torch.uint8)
+    if draw(st.integers(0, 4)) == 0:
+        label = torch.full_like(label, 255)
+    # A single-pixel region is smaller than the resampling kernels, so its colour cannot be checked.
+    return {"image": image, "label": label.long(), "kind": "semantic", "file": "x"}, seed, not single
+
+
+@FAST
+@given(labelled_images(), st.integers(24, 48))
+def test_semantic_augmentation_keeps_masks_aligned(sample_seed, crop):
+    sample, seed, checkable = sample_seed
+    transform = semantic_train_transform(crop, color_jitter=False)
+    out = transform(sample, torch.Generator().manual_seed(seed))
+    assert out["image"].shape == (3, crop, crop) and out["label"].shape == (crop, crop)
+    inner = interior(out["label"]) & (out["label"] != 255) & checkable
+    assert torch.equal(colour_index(out["image"])[inner], out["label"][inner])
+    targets = make_targets(out)
+    assert torch.isfinite(targets["masks"]).all()
+    assert (targets["masks"].sum((1, 2)) > 0).all()  # masks emptied by the crop are dropped
+
+
+@FAST
+@given(labelled_images())
+def test_panoptic_augmentation_keeps_segments_aligned(sample_seed):
+    sample, seed, checkable = sample_seed
+    from maskformer.data.datasets import Segment
+
+    label = sample["label"]
+    sample = {**sample, "kind": "panoptic", "label": torch.where(label == 255, 0, label + 1)}
+    sample["segments"] = {i + 1: Segment(i, False) for i in range(4)}
+    transform = detr_panoptic_train_transform(
+        scales=(24, 40, 56), max_size=96, crop_scales=(20, 30), crop_range=(12, 30)
+    )
+    out = transform(sample, torch.Generator().manual_seed(seed))
+    ids = out["label"]
+    assert out["image"].shape[-2:] == ids.shape
+    inner = interior(ids, radius=6) & (ids > 0) & checkable
+    assert torch.equal(colour_index(out["image"])[inner], ids[inner] - 1)
+    targets = make_targets(out)
+    assert (targets["masks"].sum((1, 2)) > 0).all()
