@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .matcher import HungarianMatcher, Target, pad_targets
+from .matcher import HungarianMatcher, Target, pad_targets, point_sample
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, weights: Tensor | None, alpha: float, gamma: float) -> Tensor:
@@ -54,6 +54,11 @@ class SetCriterion(nn.Module):
     resolution, optionally ``valid`` [H, W] bool (False on ignore pixels). By default, like the original,
     ignore and batch-padding pixels count as background; ``exclude_invalid_pixels`` drops them from the
     mask losses and the matching cost.
+
+    ``num_points`` > 0 selects Mask2Former's point-sampled mask losses: per matched mask, ``num_points``
+    points, of which ``importance_sample_ratio`` are the most uncertain (logit nearest 0) among
+    ``oversample_ratio`` x as many random points and the rest uniformly random. Memory then no longer grows
+    with the image size.
     """
 
     def __init__(
@@ -68,8 +73,14 @@ class SetCriterion(nn.Module):
         focal_gamma: float = 2.0,
         deep_supervision: bool = True,
         exclude_invalid_pixels: bool = False,
+        num_points: int = 0,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
     ):
         super().__init__()
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
         self.num_classes = num_classes
         self.matcher = matcher
         self.weights = {"loss_ce": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
@@ -85,7 +96,9 @@ class SetCriterion(nn.Module):
     def from_config(cls, config) -> SetCriterion:
         """Build from a :class:`~maskformer.model.config.MaskFormerConfig`."""
         loss = config.loss
-        matcher = HungarianMatcher(loss.cost_class, loss.cost_mask, loss.cost_dice, loss.focal_alpha, loss.focal_gamma)
+        matcher = HungarianMatcher(
+            loss.cost_class, loss.cost_mask, loss.cost_dice, loss.focal_alpha, loss.focal_gamma, loss.num_points
+        )
         return cls(
             config.num_classes,
             matcher,
@@ -97,6 +110,9 @@ class SetCriterion(nn.Module):
             focal_gamma=loss.focal_gamma,
             deep_supervision=loss.deep_supervision,
             exclude_invalid_pixels=loss.exclude_invalid_pixels,
+            num_points=loss.num_points,
+            oversample_ratio=loss.oversample_ratio,
+            importance_sample_ratio=loss.importance_sample_ratio,
         )
 
     def forward(self, outputs: dict, targets: Sequence[Target]) -> dict[str, Tensor]:
@@ -126,10 +142,15 @@ class SetCriterion(nn.Module):
 
         matched = pred_masks[batch_idx, src_idx].float()
         target = masks[batch_idx, tgt_idx]
-        # Predictions are upsampled to the padded target size, not targets downsampled.
-        matched = F.interpolate(matched[:, None], size=target.shape[-2:], mode="bilinear", align_corners=False)
-        matched, target = matched.flatten(1), target.flatten(1)
-        weights = valid[batch_idx].flatten(1).float() if valid is not None else None
+        if self.num_points:
+            matched, target, weights = self._sample_points(
+                matched, target, valid[batch_idx] if valid is not None else None
+            )
+        else:
+            # Predictions are upsampled to the padded target size, not targets downsampled.
+            matched = F.interpolate(matched[:, None], size=target.shape[-2:], mode="bilinear", align_corners=False)
+            matched, target = matched.flatten(1), target.flatten(1)
+            weights = valid[batch_idx].flatten(1).float() if valid is not None else None
         loss_mask = sigmoid_focal_loss(matched, target, weights, self.focal_alpha, self.focal_gamma).sum()
         loss_dice = dice_loss(matched, target, weights).sum()
         return {
@@ -137,3 +158,23 @@ class SetCriterion(nn.Module):
             "loss_mask": self.weights["loss_mask"] * loss_mask / num_masks,
             "loss_dice": self.weights["loss_dice"] * loss_dice / num_masks,
         }
+
+    def _sample_points(self, logits: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, ...]:
+        """Matched mask logits [M, h, w] and targets [M, H, W] -> values at importance-sampled points
+        [M, P] (and validity weights [M, P] or None)."""
+        m, p = logits.shape[0], self.num_points
+        with torch.no_grad():
+            candidates = torch.rand(m, int(p * self.oversample_ratio), 2, device=logits.device)
+            uncertainty = -point_sample(logits[:, None], candidates).abs()[:, 0]
+            k = int(p * self.importance_sample_ratio)
+            top = uncertainty.topk(k, dim=1).indices
+            coords = torch.cat(
+                [
+                    candidates.gather(1, top[..., None].expand(-1, -1, 2)),
+                    torch.rand(m, p - k, 2, device=logits.device),
+                ],
+                dim=1,
+            )
+            target = point_sample(target[:, None], coords)[:, 0]
+            weights = point_sample(valid[:, None].float(), coords, mode="nearest")[:, 0] if valid is not None else None
+        return point_sample(logits[:, None], coords)[:, 0], target, weights

@@ -72,10 +72,23 @@ def dice_cost(logits: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor
     return 1 - (numerator + 1) / (denominator + 1)
 
 
+def point_sample(inputs: Tensor, coords: Tensor, mode: str = "bilinear") -> Tensor:
+    """Values of ``inputs`` [B, C, H, W] at ``coords`` [B, P, 2] ((x, y) in [0, 1], 0 and 1 the outer
+    edges of the map) -> [B, C, P]. Bilinear sampling here equals ``F.interpolate(align_corners=False)``
+    at pixel centres; edges are clamped like interpolate's (not zero-padded, which would pull border
+    logits towards 0)."""
+    grid = (2 * coords - 1)[:, :, None, :].to(inputs.dtype)
+    return F.grid_sample(inputs, grid, mode=mode, padding_mode="border", align_corners=False)[..., 0]
+
+
 class HungarianMatcher(nn.Module):
     """cost = cost_class * (-p(c)) + cost_mask * focal + cost_dice * dice, on ground-truth masks downsampled
     (nearest) to the prediction size; all costs for the batch in a few batched matmuls, then scipy's
-    linear_sum_assignment per image."""
+    linear_sum_assignment per image.
+
+    With ``num_points`` > 0 the mask costs are computed on that many random points per image instead (the
+    same points for every query and segment of an image), as Mask2Former does.
+    """
 
     def __init__(
         self,
@@ -84,8 +97,10 @@ class HungarianMatcher(nn.Module):
         cost_dice: float = 1.0,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        num_points: int = 0,
     ):
         super().__init__()
+        self.num_points = num_points
         self.cost_class = cost_class
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice
@@ -102,11 +117,18 @@ class HungarianMatcher(nn.Module):
         size = pred_masks.shape[-2:]
         prob = pred_logits.float().softmax(-1)
         cost_class = -prob.gather(2, labels[:, None, :].expand(b, n, labels.shape[1]))
-        t = F.interpolate(masks, size=size, mode="nearest") if masks.shape[1] else masks.new_zeros(b, 0, *size)
         weights = None
-        if valid is not None:
-            weights = F.interpolate(valid[:, None].float(), size=size, mode="nearest").flatten(2)
-        logits, t = pred_masks.float().flatten(2), t.flatten(2)
+        if self.num_points:
+            coords = torch.rand(b, self.num_points, 2, device=pred_masks.device)
+            logits = point_sample(pred_masks.float(), coords)
+            t = point_sample(masks, coords) if masks.shape[1] else masks.new_zeros(b, 0, self.num_points)
+            if valid is not None:
+                weights = point_sample(valid[:, None].float(), coords, mode="nearest")
+        else:
+            t = F.interpolate(masks, size=size, mode="nearest") if masks.shape[1] else masks.new_zeros(b, 0, *size)
+            if valid is not None:
+                weights = F.interpolate(valid[:, None].float(), size=size, mode="nearest").flatten(2)
+            logits, t = pred_masks.float().flatten(2), t.flatten(2)
         cost = (
             self.cost_class * cost_class
             + self.cost_mask * focal_cost(logits, t, weights, self.focal_alpha, self.focal_gamma)
