@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,12 +18,15 @@ demo: $(STAMP)
 	$(VENV)/bin/maskformer demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check maskformer tests
+	$(VENV)/bin/ruff check maskformer tests benchmarks
 	$(PY) -m pytest -q
 
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check maskformer tests
-	$(VENV)/bin/ruff format --check maskformer tests
+	$(VENV)/bin/ruff check maskformer tests benchmarks
+	$(VENV)/bin/ruff format --check maskformer tests benchmarks
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache

@@ -184,29 +184,39 @@ def draw_segmentation(
     segments: dict,
     metadata: MetadataConfig,
     alpha: float = 0.5,
+    min_side: int = 384,
 ):
     """A PIL image: class colours blended over ``image``, white segment boundaries, each segment's class name
-    (and score when below 1) at its centre, and below the image a legend of the classes shown.
+    (and score when below 1) at its centre, and below the image a legend of the classes shown. Images with
+    a side under ``min_side`` are enlarged by a whole factor first.
 
     ``classes`` [H, W] class index per pixel (negative = none), ``ids`` [H, W] segment ids, ``segments`` maps
     an id to a record with ``class_id``, ``name`` and ``score``.
     """
     from PIL import Image, ImageDraw
 
+    # Small images are enlarged (nearest) so that names and outlines stay legible.
+    factor = -(-min_side // min(classes.shape)) if min(classes.shape) < min_side else 1
+    if factor > 1:
+        image = image_hwc(image).repeat(factor, 0).repeat(factor, 1)
+        classes = classes.repeat(factor, 0).repeat(factor, 1)
+        ids = ids.repeat(factor, 0).repeat(factor, 1)
     colors = metadata.colors or default_colors(int(classes.max(initial=0)) + 1)
     if int(classes.max(initial=-1)) >= len(colors):
         colors = list(colors) + default_colors(int(classes.max()) + 1)[len(colors) :]
     drawn = Image.fromarray(overlay(image, classes, colors, segments=ids, alpha=alpha, ignore_value=-1))
     h, w = classes.shape
-    size = max(10, min(h, w) // 40)
+    size = max(12, min(h, w) // 30)
     font = _font(size)
     draw = ImageDraw.Draw(drawn)
+    points = _label_points(ids, list(segments))
     if min(h, w) >= 32:
-        for sid, (x, y) in _label_points(ids, list(segments)).items():
+        for sid, (x, y) in points.items():
             seg = segments[sid]
             text = seg.name if seg.score >= 1.0 else f"{seg.name} {seg.score:.2f}"
             draw.text((x, y), text, fill=(255, 255, 255), font=font, anchor="mm", stroke_width=2, stroke_fill=(0, 0, 0))
-    shown = sorted({seg.class_id for seg in segments.values()})
+    # The legend lists the classes of the segments that are visible (not wholly covered by others).
+    shown = sorted({segments[sid].class_id for sid in points})
     if not shown:
         return drawn
     legend_font = _font(14)

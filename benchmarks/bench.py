@@ -1,0 +1,285 @@
+"""Speed and memory of this MaskFormer against transformers' MaskFormer with equal weights, and against
+the machine's own matrix-multiply ceiling. Runs on CUDA when present, else on the CPU.
+
+    python benchmarks/bench.py                 # full run (make bench); table on stdout, JSON in benchmarks/
+    python benchmarks/bench.py --quick         # fewer repeats, batch-8 forward skipped
+
+Every timing is the median of ``--repeats`` runs after one warm-up run. Ratios are transformers' time
+divided by ours (above 1: we are faster); memory is the peak process RSS on CPU (reset before each
+measurement through /proc/self/clear_refs) and the peak allocated memory on CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from maskformer.model import MaskFormer, SetCriterion
+from maskformer.model import inference as post
+
+NUM_CLASSES = 150
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def matmul_ceiling(dtype: torch.dtype, device: torch.device, repeats: int) -> float:
+    """GFLOP/s of a large square matrix product."""
+    n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    seconds = median_time(lambda: a @ b, device, max(repeats, 5))
+    return 2 * n**3 / seconds / 1e9
+
+
+def build_pair(name: str, device: torch.device):
+    """A random transformers MaskFormer and this package's model loaded from its saved weights."""
+    import transformers
+
+    torch.manual_seed(0)
+    if name == "swin_t":
+        backbone = transformers.SwinConfig(
+            embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
+            out_features=["stage1", "stage2", "stage3", "stage4"],
+        )  # fmt: skip
+    else:
+        backbone = transformers.ResNetConfig(
+            depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck",
+            out_features=["stage1", "stage2", "stage3", "stage4"],
+        )  # fmt: skip
+    config = transformers.MaskFormerConfig(backbone_config=backbone, num_labels=NUM_CLASSES, use_auxiliary_loss=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = transformers.MaskFormerForInstanceSegmentation(config)
+    with tempfile.TemporaryDirectory() as folder:
+        theirs.save_pretrained(folder)
+        ours = MaskFormer.from_pretrained(folder, strict=True)
+    return ours.to(device).eval(), theirs.to(device).eval()
+
+
+def training_targets(batch: int, size: int, device: torch.device, segments: int = 8):
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(batch):
+        blocks = torch.randint(0, segments, (size // 32, size // 32), generator=g)
+        ids = blocks.repeat_interleave(32, 0).repeat_interleave(32, 1)
+        present = ids.unique()
+        masks = (ids[None] == present[:, None, None]).float()
+        labels = torch.randint(0, NUM_CLASSES, (len(present),), generator=g)
+        out.append({"labels": labels.to(device), "masks": masks.to(device)})
+    return out
+
+
+def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.device, ceilings: dict) -> dict:
+    ours, theirs = build_pair(name, device)
+    r: dict = {"model": name, "size": size}
+    x1 = torch.randn(1, 3, size, size, device=device)
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            ours(x1)
+        r["gflops_forward"] = counter.get_total_flops() / 1e9
+        for batch in (1,) if quick else (1, 8):
+            x = torch.randn(batch, 3, size, size, device=device)
+            reset_peak(device)
+            r[f"ours_eval_b{batch}_s"] = median_time(lambda x=x: ours(x), device, repeats)
+            r[f"ours_eval_b{batch}_mb"] = peak_memory_mb(device)
+            reset_peak(device)
+            r[f"theirs_eval_b{batch}_s"] = median_time(lambda x=x: theirs(pixel_values=x), device, repeats)
+            r[f"theirs_eval_b{batch}_mb"] = peak_memory_mb(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            r["ours_eval_b1_bf16_s"] = median_time(lambda: ours(x1), device, repeats)
+        r["fp32_fraction_of_ceiling"] = r["gflops_forward"] / r["ours_eval_b1_s"] / ceilings["fp32"]
+        r["bf16_fraction_of_ceiling"] = r["gflops_forward"] / r["ours_eval_b1_bf16_s"] / ceilings["bf16"]
+        # Post-processing of one 512 x 512 image from the same raw outputs.
+        out = ours(x1)
+        logits, masks = out["pred_logits"], out["pred_masks"]
+        sizes, padded = [(size, size)], (size, size)
+        r["ours_semantic_s"] = median_time(
+            lambda: post.semantic_inference(logits, masks, sizes, padded), device, repeats
+        )
+        r["ours_panoptic_s"] = median_time(
+            lambda: post.panoptic_inference(logits, masks, sizes, padded, object_mask_threshold=0.0), device, repeats
+        )
+        hf_out = theirs(pixel_values=x1)
+        processor = _processor()
+        r["theirs_semantic_s"] = median_time(
+            lambda: processor.post_process_semantic_segmentation(hf_out, target_sizes=sizes), device, repeats
+        )
+        r["theirs_panoptic_s"] = median_time(
+            lambda: processor.post_process_panoptic_segmentation(hf_out, threshold=0.0, target_sizes=sizes),
+            device,
+            repeats,
+        )
+    # One training step at batch 2: forward, matching, loss with deep supervision, backward, AdamW.
+    x2 = torch.randn(2, 3, size, size, device=device)
+    targets = training_targets(2, size, device)
+    criterion = SetCriterion.from_config(ours.config).to(device)
+    ours.train()
+    opt = torch.optim.AdamW(ours.parameters(), lr=1e-6)
+
+    def our_step():
+        opt.zero_grad(set_to_none=True)
+        losses = criterion(ours(x2), targets)
+        sum(losses.values()).backward()
+        opt.step()
+
+    theirs.train()
+    their_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-6)
+    mask_labels = [t["masks"] for t in targets]
+    class_labels = [t["labels"] for t in targets]
+
+    def their_step():
+        their_opt.zero_grad(set_to_none=True)
+        # transformers needs hidden states for its auxiliary losses (see peers.md).
+        out = theirs(pixel_values=x2, mask_labels=mask_labels, class_labels=class_labels, output_hidden_states=True)
+        out.loss.backward()
+        their_opt.step()
+
+    reset_peak(device)
+    r["ours_train_b2_s"] = median_time(our_step, device, repeats)
+    r["ours_train_b2_mb"] = peak_memory_mb(device)
+    reset_peak(device)
+    r["theirs_train_b2_s"] = median_time(their_step, device, repeats)
+    r["theirs_train_b2_mb"] = peak_memory_mb(device)
+    # The point-sampled mask loss (Mask2Former's settings) at the same batch.
+    point_config = ours.config
+    point_config.loss.num_points = 12544
+    criterion = SetCriterion.from_config(point_config).to(device)
+    reset_peak(device)
+    r["ours_train_b2_points_s"] = median_time(our_step, device, repeats)
+    r["ours_train_b2_points_mb"] = peak_memory_mb(device)
+    return r
+
+
+def _processor():
+    from transformers import MaskFormerImageProcessor
+
+    return MaskFormerImageProcessor()
+
+
+ROWS = [
+    ("eval forward, batch 1 (s)", "eval_b1_s"),
+    ("eval forward, batch 8 (s)", "eval_b8_s"),
+    ("semantic post-processing (s)", "semantic_s"),
+    ("panoptic post-processing (s)", "panoptic_s"),
+    ("training step, batch 2 (s)", "train_b2_s"),
+    ("peak memory, eval batch 1 (MiB)", "eval_b1_mb"),
+    ("peak memory, eval batch 8 (MiB)", "eval_b8_mb"),
+    ("peak memory, training step (MiB)", "train_b2_mb"),
+]
+
+
+def table(results: dict) -> str:
+    lines = [
+        f"device: {results['device']}; threads: {results['threads']}; torch {results['torch']}",
+        f"matmul ceiling: float32 {results['ceiling_fp32']:.0f} GFLOP/s, "
+        f"bfloat16 {results['ceiling_bf16']:.0f} GFLOP/s",
+        "",
+        "| model | measurement | maskformer | transformers | ratio (theirs / ours) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results["models"]:
+        for label, key in ROWS:
+            if f"ours_{key}" in r:
+                ours, theirs = r[f"ours_{key}"], r[f"theirs_{key}"]
+                lines.append(f"| {r['model']} | {label} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.2f} |")
+        lines.append(f"| {r['model']} | forward GFLOPs (batch 1) | {r['gflops_forward']:.1f} | | |")
+        lines.append(
+            f"| {r['model']} | float32 forward, fraction of ceiling | {r['fp32_fraction_of_ceiling']:.0%} | "
+            f"{r['gflops_forward'] / r['theirs_eval_b1_s'] / results['ceiling_fp32']:.0%} | |"
+        )
+        lines.append(
+            f"| {r['model']} | bfloat16 forward batch 1 (s), fraction of bf16 ceiling | "
+            f"{r['ours_eval_b1_bf16_s']:.3f} ({r['bf16_fraction_of_ceiling']:.0%}) | | "
+            f"{r['theirs_eval_b1_s'] / r['ours_eval_b1_bf16_s']:.2f} |"
+        )
+        lines.append(
+            f"| {r['model']} | training step with point-sampled loss (s / MiB) | "
+            f"{r['ours_train_b2_points_s']:.3f} / {r['ours_train_b2_points_mb']:.0f} | | "
+            f"memory {r['ours_train_b2_points_mb'] / r['ours_train_b2_mb']:.2f} x full loss |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="swin_t,r50")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"))
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    repeats = 1 if args.quick else args.repeats
+    results = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else cpu_model(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "ceiling_fp32": matmul_ceiling(torch.float32, device, repeats),
+        "ceiling_bf16": matmul_ceiling(torch.bfloat16, device, repeats),
+        "models": [],
+    }
+    ceilings = {"fp32": results["ceiling_fp32"], "bf16": results["ceiling_bf16"]}
+    for name in args.models.split(","):
+        print(f"[bench] {name} ...", flush=True)
+        results["models"].append(bench_model(name, args.size, repeats, args.quick, device, ceilings))
+    text = table(results)
+    print(text)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print(f"[bench] wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
