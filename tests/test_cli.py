@@ -42,6 +42,7 @@ def test_demo_smoke(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--steps", "4", "--train-images", "8", "--val-images", "6"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"mIoU", "PQ", "AP", "wall_time_s", "steps"} <= set(metrics) and metrics["steps"] == 4
-    for name in ("training.png", "predictions.png", "run/model/model.safetensors", "data/classes.json"):
+    for name in ("training.png", "predictions.png", "run/model/model.safetensors", "data/classes.json",
+                 "predictions/panoptic.json", "predictions/overlays/000000.png"):  # fmt: skip
         assert (out / name).exists(), name
     assert "[demo] mIoU" in capsys.readouterr().out
