@@ -10,6 +10,7 @@ import maskformer
 CORE = Path(maskformer.__file__).parent / "model"
 ALLOWED_TOP_LEVEL = {
     "__future__",
+    "hashlib",
     "collections",
     "copy",
     "dataclasses",

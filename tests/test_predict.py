@@ -90,7 +90,8 @@ def test_predict_cli_on_hub_and_zoo_checkpoints(confident_hf, tmp_path, monkeypa
     for source in ("facebook/maskformer-resnet50-ade", url):
         out = tmp_path / f"out_{source[-6:]}"
         argv = ["predict", str(tmp_path / "images"), "--model", source, "--task", task, "--out", str(out), "--quiet"]
-        assert main(argv) == 0
+        # Random weights rarely pass the paper's thresholds; these keep every query that wins pixels.
+        assert main([*argv, "--score-threshold", "0.05", "--overlap-threshold", "0"]) == 0
         _check_outputs(out, task, sizes)
 
 

@@ -170,6 +170,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files = expand_paths(args.inputs)
     predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision)
     predictor.batch_size = args.batch_size
+    inference = predictor.model.config.inference
+    if args.score_threshold is not None:
+        inference.object_mask_threshold = args.score_threshold
+    if args.overlap_threshold is not None:
+        inference.overlap_threshold = args.overlap_threshold
     kinds = args.outputs.split(",") if args.outputs else ["label", "panoptic", "instances", "overlay"]
     writer = PredictionWriter(args.out, args.task, kinds)
     window = args.window
@@ -322,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="semantic: also average horizontally flipped views")
     p.add_argument("--window", type=int, help="semantic: sliding-window size in pixels (on the resized image)")
     p.add_argument("--window-stride", type=int, help="sliding-window stride (default 2/3 of the window)")
+    p.add_argument("--score-threshold", type=float, help="panoptic: drop queries scoring at most this (model's)")
+    p.add_argument("--overlap-threshold", type=float, help="panoptic: keep segments with this visible share")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 

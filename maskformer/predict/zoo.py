@@ -3,6 +3,7 @@ source with its dataset metadata filled in."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,8 +134,14 @@ def _guess_dataset(config: MaskFormerConfig) -> str:
 
 
 def _from_lightning_checkpoint(path: Path, strict: bool) -> MaskFormer:
+    # Lightning stores a few numpy scalars (e.g. monitored scores); admit those data-only types, nothing else.
+    import numpy as np
+
+    scalar = importlib.import_module("numpy._core.multiarray").scalar  # numpy 1.26 has this alias too
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([scalar, np.dtype, *dtypes]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"{path}: not a loadable weights-only Lightning checkpoint ({err})") from err
     try:
