@@ -219,12 +219,14 @@ def test_sliding_window_and_tta_agree_with_plain_inference(tiny_predictor):
         list(item(loaded, task="panoptic", flip=True))
 
 
-def test_bf16_precision_runs(tiny_predictor):
+def test_reduced_precisions_run(tiny_predictor):
     image = torch.randint(0, 255, (3, 40, 60), dtype=torch.uint8)
     fp32 = tiny_predictor(image)[0].label_map
-    tiny_predictor.precision = "bf16"
-    bf16 = tiny_predictor(image)[0].label_map
-    assert bf16.shape == fp32.shape
+    for precision in ("bf16", "fp16"):
+        tiny_predictor.precision = precision
+        for task in ("semantic", "panoptic", "instance"):
+            result = tiny_predictor(image, task=task)[0]
+            assert result.image_size == tuple(fp32.shape)
 
 
 def test_resize_argmax_in_blocks_equals_full_resize():
