@@ -265,3 +265,26 @@ def test_panoptic_images_without_segments_are_valid_samples(tmp_path):
     assert check_reader(reader).ok
     targets = make_targets(reader.load(0))
     assert targets["labels"].numel() == 0 and targets["masks"].shape[0] == 0
+
+
+class _RunsCommand:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".ckpt"])
+def test_malicious_torch_checkpoints_are_refused(tmp_path, suffix):
+    """torch files are read with weights_only: a pickled command is refused, never run."""
+    from maskformer.model import MaskFormer
+    from maskformer.predict import load_model
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / f"evil{suffix}"
+    torch.save({"model": {"x": torch.zeros(2)}, "state_dict": {}, "payload": _RunsCommand(marker)}, path)
+    loader = MaskFormer.from_pretrained if suffix == ".pth" else load_model
+    with pytest.raises(ValueError, match=rf"evil\{suffix}: not a loadable weights-only"):
+        loader(path)
+    assert not marker.exists()
