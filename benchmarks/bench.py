@@ -125,7 +125,7 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
     ours, theirs = build_pair(name, device)
     r: dict = {"model": name, "size": size}
     x1 = torch.randn(1, 3, size, size, device=device)
-    with torch.inference_mode():
+    with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
             ours(x1)
         r["gflops_forward"] = counter.get_total_flops() / 1e9
@@ -202,6 +202,68 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
     return r
 
 
+def bf16_agreement(run: Path, device: torch.device, max_images: int = 100) -> dict:
+    """Share of pixels whose semantic class is the same in bfloat16 and float32 inference, on the demo
+    run's validation images."""
+    from maskformer.data.io import read_image
+    from maskformer.predict import LoadedImage, Predictor
+
+    images = sorted((run.parent / "data" / "images" / "val").glob("*.png"))[:max_images]
+    predictor = Predictor.from_pretrained(run, device=device)
+    loaded = [LoadedImage(read_image(p), p.stem, p) for p in images]
+    same = total = 0
+    fp32 = [r.label_map for _, r in predictor.predict_loaded(loaded)]
+    predictor.precision = "bf16"
+    for a, (_, b) in zip(fp32, predictor.predict_loaded(loaded)):
+        same += int((a == b.label_map).sum())
+        total += a.numel()
+    return {"images": len(images), "agreement": same / total}
+
+
+def _demo_step(model: MaskFormer, criterion: SetCriterion, opt: torch.optim.Optimizer, batch: list[dict]) -> None:
+    from maskformer.training.module import pad_target
+
+    x, _ = model.preprocess([item["image"] for item in batch])
+    targets = [pad_target(item["targets"], tuple(x.shape[-2:]), x.device) for item in batch]
+    opt.zero_grad(set_to_none=True)
+    sum(criterion(model(x), targets).values()).backward()
+    opt.step()
+
+
+def data_loading(steps: int = 12) -> dict:
+    """Training-step time of the demo configuration with real loading (0 and 1 loader workers) against the
+    same batches preloaded as tensors."""
+    from maskformer.data.synth import write_dataset
+    from maskformer.demo import demo_config
+    from maskformer.training.datamodule import MaskFormerDataModule
+
+    out = {}
+    with tempfile.TemporaryDirectory() as folder:
+        data = write_dataset(Path(folder), 96, 8, seed=0)
+        for workers in (0, 1):
+            config = demo_config(data, steps, workers=workers)
+            datamodule = MaskFormerDataModule(config)
+            model = MaskFormer(config.model)
+            criterion = SetCriterion.from_config(model.config)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+            model.train()
+            loader = iter(datamodule.train_dataloader())
+            _demo_step(model, criterion, opt, next(loader))
+            start = time.perf_counter()
+            batches = []
+            for _ in range(steps):
+                batches.append(next(loader))
+                _demo_step(model, criterion, opt, batches[-1])
+            out[f"loader_{workers}_workers_s"] = (time.perf_counter() - start) / steps
+            if workers == 0:
+                start = time.perf_counter()
+                for batch in batches:
+                    _demo_step(model, criterion, opt, batch)
+                out["preloaded_s"] = (time.perf_counter() - start) / steps
+    return out
+
+
 def _processor():
     from transformers import MaskFormerImageProcessor
 
@@ -249,6 +311,17 @@ def table(results: dict) -> str:
             f"{r['ours_train_b2_points_s']:.3f} / {r['ours_train_b2_points_mb']:.0f} | | "
             f"memory {r['ours_train_b2_points_mb'] / r['ours_train_b2_mb']:.2f} x full loss |"
         )
+    if "data_loading" in results:
+        d = results["data_loading"]
+        lines += [
+            "",
+            "Demo training step (batch 8, 128 x 128):",
+            f"loader with 0 workers {d['loader_0_workers_s']:.3f} s, with 1 worker {d['loader_1_workers_s']:.3f} s, "
+            f"preloaded batches {d['preloaded_s']:.3f} s",
+        ]
+    if "bf16_agreement" in results:
+        b = results["bf16_agreement"]
+        lines.append(f"bf16 vs fp32 semantic maps on {b['images']} demo validation images: {b['agreement']:.4%} agree")
     return "\n".join(lines)
 
 
@@ -259,6 +332,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"))
+    parser.add_argument("--demo-run", default="demo-output/run", help="demo run for the bf16 agreement check")
+    parser.add_argument("--skip-models", action="store_true", help="only the demo-based measurements")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     repeats = 1 if args.quick else args.repeats
@@ -272,9 +347,14 @@ def main() -> None:
         "models": [],
     }
     ceilings = {"fp32": results["ceiling_fp32"], "bf16": results["ceiling_bf16"]}
-    for name in args.models.split(","):
+    for name in [] if args.skip_models else args.models.split(","):
         print(f"[bench] {name} ...", flush=True)
         results["models"].append(bench_model(name, args.size, repeats, args.quick, device, ceilings))
+    print("[bench] data loading ...", flush=True)
+    results["data_loading"] = data_loading()
+    if (Path(args.demo_run) / "model").exists():
+        print("[bench] bf16 agreement on the demo model ...", flush=True)
+        results["bf16_agreement"] = bf16_agreement(Path(args.demo_run), device)
     text = table(results)
     print(text)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
