@@ -5,17 +5,21 @@ the machine's own matrix-multiply ceiling. Runs on CUDA when present, else on th
     python benchmarks/bench.py --quick         # fewer repeats, batch-8 forward skipped
 
 Every timing is the median of ``--repeats`` runs after one warm-up run. Ratios are transformers' time
-divided by ours (above 1: we are faster); memory is the peak process RSS on CPU (reset before each
-measurement through /proc/self/clear_refs) and the peak allocated memory on CUDA.
+divided by ours (above 1: we are faster). Peak memory is measured for each case alone in a new process,
+as the growth of the peak process RSS (CPU) or of the peak allocated memory (CUDA) over what the process
+held after building the models.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -98,7 +102,7 @@ def build_pair(name: str, device: torch.device):
             depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck",
             out_features=["stage1", "stage2", "stage3", "stage4"],
         )  # fmt: skip
-    config = transformers.MaskFormerConfig(backbone_config=backbone, num_labels=NUM_CLASSES, use_auxiliary_loss=True)
+    config = transformers.MaskFormerConfig(backbone_config=backbone, num_labels=NUM_CLASSES, use_auxiliary_loss=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = transformers.MaskFormerForInstanceSegmentation(config)
@@ -125,18 +129,15 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
     ours, theirs = build_pair(name, device)
     r: dict = {"model": name, "size": size}
     x1 = torch.randn(1, 3, size, size, device=device)
+    # Counted with autograd on: the counter's module tracker needs grad functions (it fails under no_grad).
+    with FlopCounterMode(display=False) as counter:
+        ours(x1)
+    r["gflops_forward"] = counter.get_total_flops() / 1e9
     with torch.no_grad():
-        with FlopCounterMode(display=False) as counter:
-            ours(x1)
-        r["gflops_forward"] = counter.get_total_flops() / 1e9
         for batch in (1,) if quick else (1, 8):
             x = torch.randn(batch, 3, size, size, device=device)
-            reset_peak(device)
             r[f"ours_eval_b{batch}_s"] = median_time(lambda x=x: ours(x), device, repeats)
-            r[f"ours_eval_b{batch}_mb"] = peak_memory_mb(device)
-            reset_peak(device)
             r[f"theirs_eval_b{batch}_s"] = median_time(lambda x=x: theirs(pixel_values=x), device, repeats)
-            r[f"theirs_eval_b{batch}_mb"] = peak_memory_mb(device)
         with torch.autocast(device.type, dtype=torch.bfloat16):
             r["ours_eval_b1_bf16_s"] = median_time(lambda: ours(x1), device, repeats)
         r["fp32_fraction_of_ceiling"] = r["gflops_forward"] / r["ours_eval_b1_s"] / ceilings["fp32"]
@@ -175,6 +176,7 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
         opt.step()
 
     theirs.train()
+    theirs.config.use_auxiliary_loss = True  # deep supervision, as ours; set only here (see peers.md)
     their_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-6)
     mask_labels = [t["masks"] for t in targets]
     class_labels = [t["labels"] for t in targets]
@@ -186,20 +188,59 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
         out.loss.backward()
         their_opt.step()
 
-    reset_peak(device)
     r["ours_train_b2_s"] = median_time(our_step, device, repeats)
-    r["ours_train_b2_mb"] = peak_memory_mb(device)
-    reset_peak(device)
     r["theirs_train_b2_s"] = median_time(their_step, device, repeats)
-    r["theirs_train_b2_mb"] = peak_memory_mb(device)
     # The point-sampled mask loss (Mask2Former's settings) at the same batch.
     point_config = ours.config
     point_config.loss.num_points = 12544
     criterion = SetCriterion.from_config(point_config).to(device)
-    reset_peak(device)
     r["ours_train_b2_points_s"] = median_time(our_step, device, repeats)
-    r["ours_train_b2_points_mb"] = peak_memory_mb(device)
+    # Peak memory, each in a fresh process: the allocator keeps what earlier measurements used.
+    for probe in MEMORY_PROBES if not quick else ("eval_b1", "train_b2"):
+        for impl in ("ours", "theirs") if probe != "train_b2_points" else ("ours",):
+            r[f"{impl}_{probe}_mb"] = memory_probe(name, impl, probe, size)
     return r
+
+
+MEMORY_PROBES = ("eval_b1", "eval_b8", "train_b2", "train_b2_points")
+
+
+def memory_probe(name: str, impl: str, probe: str, size: int) -> float:
+    """Peak memory (MiB) of one measurement run alone in a new process, minus the process's peak after
+    building the models (so weights are counted once, in both implementations alike)."""
+    cmd = [sys.executable, __file__, "--probe", f"{name}:{impl}:{probe}", "--size", str(size)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def run_probe(spec: str, size: int) -> None:
+    name, impl, probe = spec.split(":")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ours, theirs = build_pair(name, device)
+    model = ours if impl == "ours" else theirs
+    (theirs if impl == "ours" else ours).cpu()
+    gc.collect()
+    reset_peak(device)
+    base = peak_memory_mb(device)
+    batch = {"eval_b1": 1, "eval_b8": 8}.get(probe, 2)
+    x = torch.randn(batch, 3, size, size, device=device)
+    if probe.startswith("eval"):
+        with torch.no_grad():
+            model(x) if impl == "ours" else model(pixel_values=x)
+    else:
+        targets = training_targets(batch, size, device)
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+        if impl == "ours":
+            model.config.loss.num_points = 12544 if probe == "train_b2_points" else 0
+            criterion = SetCriterion.from_config(model.config).to(device)
+            sum(criterion(model(x), targets).values()).backward()
+        else:
+            model.config.use_auxiliary_loss = True
+            masks, labels = [t["masks"] for t in targets], [t["labels"] for t in targets]
+            model(pixel_values=x, mask_labels=masks, class_labels=labels, output_hidden_states=True).loss.backward()
+        opt.step()
+    print(peak_memory_mb(device) - base)
 
 
 def bf16_agreement(run: Path, device: torch.device, max_images: int = 100) -> dict:
@@ -293,7 +334,7 @@ def table(results: dict) -> str:
     ]
     for r in results["models"]:
         for label, key in ROWS:
-            if f"ours_{key}" in r:
+            if f"ours_{key}" in r and f"theirs_{key}" in r:
                 ours, theirs = r[f"ours_{key}"], r[f"theirs_{key}"]
                 lines.append(f"| {r['model']} | {label} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.2f} |")
         lines.append(f"| {r['model']} | forward GFLOPs (batch 1) | {r['gflops_forward']:.1f} | | |")
@@ -308,8 +349,8 @@ def table(results: dict) -> str:
         )
         lines.append(
             f"| {r['model']} | training step with point-sampled loss (s / MiB) | "
-            f"{r['ours_train_b2_points_s']:.3f} / {r['ours_train_b2_points_mb']:.0f} | | "
-            f"memory {r['ours_train_b2_points_mb'] / r['ours_train_b2_mb']:.2f} x full loss |"
+            f"{r['ours_train_b2_points_s']:.3f} / {r.get('ours_train_b2_points_mb', float('nan')):.0f} | | "
+            f"memory {r.get('ours_train_b2_points_mb', float('nan')) / r['ours_train_b2_mb']:.2f} x full loss |"
         )
     if "data_loading" in results:
         d = results["data_loading"]
@@ -334,7 +375,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"))
     parser.add_argument("--demo-run", default="demo-output/run", help="demo run for the bf16 agreement check")
     parser.add_argument("--skip-models", action="store_true", help="only the demo-based measurements")
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe:
+        run_probe(args.probe, args.size)
+        return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     repeats = 1 if args.quick else args.repeats
     results = {
