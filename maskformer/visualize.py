@@ -18,9 +18,11 @@ def _np(x: Tensor | np.ndarray) -> np.ndarray:
 
 
 def image_hwc(image: Tensor | np.ndarray) -> np.ndarray:
-    """[3, H, W] or [H, W, 3] -> uint8 [H, W, 3]."""
+    """Tensor [3, H, W] (this package's layout) or numpy [H, W, 3] (PIL's) -> uint8 [H, W, 3]. A numpy
+    array is taken as [3, H, W] only when its last axis cannot be channels."""
+    channels_first = isinstance(image, Tensor) or image.shape[-1] != 3
     array = _np(image)
-    if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
+    if array.ndim == 3 and array.shape[0] == 3 and channels_first:
         array = array.transpose(1, 2, 0)
     return np.clip(array, 0, 255).astype(np.uint8)
 

@@ -95,7 +95,7 @@ def test_predict_cli_on_hub_and_zoo_checkpoints(confident_hf, tmp_path, monkeypa
         _check_outputs(out, task, sizes)
 
 
-def test_known_model_metadata_and_checksum(confident_hf, tmp_path, monkeypatch, capsys):
+def test_zoo_checksum_is_verified_and_models_are_listed(confident_hf, tmp_path, monkeypatch, capsys):
     """A zoo file whose md5 does not match its name is refused and not cached."""
     _, zoo = confident_hf
     monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "cache"))
@@ -146,6 +146,10 @@ def _odd_images(folder):
     expected["rotated"] = (50, 30)
     Image.fromarray(rgb[:1, :1]).save(folder / "one.png")
     expected["one"] = (1, 1)
+    Image.fromarray(rgb[:2, :3]).save(folder / "tiny.png")  # three wide: not to be taken for channels
+    expected["tiny"] = (2, 3)
+    Image.fromarray(rgb[:10, :3]).save(folder / "narrow.png")
+    expected["narrow"] = (10, 3)
     Image.fromarray(np.full((4000, 6000, 3), 90, dtype=np.uint8)).save(folder / "huge.jpg", quality=50)
     expected["huge"] = (4000, 6000)
     return expected
@@ -224,9 +228,11 @@ def test_reduced_precisions_run(tiny_predictor):
     fp32 = tiny_predictor(image)[0].label_map
     for precision in ("bf16", "fp16"):
         tiny_predictor.precision = precision
-        for task in ("semantic", "panoptic", "instance"):
-            result = tiny_predictor(image, task=task)[0]
-            assert result.image_size == tuple(fp32.shape)
+        semantic, panoptic, instance = (tiny_predictor(image, task=t)[0] for t in ("semantic", "panoptic", "instance"))
+        assert semantic.label_map.shape == fp32.shape and semantic.label_map.dtype == torch.int64
+        assert panoptic.segmentation.shape == fp32.shape and panoptic.segmentation.dtype == torch.int32
+        assert instance.masks.shape[1:] == fp32.shape and instance.masks.dtype == torch.bool
+        assert torch.isfinite(instance.scores).all()
 
 
 def test_resize_argmax_in_blocks_equals_full_resize():
@@ -236,3 +242,55 @@ def test_resize_argmax_in_blocks_equals_full_resize():
     full = resize_argmax(probs, (101, 89))
     blocks = resize_argmax(probs, (101, 89), max_elements=7 * 89 * 5)
     assert (full != blocks).float().mean() < 1e-3
+
+
+def test_bf16_semantic_maps_agree_with_fp32():
+    """The bf16 path changes class maps only where classes nearly tie (a model with decisive class scores,
+    as a trained one has; the demo model's figure is in benchmarks/RESULTS.md)."""
+    torch.manual_seed(3)
+    config = tiny_config(num_classes=5, backbone="resnet18", queries=8)
+    config.inference.test_shortest_edge = 96
+    model = MaskFormer(config)
+    with torch.no_grad():
+        model.predictor.class_embed.weight.mul_(20)
+    predictor = Predictor(model)
+    images = [torch.randint(0, 255, (3, 80 + 8 * i, 120), dtype=torch.uint8) for i in range(4)]
+    fp32 = [r.label_map for r in predictor(images)]
+    predictor.precision = "bf16"
+    bf16 = [r.label_map for r in predictor(images)]
+    same = sum(int((a == b).sum()) for a, b in zip(fp32, bf16))
+    assert same / sum(a.numel() for a in fp32) >= 0.995
+
+
+def test_inputs_are_scaled_to_the_full_range():
+    from maskformer.data.io import array_to_tensor
+
+    twelve_bit = np.linspace(0, 4095, 64, dtype=np.uint16).reshape(8, 8)  # 12-bit data in a 16-bit file
+    assert int(array_to_tensor(twelve_bit).max()) == 255
+    assert int(array_to_tensor(torch.rand(3, 5, 5, dtype=torch.bfloat16)).max()) <= 255
+    assert array_to_tensor(np.zeros((4, 3, 3), np.uint8)).shape == (3, 4, 3)
+
+
+def test_panoptic_files_use_dataset_category_ids_and_unique_names(tiny_predictor, tmp_path):
+    meta = tiny_predictor.metadata
+    meta.category_ids = [10, 20, 30, 40, 50]
+    meta.thing_classes = [0, 1, 2, 3, 4]
+    tiny_predictor.model.config.inference.object_mask_threshold = 0.0
+    tiny_predictor.model.config.inference.overlap_threshold = 0.0
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(
+            tmp_path / sub / "x.png"
+        )
+    from maskformer.predict import PredictionWriter, load_inputs
+
+    writer = PredictionWriter(tmp_path / "out", "panoptic")
+    for item, result in tiny_predictor.predict_loaded(load_inputs(tmp_path), task="panoptic"):
+        writer.add(item.image, result)
+    writer.close()
+    data = json.loads((tmp_path / "out" / "panoptic.json").read_text())
+    assert [a["image_id"] for a in data["annotations"]] == ["x", "x_1"]
+    assert [im["id"] for im in data["images"]] == ["x", "x_1"]
+    assert {c["id"] for c in data["categories"]} == {10, 20, 30, 40, 50}
+    used = {s["category_id"] for a in data["annotations"] for s in a["segments_info"]}
+    assert used and used <= {10, 20, 30, 40, 50}

@@ -168,8 +168,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..predict.inputs import LoadedImage, expand_paths
 
     files = expand_paths(args.inputs)
-    predictor = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision)
-    predictor.batch_size = args.batch_size
+    predictor = Predictor.from_pretrained(
+        args.model, device=args.device, precision=args.precision, batch_size=args.batch_size
+    )
     inference = predictor.model.config.inference
     if args.score_threshold is not None:
         inference.object_mask_threshold = args.score_threshold
@@ -338,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
     p.add_argument("--height", type=int, default=128, help="example input height used for tracing (multiple of 32)")
     p.add_argument("--width", type=int, default=160, help="example input width used for tracing (multiple of 32)")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (onnx format only)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list known pretrained checkpoints with their published scores")

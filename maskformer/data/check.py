@@ -108,7 +108,7 @@ def _check_panoptic(reader: COCOPanopticDataset, limit: int | None, seed: int) -
             ids = read_panoptic_png(png)
         except (ValueError, OSError) as err:
             file, _, message = str(err).partition(": ")
-            report.add(file, message or str(err))
+            report.add(file or image_file, message or str(err))
             continue
         if ids.shape != image.shape[-2:]:
             report.add(png, f"size mismatch: {tuple(ids.shape)} vs image {tuple(image.shape[-2:])} of {image_file}")

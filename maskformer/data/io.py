@@ -27,13 +27,15 @@ def max_image_pixels() -> int:
 @contextmanager
 def open_image(path: Path) -> Iterator[Image.Image]:
     """``Image.open`` with the pixel-count limit checked on the header, before anything is decoded."""
+    pillow_limit = Image.MAX_IMAGE_PIXELS
     with warnings.catch_warnings():
-        # The limit below replaces Pillow's own decompression-bomb warning.
+        # The limit below replaces Pillow's own (which a user could not raise through ours).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        Image.MAX_IMAGE_PIXELS = None
         try:
             img = Image.open(path)
-        except Image.DecompressionBombError as err:
-            raise ValueError(f"image too large to decode safely ({err})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
     with img:
         limit = max_image_pixels()
         if img.width * img.height > limit:
@@ -67,10 +69,12 @@ def pil_to_tensor(img: Image.Image) -> Tensor:
 
 
 def array_to_tensor(array: np.ndarray | Tensor) -> Tensor:
-    """[H, W], [H, W, C] (numpy) or [C, H, W] / [H, W] (tensor), C in 1/3/4, of uint8, integer or float
-    values -> RGB uint8 [3, H, W]. Floats in [0, 1] are scaled by 255; wider integers by their peak."""
+    """Numpy [H, W] or [H, W, C], tensors [H, W] or [C, H, W], C in 1/3/4, of bool, integer or float values
+    -> RGB uint8 [3, H, W]. Floats in [0, 1] are scaled by 255; integers above 255 (16-bit, 12-bit data in
+    16-bit files, 32-bit) by 255 / their peak, so that every such image uses the full range."""
     if isinstance(array, Tensor):
         t = array.detach().cpu()
+        t = t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
         if t.ndim == 3 and t.shape[0] in (1, 3, 4):
             t = t.permute(1, 2, 0)
         array = t.numpy()
@@ -78,7 +82,8 @@ def array_to_tensor(array: np.ndarray | Tensor) -> Tensor:
     if a.ndim == 2:
         a = a[..., None]
     if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"expected an image of shape [H, W], [H, W, C] or [C, H, W] with C in 1, 3, 4; got {a.shape}")
+        kind = "[H, W] or [C, H, W] tensor" if isinstance(array, Tensor) else "[H, W] or [H, W, C] array"
+        raise ValueError(f"expected an image as a {kind} with C in 1, 3, 4; got shape {tuple(a.shape)}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"image has an empty side: {a.shape}")
     a = a[..., :3] if a.shape[-1] == 4 else a
@@ -94,7 +99,7 @@ def array_to_tensor(array: np.ndarray | Tensor) -> Tensor:
         out = np.clip(a * scale, 0, 255).round().astype(np.uint8)
     elif np.issubdtype(a.dtype, np.integer):
         peak = int(a.max(initial=0))
-        scale = 255.0 / (65535 if peak > 255 and a.dtype.itemsize == 2 else peak) if peak > 255 else 1.0
+        scale = 255.0 / peak if peak > 255 else 1.0
         out = np.clip(a.astype(np.float64) * scale, 0, 255).round().astype(np.uint8)
     else:
         raise ValueError(f"unsupported image dtype {a.dtype}")

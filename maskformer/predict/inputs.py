@@ -38,9 +38,13 @@ def expand_paths(inputs: Sequence[str | Path]) -> list[Path]:
         elif path.is_file():
             found.append(path)
         elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            matches = sorted(
+                Path(p)
+                for p in glob.glob(text, recursive=True)
+                if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES
+            )
             if not matches:
-                raise FileNotFoundError(f"{text}: the pattern matches no files")
+                raise FileNotFoundError(f"{text}: the pattern matches no image files")
             found.extend(matches)
         else:
             raise FileNotFoundError(f"{text}: no such file or folder")

@@ -4,6 +4,7 @@ augmentation and sliding windows, returning typed results at each input image's 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from ..model import MaskFormer
 from ..model import inference as post
 from ..model.config import MetadataConfig
 from .inputs import ImageInput, LoadedImage, load_inputs
-from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult
+from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult, class_name
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TASKS = ("semantic", "panoptic", "instance")
@@ -74,7 +75,7 @@ def complete_metadata(meta: MetadataConfig, num_classes: int) -> MetadataConfig:
     colours where the checkpoint carries none)."""
     names = meta.class_names if len(meta.class_names) == num_classes else [f"class {i}" for i in range(num_classes)]
     colors = meta.colors if len(meta.colors) == num_classes else default_colors(num_classes)
-    return MetadataConfig(dataset=meta.dataset, class_names=names, thing_classes=meta.thing_classes, colors=colors)
+    return dataclasses.replace(meta, class_names=names, colors=colors)
 
 
 class Predictor:
@@ -162,6 +163,10 @@ class Predictor:
             )
         if any(s <= 0 for s in scales):
             raise ValueError(f"scales must be positive, got {list(scales)}")
+        if window is not None and window < 1:
+            raise ValueError(f"window must be a positive number of pixels, got {window}")
+        if window_stride is not None and (window is None or window_stride < 1):
+            raise ValueError("window_stride needs a window and must be positive")
         if augmented:
             for item in images:
                 yield item, self._semantic_augmented(item, scales, flip, window, window_stride)
@@ -202,7 +207,7 @@ class Predictor:
         cfg, meta = self.model.config.inference, self.metadata
         if task == "semantic":
             (probs,) = post.semantic_probabilities(logits, masks, sizes, padded, sizes)
-            return SemanticResult(item.name, out_size, meta, resize_argmax(probs, out_size), path=item.path)
+            return SemanticResult(item.name, out_size, meta, resize_argmax(probs, out_size).cpu(), path=item.path)
         # [N, H, W] at full size can be far too large for camera images; post-process at a size that fits
         # and upsample the result (nearest).
         n = masks.shape[1] if task == "panoptic" else min(cfg.instance_topk, masks.shape[1] * (logits.shape[-1] - 1))
@@ -226,7 +231,7 @@ class Predictor:
                 seg = F.interpolate(seg[None, None].float(), size=out_size, mode="nearest")[0, 0].to(torch.int32)
             areas = torch.bincount(seg.flatten().long(), minlength=len(res.segments) + 1).tolist()
             segments = [
-                Segment(s["id"], c, self._name(c), s["score"], areas[s["id"]], s["isthing"])
+                Segment(s["id"], c, class_name(meta, c), s["score"], areas[s["id"]], s["isthing"])
                 for s in res.segments
                 for c in [s["category_id"]]
             ]
@@ -235,14 +240,14 @@ class Predictor:
             logits, masks, sizes, padded, [work], topk=cfg.instance_topk, thing_classes=meta.thing_classes or None
         )
         binary = res.masks
-        if work != out_size and len(binary):
-            binary = F.interpolate(binary[None].float(), size=out_size, mode="nearest")[0] > 0.5
+        if work != out_size:
+            binary = (
+                F.interpolate(binary[None].float(), size=out_size, mode="nearest")[0] > 0.5
+                if len(binary)
+                else binary.new_zeros((0, *out_size))
+            )
         labels, scores = res.labels.cpu(), res.scores.cpu()
         return InstanceResult(item.name, out_size, meta, binary.cpu(), labels, scores, path=item.path)
-
-    def _name(self, class_id: int) -> str:
-        names = self.metadata.class_names
-        return names[class_id] if 0 <= class_id < len(names) else f"class {class_id}"
 
     def _semantic_augmented(
         self,
@@ -261,13 +266,13 @@ class Predictor:
             image = resize_image(item.image.to(self.device), self._test_size(*out_size, scale))
             for flipped in (False, True) if flip else (False,):
                 view = image.flip(-1) if flipped else image
-                probs = self._windowed(view, window, window_stride) if window else self._probabilities(view)
+                probs = self._probabilities(view) if window is None else self._windowed(view, window, window_stride)
                 if flipped:
                     probs = probs.flip(-1)
                 if tuple(probs.shape[-2:]) != base:
                     probs = F.interpolate(probs[None], size=base, mode="bilinear", align_corners=False)[0]
                 total = probs if total is None else total + probs
-        return SemanticResult(item.name, out_size, self.metadata, resize_argmax(total, out_size), path=item.path)
+        return SemanticResult(item.name, out_size, self.metadata, resize_argmax(total, out_size).cpu(), path=item.path)
 
     def _probabilities(self, image: Tensor) -> Tensor:
         """Float RGB [3, h, w] -> class probabilities [K, h, w]."""
@@ -277,8 +282,6 @@ class Predictor:
     def _windowed(self, image: Tensor, window: int, stride: int | None) -> Tensor:
         """Class probabilities [K, h, w] averaged over ``window``-sized crops ``stride`` apart covering the
         image (crops are clipped to the image; the last row and column of windows end at its edge)."""
-        if window < 1:
-            raise ValueError(f"window must be positive, got {window}")
         stride = stride or max(1, window * 2 // 3)
         h, w = image.shape[-2:]
         total = count = None

@@ -28,6 +28,16 @@ class Segment:
     isthing: bool
 
 
+def class_name(meta: MetadataConfig, class_id: int) -> str:
+    names = meta.class_names
+    return names[class_id] if 0 <= class_id < len(names) else f"class {class_id}"
+
+
+def is_thing(meta: MetadataConfig, class_id: int) -> bool:
+    """Unknown thing/stuff metadata (None) means every class is a thing, as in panoptic inference."""
+    return meta.thing_classes is None or class_id in meta.thing_classes
+
+
 @dataclass
 class _Result:
     name: str
@@ -36,8 +46,7 @@ class _Result:
     path: Path | None = field(default=None, kw_only=True)
 
     def class_name(self, class_id: int) -> str:
-        names = self.metadata.class_names
-        return names[class_id] if 0 <= class_id < len(names) else f"class {class_id}"
+        return class_name(self.metadata, class_id)
 
 
 @dataclass
@@ -50,8 +59,8 @@ class SemanticResult(_Result):
     def segments(self) -> list[Segment]:
         """One region per class present (id = class index + 1)."""
         counts = torch.bincount(self.label_map.flatten(), minlength=len(self.metadata.class_names)).tolist()
-        things = set(self.metadata.thing_classes or [])
-        return [Segment(c + 1, c, self.class_name(c), 1.0, n, c in things) for c, n in enumerate(counts) if n > 0]
+        meta = self.metadata
+        return [Segment(c + 1, c, class_name(meta, c), 1.0, n, is_thing(meta, c)) for c, n in enumerate(counts) if n]
 
     def draw(self, image: Tensor | np.ndarray, alpha: float = 0.5) -> Image.Image:
         """Overlay on ``image`` (RGB [3, H, W] or [H, W, 3]) with class names and a legend."""
@@ -91,9 +100,8 @@ class InstanceResult(_Result):
     @property
     def instances(self) -> list[Segment]:
         areas = self.masks.flatten(1).sum(1).tolist() if len(self.masks) else []
-        things = set(self.metadata.thing_classes or [])
         return [
-            Segment(i + 1, int(c), self.class_name(int(c)), float(s), int(a), int(c) in things)
+            Segment(i + 1, int(c), self.class_name(int(c)), float(s), int(a), is_thing(self.metadata, int(c)))
             for i, (c, s, a) in enumerate(zip(self.class_ids.tolist(), self.scores.tolist(), areas))
         ]
 

@@ -55,7 +55,7 @@ def write_semantic(result: SemanticResult, path: Path) -> None:
     _save_png(labels.astype(dtype), path)
 
 
-def panoptic_record(result: PanopticResult, file_name: str) -> dict:
+def panoptic_record(result: PanopticResult, image_id: str, file_name: str) -> dict:
     """A COCO panoptic annotation for ``result`` (segment ids as in its PNG)."""
     seg = result.segmentation.cpu().numpy()
     infos = []
@@ -71,7 +71,7 @@ def panoptic_record(result: PanopticResult, file_name: str) -> dict:
                 "bbox": _bbox(seg == s.id),
             }
         )
-    return {"image_id": result.name, "file_name": file_name, "segments_info": infos}
+    return {"image_id": image_id, "file_name": file_name, "segments_info": infos}
 
 
 def write_panoptic(result: PanopticResult, path: Path) -> None:
@@ -136,7 +136,7 @@ class PredictionWriter:
             write_semantic(result, self.out / "labels" / f"{name}.png")
         if isinstance(result, PanopticResult) and "panoptic" in self.kinds:
             write_panoptic(result, self.out / "panoptic" / f"{name}.png")
-            self.panoptic.append(panoptic_record(result, f"{name}.png"))
+            self.panoptic.append(panoptic_record(result, name, f"{name}.png"))
         if isinstance(result, InstanceResult) and "instances" in self.kinds:
             self.instances.extend(instance_records(result, image_id))
         if "overlay" in self.kinds:

@@ -111,7 +111,7 @@ def load_model(source: str | Path, config: MaskFormerConfig | None = None, stric
     elif path.is_dir() and (path / "model" / "config.yaml").exists() and not (path / "config.json").exists():
         model = MaskFormer.from_pretrained(path / "model", config=config, strict=strict)
     elif path.suffix == ".ckpt" and path.is_file():
-        model = _from_lightning_checkpoint(path, strict)
+        model = _from_lightning_checkpoint(path, config, strict)
     else:
         model = MaskFormer.from_pretrained(source, config=config, strict=strict)
     meta = model.config.metadata
@@ -133,7 +133,7 @@ def _guess_dataset(config: MaskFormerConfig) -> str:
     return by_count.get(config.num_classes, "")
 
 
-def _from_lightning_checkpoint(path: Path, strict: bool) -> MaskFormer:
+def _from_lightning_checkpoint(path: Path, config: MaskFormerConfig | None, strict: bool) -> MaskFormer:
     # Lightning stores a few numpy scalars (e.g. monitored scores); admit those data-only types, nothing else.
     import numpy as np
 
@@ -145,7 +145,7 @@ def _from_lightning_checkpoint(path: Path, strict: bool) -> MaskFormer:
     except Exception as err:
         raise ValueError(f"{path}: not a loadable weights-only Lightning checkpoint ({err})") from err
     try:
-        config = MaskFormerConfig.from_dict(checkpoint["hyper_parameters"]["config"]["model"])
+        config = config or MaskFormerConfig.from_dict(checkpoint["hyper_parameters"]["config"]["model"])
         state = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a maskformer training checkpoint ({err})") from err

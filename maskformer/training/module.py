@@ -58,7 +58,7 @@ class MaskFormerModule(L.LightningModule):
             self.skipped_samples += expected - len(batch)
             self.log("train/skipped_samples", float(self.skipped_samples), batch_size=expected)
         if not batch:
-            return None
+            return self._skip()
         x, _ = self.model.preprocess([item["image"] for item in batch])
         targets = [pad_target(item["targets"], tuple(x.shape[-2:]), x.device) for item in batch]
         # The forward pass updates BatchNorm statistics; a skipped step must not keep non-finite ones.
@@ -74,7 +74,7 @@ class MaskFormerModule(L.LightningModule):
                         buffer.copy_(old)
                 self.skipped_steps += 1
                 self.log("train/skipped_steps", float(self.skipped_steps), batch_size=len(batch))
-                return None
+                return self._skip()
             raise FloatingPointError(
                 f"non-finite loss ({loss.item()}) at step {self.global_step}; the run stops here and its last "
                 "periodic checkpoint is intact (train.nonfinite_loss=skip skips such steps instead)"
@@ -85,6 +85,13 @@ class MaskFormerModule(L.LightningModule):
         if self.global_rank == 0:
             self.history.append({"step": self.global_step, "loss": float(loss.detach())})
         return loss
+
+    def _skip(self) -> Tensor | None:
+        """No update for this step. Alone, return None (Lightning skips the optimizer step). Under DDP every
+        process must join the gradient all-reduce, so a loss with zero gradients takes its place there."""
+        if self.trainer.world_size == 1:
+            return None
+        return sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
 
     def configure_optimizers(self):
         optimizer, scheduler = build_optimizer(self.model, self.config.train)

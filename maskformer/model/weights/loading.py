@@ -90,7 +90,7 @@ def resolve_source(source: str | Path) -> Path:
 
 
 # Official model-zoo files carry the first hex digits of their md5 in the name (model_final_d8dbeb.pkl).
-_HASH_IN_NAME = re.compile(r"_([0-9a-f]{6,})\.[A-Za-z0-9]+$")
+_HASH_IN_NAME = re.compile(r"^model_final_([0-9a-f]{6})\.(pkl|pth)$")
 
 
 def _download(url: str) -> Path:
