@@ -29,7 +29,7 @@ from .training import DataConfig, RunConfig, TrainConfig, train
 from .visualize import prediction_grid, training_curves
 
 
-def demo_config(data_dir: Path, steps: int, workers: int = 1) -> RunConfig:
+def demo_config(data_dir: Path, steps: int, workers: int = 0) -> RunConfig:
     """A ResNet-18 MaskFormer (trained from scratch: nothing is downloaded) sized for two CPU cores.
 
     Two departures from the paper's recipe make a from-scratch model learn on this budget: the class term
