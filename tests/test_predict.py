@@ -271,26 +271,26 @@ def test_inputs_are_scaled_to_the_full_range():
     assert array_to_tensor(np.zeros((4, 3, 3), np.uint8)).shape == (3, 4, 3)
 
 
-def test_panoptic_files_use_dataset_category_ids_and_unique_names(tiny_predictor, tmp_path):
-    meta = tiny_predictor.metadata
-    meta.category_ids = [10, 20, 30, 40, 50]
-    meta.thing_classes = [0, 1, 2, 3, 4]
-    tiny_predictor.model.config.inference.object_mask_threshold = 0.0
-    tiny_predictor.model.config.inference.overlap_threshold = 0.0
-    for sub in ("a", "b"):
-        (tmp_path / sub).mkdir()
-        Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(
-            tmp_path / sub / "x.png"
-        )
-    from maskformer.predict import PredictionWriter, load_inputs
+def test_panoptic_files_use_dataset_category_ids_and_unique_names(tmp_path):
+    from maskformer.model.config import MetadataConfig
+    from maskformer.predict import PanopticResult, PredictionWriter, Segment
 
+    config = tiny_config(num_classes=3, backbone="resnet18", queries=4)
+    config.metadata = MetadataConfig(class_names=["a", "b", "c"], thing_classes=[0], category_ids=[10, 20, 30])
+    meta = Predictor(MaskFormer(config)).metadata
+    assert meta.category_ids == [10, 20, 30] and meta.class_names == ["a", "b", "c"] and len(meta.colors) == 3
+    seg = torch.zeros(6, 8, dtype=torch.int32)
+    seg[:3], seg[3:, :4] = 1, 2
+    segments = [Segment(1, 0, "a", 0.9, 24, True), Segment(2, 2, "c", 0.8, 12, False)]
     writer = PredictionWriter(tmp_path / "out", "panoptic")
-    for item, result in tiny_predictor.predict_loaded(load_inputs(tmp_path), task="panoptic"):
-        writer.add(item.image, result)
+    for folder in ("first", "second"):  # two images with the same stem
+        result = PanopticResult("x", (6, 8), meta, seg, segments, path=tmp_path / folder / "x.png")
+        writer.add(torch.zeros(3, 6, 8, dtype=torch.uint8), result)
     writer.close()
     data = json.loads((tmp_path / "out" / "panoptic.json").read_text())
-    assert [a["image_id"] for a in data["annotations"]] == ["x", "x_1"]
-    assert [im["id"] for im in data["images"]] == ["x", "x_1"]
-    assert {c["id"] for c in data["categories"]} == {10, 20, 30, 40, 50}
-    used = {s["category_id"] for a in data["annotations"] for s in a["segments_info"]}
-    assert used and used <= {10, 20, 30, 40, 50}
+    assert [a["image_id"] for a in data["annotations"]] == ["x", "x_1"] == [im["id"] for im in data["images"]]
+    assert [a["file_name"] for a in data["annotations"]] == ["x.png", "x_1.png"]
+    assert [c["id"] for c in data["categories"]] == [10, 20, 30]
+    infos = data["annotations"][1]["segments_info"]
+    assert [(s["id"], s["category_id"], s["isthing"], s["area"]) for s in infos] == [(1, 10, 1, 24), (2, 30, 0, 12)]
+    assert read_panoptic_png(tmp_path / "out" / "panoptic" / "x_1.png").equal(seg.long())
