@@ -265,9 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", default="semantic", choices=["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"]
     )
     s.add_argument("--split", action="append", help="split to check (repeatable; default: train and val)")
-    s.add_argument("--class-file", help="class list for the semantic format (default root/classes.json|txt)")
-    s.add_argument("--label-dir", default="labels", help="label folder name for the semantic format")
-    s.add_argument("--ignore-value", type=int, default=255)
+    s.add_argument("--class-file", help="semantic format: class list (default root/classes.json|txt)")
+    s.add_argument("--label-dir", default="labels", help="semantic format: label folder name")
+    s.add_argument("--ignore-value", type=int, default=255, help="semantic format: the ignore label value")
     s.add_argument("--sample", type=int, help="check only this many samples per split (default: all)")
     s.set_defaults(func=cmd_check)
 
