@@ -135,6 +135,10 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
         ours(x1)
     r["gflops_forward"] = counter.get_total_flops() / 1e9
     with torch.no_grad():
+        r["ours_eval_b1_nchw_s"] = median_time(lambda: ours(x1), device, repeats)
+    # From here on as the Predictor and training run it: weights and activations channels-last.
+    ours.to(memory_format=torch.channels_last)
+    with torch.no_grad():
         for batch in (1,) if quick else (1, 8):
             x = torch.randn(batch, 3, size, size, device=device)
             r[f"ours_eval_b{batch}_s"] = median_time(lambda x=x: ours(x), device, repeats)
@@ -191,6 +195,19 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
 
     r["ours_train_b2_s"] = median_time(our_step, device, repeats)
     r["theirs_train_b2_s"] = median_time(their_step, device, repeats)
+    ours.to(memory_format=torch.contiguous_format)
+    r["ours_train_b2_nchw_s"] = median_time(our_step, device, repeats)
+    ours.to(memory_format=torch.channels_last)
+
+    def our_step_bf16():
+        # What train.precision=bf16-mixed does: the step under autocast (the criterion keeps float32).
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            losses = criterion(ours(x2), targets)
+        sum(losses.values()).backward()
+        opt.step()
+
+    r["ours_train_b2_bf16_s"] = median_time(our_step_bf16, device, repeats)
     # The point-sampled mask loss (Mask2Former's settings) at the same batch.
     point_config = copy.deepcopy(ours.config)
     point_config.loss.num_points = 12544
@@ -218,7 +235,7 @@ def run_probe(spec: str, size: int) -> None:
     name, impl, probe = spec.split(":")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ours, theirs = build_pair(name, device)
-    model = ours if impl == "ours" else theirs
+    model = ours.to(memory_format=torch.channels_last) if impl == "ours" else theirs
     (theirs if impl == "ours" else ours).cpu()
     gc.collect()
     reset_peak(device)
@@ -338,6 +355,9 @@ def table(results: dict) -> str:
             if f"ours_{key}" in r and f"theirs_{key}" in r:
                 ours, theirs = r[f"ours_{key}"], r[f"theirs_{key}"]
                 lines.append(f"| {r['model']} | {label} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.2f} |")
+        for label, key in (("eval forward, batch 1, NCHW (s)", "eval_b1"), ("training step, NCHW (s)", "train_b2")):
+            ours, theirs = r[f"ours_{key}_nchw_s"], r[f"theirs_{key}_s"]
+            lines.append(f"| {r['model']} | {label} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.2f} |")
         lines.append(f"| {r['model']} | forward GFLOPs (batch 1) | {r['gflops_forward']:.1f} | | |")
         lines.append(
             f"| {r['model']} | float32 forward, fraction of ceiling | {r['fp32_fraction_of_ceiling']:.0%} | "
@@ -347,6 +367,10 @@ def table(results: dict) -> str:
             f"| {r['model']} | bfloat16 forward batch 1 (s), fraction of bf16 ceiling | "
             f"{r['ours_eval_b1_bf16_s']:.3f} ({r['bf16_fraction_of_ceiling']:.0%}) | | "
             f"{r['theirs_eval_b1_s'] / r['ours_eval_b1_bf16_s']:.2f} |"
+        )
+        lines.append(
+            f"| {r['model']} | training step, batch 2, bf16-mixed (s) | {r['ours_train_b2_bf16_s']:.3f} | | "
+            f"{r['theirs_train_b2_s'] / r['ours_train_b2_bf16_s']:.2f} |"
         )
         lines.append(
             f"| {r['model']} | training step with point-sampled loss (s / MiB) | "

@@ -35,3 +35,26 @@ def test_bad_yaml_names_the_file(tmp_path):
     broken.write_text("num_classes: [\n")
     with pytest.raises(ValueError, match=r"broken\.yaml: not valid YAML"):
         MaskFormerConfig.from_yaml(broken)
+
+
+def test_override_values_are_checked_against_the_field_types():
+    from maskformer.training import RunConfig
+
+    # YAML reads 1e-3 (no dot) as a string; a float field takes it as the number.
+    config = RunConfig().override(["train.lr=1e-3", "train.max_steps=10.0", "train.clip_grad_norm=null"])
+    assert config.train.lr == 1e-3 and isinstance(config.train.lr, float)
+    assert config.train.max_steps == 10 and isinstance(config.train.max_steps, int)
+    assert config.train.clip_grad_norm is None
+    for item, message in (
+        ("train.lr=fast", "RunConfig.train.lr: expected a number, got 'fast'"),
+        ("train.max_steps=1.5", "RunConfig.train.max_steps: expected an integer"),
+        ("model.num_classes=true", "expected an integer"),
+        ("model.loss.deep_supervision=1", "deep_supervision: expected true or false"),
+        ("model.backbone.name=[1]", "backbone.name: expected a string"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            RunConfig().override([item])
+    # Unions other than with None are left as given; literal choices are listed.
+    assert RunConfig().override(["train.devices=2"]).train.devices == 2
+    with pytest.raises(ValueError, match="train.precision: expected one of '32-true', 'bf16-mixed', '16-mixed'"):
+        RunConfig().override(["train.precision=bf16"])

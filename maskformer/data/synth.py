@@ -1,8 +1,9 @@
 """A synthetic segmentation dataset that needs real shape and texture recognition.
 
 Things are defined by shape alone (circle, square, triangle; each object a random colour, size and
-rotation; objects overlap and occlude); stuff classes by texture alone (stripes, checkerboard, dot grid;
-random colours, orientations and scales), laid out as two or three background regions. The same seed gives
+rotation; objects overlap, each keeping at least 60% of its area in view); stuff classes by texture alone
+(stripes, checkerboard, dot grid; random colours, orientations and scales), laid out as two or three
+background regions. The same seed gives
 the same files byte for byte.
 
 Layout written under ``out``::
@@ -35,6 +36,10 @@ CLASSES = [
 THINGS = [i for i, c in enumerate(CLASSES) if c["isthing"]]
 STUFF = [i for i, c in enumerate(CLASSES) if not c["isthing"]]
 MIN_VISIBLE = 12  # pixels an occluded object must keep to stay annotated
+# Objects overlap, but none loses more than this share of its area to later ones: a shape hidden beyond
+# that no longer shows what class it is, and its label would only be noise.
+MAX_OCCLUDED = 0.4
+PLACEMENT_TRIES = 20
 
 
 def metadata_json() -> dict:
@@ -68,7 +73,8 @@ def _shape_mask(kind: int, y: np.ndarray, x: np.ndarray, rng: np.random.Generato
     """Boolean [H, W] mask of a thing of class ``kind`` at a random place, size and rotation."""
     h, w = y.shape
     size = rng.uniform(0.12, 0.35) * min(h, w)
-    cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+    # Centres keep most of the shape inside the image, for the same reason as MAX_OCCLUDED.
+    cy, cx = rng.uniform(size / 2, h - size / 2), rng.uniform(size / 2, w - size / 2)
     dy, dx = y - cy, x - cx
     angle = rng.uniform(0, 2 * np.pi)
     u = dx * np.cos(angle) + dy * np.sin(angle)
@@ -113,10 +119,16 @@ def render(
         image[area] = _texture(int(kind), y, x, rng)[area]
         semantic[area] = kind
     # Things on top, later ones occluding earlier ones.
-    objects = []
+    objects, visible_parts = [], []
     for _ in range(int(rng.integers(1, 6))):
         kind = int(rng.choice(THINGS))
-        mask = _shape_mask(kind, y, x, rng)
+        for _ in range(PLACEMENT_TRIES):
+            mask = _shape_mask(kind, y, x, rng)
+            if all((v & ~mask).sum() >= (1 - MAX_OCCLUDED) * m.sum() for (_, m), v in zip(objects, visible_parts)):
+                break
+        else:
+            continue
+        visible_parts = [v & ~mask for v in visible_parts] + [mask.copy()]
         colour = rng.uniform(0, 255, 3)
         image[mask] = colour
         semantic[mask] = kind

@@ -9,9 +9,11 @@ panoptic inference and visualisation need. Presets named after the paper's confi
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -226,6 +228,7 @@ def config_from_dict(cls: type[T], data: dict[str, Any], path: str) -> T:
         raise ValueError(f"{path}: unknown keys {unknown}")
     kwargs: dict[str, Any] = {}
     defaults = cls()
+    hints = get_type_hints(cls)
     for name, value in data.items():
         default = getattr(defaults, name)
         if dataclasses.is_dataclass(default):
@@ -235,5 +238,42 @@ def config_from_dict(cls: type[T], data: dict[str, Any], path: str) -> T:
         elif name == "colors":
             kwargs[name] = [tuple(c) for c in value]
         else:
-            kwargs[name] = value
+            kwargs[name] = _scalar(value, hints[name], f"{path}.{name}")
     return cls(**kwargs)
+
+
+def _scalar(value: Any, hint: Any, path: str) -> Any:
+    """``value`` checked against the field's type ``hint``. YAML reads ``1e-3`` (no dot) as a string, so
+    numeric strings become floats where a float is expected. ``null`` passes (several fields use it for
+    "off"); unions of several types other than None are not checked."""
+    if value is None:
+        return None
+    options = set(get_args(hint)) if get_origin(hint) in (Union, UnionType) else {hint}
+    options.discard(type(None))
+    if len(options) != 1:
+        return value
+    (kind,) = options
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}: expected true or false, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{path}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: expected a number, got {value!r}") from None
+    elif kind is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{path}: expected an integer, got {value!r}")
+    elif kind is str:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if not isinstance(value, str):
+            raise ValueError(f"{path}: expected a string, got {value!r}")
+    elif get_origin(kind) is Literal and value not in get_args(kind):
+        choices = ", ".join(repr(c) for c in get_args(kind))
+        raise ValueError(f"{path}: expected one of {choices}, got {value!r}")
+    return value

@@ -120,11 +120,14 @@ class SetCriterion(nn.Module):
         num_masks = num_masks_across_processes(targets, device)
         labels, masks, valid = pad_targets(targets, device, with_valid=self.exclude_invalid_pixels)
         counts = [len(t["labels"]) for t in targets]
-        losses = self._single(outputs, counts, labels, masks, valid, num_masks)
-        if self.deep_supervision:
-            for i, aux in enumerate(outputs.get("aux_outputs", [])):
-                for key, value in self._single(aux, counts, labels, masks, valid, num_masks).items():
-                    losses[f"{key}_{i}"] = value
+        # Matching costs and losses in float32 even under mixed precision: bfloat16 products would round
+        # the costs (and so change the assignment) and the dice sums.
+        with torch.autocast(device.type, enabled=False):
+            losses = self._single(outputs, counts, labels, masks, valid, num_masks)
+            if self.deep_supervision:
+                for i, aux in enumerate(outputs.get("aux_outputs", [])):
+                    for key, value in self._single(aux, counts, labels, masks, valid, num_masks).items():
+                        losses[f"{key}_{i}"] = value
         return losses
 
     def _single(

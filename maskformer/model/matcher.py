@@ -113,27 +113,29 @@ class HungarianMatcher(nn.Module):
     ) -> Tensor:
         """pred_logits [B, N, K+1], pred_masks [B, N, h, w], padded targets from :func:`pad_targets`
         -> costs [B, N, T] (columns of padded segments are meaningless)."""
-        b, n = pred_logits.shape[:2]
-        size = pred_masks.shape[-2:]
-        prob = pred_logits.float().softmax(-1)
-        cost_class = -prob.gather(2, labels[:, None, :].expand(b, n, labels.shape[1]))
-        weights = None
-        if self.num_points:
-            coords = torch.rand(b, self.num_points, 2, device=pred_masks.device)
-            logits = point_sample(pred_masks.float(), coords)
-            t = point_sample(masks, coords) if masks.shape[1] else masks.new_zeros(b, 0, self.num_points)
-            if valid is not None:
-                weights = point_sample(valid[:, None].float(), coords, mode="nearest")
-        else:
-            t = F.interpolate(masks, size=size, mode="nearest") if masks.shape[1] else masks.new_zeros(b, 0, *size)
-            if valid is not None:
-                weights = F.interpolate(valid[:, None].float(), size=size, mode="nearest").flatten(2)
-            logits, t = pred_masks.float().flatten(2), t.flatten(2)
-        cost = (
-            self.cost_class * cost_class
-            + self.cost_mask * focal_cost(logits, t, weights, self.focal_alpha, self.focal_gamma)
-            + self.cost_dice * dice_cost(logits, t, weights)
-        )
+        # float32 costs under mixed precision too (see SetCriterion.forward).
+        with torch.autocast(pred_masks.device.type, enabled=False):
+            b, n = pred_logits.shape[:2]
+            size = pred_masks.shape[-2:]
+            prob = pred_logits.float().softmax(-1)
+            cost_class = -prob.gather(2, labels[:, None, :].expand(b, n, labels.shape[1]))
+            weights = None
+            if self.num_points:
+                coords = torch.rand(b, self.num_points, 2, device=pred_masks.device)
+                logits = point_sample(pred_masks.float(), coords)
+                t = point_sample(masks, coords) if masks.shape[1] else masks.new_zeros(b, 0, self.num_points)
+                if valid is not None:
+                    weights = point_sample(valid[:, None].float(), coords, mode="nearest")
+            else:
+                t = F.interpolate(masks, size=size, mode="nearest") if masks.shape[1] else masks.new_zeros(b, 0, *size)
+                if valid is not None:
+                    weights = F.interpolate(valid[:, None].float(), size=size, mode="nearest").flatten(2)
+                logits, t = pred_masks.float().flatten(2), t.flatten(2)
+            cost = (
+                self.cost_class * cost_class
+                + self.cost_mask * focal_cost(logits, t, weights, self.focal_alpha, self.focal_gamma)
+                + self.cost_dice * dice_cost(logits, t, weights)
+            )
         # Non-finite costs (a diverged model) are matched last instead of crashing scipy.
         big = torch.finfo(cost.dtype).max
         return torch.nan_to_num(cost, nan=big, posinf=big, neginf=big)

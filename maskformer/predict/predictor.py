@@ -99,7 +99,8 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+        # Channels-last runs the convolutions 5-10% faster on CPU (benchmarks/RESULTS.md).
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.precision = precision
         self.batch_size = batch_size
         if metadata is not None:

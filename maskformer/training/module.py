@@ -38,6 +38,8 @@ class MaskFormerModule(L.LightningModule):
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
         self.model = model if model is not None else MaskFormer(config.model)
+        if config.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.criterion = SetCriterion.from_config(config.model)
         self.run_dir = Path(run_dir) if run_dir else None
         self.history: list[dict] = []

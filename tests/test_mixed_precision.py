@@ -1,0 +1,75 @@
+"""bf16 mixed precision: matching and losses stay float32 under autocast, and a bf16-mixed run trains."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from maskformer.data.synth import write_dataset
+from maskformer.model import HungarianMatcher, SetCriterion
+from maskformer.model.matcher import pad_targets
+from maskformer.training import train
+from tests.test_training import run_config
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("synth"), 12, 4, seed=1, size_range=(48, 64))
+
+
+def _outputs_and_targets(gen: torch.Generator):
+    outputs = {
+        "pred_logits": torch.randn(2, 10, 6, generator=gen),
+        "pred_masks": 4 * torch.randn(2, 10, 24, 24, generator=gen),
+        "aux_outputs": [
+            {
+                "pred_logits": torch.randn(2, 10, 6, generator=gen),
+                "pred_masks": torch.randn(2, 10, 24, 24, generator=gen),
+            }
+        ],
+    }
+    targets = [
+        {
+            "labels": torch.randint(0, 5, (n,), generator=gen),
+            "masks": (torch.rand(n, 96, 96, generator=gen) > 0.5).float(),
+        }
+        for n in (4, 7)
+    ]
+    return outputs, targets
+
+
+def test_costs_and_losses_are_float32_under_autocast():
+    outputs, targets = _outputs_and_targets(torch.Generator().manual_seed(0))
+    matcher = HungarianMatcher(cost_class=1.0, cost_mask=20.0, cost_dice=1.0)
+    criterion = SetCriterion(5, matcher)
+    plain_losses = criterion(outputs, targets)
+    plain_indices = matcher(outputs["pred_logits"], outputs["pred_masks"], targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        # The raw cost products would round to bfloat16 here if autocast reached them.
+        assert (torch.randn(4, 4) @ torch.randn(4, 4)).dtype == torch.bfloat16
+        mixed_losses = criterion(outputs, targets)
+        mixed_indices = matcher(outputs["pred_logits"], outputs["pred_masks"], targets)
+    assert plain_losses.keys() == mixed_losses.keys()
+    for key, value in plain_losses.items():
+        assert mixed_losses[key].dtype == torch.float32
+        assert torch.equal(value, mixed_losses[key]), key
+    for (a, b), (c, d) in zip(plain_indices, mixed_indices):
+        assert torch.equal(a, c) and torch.equal(b, d)
+    labels, masks, _ = pad_targets(targets, torch.device("cpu"))
+    costs = {}
+    for enabled in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            costs[enabled] = matcher.cost_matrix(outputs["pred_logits"], outputs["pred_masks"], labels, masks)
+    assert costs[True].dtype == torch.float32 and torch.equal(costs[False], costs[True])
+
+
+def test_bf16_mixed_training_run_lowers_the_loss(synth, tmp_path):
+    config = run_config(synth, 30, precision="bf16-mixed")
+    config.data.augmentation = "none"
+    summary = train(config, tmp_path / "run")
+    losses = [h["loss"] for h in json.loads((tmp_path / "run" / "history.json").read_text()) if "loss" in h]
+    assert len(losses) == 30 and all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-6:]) / 6 < 0.9 * sum(losses[:6]) / 6
+    assert summary["steps"] == 30
