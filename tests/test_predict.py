@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -260,6 +261,27 @@ def test_bf16_semantic_maps_agree_with_fp32():
     bf16 = [r.label_map for r in predictor(images)]
     same = sum(int((a == b).sum()) for a, b in zip(fp32, bf16))
     assert same / sum(a.numel() for a in fp32) >= 0.995
+
+
+@pytest.mark.parametrize("variant", ["swin", "resnet18+6enc"])
+def test_bf16_runs_a_bfloat16_copy_and_leaves_the_model_float32(variant):
+    torch.manual_seed(4)
+    config = tiny_config(num_classes=5, backbone=variant.split("+")[0], queries=8)
+    if variant.endswith("+6enc"):
+        config.pixel_decoder = dataclasses.replace(
+            config.pixel_decoder, type="transformer_encoder", encoder_layers=2, encoder_ffn_dim=64
+        )
+    config.inference.test_shortest_edge = 64
+    predictor = Predictor(MaskFormer(config))
+    image = torch.randint(0, 255, (3, 50, 70), dtype=torch.uint8)
+    fp32 = predictor(image)[0].label_map
+    predictor.precision = "bf16"
+    bf16 = predictor(image)[0].label_map
+    assert predictor._network().pixel_mean.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in predictor.model.parameters())
+    assert bf16.shape == fp32.shape and (bf16 == fp32).float().mean() > 0.5
+    predictor.precision = "fp32"
+    assert torch.equal(predictor(image)[0].label_map, fp32)
 
 
 def test_inputs_are_scaled_to_the_full_range():

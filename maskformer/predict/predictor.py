@@ -4,6 +4,7 @@ augmentation and sliding windows, returning typed results at each input image's 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -94,13 +95,12 @@ class Predictor:
         batch_size: int = 1,
         metadata: MetadataConfig | None = None,
     ):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.device = torch.device(device)
         # Channels-last runs the convolutions 5-10% faster on CPU (benchmarks/RESULTS.md).
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self._bf16_model: MaskFormer | None = None
         self.precision = precision
         self.batch_size = batch_size
         if metadata is not None:
@@ -176,10 +176,32 @@ class Predictor:
             chunk = images[start : start + self.batch_size]
             yield from zip(chunk, self._predict_batch(chunk, task))
 
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision {value!r}: expected one of {', '.join(PRECISIONS)}")
+        self._precision = value
+        self._bf16_model = None
+
+    def _network(self) -> MaskFormer:
+        """The network to run. For bf16, a bfloat16 copy of the model: weights cast once instead of at every
+        layer as autocast does (autocast's casts took a fifth of the CPU forward time; benchmarks/RESULTS.md).
+        Norms and softmax still accumulate in float32 inside PyTorch's bfloat16 kernels. fp16 keeps autocast,
+        whose float32 norms and reductions avoid float16 overflow."""
+        if self.precision != "bf16":
+            return self.model
+        if self._bf16_model is None:
+            self._bf16_model = copy.deepcopy(self.model).to(torch.bfloat16)
+        return self._bf16_model
+
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
+        if self.precision != "fp16":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+        return torch.autocast(self.device.type, dtype=torch.float16)
 
     def _test_size(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
         cfg = self.model.config.inference
@@ -188,9 +210,10 @@ class Predictor:
     @torch.no_grad()
     def _forward(self, images: list[Tensor]) -> tuple[Tensor, Tensor, list[tuple[int, int]], tuple[int, int]]:
         """Float RGB images -> (class logits [B, N, K+1], mask logits [B, N, h, w], sizes, padded size), fp32."""
-        batch, sizes = self.model.preprocess(images)
+        batch, sizes = self.model.preprocess(images)  # normalised in float32
+        network = self._network()
         with self._autocast():
-            out = self.model(batch, with_aux=False)
+            out = network(batch.to(network.pixel_mean.dtype), with_aux=False)
         return out["pred_logits"].float(), out["pred_masks"].float(), sizes, tuple(batch.shape[-2:])
 
     def _predict_batch(self, items: Sequence[LoadedImage], task: str) -> list[Result]:
