@@ -79,6 +79,8 @@ class TransformerConfig:
     dropout: float = 0.1
     # Project the decoder input with a 1x1 conv even when its width already equals hidden_dim.
     enforce_input_proj: bool = False
+    # Mask2Former's masked cross-attention (not in the paper's MaskFormer; no extra parameters).
+    masked_attention: bool = False
     # What the queries attend to (the original's TRANSFORMER_IN_FEATURE): a backbone level "res2".."res5"
     # or "transformer_encoder" (the "+6 Enc" output). None: the encoder output when the pixel decoder has
     # one, else res5, as in the paper.

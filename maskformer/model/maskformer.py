@@ -81,6 +81,7 @@ class MaskFormer(nn.Module):
             dropout=t.dropout,
             mask_dim=config.pixel_decoder.mask_dim,
             enforce_input_proj=t.enforce_input_proj,
+            masked_attention=t.masked_attention,
         )
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(3, 1, 1), persistent=False)

@@ -6,6 +6,8 @@ Parameter names follow DETR / the original MaskFormer (``self_attn.in_proj_weigh
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -30,8 +32,8 @@ class Attention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-        """query [B, Lq, D], key and value [B, Lk, D] -> [B, Lq, D]."""
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
+        """query [B, Lq, D], key and value [B, Lk, D], mask (bool [B, Lq, Lk], True: may attend) -> [B, Lq, D]."""
         b, lq, d = query.shape
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3)
@@ -39,7 +41,8 @@ class Attention(nn.Module):
         q = F.linear(query, w_q, b_q).view(b, lq, h, -1).transpose(1, 2)
         k = F.linear(key, w_k, b_k).view(b, key.shape[1], h, -1).transpose(1, 2)
         v = F.linear(value, w_v, b_v).view(b, value.shape[1], h, -1).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        mask = mask[:, None] if mask is not None else None
+        out = F.scaled_dot_product_attention(q, k, v, mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(b, lq, d))
 
 
@@ -77,11 +80,13 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
-        """tgt, query_pos: [B, N, D]; memory, pos: [B, L, D] -> [B, N, D]."""
+    def forward(
+        self, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor, memory_mask: Tensor | None = None
+    ) -> Tensor:
+        """tgt, query_pos: [B, N, D]; memory, pos: [B, L, D]; memory_mask: bool [B, N, L] or None -> [B, N, D]."""
         q = tgt + query_pos
         tgt = self.norm1(tgt + self.dropout(self.self_attn(q, q, tgt)))
-        attended = self.cross_attn(tgt + query_pos, memory + pos, memory)
+        attended = self.cross_attn(tgt + query_pos, memory + pos, memory, memory_mask)
         tgt = self.norm2(tgt + self.dropout(attended))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout(ffn))
@@ -108,12 +113,24 @@ class TransformerDecoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
         _xavier_init(self)
 
-    def forward(self, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
-        """Returns the normalised output of every layer, [num_layers, B, N, D]."""
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        pos: Tensor,
+        query_pos: Tensor,
+        memory_mask: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """Returns the normalised output of every layer, [num_layers, B, N, D]. ``memory_mask`` (masked
+        attention) maps one layer's normalised output to the next layer's cross-attention mask [B, N, L];
+        the first layer attends everywhere."""
         outputs = []
+        mask = None
         for layer in self.layers:
-            tgt = layer(tgt, memory, pos, query_pos)
+            tgt = layer(tgt, memory, pos, query_pos, mask)
             outputs.append(self.norm(tgt))
+            if memory_mask is not None:
+                mask = memory_mask(outputs[-1])
         return torch.stack(outputs)
 
 
