@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="fail when any weight is missing or unused")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo", help="train and evaluate a small model on generated data (about 9 minutes on 2 cores)")
+    p = sub.add_parser("demo", help="train and evaluate a small model on generated data (about 7 minutes on 2 cores)")
     p.add_argument("--out", default="demo-output")
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--train-images", type=int, default=800)
