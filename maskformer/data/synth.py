@@ -3,8 +3,7 @@
 Things are defined by shape alone (circle, square, triangle; each object a random colour, size and
 rotation; objects overlap, each keeping at least 60% of its area in view); stuff classes by texture alone
 (stripes, checkerboard, dot grid; random colours, orientations and scales), laid out as two or three
-background regions. The same seed gives
-the same files byte for byte.
+background regions. The same seed gives the same files byte for byte.
 
 Layout written under ``out``::
 
@@ -140,10 +139,7 @@ def render(
             panoptic[visible] = next_id
             segments.append({"id": next_id, "category_id": int(kind) + 1, "iscrowd": 0})
             next_id += 1
-    for i, (kind, mask) in enumerate(objects):
-        visible = mask.copy()
-        for _, later in objects[i + 1 :]:
-            visible &= ~later
+    for (kind, _), visible in zip(objects, visible_parts):
         if visible.sum() >= MIN_VISIBLE:
             panoptic[visible] = next_id
             segments.append({"id": next_id, "category_id": kind + 1, "iscrowd": 0})
