@@ -14,6 +14,8 @@ ALLOWED_TOP_LEVEL = {
     "collections",
     "copy",
     "dataclasses",
+    "types",
+    "functools",
     "io",
     "itertools",
     "json",

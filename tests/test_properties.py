@@ -17,7 +17,8 @@ from tests.test_matcher_criterion import naive_cost
 from tests.test_transforms import colour_index
 
 K = 4
-FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: CI sees the same examples on every run.
+FAST = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
