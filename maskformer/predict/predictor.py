@@ -189,7 +189,7 @@ class Predictor:
 
     def _network(self) -> MaskFormer:
         """The network to run. For bf16, a bfloat16 copy of the model: weights cast once instead of at every
-        layer as autocast does (autocast's casts took a fifth of the CPU forward time; benchmarks/RESULTS.md).
+        layer as autocast does (copies, mostly autocast's casts, took a fifth of a profiled CPU forward).
         Norms and softmax still accumulate in float32 inside PyTorch's bfloat16 kernels. fp16 keeps autocast,
         whose float32 norms and reductions avoid float16 overflow."""
         if self.precision != "bf16":
