@@ -21,7 +21,7 @@ from ..model.config import MetadataConfig
 from .inputs import ImageInput, LoadedImage, load_inputs
 from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult, class_name
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", "bf16", "fp16")
 TASKS = ("semantic", "panoptic", "instance")
 # Largest [N, H, W] float tensor post-processing builds at full output size (256 MiB); larger outputs are
 # post-processed at a reduced size and upsampled (semantic: exactly, in row blocks).
