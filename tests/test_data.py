@@ -13,7 +13,7 @@ from PIL import Image
 from maskformer.data import datasets as D
 from maskformer.data.io import id_to_rgb, read_image
 from maskformer.data.metadata import builtin_metadata, load_class_file
-from maskformer.data.synth import write_dataset
+from maskformer.data.synth import THINGS, render, write_dataset
 
 
 def save(path, array):
@@ -147,6 +147,15 @@ def test_synthetic_dataset_is_deterministic_and_consistent(tmp_path):
         derived = D.semantic_label(p)
         known = derived != 255
         assert torch.equal(derived[known], s["label"][known]) and known.float().mean() > 0.95
+
+
+def test_synthetic_things_lie_wholly_inside_the_image():
+    # A shape cut by the border no longer shows its class (a circle becomes a D), so none may touch it.
+    for index in range(30):
+        _, semantic, _, segments = render(np.random.default_rng([7, index]))
+        border = np.concatenate([semantic[0], semantic[-1], semantic[:, 0], semantic[:, -1]])
+        assert not np.isin(border, THINGS).any()
+        assert any(s["category_id"] - 1 in THINGS for s in segments)
 
 
 def test_read_image_modes(tmp_path):

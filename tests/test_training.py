@@ -56,7 +56,8 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(synth, tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     losses = [h["loss"] for h in history if "loss" in h]
     assert len(losses) == 40
-    assert sum(losses[-8:]) / 8 < 0.85 * sum(losses[:8]) / 8
+    # Measured on this data: 0.85 of the start after 40 steps at lr 3e-4, 1.007 at lr 0 (no learning).
+    assert sum(losses[-8:]) / 8 < 0.9 * sum(losses[:8]) / 8
     assert summary["steps"] == 40 and "mIoU" in summary["metrics"] and "PQ" in summary["metrics"]
     run = tmp_path / "run"
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "model/model.safetensors", "checkpoints/last.ckpt"):
