@@ -36,8 +36,9 @@ THINGS = [i for i, c in enumerate(CLASSES) if c["isthing"]]
 STUFF = [i for i, c in enumerate(CLASSES) if not c["isthing"]]
 MIN_VISIBLE = 12  # pixels an occluded object must keep to stay annotated
 # Objects overlap, but none loses more than this share of its area to later ones: a shape hidden beyond
-# that no longer shows what class it is, and its label would only be noise. (A ResNet-18 classifier
-# trained from scratch on object crops reached 0.85 validation accuracy at 0.4 and 0.93 at 0.2.)
+# that no longer shows what class it is, and its label would only be noise. (A ResNet-18 trained from
+# scratch for 500 steps on 64 x 64 crops of the 800 training images' objects reached 0.85 validation
+# accuracy at 0.4 and 0.93 at 0.2.)
 MAX_OCCLUDED = 0.2
 # Distance from centre to the farthest point of each shape, in units of its size parameter.
 CIRCUMRADIUS = {"circle": 1.0, "square": 0.85 * 2**0.5, "triangle": 1.2}
@@ -77,8 +78,8 @@ def _shape_mask(kind: int, y: np.ndarray, x: np.ndarray, rng: np.random.Generato
     name = CLASSES[kind]["name"]
     size = rng.uniform(0.12, 0.35) * min(h, w)
     # The whole shape lies inside the image: the border would cut a circle into a D and a triangle into a
-    # quadrilateral, whose labels are noise (the same crop classifier: 0.60 validation accuracy with
-    # centres only size / 2 from the border, 0.85 with whole shapes).
+    # quadrilateral, whose labels are noise (the crop classifier above: 0.60 validation accuracy with
+    # centres only size / 2 from the border, 0.85 with whole shapes, both at MAX_OCCLUDED 0.4).
     reach = CIRCUMRADIUS[name] * size
     cy, cx = rng.uniform(reach, h - 1 - reach), rng.uniform(reach, w - 1 - reach)  # pixel centres: 0..h-1
     dy, dx = y - cy, x - cx
