@@ -117,3 +117,16 @@ def test_two_process_cpu_ddp_keeps_ranks_identical(synth, tmp_path):
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert summary["ddp_weights_in_sync"] is True
+
+
+def test_batches_stay_where_the_loader_made_them(synth):
+    """The steps place tensors themselves; Lightning's default transfer moved validation's ground truth to the
+    GPU, where indexing the CPU prediction with it failed."""
+    import torch
+
+    from maskformer.training.module import MaskFormerModule
+
+    module = MaskFormerModule(run_config(synth, 1))
+    batch = [{"image": torch.zeros(3, 8, 8), "semantic": torch.zeros(8, 8, dtype=torch.long)}]
+    moved = module.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert moved is batch and batch[0]["semantic"].device.type == "cpu"

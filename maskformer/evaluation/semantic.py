@@ -23,12 +23,13 @@ class SemanticEvaluator:
         self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
 
     def update(self, prediction: Tensor, target: Tensor) -> None:
-        """prediction, target: [H, W] class indices (target may hold ignore_value)."""
+        """prediction, target: [H, W] class indices (target may hold ignore_value), on any devices."""
         if prediction.shape != target.shape:
             raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} sizes differ")
+        prediction, target = prediction.cpu(), target.cpu()
         keep = target != self.ignore_value
-        gt = target[keep].to(torch.int64).cpu()
-        pred = prediction[keep].to(torch.int64).cpu()
+        gt = target[keep].to(torch.int64)
+        pred = prediction[keep].to(torch.int64)
         if gt.numel() and (int(gt.max()) >= self.num_classes or int(gt.min()) < 0):
             raise ValueError(f"target holds values outside 0..{self.num_classes - 1} and ignore")
         k = self.num_classes
