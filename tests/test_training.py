@@ -124,9 +124,9 @@ def test_batches_stay_where_the_loader_made_them(synth):
     GPU, where indexing the CPU prediction with it failed."""
     import torch
 
-    from maskformer.training.module import MaskFormerModule
+    from maskformer.training.datamodule import MaskFormerDataModule
 
-    module = MaskFormerModule(run_config(synth, 1))
+    data = MaskFormerDataModule(run_config(synth, 1))
     batch = [{"image": torch.zeros(3, 8, 8), "semantic": torch.zeros(8, 8, dtype=torch.long)}]
-    moved = module.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    moved = data.transfer_batch_to_device(batch, torch.device("meta"), 0)
     assert moved is batch and batch[0]["semantic"].device.type == "cpu"

@@ -159,6 +159,13 @@ class MaskFormerDataModule(L.LightningDataModule):
             pin_memory=False,
         )
 
+    def transfer_batch_to_device(self, batch: list[dict], device: torch.device, dataloader_idx: int) -> list[dict]:
+        """Leave batches on the CPU: the module's steps move what the model needs (images through
+        ``preprocess``, training targets through ``pad_target``), and validation's ground truth stays where
+        the evaluators count. (Lightning's default moved it to the GPU, where indexing a CPU prediction with
+        it failed.)"""
+        return batch
+
     def val_dataloader(self) -> DataLoader:
         cfg, inf = self.config.data, self.config.model.inference
         trainer = self.trainer

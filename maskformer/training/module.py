@@ -53,13 +53,6 @@ class MaskFormerModule(L.LightningModule):
         seed = self.config.train.seed * 1_000_003 + self.global_step * 4099 + self.global_rank
         torch.manual_seed(seed % (2**63))
 
-    def transfer_batch_to_device(self, batch: list[dict], device: torch.device, dataloader_idx: int) -> list[dict]:
-        """Leave the batch where the loader made it: the steps move what the model needs (images through
-        ``preprocess``, training targets through ``pad_target``), and validation's ground truth stays on the
-        CPU, where the evaluators count. (Lightning's default moved it to the GPU, and indexing a CPU
-        prediction with it failed.)"""
-        return batch
-
     def training_step(self, batch: list[dict], batch_idx: int) -> Tensor | None:
         train = self.config.train
         expected = max(1, train.batch_size // self.trainer.world_size)
