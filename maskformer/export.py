@@ -1,17 +1,21 @@
 """Exporting the MaskFormer forward pass to ONNX and to a ``torch.export`` program.
 
-The exported graph takes RGB images with values 0-255, float32 [B, 3, H, W], normalises them with the
-model's statistics and returns ``pred_logits`` [B, N, K+1] and ``pred_masks`` [B, N, H/4, W/4] (mask
-logits). Batch, height and width are dynamic; H and W must be multiples of 32, as ``MaskFormer.preprocess``
-pads them (post-processing stays in Python: see :mod:`maskformer.model.inference`).
+The exported graph takes RGB images with values 0-255, float32 [B, 3, H, W] of any batch, height and width,
+normalises them with the model's statistics, pads bottom and right to multiples of 32 as
+``MaskFormer.preprocess`` does (zeros after normalising, i.e. the pixel mean) and returns ``pred_logits``
+[B, N, K+1] and ``pred_masks`` [B, N, ceil(H/32)*8, ceil(W/32)*8] (mask logits of the padded image).
+Post-processing stays in Python: :func:`maskformer.model.inference.postprocess` with the padded size.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .model import MaskFormer
@@ -21,31 +25,34 @@ OUTPUT_NAMES = ["pred_logits", "pred_masks"]
 
 
 class ExportableMaskFormer(nn.Module):
-    """Normalisation + forward without auxiliary outputs, returning a plain tuple."""
+    """Normalisation, padding to the size divisibility and the forward without auxiliary outputs, returning
+    a plain tuple."""
 
     def __init__(self, model: MaskFormer):
         super().__init__()
         self.model = model.eval()
+        self.divisor = max(1, model.config.inference.size_divisibility)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """images RGB 0-255 [B, 3, H, W] -> (pred_logits [B, N, K+1], pred_masks [B, N, H/4, W/4])."""
-        out = self.model(self.model.normalize(images), with_aux=False)
+        """images RGB 0-255 [B, 3, H, W] -> (pred_logits [B, N, K+1], pred_masks [B, N, H'/4, W'/4]) with H', W'
+        the padded size."""
+        x = self.model.normalize(images)
+        h, w = x.shape[-2:]
+        d = self.divisor
+        x = F.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d))
+        out = self.model(x, with_aux=False)
         return out["pred_logits"], out["pred_masks"]
 
 
 def _dynamic_shapes(max_side: int) -> dict:
-    # H and W are 32 x an integer, which lets the exporter prove every stride-2 stage divides evenly.
     batch = torch.export.Dim("batch", min=1, max=1024)
-    h32 = torch.export.Dim("h32", min=1, max=max_side // 32)
-    w32 = torch.export.Dim("w32", min=1, max=max_side // 32)
-    return {"images": {0: batch, 2: 32 * h32, 3: 32 * w32}}
+    height = torch.export.Dim("height", min=1, max=max_side)
+    width = torch.export.Dim("width", min=1, max=max_side)
+    return {"images": {0: batch, 2: height, 3: width}}
 
 
 def _example(model: MaskFormer, size: tuple[int, int]) -> Tensor:
-    h, w = size
-    if h % 32 or w % 32:
-        raise ValueError(f"example size {size}: height and width must be multiples of 32")
-    return torch.rand(2, 3, h, w, device=model.pixel_mean.device) * 255
+    return torch.rand(2, 3, *size, device=model.pixel_mean.device) * 255
 
 
 def export_program(
@@ -86,7 +93,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ExportableMaskFormer(model)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _quiet("onnxscript", "onnx_ir"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             wrapper,
@@ -97,6 +104,20 @@ def export_onnx(
             output_names=OUTPUT_NAMES,
             opset_version=opset,
             external_data=False,
+            verbose=False,
         )
     program.save(str(path))
     return path
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str):
+    """Silence the ONNX optimiser's per-node notes ("Skipping constant folding ...") for one export."""
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)

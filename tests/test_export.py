@@ -1,4 +1,5 @@
-"""ONNX (under onnxruntime) and torch.export programs agree with eager PyTorch at several input sizes."""
+"""ONNX (under onnxruntime) and torch.export programs agree with eager PyTorch at several input sizes, and the
+README's onnxruntime example gives what ``model.predict`` gives."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from maskformer.cli.main import main
 from maskformer.model import MaskFormer
 from tests.conftest import tiny_config
 
-SIZES = [(1, 64, 96), (2, 160, 128), (3, 224, 64)]
+# Sizes that are not multiples of 32: the graph pads as MaskFormer.preprocess does.
+SIZES = [(1, 70, 97), (2, 160, 128), (3, 224, 50)]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +22,8 @@ def model():
 
 def _eager(model, images):
     with torch.no_grad():
-        out = model(model.normalize(images), with_aux=False)
+        batch, _ = model.preprocess(list(images))
+        out = model(batch, with_aux=False)
     return out["pred_logits"], out["pred_masks"]
 
 
@@ -55,9 +58,26 @@ def test_torch_export_matches_pytorch_at_several_sizes(model, tmp_path):
         assert (masks - ref_masks).abs().max() <= 1e-4
 
 
-def test_export_rejects_sizes_that_are_not_multiples_of_32(model, tmp_path):
-    folder = model.save_pretrained(tmp_path / "m")
-    assert main(["export", "--model", str(folder), "--out", str(tmp_path / "x.onnx"), "--height", "100"]) == 2
+def test_readme_onnxruntime_example_equals_model_predict(model, tmp_path, monkeypatch):
+    """The README's example, run as written on files of the names it uses, gives model.predict's labels."""
+    pytest.importorskip("onnxruntime")
+    import re
+    from pathlib import Path
+
+    from PIL import Image
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- onnx-example -->\s*```python\n(.*?)```", readme, re.S)
+    assert code, "README.md has no onnxruntime example"
+    monkeypatch.chdir(tmp_path)
+    model.save_pretrained("my-model")
+    assert main(["export", "--model", "my-model", "--out", "model.onnx"]) == 0
+    pixels = torch.randint(0, 256, (83, 121, 3), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    Image.fromarray(pixels.numpy()).save("photo.png")
+    namespace: dict = {}
+    exec(compile(code[1], "README.md", "exec"), namespace)
+    (expected,) = model.predict([pixels.permute(2, 0, 1)], task="semantic")
+    assert torch.equal(namespace["labels"], expected)
 
 
 @pytest.mark.slow

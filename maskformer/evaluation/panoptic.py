@@ -161,7 +161,12 @@ def pq_from_files(
     gt_folder: str | Path | None = None,
     pred_folder: str | Path | None = None,
 ) -> dict:
-    """Score COCO-panoptic prediction files against ground truth (panopticapi's pq_compute)."""
+    """Score COCO-panoptic prediction files against ground truth (panopticapi's pq_compute).
+
+    Predictions are matched to ground-truth images by ``image_id``, as panopticapi does, when every
+    prediction's id is a ground-truth id; otherwise by PNG file name (``maskformer predict`` without
+    ``--gt-json`` names each prediction by its image's file name and knows no dataset ids).
+    """
     gt_json, pred_json = Path(gt_json), Path(pred_json)
     gt_folder = Path(gt_folder) if gt_folder else gt_json.with_suffix("")
     pred_folder = Path(pred_folder) if pred_folder else pred_json.with_suffix("")
@@ -169,12 +174,16 @@ def pq_from_files(
     pred = json.loads(pred_json.read_text())
     categories = {c["id"]: c for c in gt["categories"]}
     evaluator = PanopticEvaluator(categories)
-    pred_by_image = {a["image_id"]: a for a in pred["annotations"]}
+    gt_ids = {a["image_id"] for a in gt["annotations"]}
+    by_id = all(a["image_id"] in gt_ids for a in pred["annotations"])
+    key = "image_id" if by_id else "file_name"
+    pred_by_image = {a[key]: a for a in pred["annotations"]}
     for gt_ann in gt["annotations"]:
-        image_id = gt_ann["image_id"]
-        if image_id not in pred_by_image:
-            raise KeyError(f"{pred_json}: no prediction for image {image_id}")
-        pred_ann = pred_by_image[image_id]
+        if gt_ann[key] not in pred_by_image:
+            raise KeyError(
+                f"{pred_json}: no prediction for image {gt_ann['image_id']} ({gt_ann['file_name']}; matching by {key})"
+            )
+        pred_ann = pred_by_image[gt_ann[key]]
         evaluator.update(
             _rgb_ids(gt_folder / gt_ann["file_name"]),
             gt_ann["segments_info"],

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -22,6 +22,12 @@ C = TypeVar("C", bound="YamlConfig")
 
 ADE_MEAN = (123.675, 116.28, 103.53)
 ADE_STD = (58.395, 57.12, 57.375)
+
+# Allowed ranges of numeric fields, (lowest, highest) with None open; checked on every config read.
+Bounds = dict[str, tuple[float | None, float | None]]
+AT_LEAST_1 = (1, None)
+NON_NEGATIVE = (0, None)
+FRACTION = (0, 1)
 
 
 @dataclass
@@ -32,6 +38,11 @@ class BackboneConfig:
     per output stage); ``name`` then names the timm model whose ImageNet weights ``pretrained`` loads.
     ``type="timm"`` wraps any timm model through its multi-scale feature API.
     """
+
+    BOUNDS: ClassVar[Bounds] = {
+        "drop_path_rate": FRACTION, "embed_dim": AT_LEAST_1, "depths": AT_LEAST_1, "num_heads": AT_LEAST_1,
+        "window_size": AT_LEAST_1, "patch_size": AT_LEAST_1, "mlp_ratio": NON_NEGATIVE,
+    }  # fmt: skip
 
     type: Literal["timm", "swin"] = "timm"
     name: str = "resnet50"
@@ -57,6 +68,11 @@ class BackboneConfig:
 class PixelDecoderConfig:
     """FPN pixel decoder; ``type="transformer_encoder"`` adds the "+6 Enc" DETR encoder on res5."""
 
+    BOUNDS: ClassVar[Bounds] = {
+        "conv_dim": AT_LEAST_1, "mask_dim": AT_LEAST_1, "num_groups": AT_LEAST_1, "encoder_layers": NON_NEGATIVE,
+        "encoder_heads": AT_LEAST_1, "encoder_ffn_dim": AT_LEAST_1, "encoder_dropout": FRACTION,
+    }  # fmt: skip
+
     type: Literal["fpn", "transformer_encoder"] = "fpn"
     conv_dim: int = 256
     mask_dim: int = 256
@@ -70,6 +86,11 @@ class PixelDecoderConfig:
 @dataclass
 class TransformerConfig:
     """DETR transformer decoder of the transformer module."""
+
+    BOUNDS: ClassVar[Bounds] = {
+        "hidden_dim": AT_LEAST_1, "num_queries": AT_LEAST_1, "num_heads": AT_LEAST_1, "ffn_dim": AT_LEAST_1,
+        "num_layers": AT_LEAST_1, "dropout": FRACTION,
+    }  # fmt: skip
 
     hidden_dim: int = 256
     num_queries: int = 100
@@ -90,6 +111,13 @@ class TransformerConfig:
 @dataclass
 class LossConfig:
     """Matching costs and loss weights (paper section 3.2 / 4.1)."""
+
+    BOUNDS: ClassVar[Bounds] = {
+        **dict.fromkeys(["class_weight", "mask_weight", "dice_weight", "cost_class", "cost_mask", "cost_dice"],
+                        NON_NEGATIVE),
+        "no_object_weight": NON_NEGATIVE, "focal_alpha": FRACTION, "focal_gamma": NON_NEGATIVE,
+        "num_points": NON_NEGATIVE, "oversample_ratio": AT_LEAST_1, "importance_sample_ratio": FRACTION,
+    }  # fmt: skip
 
     class_weight: float = 1.0
     mask_weight: float = 20.0
@@ -113,6 +141,11 @@ class LossConfig:
 @dataclass
 class InferenceConfig:
     """Post-processing thresholds and test-time resizing."""
+
+    BOUNDS: ClassVar[Bounds] = {
+        "object_mask_threshold": FRACTION, "overlap_threshold": FRACTION, "instance_topk": AT_LEAST_1,
+        "size_divisibility": AT_LEAST_1, "test_shortest_edge": AT_LEAST_1, "test_max_size": AT_LEAST_1,
+    }  # fmt: skip
 
     object_mask_threshold: float = 0.8
     overlap_threshold: float = 0.8
@@ -179,6 +212,8 @@ class YamlConfig:
 class MaskFormerConfig(YamlConfig):
     """A whole MaskFormer model."""
 
+    BOUNDS: ClassVar[Bounds] = {"num_classes": AT_LEAST_1}
+
     num_classes: int = 150
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
@@ -236,12 +271,49 @@ def config_from_dict(cls: type[T], data: dict[str, Any], path: str) -> T:
         if dataclasses.is_dataclass(default):
             kwargs[name] = config_from_dict(type(default), value, f"{path}.{name}")
         elif isinstance(default, tuple):
-            kwargs[name] = tuple(value)
+            kwargs[name] = _sequence(value, hints[name], f"{path}.{name}")
         elif name == "colors":
             kwargs[name] = [tuple(c) for c in value]
         else:
             kwargs[name] = _scalar(value, hints[name], f"{path}.{name}")
+        _check_bounds(kwargs[name], getattr(cls, "BOUNDS", {}).get(name), f"{path}.{name}")
     return cls(**kwargs)
+
+
+def _check_bounds(value: Any, bounds: tuple[float | None, float | None] | None, path: str) -> None:
+    """Numbers (or each number of a tuple) within ``bounds`` = (lowest, highest), None meaning open."""
+    if bounds is None or value is None:
+        return
+    low, high = bounds
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if low is not None and v < low:
+            raise ValueError(f"{path}: must be at least {low}, got {_show(value)}")
+        if high is not None and v > high:
+            raise ValueError(f"{path}: must be at most {high}, got {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
+
+
+def _sequence(value: Any, hint: Any, path: str) -> tuple:
+    """A list for a tuple field: ``tuple[int, int]`` needs exactly two integers, ``tuple[int, ...]`` any
+    number of them."""
+    args = get_args(hint)
+    variable = len(args) == 2 and args[1] is Ellipsis
+    kind = args[0] if args else Any
+    names = {int: "integers", float: "numbers", str: "strings"}
+    what = names.get(kind, "values")
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        count = "a list of" if variable else f"a list of {len(args)}"
+        raise ValueError(f"{path}: expected {count} {what}, got {value!r}")
+    if not variable and args and len(value) != len(args):
+        raise ValueError(f"{path}: expected a list of {len(args)} {what}, got {list(value)!r}")
+    if kind is Any:
+        return tuple(value)
+    return tuple(_scalar(v, kind, f"{path}[{i}]") for i, v in enumerate(value))
 
 
 def _scalar(value: Any, hint: Any, path: str) -> Any:
@@ -276,6 +348,14 @@ def _scalar(value: Any, hint: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise ValueError(f"{path}: expected a string, got {value!r}")
     elif get_origin(kind) is Literal and value not in get_args(kind):
-        choices = ", ".join(repr(c) for c in get_args(kind))
-        raise ValueError(f"{path}: expected one of {choices}, got {value!r}")
+        choices = get_args(kind)
+        # YAML 1.1 reads off/on/yes/no as booleans; a choice spelled that way is what was meant.
+        if isinstance(value, bool):
+            spelled = [c for c in choices if isinstance(c, str) and c.lower() in _YAML_BOOLS[value]]
+            if len(spelled) == 1:
+                return spelled[0]
+        raise ValueError(f"{path}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
     return value
+
+
+_YAML_BOOLS = {True: {"on", "yes", "y", "true"}, False: {"off", "no", "n", "false"}}

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import InferenceConfig
+
 Size = tuple[int, int]
 
 
@@ -33,6 +35,23 @@ class InstanceResult:
     masks: Tensor
     labels: Tensor
     scores: Tensor
+
+
+def resized_size(height: int, width: int, shortest_edge: int, max_size: int) -> tuple[int, int]:
+    """detectron2's ResizeShortestEdge: scale the short side to ``shortest_edge`` unless the long side then
+    exceeds ``max_size``."""
+    scale = shortest_edge / min(height, width)
+    if max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """RGB [3, h, w] (uint8 or float) -> float [3, *size], bilinear with antialiasing when shrinking."""
+    image = image.float()
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
 
 
 def pad_batch(images: Sequence[Tensor], size_divisibility: int = 32, value: float = 0.0) -> tuple[Tensor, list[Size]]:
@@ -187,3 +206,40 @@ def instance_inference(
         order = final.argsort(descending=True)
         results.append(InstanceResult(binary[order], labels[order], final[order]))
     return results
+
+
+def postprocess(
+    task: str,
+    pred_logits: Tensor,
+    pred_masks: Tensor,
+    image_sizes: Sequence[Size],
+    padded_size: Size,
+    output_sizes: Sequence[Size],
+    config: InferenceConfig,
+    thing_classes: Sequence[int] | None = None,
+) -> list[Tensor] | list[PanopticResult] | list[InstanceResult]:
+    """The one entry from model outputs to results for ``task`` (semantic, panoptic or instance), used by
+    ``MaskFormer.predict``, validation, evaluation and the Predictor so that they cannot disagree.
+
+    ``thing_classes`` decide panoptic stuff merging (None: unknown, every class is a thing) and restrict
+    instance results to things (None or empty: every class).
+    """
+    if task == "semantic":
+        return semantic_inference(pred_logits, pred_masks, image_sizes, padded_size, output_sizes)
+    if task == "panoptic":
+        return panoptic_inference(
+            pred_logits,
+            pred_masks,
+            image_sizes,
+            padded_size,
+            output_sizes,
+            thing_classes=thing_classes,
+            object_mask_threshold=config.object_mask_threshold,
+            overlap_threshold=config.overlap_threshold,
+        )
+    if task == "instance":
+        return instance_inference(
+            pred_logits, pred_masks, image_sizes, padded_size, output_sizes, topk=config.instance_topk,
+            thing_classes=thing_classes or None,
+        )  # fmt: skip
+    raise ValueError(f"unknown task {task!r} (expected semantic, panoptic or instance)")

@@ -139,32 +139,32 @@ class MaskFormer(nn.Module):
     ) -> list[Any]:
         """Segment RGB 0-255 images [3, h_i, w_i] of any sizes.
 
+        Each image is first resized as the config's ``inference`` says (shortest edge
+        ``test_shortest_edge``, longer edge at most ``test_max_size``), as evaluation and the Predictor do.
         ``task`` is "semantic" (label maps [h, w]), "panoptic" (:class:`inference.PanopticResult`) or
         "instance" (:class:`inference.InstanceResult`). Results are at ``output_sizes`` (default: the input
         sizes).
         """
-        batch, sizes = self.preprocess(images)
-        outputs = self(batch, with_aux=False)
         cfg = self.config.inference
-        output_sizes = output_sizes or sizes
-        padded = tuple(batch.shape[-2:])
-        logits, masks = outputs["pred_logits"], outputs["pred_masks"]
-        if task == "semantic":
-            return inference.semantic_inference(logits, masks, sizes, padded, output_sizes)
-        if task == "panoptic":
-            return inference.panoptic_inference(
-                logits,
-                masks,
-                sizes,
-                padded,
-                output_sizes,
-                thing_classes=self.config.metadata.thing_classes,
-                object_mask_threshold=cfg.object_mask_threshold,
-                overlap_threshold=cfg.overlap_threshold,
+        originals = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        resized = [
+            inference.resize_image(
+                img.to(self.pixel_mean.device), inference.resized_size(h, w, cfg.test_shortest_edge, cfg.test_max_size)
             )
-        if task == "instance":
-            return inference.instance_inference(logits, masks, sizes, padded, output_sizes, topk=cfg.instance_topk)
-        raise ValueError(f"unknown task {task!r} (expected semantic, panoptic or instance)")
+            for img, (h, w) in zip(images, originals)
+        ]
+        batch, sizes = self.preprocess(resized)
+        outputs = self(batch, with_aux=False)
+        return inference.postprocess(
+            task,
+            outputs["pred_logits"],
+            outputs["pred_masks"],
+            sizes,
+            tuple(batch.shape[-2:]),
+            output_sizes or originals,
+            cfg,
+            self.config.metadata.thing_classes,
+        )
 
     @classmethod
     def from_pretrained(

@@ -18,6 +18,7 @@ from ..data.metadata import default_colors
 from ..model import MaskFormer
 from ..model import inference as post
 from ..model.config import MetadataConfig
+from ..model.inference import resize_image, resized_size
 from .inputs import ImageInput, LoadedImage, load_inputs
 from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult, class_name
 
@@ -26,23 +27,6 @@ TASKS = ("semantic", "panoptic", "instance")
 # Largest [N, H, W] float tensor post-processing builds at full output size (256 MiB); larger outputs are
 # post-processed at a reduced size and upsampled (semantic: exactly, in row blocks).
 MAX_POSTPROCESS_ELEMENTS = 1 << 26
-
-
-def resized_size(height: int, width: int, shortest_edge: int, max_size: int) -> tuple[int, int]:
-    """detectron2's ResizeShortestEdge: scale the short side to ``shortest_edge`` unless the long side then
-    exceeds ``max_size``."""
-    scale = shortest_edge / min(height, width)
-    if max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
-
-
-def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """RGB [3, h, w] (uint8 or float) -> float [3, *size], bilinear with antialiasing when shrinking."""
-    image = image.float()
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
 
 
 def resize_argmax(probs: Tensor, size: tuple[int, int], max_elements: int = MAX_POSTPROCESS_ELEMENTS) -> Tensor:
@@ -239,17 +223,8 @@ class Predictor:
         if n * out_size[0] * out_size[1] > MAX_POSTPROCESS_ELEMENTS:
             f = math.sqrt(MAX_POSTPROCESS_ELEMENTS / (n * out_size[0] * out_size[1]))
             work = (max(1, int(out_size[0] * f)), max(1, int(out_size[1] * f)))
+        (res,) = post.postprocess(task, logits, masks, sizes, padded, [work], cfg, meta.thing_classes)
         if task == "panoptic":
-            (res,) = post.panoptic_inference(
-                logits,
-                masks,
-                sizes,
-                padded,
-                [work],
-                thing_classes=meta.thing_classes,
-                object_mask_threshold=cfg.object_mask_threshold,
-                overlap_threshold=cfg.overlap_threshold,
-            )
             seg = res.segmentation
             if work != out_size:
                 seg = F.interpolate(seg[None, None].float(), size=out_size, mode="nearest")[0, 0].to(torch.int32)
@@ -260,9 +235,6 @@ class Predictor:
                 for c in [s["category_id"]]
             ]
             return PanopticResult(item.name, out_size, meta, seg.cpu(), segments, path=item.path)
-        (res,) = post.instance_inference(
-            logits, masks, sizes, padded, [work], topk=cfg.instance_topk, thing_classes=meta.thing_classes or None
-        )
         binary = res.masks
         if work != out_size:
             binary = (

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ..model.config import MetadataConfig
 from ..visualize import draw_segmentation
+from .inputs import ImageInput, load_inputs
 
 
 @dataclass
@@ -48,6 +49,22 @@ class _Result:
     def class_name(self, class_id: int) -> str:
         return class_name(self.metadata, class_id)
 
+    def _image(self, image: ImageInput | None) -> Tensor:
+        """What the predictor accepts (a path, PIL image, array or tensor of any channel layout), or None
+        for the file the result came from -> RGB uint8 [3, H, W] of the result's size."""
+        if image is None:
+            if self.path is None:
+                raise ValueError(f"{self.name}: the result came from no file; pass the image to draw on")
+            image = self.path
+        loaded = load_inputs(image)
+        if len(loaded) != 1:
+            raise ValueError(f"draw takes one image, got {len(loaded)}")
+        found = tuple(loaded[0].image.shape[-2:])
+        if found != tuple(self.image_size):
+            raise ValueError(f"{self.name}: the image is {found[0]}x{found[1]}, the result {self.image_size[0]}x"
+                             f"{self.image_size[1]}; draw on the image the result came from")  # fmt: skip
+        return loaded[0].image
+
 
 @dataclass
 class SemanticResult(_Result):
@@ -62,10 +79,13 @@ class SemanticResult(_Result):
         meta = self.metadata
         return [Segment(c + 1, c, class_name(meta, c), 1.0, n, is_thing(meta, c)) for c, n in enumerate(counts) if n]
 
-    def draw(self, image: Tensor | np.ndarray, alpha: float = 0.5) -> Image.Image:
-        """Overlay on ``image`` (RGB [3, H, W] or [H, W, 3]) with class names and a legend."""
+    def draw(self, image: ImageInput | None = None, alpha: float = 0.5) -> Image.Image:
+        """Overlay with class names and a legend on ``image``: anything the predictor accepts (path, PIL
+        image, array or tensor, grayscale and RGBA included); None draws on the file the result came from."""
         labels = self.label_map.cpu().numpy()
-        return draw_segmentation(image, labels, labels, {s.class_id: s for s in self.segments}, self.metadata, alpha)
+        return draw_segmentation(
+            self._image(image), labels, labels, {s.class_id: s for s in self.segments}, self.metadata, alpha
+        )
 
 
 @dataclass
@@ -82,10 +102,11 @@ class PanopticResult(_Result):
             lut[s.id] = s.class_id
         return lut[self.segmentation.cpu().numpy().astype(np.int64)]
 
-    def draw(self, image: Tensor | np.ndarray, alpha: float = 0.5) -> Image.Image:
+    def draw(self, image: ImageInput | None = None, alpha: float = 0.5) -> Image.Image:
+        """As :meth:`SemanticResult.draw`, with segment outlines and scores."""
         segs = self.segmentation.cpu().numpy()
         return draw_segmentation(
-            image, self.class_map(), segs, {s.id: s for s in self.segments_info}, self.metadata, alpha
+            self._image(image), self.class_map(), segs, {s.id: s for s in self.segments_info}, self.metadata, alpha
         )
 
 
@@ -105,8 +126,9 @@ class InstanceResult(_Result):
             for i, (c, s, a) in enumerate(zip(self.class_ids.tolist(), self.scores.tolist(), areas))
         ]
 
-    def draw(self, image: Tensor | np.ndarray, alpha: float = 0.5, score_threshold: float = 0.5) -> Image.Image:
-        """Instances scoring at least ``score_threshold``, higher scores drawn on top."""
+    def draw(self, image: ImageInput | None = None, alpha: float = 0.5, score_threshold: float = 0.5) -> Image.Image:
+        """As :meth:`SemanticResult.draw`: instances scoring at least ``score_threshold``, higher scores on top."""
+        image = self._image(image)
         h, w = self.image_size
         ids = np.zeros((h, w), dtype=np.int64)
         classes = np.full((h, w), -1, dtype=np.int64)

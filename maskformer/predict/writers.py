@@ -100,18 +100,59 @@ def instance_records(result: InstanceResult, image_id: int | str) -> list[dict]:
     return records
 
 
+# What each task can write.
+TASK_OUTPUTS = {
+    "semantic": ("label", "overlay"),
+    "panoptic": ("panoptic", "overlay"),
+    "instance": ("instances", "overlay"),
+}
+
+
+def coco_image_ids(json_file: str | Path) -> dict[str, int]:
+    """File stem -> image id from a COCO-format JSON's ``images`` list (panoptic or instances ground truth)."""
+    path = Path(json_file)
+    try:
+        images = json.loads(path.read_text())["images"]
+        return {Path(im["file_name"]).stem: im["id"] for im in images}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: ground-truth JSON not found") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a COCO JSON with an images list ({err})") from None
+
+
 class PredictionWriter:
     """Writes results under ``out``: ``labels/NAME.png``, ``panoptic/NAME.png`` + ``panoptic.json``,
     ``instances.json`` (+ ``images.json``, the COCO image list it refers to) and ``overlays/NAME.png``,
-    as ``kinds`` selects. JSON files are written by :meth:`close`."""
+    as ``kinds`` selects (:data:`TASK_OUTPUTS` lists what fits each task). JSON files are written by
+    :meth:`close`.
 
-    def __init__(self, out: str | Path, task: str, kinds: Sequence[str] = OUTPUT_KINDS):
-        unknown = set(kinds) - set(OUTPUT_KINDS)
+    ``image_ids`` (file stem -> id, e.g. :func:`coco_image_ids` of the ground truth) gives the images the
+    dataset's ids, so that COCO tools score the files as written; without it panoptic records are named by
+    the file stem and instances numbered from 1.
+    """
+
+    def __init__(
+        self,
+        out: str | Path,
+        task: str,
+        kinds: Sequence[str] | None = None,
+        image_ids: dict[str, int] | None = None,
+    ):
+        if task not in TASK_OUTPUTS:
+            raise ValueError(f"task {task!r}: expected one of {', '.join(TASK_OUTPUTS)}")
+        fits = TASK_OUTPUTS[task]
+        kinds = list(fits if kinds is None else kinds)
+        unknown = sorted(set(kinds) - set(OUTPUT_KINDS))
         if unknown:
-            raise ValueError(f"unknown output kinds {sorted(unknown)}; expected some of {', '.join(OUTPUT_KINDS)}")
+            raise ValueError(f"unknown outputs {unknown}; expected some of {', '.join(OUTPUT_KINDS)}")
+        unfit = sorted(set(kinds) - set(fits))
+        if unfit:
+            raise ValueError(f"outputs {unfit} do not fit task {task!r}; it writes {', '.join(fits)}")
         self.out = Path(out)
         self.task = task
         self.kinds = set(kinds)
+        self.image_ids = image_ids
+        self.written: dict[tuple[str, str], int] = {}
         self.names: set[str] = set()
         self.images: list[dict] = []
         self.panoptic: list[dict] = []
@@ -129,21 +170,45 @@ class PredictionWriter:
         """Write the files of one image; returns the (de-duplicated) name used."""
         name = self._unique(result.name)
         self.metadata = result.metadata
-        image_id = len(self.images) + 1
+        if self.image_ids is not None:
+            if result.name not in self.image_ids:
+                raise KeyError(f"{result.path or result.name}: not among the ground truth's images")
+            image_id = self.image_ids[result.name]
+        else:
+            image_id = len(self.images) + 1
         h, w = result.image_size
         self.images.append({"id": image_id, "file_name": str(result.path or name), "height": h, "width": w})
         if isinstance(result, SemanticResult) and "label" in self.kinds:
             write_semantic(result, self.out / "labels" / f"{name}.png")
+            self._count("label PNG", "in labels/")
         if isinstance(result, PanopticResult) and "panoptic" in self.kinds:
             write_panoptic(result, self.out / "panoptic" / f"{name}.png")
-            self.panoptic.append(panoptic_record(result, name, f"{name}.png"))
+            record_id = image_id if self.image_ids is not None else name
+            self.panoptic.append(panoptic_record(result, record_id, f"{name}.png"))
+            self._count("panoptic PNG", "in panoptic/ with panoptic.json")
         if isinstance(result, InstanceResult) and "instances" in self.kinds:
             self.instances.extend(instance_records(result, image_id))
+            self._count("image", "with instances in instances.json and images.json")
         if "overlay" in self.kinds:
             _save_png(np.asarray(result.draw(image)), self.out / "overlays" / f"{name}.png")
+            self._count("overlay", "in overlays/")
         return name
 
+    def _count(self, noun: str, where: str) -> None:
+        self.written[(noun, where)] = self.written.get((noun, where), 0) + 1
+
+    def summary(self) -> str:
+        """What was written, e.g. "3 panoptic PNGs in panoptic/ with panoptic.json, 1 overlay in overlays/"."""
+        parts = [f"{plural(n, noun)} {where}" for (noun, where), n in self.written.items()]
+        return ", ".join(parts) or "nothing"
+
+
+def plural(count: int, noun: str) -> str:
+    """ "1 image", "3 images", "2 label PNGs"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
     def close(self) -> None:
+        """Write the JSON files."""
         meta = self.metadata
         if meta is None:
             return
@@ -154,7 +219,7 @@ class PredictionWriter:
                 "categories": categories(meta),
             }
             _write_json(data, self.out / "panoptic.json")
-        if self.task == "instance" and "instances" in self.kinds:
+        if "instances" in self.kinds:
             _write_json(self.instances, self.out / "instances.json")
             _write_json({"images": self.images, "categories": categories(meta)}, self.out / "images.json")
 

@@ -3,11 +3,8 @@ source with its dataset metadata filled in."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from ..data.metadata import BUILTIN, builtin_metadata
 from ..model import MaskFormer
@@ -99,21 +96,13 @@ KNOWN_MODELS: dict[str, KnownModel] = {
 
 
 def load_model(source: str | Path, config: MaskFormerConfig | None = None, strict: bool = False) -> MaskFormer:
-    """Load a MaskFormer from a known model name (``maskformer models``), anything
-    :meth:`MaskFormer.from_pretrained` reads, a training run folder (its ``model/``) or a Lightning
-    ``.ckpt`` of a run. Class names, thing/stuff and colours are filled in from the built-in metadata
-    when the checkpoint lacks them and its dataset is known."""
+    """Load a MaskFormer from a known model name (``maskformer models``) or anything
+    :meth:`MaskFormer.from_pretrained` reads (folders, training runs and their ``.ckpt`` files, hub ids,
+    model-zoo files and URLs). Class names, thing/stuff and colours are filled in from the built-in metadata
+    when the checkpoint lacks them and its dataset is known. Every command's ``--model`` goes through here."""
     text = str(source)
     known = KNOWN_MODELS.get(text) or next((m for m in KNOWN_MODELS.values() if m.source == text), None)
-    path = Path(text).expanduser()
-    if known is not None:
-        model = MaskFormer.from_pretrained(known.source, config=config, strict=strict)
-    elif path.is_dir() and (path / "model" / "config.yaml").exists() and not (path / "config.json").exists():
-        model = MaskFormer.from_pretrained(path / "model", config=config, strict=strict)
-    elif path.suffix == ".ckpt" and path.is_file():
-        model = _from_lightning_checkpoint(path, config, strict)
-    else:
-        model = MaskFormer.from_pretrained(source, config=config, strict=strict)
+    model = MaskFormer.from_pretrained(known.source if known else source, config=config, strict=strict)
     meta = model.config.metadata
     dataset = known.metadata if known else _guess_dataset(model.config)
     if dataset and (not meta.class_names or meta.thing_classes is None or not meta.colors):
@@ -131,26 +120,3 @@ def _guess_dataset(config: MaskFormerConfig) -> str:
         return ""
     by_count = {len(builtin_metadata(name).class_names): name for name in BUILTIN}
     return by_count.get(config.num_classes, "")
-
-
-def _from_lightning_checkpoint(path: Path, config: MaskFormerConfig | None, strict: bool) -> MaskFormer:
-    # Lightning stores a few numpy scalars (e.g. monitored scores); admit those data-only types, nothing else.
-    import numpy as np
-
-    scalar = importlib.import_module("numpy._core.multiarray").scalar  # numpy 1.26 has this alias too
-    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
-    try:
-        with torch.serialization.safe_globals([scalar, np.dtype, *dtypes]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a loadable weights-only Lightning checkpoint ({err})") from err
-    try:
-        config = config or MaskFormerConfig.from_dict(checkpoint["hyper_parameters"]["config"]["model"])
-        state = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path}: not a maskformer training checkpoint ({err})") from err
-    model = MaskFormer(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if strict and (missing or unexpected):
-        raise ValueError(f"{path}: missing {missing[:10]}, unexpected {unexpected[:10]}")
-    return model

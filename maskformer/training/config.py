@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from ..model.config import MaskFormerConfig, YamlConfig
+from ..model.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, Bounds, MaskFormerConfig, YamlConfig
 from ..model.presets import preset
 
 
@@ -18,6 +19,12 @@ class DataConfig:
     (root/images/{split}, root/panoptic_{split}.json, root/panoptic/{split}), ``ade20k``
     (ADEChallengeData2016), ``cityscapes`` and ``coco_panoptic`` (the official layouts).
     """
+
+    BOUNDS: ClassVar[Bounds] = {
+        "ignore_value": (0, 65535), "crop_size": AT_LEAST_1, "min_scale": (1e-3, None), "max_scale": (1e-3, None),
+        "num_scales": AT_LEAST_1, "single_category_max_area": FRACTION, "num_workers": NON_NEGATIVE,
+        "max_val_images": NON_NEGATIVE, "check_samples": AT_LEAST_1,
+    }  # fmt: skip
 
     format: Literal["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"] = "ade20k"
     root: str = ""
@@ -33,7 +40,8 @@ class DataConfig:
     num_scales: int = 16
     single_category_max_area: float = 1.0
     color_jitter: bool = True
-    num_workers: int = 4
+    # Loader processes; None chooses from the machine (see ``loader_workers``).
+    num_workers: int | None = None
     max_val_images: int = 0  # 0 = the whole validation split
     # Before training: check "sample" (check_samples per split), "full" or "off"; problems stop the run.
     check: Literal["sample", "full", "off"] = "sample"
@@ -46,6 +54,15 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     """Optimisation and engine settings. ``batch_size`` is the global batch (split over processes)."""
+
+    BOUNDS: ClassVar[Bounds] = {
+        "max_steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+        "weight_decay_norm": NON_NEGATIVE, "weight_decay_embed": NON_NEGATIVE, "backbone_lr_multiplier": NON_NEGATIVE,
+        "poly_power": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE, "warmup_factor": FRACTION,
+        "step_milestones": AT_LEAST_1, "step_gamma": NON_NEGATIVE, "clip_grad_norm": NON_NEGATIVE,
+        "num_nodes": AT_LEAST_1, "seed": NON_NEGATIVE, "val_every": AT_LEAST_1, "checkpoint_every": AT_LEAST_1,
+        "log_every": AT_LEAST_1, "num_val_images": NON_NEGATIVE,
+    }  # fmt: skip
 
     max_steps: int = 160_000
     batch_size: int = 16
@@ -76,6 +93,15 @@ class TrainConfig:
     num_val_images: int = 4
     # A non-finite loss stops the run ("stop", naming the step) or skips that step ("skip", counted).
     nonfinite_loss: Literal["stop", "skip"] = "stop"
+
+
+def loader_workers(configured: int | None) -> int:
+    """Data-loader processes: ``configured``, or when None one per core beyond the first two, at most 4
+    (on two cores a worker process slows training steps: benchmarks/RESULTS.md)."""
+    if configured is not None:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(4, cores - 2))
 
 
 @dataclass

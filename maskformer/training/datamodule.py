@@ -13,7 +13,7 @@ from ..data.check import check_reader
 from ..data.sampling import AugmentedDataset, ResumableSampler
 from ..data.transforms import detr_panoptic_train_transform, eval_transform, semantic_train_transform
 from ..model.config import MetadataConfig
-from .config import DataConfig, RunConfig
+from .config import DataConfig, RunConfig, loader_workers
 
 DEFAULT_SPLITS = {
     "semantic": ("train", "val"),
@@ -51,7 +51,9 @@ def _first(root: Path, names: list[str]) -> Path:
     for name in names:
         if (root / name).exists():
             return root / name
-    raise FileNotFoundError(f"{root}: no class file ({' or '.join(names)}); set data.class_file")
+    raise FileNotFoundError(
+        f"{root}: no class file ({' or '.join(names)}); name one with --class-file (data.class_file when training)"
+    )
 
 
 def train_transform(cfg: DataConfig):
@@ -149,13 +151,14 @@ class MaskFormerDataModule(L.LightningDataModule):
         dataset = AugmentedDataset(
             self.train_reader, train_transform(cfg), TrainItems(cfg.ignore_value), skip_bad=cfg.skip_bad_samples
         )
+        workers = loader_workers(cfg.num_workers)
         return DataLoader(
             dataset,
             batch_size=per_process,
             sampler=sampler,
-            num_workers=cfg.num_workers,
+            num_workers=workers,
             collate_fn=collate,
-            persistent_workers=cfg.num_workers > 0,
+            persistent_workers=workers > 0,
             pin_memory=False,
         )
 
@@ -177,6 +180,6 @@ class MaskFormerDataModule(L.LightningDataModule):
         return DataLoader(
             shard,
             batch_size=max(1, self.config.train.batch_size // world),
-            num_workers=cfg.num_workers,
+            num_workers=loader_workers(cfg.num_workers),
             collate_fn=collate,
         )

@@ -118,22 +118,17 @@ class MaskFormerModule(L.LightningModule):
         padded = tuple(x.shape[-2:])
         originals = [item["size"] for item in batch]
         logits, masks = out["pred_logits"], out["pred_masks"]
-        semantic = inference.semantic_inference(logits, masks, sizes, padded, originals)
+        cfg, meta = self.config.model.inference, self.config.model.metadata
+
+        def results(task: str) -> list:
+            return inference.postprocess(task, logits, masks, sizes, padded, originals, cfg, meta.thing_classes)
+
+        semantic = results("semantic")
         for pred, item in zip(semantic, batch):
             self.semantic_eval.update(pred.cpu(), item["semantic"])
         panoptic = []
         if self.panoptic:
-            cfg, meta = self.config.model.inference, self.config.model.metadata
-            panoptic = inference.panoptic_inference(
-                logits,
-                masks,
-                sizes,
-                padded,
-                originals,
-                thing_classes=meta.thing_classes,
-                object_mask_threshold=cfg.object_mask_threshold,
-                overlap_threshold=cfg.overlap_threshold,
-            )
+            panoptic = results("panoptic")
             for result, item in zip(panoptic, batch):
                 gt_segments = [
                     {"id": i, "category_id": s.category, "iscrowd": int(s.iscrowd)} for i, s in item["segments"].items()
@@ -145,12 +140,9 @@ class MaskFormerModule(L.LightningModule):
                     result.segments,
                     image=item["file"],
                 )
-            things = sorted(meta.thing_classes or [])
+            things = set(meta.thing_classes or [])
             if things:
-                instances = inference.instance_inference(
-                    logits, masks, sizes, padded, originals, topk=cfg.instance_topk, thing_classes=things
-                )
-                for result, item in zip(instances, batch):
+                for result, item in zip(results("instance"), batch):
                     gt = [(i, s) for i, s in item["segments"].items() if s.category in things]
                     ids = item["panoptic"].numpy()
                     self.instance_eval.update(
@@ -191,7 +183,9 @@ class MaskFormerModule(L.LightningModule):
                 self.instance_eval.sync()
                 if self.global_rank == 0:
                     record.update(self.instance_eval.compute())
-        self.log_dict({f"val/{k}": float(v) for k, v in record.items() if k != "step"}, sync_dist=False)
+        # Plain floats: numpy scalars in the history would make checkpoints unloadable with weights_only.
+        record = {k: (int(v) if k == "step" else float(v)) for k, v in record.items()}
+        self.log_dict({f"val/{k}": v for k, v in record.items() if k != "step"}, sync_dist=False)
         if self.global_rank != 0:
             return
         self.history.append(record)

@@ -13,8 +13,11 @@ Layout of ``run_dir``::
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import os
+import time
 from pathlib import Path
 
 import lightning as L
@@ -23,10 +26,16 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ..model.weights import load_lightning_checkpoint
 from .config import RunConfig
+from .console import GracefulInterrupt, StepProgressBar, TrainingInterrupted, quiet_lightning
 from .datamodule import MaskFormerDataModule
 from .module import MaskFormerModule
+
+log = logging.getLogger("maskformer")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -69,6 +78,36 @@ class LastCheckpoint(Callback):
             trainer.save_checkpoint(self.directory / "last.ckpt", weights_only=False)
 
 
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSV logger, which deletes an existing metrics.csv when it starts; resuming at
+    ``resume_step`` keeps the rows logged before that step instead, so that an interrupted and resumed run
+    ends with the log of an uninterrupted one."""
+
+    def __init__(self, *args, resume_step: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resume_step = resume_step
+
+    @property
+    def experiment(self):
+        if self._experiment is not None or not self.resume_step or rank_zero_only.rank != 0:
+            return super().experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        kept, fields = [], []
+        if path.is_file():
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                fields = list(reader.fieldnames or [])
+                kept = [row for row in reader if row.get("step") and int(float(row["step"])) < self.resume_step]
+        experiment = super().experiment  # removes metrics.csv
+        if fields:
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(kept)
+            experiment.metrics_keys = fields
+        return experiment
+
+
 def out_of_memory_message(config: RunConfig) -> str:
     t, d = config.train, config.data
     return (
@@ -99,7 +138,11 @@ def ranks_in_sync(model: torch.nn.Module) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
-def build_trainer(config: RunConfig, run_dir: Path, callbacks: list[Callback] | None = None) -> L.Trainer:
+def build_trainer(
+    config: RunConfig, run_dir: Path, callbacks: list[Callback] | None = None, resume_step: int = 0
+) -> L.Trainer:
+    """The Lightning trainer of a run; ``resume_step`` > 0 continues the logs of a run resumed at that step
+    (rows and events from the interrupted part at or after it are replaced by the new ones)."""
     t = config.train
     checkpoints = run_dir / "checkpoints"
     periodic = ModelCheckpoint(
@@ -125,9 +168,20 @@ def build_trainer(config: RunConfig, run_dir: Path, callbacks: list[Callback] | 
         gradient_clip_algorithm="norm",
         deterministic=t.deterministic,
         use_distributed_sampler=False,
-        logger=[TensorBoardLogger(run_dir, name="", version="tensorboard"), CSVLogger(run_dir, name="", version="csv")],
-        callbacks=[periodic, LastCheckpoint(checkpoints), LearningRateMonitor("step"), *(callbacks or [])],
+        logger=[
+            TensorBoardLogger(run_dir, name="", version="tensorboard", purge_step=resume_step or None),
+            ResumableCSVLogger(run_dir, name="", version="csv", resume_step=resume_step),
+        ],
+        callbacks=[
+            periodic,
+            LastCheckpoint(checkpoints),
+            LearningRateMonitor("step"),
+            StepProgressBar(),
+            GracefulInterrupt(),
+            *(callbacks or []),
+        ],
         plugins=[AtomicCheckpointIO()],
+        enable_model_summary=False,
     )
 
 
@@ -140,16 +194,34 @@ def find_resume(run_dir: Path, resume: str | None) -> str | None:
         if last.exists():
             return str(last)
         steps = sorted((run_dir / "checkpoints").glob("step-*.ckpt"))
-        return str(steps[-1]) if steps else None
+        if steps:
+            return str(steps[-1])
+        log.info("--resume auto: no checkpoint in %s; starting a new run", run_dir / "checkpoints")
+        return None
     if not Path(resume).exists():
         raise FileNotFoundError(f"{resume}: checkpoint to resume from not found")
     return resume
 
 
+def checkpoint_step(path: str) -> int:
+    """The global step a checkpoint was saved at."""
+    return int(load_lightning_checkpoint(path)["global_step"])
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"maskformer train --config {run_dir / 'config.yaml'} --out {run_dir} --resume auto"
+
+
 def train(
     config: RunConfig, run_dir: str | Path, resume: str | None = None, callbacks: list[Callback] | None = None
 ) -> dict:
-    """Train (or resume) a run; returns the summary (also written to run_dir/summary.json)."""
+    """Train (or resume) a run; returns the summary (also written to run_dir/summary.json).
+
+    ``config`` is checked first (every field's type and range) and not changed. Ctrl-C finishes the current
+    step, writes ``checkpoints/last.ckpt`` and raises :class:`TrainingInterrupted`, whose message says how
+    to resume.
+    """
+    config = RunConfig.from_dict(config.to_dict())
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
@@ -159,18 +231,52 @@ def train(
     config.model.num_classes = len(datamodule.metadata.class_names)
     config.model.metadata = datamodule.metadata
     config.to_yaml(run_dir / "config.yaml")
-    module = MaskFormerModule(config, run_dir)
-    trainer = build_trainer(config, run_dir, callbacks)
-    # Checkpoints hold only tensors and plain containers: load them without unpickling arbitrary objects.
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=find_resume(run_dir, resume), weights_only=True)
-    except torch.OutOfMemoryError as err:
-        raise RuntimeError(out_of_memory_message(config)) from err
+    ckpt_path = find_resume(run_dir, resume)
+    start = checkpoint_step(ckpt_path) if ckpt_path else 0
+    with quiet_lightning():
+        module = MaskFormerModule(config, run_dir)
+        trainer = build_trainer(config, run_dir, callbacks, resume_step=start)
+        if trainer.is_global_zero:
+            log.info(
+                "%s %s (%.1fM parameters) on %s: %d training / %d validation images, steps %d-%d, batch %d, %s; "
+                "run folder %s",
+                "resuming" if start else "training",
+                config.model.backbone.name or config.model.backbone.type,
+                module.model.num_parameters / 1e6,
+                config.data.root,
+                len(datamodule.train_reader),
+                len(datamodule.val_reader),
+                start + 1,
+                config.train.max_steps,
+                config.train.batch_size,
+                trainer.strategy.root_device.type,
+                run_dir,
+            )
+        began = time.time()
+        # Checkpoints hold only tensors and plain containers: load them without unpickling arbitrary objects.
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except torch.OutOfMemoryError as err:
+            raise RuntimeError(out_of_memory_message(config)) from err
+        except (SIGTERMException, SystemExit) as stop:
+            requested = GracefulInterrupt.of(trainer).requested
+            if not requested and not isinstance(stop, SIGTERMException):
+                raise
+            # SIGTERMException: Ctrl-C (or SIGTERM) stopped the run between steps; a bare SystemExit is
+            # Lightning's exit after a second Ctrl-C, in the middle of a step.
+            how = "after" if isinstance(stop, SIGTERMException) else "during (a second Ctrl-C: not exactly resumable)"
+            last = run_dir / "checkpoints" / "last.ckpt"
+            raise TrainingInterrupted(
+                f"interrupted {how} step {trainer.global_step}: saved {last}; resume with: {resume_command(run_dir)}"
+            ) from None
     in_sync = ranks_in_sync(module.model)
     summary = {
         "steps": trainer.global_step,
         "world_size": trainer.world_size,
         "ddp_weights_in_sync": in_sync,
+        "seconds": round(time.time() - began, 1),
+        "skipped_samples": module.skipped_samples,
+        "skipped_steps": module.skipped_steps,
         "metrics": getattr(module, "last_metrics", {}),
     }
     if trainer.is_global_zero:

@@ -1,14 +1,17 @@
 """``from_pretrained`` / ``save_pretrained``: finding a checkpoint and loading it whatever its format.
 
-Sources: a folder written by ``save_pretrained`` (config.yaml + model.safetensors); a transformers
-MaskFormer folder or hub id (config.json + model.safetensors or pytorch_model.bin); an official model-zoo
-checkpoint (.pkl, or .pth from detectron2 training) or its URL. Pickles are read by a restricted
+Sources: a folder written by ``save_pretrained`` (config.yaml + model.safetensors); a training run folder
+(its final ``model/``, or its last checkpoint while it has none) or one of its Lightning ``.ckpt`` files; a
+transformers MaskFormer folder or hub id (config.json + model.safetensors or pytorch_model.bin); an official
+model-zoo checkpoint (.pkl, or .pth from detectron2 training) or its URL. Pickles are read by a restricted
 unpickler and torch files with ``weights_only=True``, so loading never runs code from the file.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -101,7 +104,11 @@ def _download(url: str) -> Path:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(target.suffix + ".part")
-        torch.hub.download_url_to_file(url, str(partial), progress=True)
+        try:
+            torch.hub.download_url_to_file(url, str(partial), progress=True)
+        except OSError as err:  # URLError included
+            partial.unlink(missing_ok=True)
+            raise OSError(f"{url}: download failed ({getattr(err, 'reason', err)}); check the network") from None
         if match := _HASH_IN_NAME.search(name):
             digest = _md5(partial)
             if not digest.startswith(match[1]):
@@ -122,6 +129,8 @@ def _md5(path: Path) -> str:
 def read_checkpoint(source: str | Path, config: MaskFormerConfig | None = None) -> tuple[MaskFormerConfig, Renamed]:
     """Config and renamed state dict for any supported ``source``; ``config`` overrides the stored one."""
     path = resolve_source(source)
+    if path.is_dir() and _is_run_folder(path):
+        path = _run_weights(path)
     if path.is_dir():
         if (path / CONFIG_FILE).exists():
             cfg = config or MaskFormerConfig.from_yaml(path / CONFIG_FILE)
@@ -140,12 +149,14 @@ def read_checkpoint(source: str | Path, config: MaskFormerConfig | None = None) 
         state = model_state_from_checkpoint(load_pickle(path), str(path))
     elif suffix in (".pth", ".pt", ".bin"):
         state = model_state_from_checkpoint(_torch_load(path), str(path))
+    elif suffix == ".ckpt":
+        return _read_lightning_checkpoint(path, config)
     elif suffix == ".safetensors":
         if config is None:
             raise ValueError(f"{path}: a bare .safetensors file needs a config (pass config=...)")
         return config, Renamed(_load_tensors(path))
     else:
-        raise ValueError(f"{path}: unknown checkpoint format {suffix!r} (expected .pkl, .pth or a folder)")
+        raise ValueError(f"{path}: unknown checkpoint format {suffix!r} (expected .pkl, .pth, .ckpt or a folder)")
     cfg = config or config_from_detectron2(state, str(path))
     return cfg, convert_detectron2_state_dict(state, cfg)
 
@@ -156,6 +167,7 @@ def load_pretrained(
     """Build the model described by ``source`` and load its weights (see module docstring)."""
     cfg, renamed = read_checkpoint(source, config)
     # Every weight comes from the checkpoint: building must not fetch ImageNet weights first.
+    cfg = copy.deepcopy(cfg)
     cfg.backbone.pretrained = False
     model = cls(cfg)
     own = model.state_dict()
@@ -187,6 +199,46 @@ def save_pretrained(model: MaskFormer, directory: str | Path) -> Path:
     model.config.to_yaml(tmp)
     os.replace(tmp, directory / CONFIG_FILE)
     return directory
+
+
+def _is_run_folder(path: Path) -> bool:
+    return (path / "model" / CONFIG_FILE).exists() or (path / "checkpoints").is_dir()
+
+
+def _run_weights(run: Path) -> Path:
+    """A training run's final ``model/`` folder or, while it has none, its newest checkpoint."""
+    if (run / "model" / CONFIG_FILE).exists():
+        return run / "model"
+    checkpoints = run / "checkpoints"
+    candidates = sorted(checkpoints.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(f"{run}: a training run folder with neither model/ nor a checkpoint yet")
+    return candidates[-1]
+
+
+def load_lightning_checkpoint(path: str | Path) -> dict:
+    """A Lightning ``.ckpt`` read without running code from it (``weights_only``)."""
+    # Lightning stores a few numpy scalars (e.g. monitored scores); admit those data-only types, nothing else.
+    import numpy as np
+
+    scalar = importlib.import_module("numpy._core.multiarray").scalar  # numpy 1.26 has this alias too
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    try:
+        with torch.serialization.safe_globals([scalar, np.dtype, *dtypes]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a loadable weights-only Lightning checkpoint ({err})") from err
+
+
+def _read_lightning_checkpoint(path: Path, config: MaskFormerConfig | None) -> tuple[MaskFormerConfig, Renamed]:
+    """A checkpoint of ``maskformer train``: the run config's model section and the model's weights."""
+    checkpoint = load_lightning_checkpoint(path)
+    try:
+        cfg = config or MaskFormerConfig.from_dict(checkpoint["hyper_parameters"]["config"]["model"])
+        state = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a maskformer training checkpoint ({err})") from err
+    return cfg, Renamed(state)
 
 
 def _first_existing(folder: Path, names: list[str]) -> Path:
