@@ -25,6 +25,7 @@ from .model.config import (
     TransformerConfig,
 )
 from .predict import LoadedImage, PredictionWriter, Predictor
+from .predict.writers import coco_image_ids
 from .training import DataConfig, RunConfig, TrainConfig, train
 from .visualize import prediction_grid, training_curves
 
@@ -95,7 +96,8 @@ def run_demo(
     val = COCOPanopticDataset(
         data_dir / "images" / "val", data_dir / "panoptic_val.json", data_dir / "panoptic" / "val"
     )
-    writer = PredictionWriter(out / "predictions", "panoptic")
+    # The ground truth's image ids: panopticapi scores predictions/panoptic.json against it as written.
+    writer = PredictionWriter(out / "predictions", "panoptic", image_ids=coco_image_ids(data_dir / "panoptic_val.json"))
     rows = []
     for index in range(6):
         sample = val.load(index)

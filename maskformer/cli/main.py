@@ -1,8 +1,9 @@
-"""``maskformer`` command: presets and checkpoints, data, training, evaluation, prediction, export, demo."""
+"""The maskformer command: presets and checkpoints, data, training, evaluation, prediction, export, demo."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,19 +12,28 @@ import torch
 
 from ..model import PRESETS, MaskFormer, MaskFormerConfig, preset
 
+FORMATS = ["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"]
+# Exit status after Ctrl-C, as shells report a process stopped by SIGINT.
+INTERRUPTED = 130
+
 
 def _count_parameters(config: MaskFormerConfig) -> int:
-    # Building on the meta device allocates nothing, so even Swin-L counts instantly.
+    # Building on the meta device allocates nothing, so even Swin-L counts instantly (and fetches no weights).
+    config = MaskFormerConfig.from_dict(config.to_dict())
+    config.backbone.pretrained = False
     with torch.device("meta"):
         return MaskFormer(config).num_parameters
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    print(f"{'preset':<12} {'backbone':<40} {'pixel decoder':<20} {'classes':>7} {'params':>8}")
+    from ..training import recipe
+
+    print(f"{'preset':<12} {'starts from':<50} {'pixel decoder':<20} {'classes':>7} {'params':>8}")
     for name in PRESETS:
-        cfg = preset(name)
+        cfg = recipe(name).model
+        weights = f"ImageNet: {cfg.backbone.name}" if cfg.backbone.pretrained else "scratch (no timm weights)"
         params = f"{_count_parameters(cfg) / 1e6:.1f}M" if args.count else "-"
-        print(f"{name:<12} {cfg.backbone.name:<40} {cfg.pixel_decoder.type:<20} {cfg.num_classes:>7} {params:>8}")
+        print(f"{name:<12} {weights:<50} {cfg.pixel_decoder.type:<20} {cfg.num_classes:>7} {params:>8}")
     return 0
 
 
@@ -33,7 +43,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(config.to_yaml(), end="")
         print(f"# parameters: {_count_parameters(config):,}")
         return 0
-    model = MaskFormer.from_pretrained(args.model)
+    from ..predict import load_model
+
+    model = load_model(args.model)
     print(model.config.to_yaml(), end="")
     print(f"# parameters: {model.num_parameters:,}")
     print(f"# {model.load_report}")
@@ -41,7 +53,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    model = MaskFormer.from_pretrained(args.model, strict=args.strict)
+    from ..predict import load_model
+
+    model = load_model(args.model, strict=args.strict)
     out = model.save_pretrained(args.out)
     print(f"{model.load_report}")
     print(f"wrote {out}/config.yaml and {out}/model.safetensors")
@@ -63,11 +77,25 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_format(args: argparse.Namespace) -> str:
+    """--format, or the layout found in --data (said on the console)."""
+    from ..training.datamodule import detect_format
+
+    if args.format:
+        return args.format
+    found = detect_format(args.data)
+    print(f"{args.data}: {found} layout (give --format to choose another)", file=sys.stderr)
+    return found
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from ..data.check import check_reader
     from ..training import DataConfig
     from ..training.datamodule import DEFAULT_SPLITS, build_reader
 
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"{args.data}: data folder not found")
+    args.format = _data_format(args)
     cfg = DataConfig(
         format=args.format,
         root=args.data,
@@ -75,8 +103,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         label_dir=args.label_dir,
         ignore_value=args.ignore_value,
     )
-    if not Path(args.data).is_dir():
-        raise FileNotFoundError(f"{args.data}: data folder not found")
     splits = args.split or list(DEFAULT_SPLITS[args.format])
     failed = 0
     for split in splits:
@@ -113,23 +139,36 @@ def _run_config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..training import train
+    from ..training.console import TrainingInterrupted
 
     config = _run_config(args)
-    summary = train(config, args.out, resume=args.resume)
-    metrics = {k: round(v, 4) for k, v in summary["metrics"].items() if isinstance(v, float)}
-    print(f"trained {summary['steps']} steps; last validation {metrics}; run folder {args.out}")
+    out = args.out or str(Path("runs") / (args.preset or Path(args.config).stem))
+    try:
+        summary = train(config, out, resume=args.resume)
+    except TrainingInterrupted as stop:
+        print(f"maskformer: {stop}", file=sys.stderr)
+        return INTERRUPTED
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in summary["metrics"].items() if isinstance(v, float))
+    skipped = [f"{summary[k]} {k.replace('_', ' ')}" for k in ("skipped_samples", "skipped_steps") if summary[k]]
+    print(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s; last validation: {metrics or 'none'}")
+    if skipped:
+        print(f"left out: {', '.join(skipped)} (counted in {out}/summary.json)")
+    print(f"run folder {out}: model in {out}/model, metrics in {out}/metrics.jsonl")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
+    from ..predict import load_model
     from ..training import DataConfig
     from ..training.evaluate import evaluate
 
-    model = MaskFormer.from_pretrained(args.model)
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"{args.data}: data folder not found")
+    model = load_model(args.model)
     data = DataConfig(
-        format=args.format,
+        format=_data_format(args),
         root=args.data,
         class_file=args.class_file or "",
         label_dir=args.label_dir,
@@ -166,7 +205,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..data.io import read_image
     from ..predict import PredictionWriter, Predictor
     from ..predict.inputs import LoadedImage, expand_paths
+    from ..predict.writers import coco_image_ids, plural
 
+    kinds = [k.strip() for k in args.outputs.split(",")] if args.outputs else None
+    image_ids = coco_image_ids(args.gt_json) if args.gt_json else None
+    # Settings are checked before the model loads: a mistake costs no download.
+    writer = PredictionWriter(args.out, args.task, kinds, image_ids=image_ids)
     files = expand_paths(args.inputs)
     predictor = Predictor.from_pretrained(
         args.model, device=args.device, precision=args.precision, batch_size=args.batch_size
@@ -176,19 +220,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         inference.object_mask_threshold = args.score_threshold
     if args.overlap_threshold is not None:
         inference.overlap_threshold = args.overlap_threshold
-    kinds = args.outputs.split(",") if args.outputs else ["label", "panoptic", "instances", "overlay"]
-    writer = PredictionWriter(args.out, args.task, kinds)
-    window = args.window
-    scales = [float(s) for s in args.scales.split(",")] if args.scales else [1.0]
-    bar = tqdm(total=len(files), unit="img", desc=f"{args.task}", disable=args.quiet)
-    for start in range(0, len(files), predictor.batch_size):
-        chunk = [LoadedImage(read_image(p), p.stem, p) for p in files[start : start + predictor.batch_size]]
-        for item, result in predictor.predict_loaded(chunk, args.task, scales, args.flip, window, args.window_stride):
-            writer.add(item.image, result)
-            bar.update(1)
-    bar.close()
+    scales = args.scales or [1.0]
+    with tqdm(total=len(files), unit="img", desc=args.task, disable=args.quiet) as bar:
+        for start in range(0, len(files), predictor.batch_size):
+            chunk = [LoadedImage(read_image(p), p.stem, p) for p in files[start : start + predictor.batch_size]]
+            for item, result in predictor.predict_loaded(
+                chunk, args.task, scales, args.flip, args.window, args.window_stride
+            ):
+                writer.add(item.image, result)
+                bar.update(1)
     writer.close()
-    print(f"wrote {args.task} predictions for {len(files)} images to {args.out}")
+    print(f"{args.task} predictions for {plural(len(files), 'image')}: wrote {writer.summary()} under {args.out}")
     return 0
 
 
@@ -211,8 +253,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         path = export_onnx(model, args.out, example_size=size, opset=args.opset)
     else:
         path = save_program(model, args.out, example_size=size)
-    print(f"wrote {path} (input: RGB 0-255 float32 [B, 3, H, W], H and W multiples of 32)")
+    print(f"wrote {path} (input: RGB 0-255 float32 [B, 3, H, W] of any size; README: running it)")
     return 0
+
+
+def _scales(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -261,9 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth)
     s = data_sub.add_parser("check", help="check a dataset for problems that would stop training later")
     s.add_argument("--data", required=True, help="dataset root folder")
-    s.add_argument(
-        "--format", default="semantic", choices=["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"]
-    )
+    s.add_argument("--format", choices=FORMATS, help="dataset layout (default: found from the folder)")
     s.add_argument("--split", action="append", help="split to check (repeatable; default: train and val)")
     s.add_argument("--class-file", help="semantic format: class list (default root/classes.json|txt)")
     s.add_argument("--label-dir", default="labels", help="semantic format: label folder name")
@@ -275,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="model preset with its paper recipe (see `maskformer presets`)")
     p.add_argument("--config", help="run config YAML (model, data, train sections)")
     p.add_argument("--data", help="dataset root folder (data.root)")
-    p.add_argument("--format", choices=["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"])
-    p.add_argument("--out", default="runs/maskformer", help="run folder")
+    p.add_argument("--format", choices=FORMATS, help="dataset layout (default: the preset's or config's)")
+    p.add_argument("--out", help="run folder (default: runs/PRESET or runs/CONFIG-NAME)")
     p.add_argument("--resume", help="'auto' (the run folder's last checkpoint) or a checkpoint path")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=1000 data.crop_size=[640,640]")
     p.set_defaults(func=cmd_train)
@@ -284,14 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a model on a dataset (mIoU; PQ for panoptic data)")
     p.add_argument("--model", required=True, help="checkpoint: folder, hub id, .pkl/.pth file or URL")
     p.add_argument("--data", required=True, help="dataset root folder")
-    p.add_argument(
-        "--format", default="semantic", choices=["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"]
-    )
+    p.add_argument("--format", choices=FORMATS, help="dataset layout (default: found from the folder)")
     p.add_argument("--split", help="split to evaluate (default: the format's validation split)")
     p.add_argument("--class-file", help="class list for the semantic format (default root/classes.json|txt)")
     p.add_argument("--label-dir", default="labels", help="label folder name for the semantic format")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, help="data-loader processes (default: chosen from the machine)")
     p.add_argument("--max-images", type=int, default=0)
     p.add_argument("--out", help="also write the metrics JSON here")
     p.set_defaults(func=cmd_eval)
@@ -319,12 +364,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="semantic", choices=["semantic", "panoptic", "instance"])
     p.add_argument("--out", default="predictions", help="output folder")
     p.add_argument(
-        "--outputs", help="comma-separated subset of label,panoptic,instances,overlay (default: all for the task)"
+        "--outputs",
+        help="comma-separated: label,overlay (semantic), panoptic,overlay (panoptic), instances,overlay "
+        "(instance); default: both for the task",
+    )
+    p.add_argument(
+        "--gt-json",
+        help="COCO JSON of the images' ground truth: write its image ids, so that COCO tools score the files",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--scales", help="semantic test-time augmentation scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
+    p.add_argument(
+        "--scales", type=_scales, help="semantic test-time augmentation scales, e.g. 0.5,0.75,1,1.25,1.5,1.75"
+    )
     p.add_argument("--flip", action="store_true", help="semantic: also average horizontally flipped views")
     p.add_argument("--window", type=int, help="semantic: sliding-window size in pixels (on the resized image)")
     p.add_argument("--window-stride", type=int, help="sliding-window stride (default 2/3 of the window)")
@@ -347,9 +400,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Like parse_args, but ``key=value`` overrides may stand anywhere among the options (argparse alone
+    takes only the first contiguous group)."""
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides += [a for a in extra if "=" in a and not a.startswith("-")]
+        extra = [a for a in extra if not ("=" in a and not a.startswith("-"))]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _show_progress_messages() -> None:
+    """The package's progress messages (its "maskformer" logger) on stderr, as plain lines."""
+    logger = logging.getLogger("maskformer")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
+    _show_progress_messages()
     try:
         return args.func(args)
     except (OSError, ValueError, KeyError, RuntimeError, FloatingPointError) as err:

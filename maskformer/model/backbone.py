@@ -7,6 +7,9 @@ dilated timm model made with ``output_stride``, e.g. 4, 8, 16, 16), and exposes 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import timm
 from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
@@ -32,7 +35,8 @@ class TimmBackbone(nn.Module):
         super().__init__()
         if drop_path_rate > 0:
             timm_kwargs["drop_path_rate"] = drop_path_rate
-        self.body = timm.create_model(name, pretrained=pretrained, features_only=True, **timm_kwargs)
+        with imagenet_weights(name, pretrained):
+            self.body = timm.create_model(name, pretrained=pretrained, features_only=True, **timm_kwargs)
         reductions = list(self.body.feature_info.reduction())
         if all(s in reductions for s in STRIDES):
             # The last output at each stride is the deepest one (e.g. after a stage's final block).
@@ -73,6 +77,23 @@ def _move_stride_to_1x1(body: nn.Module) -> None:
         block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
 
 
+@contextlib.contextmanager
+def imagenet_weights(name: str, pretrained: bool) -> Iterator[None]:
+    """Fetching a backbone's ImageNet weights (timm, through the Hugging Face hub cache): a failure, offline
+    for one, becomes one line that names the weights and how to do without them."""
+    if not pretrained:
+        yield
+        return
+    try:
+        yield
+    except (OSError, RuntimeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RuntimeError(
+            f"{name}: the ImageNet weights this backbone starts from could not be loaded ({reason}); connect "
+            "once to cache them, or train from scratch with model.backbone.pretrained=false"
+        ) from err
+
+
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
     if cfg.type == "swin":
         backbone = SwinBackbone(
@@ -106,7 +127,8 @@ def load_timm_swin_weights(backbone: SwinBackbone, timm_name: str) -> None:
     timm's Swin uses the same parameter names; its classifier head and final norm have no counterpart, and
     the per-stage output norms are new (they keep their LayerNorm initialisation, as in the original).
     """
-    source = timm.create_model(timm_name, pretrained=True)
+    with imagenet_weights(timm_name, True):
+        source = timm.create_model(timm_name, pretrained=True)
     state = {
         k: v
         for k, v in source.state_dict().items()

@@ -111,6 +111,15 @@ class RunConfig(YamlConfig):
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def _paper_model(name: str) -> MaskFormerConfig:
+    """A model preset starting, as in the paper, from its backbone's ImageNet weights (timm's copies,
+    fetched once through the Hugging Face hub cache). R101c is the exception: its DeepLab stem's weights
+    (detectron2's R-103.pkl) have no timm counterpart, so it starts from scratch."""
+    config = preset(name)
+    config.backbone.pretrained = name != "r101c"
+    return config
+
+
 def _ade(model: str, swin: bool = False, crop: int = 512) -> RunConfig:
     train = TrainConfig()
     if swin:
@@ -118,7 +127,7 @@ def _ade(model: str, swin: bool = False, crop: int = 512) -> RunConfig:
             lr=6e-5, weight_decay=0.01, backbone_lr_multiplier=1.0, warmup_steps=1500, warmup_factor=1e-6
         )
     data = DataConfig(format="ade20k", crop_size=(crop, crop))
-    return RunConfig(model=preset(model), data=data, train=train)
+    return RunConfig(model=_paper_model(model), data=data, train=train)
 
 
 def _coco(model: str) -> RunConfig:
@@ -126,7 +135,7 @@ def _coco(model: str) -> RunConfig:
     if model.startswith("swin"):
         train.weight_decay, train.backbone_lr_multiplier = 0.01, 1.0
     data = DataConfig(format="coco_panoptic", augmentation="detr")
-    return RunConfig(model=preset(model), data=data, train=train)
+    return RunConfig(model=_paper_model(model), data=data, train=train)
 
 
 RECIPES = {

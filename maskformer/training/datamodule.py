@@ -24,6 +24,25 @@ DEFAULT_SPLITS = {
 }
 
 
+def detect_format(root: str | Path) -> str:
+    """The data format whose layout ``root`` has (see :class:`DataConfig`)."""
+    root = Path(root)
+    if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
+        return "cityscapes"
+    if list(root.glob("annotations/panoptic_*.json")):
+        return "coco_panoptic"
+    if list(root.glob("panoptic_*.json")):
+        return "panoptic"
+    if (root / "images" / "training").is_dir() and (root / "annotations" / "training").is_dir():
+        return "ade20k"
+    if (root / "images").is_dir():
+        return "semantic"
+    raise ValueError(
+        f"{root}: no known dataset layout (images/ with labels/ or panoptic_SPLIT.json, ADEChallengeData2016, "
+        "Cityscapes or COCO); give --format"
+    )
+
+
 def build_reader(cfg: DataConfig, split: str):
     """The dataset reader for one split of ``cfg``."""
     root = Path(cfg.root)
