@@ -1,10 +1,10 @@
 """Exporting the MaskFormer forward pass to ONNX and to a ``torch.export`` program.
 
-The exported graph takes RGB images with values 0-255, float32 [B, 3, H, W] of any batch, height and width,
-normalises them with the model's statistics, pads bottom and right to multiples of 32 as
-``MaskFormer.preprocess`` does (zeros after normalising, i.e. the pixel mean) and returns ``pred_logits``
-[B, N, K+1] and ``pred_masks`` [B, N, ceil(H/32)*8, ceil(W/32)*8] (mask logits of the padded image).
-Post-processing stays in Python: :func:`maskformer.model.inference.postprocess` with the padded size.
+The exported graph takes RGB images with values 0-255, float32 [B, 3, H, W] of any batch, height and width
+above 32 pixels, normalises them with the model's statistics, pads bottom and right to multiples of 32 as
+``MaskFormer.preprocess`` does (zeros after normalising, i.e. the pixel mean) and returns ``pred_logits`` [B,
+N, K+1] and ``pred_masks`` [B, N, ceil(H/32)*8, ceil(W/32)*8] (mask logits of the padded image). Post-
+processing stays in Python: :func:`maskformer.model.inference.postprocess` with the padded size.
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ class ExportableMaskFormer(nn.Module):
 
 def _dynamic_shapes(max_side: int) -> dict:
     batch = torch.export.Dim("batch", min=1, max=1024)
-    height = torch.export.Dim("height", min=1, max=max_side)
-    width = torch.export.Dim("width", min=1, max=max_side)
+    # At most 32 pixels a side the stride-32 map is 1 x 1, a shape the exporter specialises on; sizes from
+    # 33 up share one graph.
+    height = torch.export.Dim("height", min=33, max=max_side)
+    width = torch.export.Dim("width", min=33, max=max_side)
     return {"images": {0: batch, 2: height, 3: width}}
 
 

@@ -17,6 +17,7 @@ def test_synth_train_eval(tmp_path, capsys):
     assert len(list((data / "images" / "train").glob("*.png"))) == 6
     overrides = [
         "model.backbone.name=resnet18",
+        "model.backbone.pretrained=false",
         "model.backbone.norm=bn",
         "model.pixel_decoder.conv_dim=32",
         "model.pixel_decoder.mask_dim=32",

@@ -11,7 +11,9 @@ CORE = Path(maskformer.__file__).parent / "model"
 ALLOWED_TOP_LEVEL = {
     "__future__",
     "hashlib",
+    "importlib",
     "collections",
+    "contextlib",
     "copy",
     "dataclasses",
     "types",

@@ -17,6 +17,8 @@ from torch import Generator, Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 
+from ..model.inference import resize_image, resized_size
+
 Sample = dict
 
 
@@ -52,10 +54,7 @@ class ResizeShortestEdge:
         self.resize_label = resize_label
 
     def target_size(self, h: int, w: int, short: int) -> tuple[int, int]:
-        scale = short / min(h, w)
-        if max(h, w) * scale > self.max_size:
-            scale = self.max_size / max(h, w)
-        return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+        return resized_size(h, w, short, self.max_size)
 
     def __call__(self, sample: Sample, g: Generator) -> Sample:
         h, w = sample["image"].shape[-2:]
@@ -236,6 +235,7 @@ def detr_panoptic_train_transform(
     )
 
 
-def eval_transform(short_edge: int, max_size: int) -> ResizeShortestEdge:
-    """Test-time resize of the image only; labels stay at the original size for evaluation."""
-    return ResizeShortestEdge([short_edge], max_size, resize_label=False)
+def eval_resize(image: Tensor, short_edge: int, max_size: int) -> Tensor:
+    """Test-time resize of an RGB image [3, h, w] -> float [3, H, W], exactly as ``MaskFormer.predict`` and the
+    Predictor resize (no rounding to uint8), so that evaluation scores what they predict."""
+    return resize_image(image, resized_size(*image.shape[-2:], short_edge, max_size))

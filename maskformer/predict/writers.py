@@ -202,11 +202,6 @@ class PredictionWriter:
         parts = [f"{plural(n, noun)} {where}" for (noun, where), n in self.written.items()]
         return ", ".join(parts) or "nothing"
 
-
-def plural(count: int, noun: str) -> str:
-    """ "1 image", "3 images", "2 label PNGs"."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
     def close(self) -> None:
         """Write the JSON files."""
         meta = self.metadata
@@ -222,6 +217,11 @@ def plural(count: int, noun: str) -> str:
         if "instances" in self.kinds:
             _write_json(self.instances, self.out / "instances.json")
             _write_json({"images": self.images, "categories": categories(meta)}, self.out / "images.json")
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 image', '3 images', '2 label PNGs'."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _write_json(data: object, path: Path) -> None:

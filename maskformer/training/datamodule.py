@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..data import datasets as D
 from ..data.check import check_reader
 from ..data.sampling import AugmentedDataset, ResumableSampler
-from ..data.transforms import detr_panoptic_train_transform, eval_transform, semantic_train_transform
+from ..data.transforms import detr_panoptic_train_transform, eval_resize, semantic_train_transform
 from ..model.config import MetadataConfig
 from .config import DataConfig, RunConfig, loader_workers
 
@@ -106,7 +106,7 @@ class ValItems(Dataset):
 
     def __init__(self, reader, short_edge: int, max_size: int, ignore_value: int):
         self.reader = reader
-        self.resize = eval_transform(short_edge, max_size)
+        self.short_edge, self.max_size = short_edge, max_size
         self.ignore_value = ignore_value
 
     def __len__(self) -> int:
@@ -115,7 +115,7 @@ class ValItems(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.reader.load(index)
         item = {
-            "image": self.resize(sample, torch.Generator())["image"],
+            "image": eval_resize(sample["image"], self.short_edge, self.max_size),
             "size": tuple(sample["label"].shape),
             "semantic": D.semantic_label(sample, self.ignore_value),
             "file": sample["file"],

@@ -6,6 +6,7 @@ import lightning as L
 
 from ..model import MaskFormer
 from .config import DataConfig, RunConfig, TrainConfig
+from .console import StepProgressBar, quiet_lightning
 from .datamodule import MaskFormerDataModule
 from .module import MaskFormerModule
 
@@ -31,9 +32,15 @@ def evaluate(
         raise ValueError(f"{data.root}: the data has {found} classes, the model {model.config.num_classes}")
     if not model.config.metadata.class_names:
         model.config.metadata = datamodule.metadata
-    module = MaskFormerModule(config, run_dir, model=model)
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
-    )
-    trainer.validate(module, datamodule=datamodule, verbose=False)
+    with quiet_lightning():
+        module = MaskFormerModule(config, run_dir, model=model)
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            callbacks=[StepProgressBar()],
+        )
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     return module.last_metrics
