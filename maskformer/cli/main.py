@@ -346,7 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="semantic: prediction PNG folder; panoptic: prediction JSON")
     p.add_argument("--gt", required=True, help="semantic: label PNG folder; panoptic: ground-truth JSON")
     p.add_argument("--pred-folder", help="panoptic: prediction PNG folder (default: JSON path without .json)")
-    p.add_argument("--gt-folder", help="panoptic: ground-truth PNG folder (default: JSON path without .json)")
+    p.add_argument(
+        "--gt-folder",
+        help="panoptic: ground-truth PNG folder (default: JSON path without .json, or panoptic/SPLIT beside "
+        "panoptic_SPLIT.json)",
+    )
     p.add_argument("--num-classes", type=int, help="semantic: number of classes")
     p.add_argument("--ignore-value", type=int, default=255)
     p.add_argument(

@@ -155,6 +155,15 @@ def _rgb_ids(path: Path) -> np.ndarray:
     return (rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]).astype(np.int64)
 
 
+def png_folder(json_file: Path) -> Path:
+    """The PNG folder of a COCO panoptic JSON: its path without ``.json`` (COCO's layout), or
+    ``panoptic/SPLIT`` beside a ``panoptic_SPLIT.json`` (the generic panoptic data format's)."""
+    coco = json_file.with_suffix("")
+    split = json_file.stem.removeprefix("panoptic_")
+    generic = json_file.parent / "panoptic" / split
+    return generic if not coco.is_dir() and json_file.stem.startswith("panoptic_") and generic.is_dir() else coco
+
+
 def pq_from_files(
     gt_json: str | Path,
     pred_json: str | Path,
@@ -168,8 +177,8 @@ def pq_from_files(
     ``--gt-json`` names each prediction by its image's file name and knows no dataset ids).
     """
     gt_json, pred_json = Path(gt_json), Path(pred_json)
-    gt_folder = Path(gt_folder) if gt_folder else gt_json.with_suffix("")
-    pred_folder = Path(pred_folder) if pred_folder else pred_json.with_suffix("")
+    gt_folder = Path(gt_folder) if gt_folder else png_folder(gt_json)
+    pred_folder = Path(pred_folder) if pred_folder else png_folder(pred_json)
     gt = json.loads(gt_json.read_text())
     pred = json.loads(pred_json.read_text())
     categories = {c["id"]: c for c in gt["categories"]}
