@@ -1,10 +1,12 @@
 """Exporting the MaskFormer forward pass to ONNX and to a ``torch.export`` program.
 
-The exported graph takes RGB images with values 0-255, float32 [B, 3, H, W] of any batch, height and width
-above 32 pixels, normalises them with the model's statistics, pads bottom and right to multiples of 32 as
-``MaskFormer.preprocess`` does (zeros after normalising, i.e. the pixel mean) and returns ``pred_logits`` [B,
-N, K+1] and ``pred_masks`` [B, N, ceil(H/32)*8, ceil(W/32)*8] (mask logits of the padded image). Post-
-processing stays in Python: :func:`maskformer.model.inference.postprocess` with the padded size.
+Both take RGB images with values 0-255, float32 [B, 3, H, W], normalise them with the model's statistics
+and return ``pred_logits`` [B, N, K+1] and ``pred_masks`` [B, N, H'/4, W'/4] (mask logits), where H', W' are
+H, W padded bottom and right to multiples of 32 as ``MaskFormer.preprocess`` pads. The ONNX graph takes any
+H and W and pads itself (with the pixel mean, which is zero after normalising); the torch program takes H
+and W that are multiples of 32 (pad with ``maskformer.model.inference.pad_batch`` after normalising). Batch,
+height and width are dynamic. Post-processing stays in Python:
+:func:`maskformer.model.inference.postprocess` with the padded size.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .model import MaskFormer
@@ -25,36 +27,31 @@ OUTPUT_NAMES = ["pred_logits", "pred_masks"]
 
 
 class ExportableMaskFormer(nn.Module):
-    """Normalisation, padding to the size divisibility and the forward without auxiliary outputs, returning
-    a plain tuple."""
+    """Normalisation + forward without auxiliary outputs, returning a plain tuple."""
 
     def __init__(self, model: MaskFormer):
         super().__init__()
         self.model = model.eval()
-        self.divisor = max(1, model.config.inference.size_divisibility)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """images RGB 0-255 [B, 3, H, W] -> (pred_logits [B, N, K+1], pred_masks [B, N, H'/4, W'/4]) with H', W'
-        the padded size."""
-        x = self.model.normalize(images)
-        h, w = x.shape[-2:]
-        d = self.divisor
-        x = F.pad(x, (0, (d - w % d) % d, 0, (d - h % d) % d))
-        out = self.model(x, with_aux=False)
+        """images RGB 0-255 [B, 3, H, W] -> (pred_logits [B, N, K+1], pred_masks [B, N, H/4, W/4])."""
+        out = self.model(self.model.normalize(images), with_aux=False)
         return out["pred_logits"], out["pred_masks"]
 
 
 def _dynamic_shapes(max_side: int) -> dict:
+    # H and W are 32 x an integer, which lets the exporter prove every stride-2 stage divides evenly.
     batch = torch.export.Dim("batch", min=1, max=1024)
-    # At most 32 pixels a side the stride-32 map is 1 x 1, a shape the exporter specialises on; sizes from
-    # 33 up share one graph.
-    height = torch.export.Dim("height", min=33, max=max_side)
-    width = torch.export.Dim("width", min=33, max=max_side)
-    return {"images": {0: batch, 2: height, 3: width}}
+    h32 = torch.export.Dim("h32", min=1, max=max_side // 32)
+    w32 = torch.export.Dim("w32", min=1, max=max_side // 32)
+    return {"images": {0: batch, 2: 32 * h32, 3: 32 * w32}}
 
 
 def _example(model: MaskFormer, size: tuple[int, int]) -> Tensor:
-    return torch.rand(2, 3, *size, device=model.pixel_mean.device) * 255
+    h, w = size
+    if h % 32 or w % 32:
+        raise ValueError(f"example size {size}: height and width must be multiples of 32")
+    return torch.rand(2, 3, h, w, device=model.pixel_mean.device) * 255
 
 
 def export_program(
@@ -88,7 +85,7 @@ def export_onnx(
     """Write an ONNX graph of the forward with dynamic batch, height and width (needs ``onnx`` and
     ``onnxscript``: ``pip install maskformer[export]``)."""
     try:
-        import onnx  # noqa: F401
+        import onnx
         import onnxscript  # noqa: F401
     except ImportError as err:
         raise RuntimeError("ONNX export needs onnx and onnxscript: pip install 'maskformer[export]'") from err
@@ -108,8 +105,56 @@ def export_onnx(
             external_data=False,
             verbose=False,
         )
-    program.save(str(path))
+    graph = program.model_proto
+    _pad_in_graph(graph, model)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
     return path
+
+
+def _pad_in_graph(proto, model: MaskFormer) -> None:
+    """Prepend to the ONNX graph a padding of the input to the size divisibility, bottom and right, with the
+    pixel mean (zero after normalising, as ``MaskFormer.preprocess`` pads), so that it takes any H and W.
+
+    Done on the ONNX graph rather than in the traced module: traced padding arithmetic makes Swin's window
+    shapes too hard for the exporter to keep dynamic."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    image = graph.input[0]
+    inner = "images_padded"
+    for node in graph.node:
+        node.input[:] = [inner if name == image.name else name for name in node.input]
+    for index, name in ((2, "height"), (3, "width")):
+        dim = image.type.tensor_type.shape.dim[index]
+        dim.ClearField("dim_value")
+        dim.dim_param = name
+    d = max(1, model.config.inference.size_divisibility)
+    mean = torch.tensor(model.config.pixel_mean, dtype=torch.float32).view(1, 3, 1, 1).numpy()
+    constants = {
+        "pad_mean": mean,
+        "pad_divisor": np.array([d], dtype=np.int64),
+        "pad_zeros": np.zeros(6, dtype=np.int64),
+        "pad_hw_start": np.array([2], dtype=np.int64),
+        "pad_hw_end": np.array([4], dtype=np.int64),
+    }
+    graph.initializer.extend(numpy_helper.from_array(v, name=k) for k, v in constants.items())
+    nodes = [
+        helper.make_node("Shape", [image.name], ["pad_shape"]),
+        helper.make_node("Slice", ["pad_shape", "pad_hw_start", "pad_hw_end"], ["pad_hw"]),
+        # (d - size % d) % d for H and W
+        helper.make_node("Mod", ["pad_hw", "pad_divisor"], ["pad_rem"]),
+        helper.make_node("Sub", ["pad_divisor", "pad_rem"], ["pad_short"]),
+        helper.make_node("Mod", ["pad_short", "pad_divisor"], ["pad_hw_amount"]),
+        # ONNX pads: begin of N, C, H, W, then end of N, C (0), H, W.
+        helper.make_node("Concat", ["pad_zeros", "pad_hw_amount"], ["pad_amounts"], axis=0),
+        helper.make_node("Sub", [image.name, "pad_mean"], ["pad_centred"]),
+        helper.make_node("Pad", ["pad_centred", "pad_amounts"], ["pad_centred_padded"], mode="constant"),
+        helper.make_node("Add", ["pad_centred_padded", "pad_mean"], [inner]),
+    ]
+    existing = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + existing)
 
 
 @contextlib.contextmanager

@@ -10,8 +10,9 @@ from maskformer.cli.main import main
 from maskformer.model import MaskFormer
 from tests.conftest import tiny_config
 
-# Sizes that are not multiples of 32: the graph pads as MaskFormer.preprocess does.
+# The ONNX graph takes any size and pads as MaskFormer.preprocess does; torch programs take multiples of 32.
 SIZES = [(1, 70, 97), (2, 160, 128), (3, 224, 50)]
+SIZES_32 = [(1, 64, 96), (2, 160, 128), (3, 224, 64)]
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +50,18 @@ def test_torch_export_matches_pytorch_at_several_sizes(model, tmp_path):
     folder = model.save_pretrained(tmp_path / "m")
     assert main(["export", "--model", str(folder), "--format", "torch", "--out", str(path)]) == 0
     program = torch.export.load(str(path)).module()
-    for b, h, w in SIZES:
+    for b, h, w in SIZES_32:
         images = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(w)) * 255
         with torch.no_grad():
             logits, masks = program(images)
         ref_logits, ref_masks = _eager(model, images)
         assert (logits - ref_logits).abs().max() <= 1e-4
         assert (masks - ref_masks).abs().max() <= 1e-4
+
+
+def test_export_rejects_example_sizes_that_are_not_multiples_of_32(model, tmp_path):
+    folder = model.save_pretrained(tmp_path / "m")
+    assert main(["export", "--model", str(folder), "--out", str(tmp_path / "x.onnx"), "--height", "100"]) == 2
 
 
 def test_readme_onnxruntime_example_equals_model_predict(model, tmp_path, monkeypatch):

@@ -253,7 +253,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         path = export_onnx(model, args.out, example_size=size, opset=args.opset)
     else:
         path = save_program(model, args.out, example_size=size)
-    print(f"wrote {path} (input: RGB 0-255 float32 [B, 3, H, W] of any size; README: running it)")
+    sizes = "any H, W" if args.format == "onnx" else "H, W multiples of 32"
+    print(f"wrote {path} (input: RGB 0-255 float32 [B, 3, H, W], {sizes}; README.md shows how to run it)")
     return 0
 
 
