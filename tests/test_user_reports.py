@@ -197,7 +197,7 @@ def test_pretrained_backbone_loads_from_the_hub_cache(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert float(result.stdout) == pytest.approx(float(source.conv1.weight.sum()), rel=1e-6)
+    assert float(result.stdout) == pytest.approx(float(source.conv1.weight.detach().sum()), rel=1e-6)
 
 
 # ---- 10. smaller reports ----------------------------------------------------------------------------
