@@ -45,7 +45,7 @@ def test_predicted_panoptic_files_score_as_written_and_equal_eval(trained, tmp_p
     data, run = trained
     images = str(data / "images" / "val")
     out = tmp_path / "eval.json"
-    assert main(["eval", "--model", str(run), "--data", str(data), "--batch-size", "1", "--out", str(out)]) == 0
+    assert main(["eval", "--model", str(run), "--data", str(data), "--out", str(out)]) == 0
     pq = json.loads(out.read_text())["PQ"]
     assert pq > 0, "the fixture's model should find some segments"
     gt = str(data / "panoptic_val.json")

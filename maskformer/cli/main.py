@@ -336,7 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split to evaluate (default: the format's validation split)")
     p.add_argument("--class-file", help="class list for the semantic format (default root/classes.json|txt)")
     p.add_argument("--label-dir", default="labels", help="label folder name for the semantic format")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="images per forward (default 1, as detectron2 tests: padding a batch to its largest image changes "
+        "results slightly, so 1 scores what predict writes)",
+    )
     p.add_argument("--workers", type=int, help="data-loader processes (default: chosen from the machine)")
     p.add_argument("--max-images", type=int, default=0)
     p.add_argument("--out", help="also write the metrics JSON here")

@@ -15,7 +15,7 @@ def evaluate(
     model: MaskFormer,
     data: DataConfig,
     split: str = "",
-    batch_size: int = 4,
+    batch_size: int = 1,
     accelerator: str = "auto",
     run_dir: str | None = None,
 ) -> dict:
