@@ -17,7 +17,7 @@ from torch import Generator, Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 
-from ..model.inference import resize_image, resized_size
+from ..model.inference import resized_size
 
 Sample = dict
 
@@ -48,10 +48,9 @@ class Compose:
 class ResizeShortestEdge:
     """Resize so the shorter side is a random choice of ``short_edges``, the longer at most ``max_size``."""
 
-    def __init__(self, short_edges: Sequence[int], max_size: int, resize_label: bool = True):
+    def __init__(self, short_edges: Sequence[int], max_size: int):
         self.short_edges = list(short_edges)
         self.max_size = max_size
-        self.resize_label = resize_label
 
     def target_size(self, h: int, w: int, short: int) -> tuple[int, int]:
         return resized_size(h, w, short, self.max_size)
@@ -61,8 +60,7 @@ class ResizeShortestEdge:
         size = list(self.target_size(h, w, _choice(g, self.short_edges)))
         out = dict(sample)
         out["image"] = TF.resize(tv_tensors.Image(sample["image"]), size, InterpolationMode.BILINEAR, antialias=True)
-        if self.resize_label:
-            out["label"] = TF.resize(tv_tensors.Mask(sample["label"]), size, InterpolationMode.NEAREST_EXACT)
+        out["label"] = TF.resize(tv_tensors.Mask(sample["label"]), size, InterpolationMode.NEAREST_EXACT)
         return {k: v.as_subclass(Tensor) if isinstance(v, tv_tensors.TVTensor) else v for k, v in out.items()}
 
 
@@ -233,9 +231,3 @@ def detr_panoptic_train_transform(
             ),
         ]
     )
-
-
-def eval_resize(image: Tensor, short_edge: int, max_size: int) -> Tensor:
-    """Test-time resize of an RGB image [3, h, w] -> float [3, H, W], exactly as ``MaskFormer.predict`` and the
-    Predictor resize (no rounding to uint8), so that evaluation scores what they predict."""
-    return resize_image(image, resized_size(*image.shape[-2:], short_edge, max_size))

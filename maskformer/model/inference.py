@@ -54,6 +54,18 @@ def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
 
 
+def test_size(height: int, width: int, config: InferenceConfig, scale: float = 1.0) -> Size:
+    """The size an image is resized to before the forward: the config's shortest edge and longest side, both
+    times ``scale`` (multi-scale test-time augmentation)."""
+    return resized_size(height, width, round(config.test_shortest_edge * scale), round(config.test_max_size * scale))
+
+
+def resize_for_test(image: Tensor, config: InferenceConfig, scale: float = 1.0) -> Tensor:
+    """RGB [3, h, w] -> float [3, H, W] at :func:`test_size`: the one test-time resize of ``MaskFormer.predict``,
+    the Predictor and evaluation, so that they score and predict the same pixels."""
+    return resize_image(image, test_size(*image.shape[-2:], config, scale))
+
+
 def pad_batch(images: Sequence[Tensor], size_divisibility: int = 32, value: float = 0.0) -> tuple[Tensor, list[Size]]:
     """Images [C, h_i, w_i] -> batch [B, C, H, W] padded bottom/right to a common multiple of
     ``size_divisibility``, and the list of (h_i, w_i)."""

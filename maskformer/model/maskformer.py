@@ -147,12 +147,7 @@ class MaskFormer(nn.Module):
         """
         cfg = self.config.inference
         originals = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        resized = [
-            inference.resize_image(
-                img.to(self.pixel_mean.device), inference.resized_size(h, w, cfg.test_shortest_edge, cfg.test_max_size)
-            )
-            for img, (h, w) in zip(images, originals)
-        ]
+        resized = [inference.resize_for_test(img.to(self.pixel_mean.device), cfg) for img in images]
         batch, sizes = self.preprocess(resized)
         outputs = self(batch, with_aux=False)
         return inference.postprocess(

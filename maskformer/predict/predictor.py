@@ -18,7 +18,7 @@ from ..data.metadata import default_colors
 from ..model import MaskFormer
 from ..model import inference as post
 from ..model.config import MetadataConfig
-from ..model.inference import resize_image, resized_size
+from ..model.inference import resize_for_test, test_size
 from .inputs import ImageInput, LoadedImage, load_inputs
 from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult, class_name
 
@@ -187,10 +187,6 @@ class Predictor:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.float16)
 
-    def _test_size(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
-        cfg = self.model.config.inference
-        return resized_size(height, width, round(cfg.test_shortest_edge * scale), round(cfg.test_max_size * scale))
-
     @torch.no_grad()
     def _forward(self, images: list[Tensor]) -> tuple[Tensor, Tensor, list[tuple[int, int]], tuple[int, int]]:
         """Float RGB images -> (class logits [B, N, K+1], mask logits [B, N, h, w], sizes, padded size), fp32."""
@@ -202,7 +198,7 @@ class Predictor:
 
     def _predict_batch(self, items: Sequence[LoadedImage], task: str) -> list[Result]:
         originals = [tuple(item.image.shape[-2:]) for item in items]
-        resized = [resize_image(it.image.to(self.device), self._test_size(*size)) for it, size in zip(items, originals)]
+        resized = [resize_for_test(it.image.to(self.device), self.model.config.inference) for it in items]
         logits, masks, sizes, padded = self._forward(resized)
         results: list[Result] = []
         for i, (item, out_size) in enumerate(zip(items, originals)):
@@ -256,10 +252,11 @@ class Predictor:
         """Average class probabilities over scales x flips (each at the scale-1 test size), optionally over
         sliding windows, then take the argmax at the input's size."""
         out_size = tuple(item.image.shape[-2:])
-        base = self._test_size(*out_size)
+        cfg = self.model.config.inference
+        base = test_size(*out_size, cfg)
         total = None
         for scale in scales:
-            image = resize_image(item.image.to(self.device), self._test_size(*out_size, scale))
+            image = resize_for_test(item.image.to(self.device), cfg, scale)
             for flipped in (False, True) if flip else (False,):
                 view = image.flip(-1) if flipped else image
                 probs = self._probabilities(view) if window is None else self._windowed(view, window, window_stride)

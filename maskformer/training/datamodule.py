@@ -11,8 +11,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..data import datasets as D
 from ..data.check import check_reader
 from ..data.sampling import AugmentedDataset, ResumableSampler
-from ..data.transforms import detr_panoptic_train_transform, eval_resize, semantic_train_transform
-from ..model.config import MetadataConfig
+from ..data.transforms import detr_panoptic_train_transform, semantic_train_transform
+from ..model.config import InferenceConfig, MetadataConfig
+from ..model.inference import resize_for_test
 from .config import DataConfig, RunConfig, loader_workers
 
 DEFAULT_SPLITS = {
@@ -104,9 +105,9 @@ class TrainItems:
 class ValItems(Dataset):
     """Validation samples: the test-resized image, the original-size semantic label and panoptic truth."""
 
-    def __init__(self, reader, short_edge: int, max_size: int, ignore_value: int):
+    def __init__(self, reader, inference: InferenceConfig, ignore_value: int):
         self.reader = reader
-        self.short_edge, self.max_size = short_edge, max_size
+        self.inference = inference
         self.ignore_value = ignore_value
 
     def __len__(self) -> int:
@@ -115,7 +116,7 @@ class ValItems(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.reader.load(index)
         item = {
-            "image": eval_resize(sample["image"], self.short_edge, self.max_size),
+            "image": resize_for_test(sample["image"], self.inference),
             "size": tuple(sample["label"].shape),
             "semantic": D.semantic_label(sample, self.ignore_value),
             "file": sample["file"],
@@ -192,7 +193,7 @@ class MaskFormerDataModule(L.LightningDataModule):
         cfg, inf = self.config.data, self.config.model.inference
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        dataset = ValItems(self.val_reader, inf.test_shortest_edge, inf.test_max_size, cfg.ignore_value)
+        dataset = ValItems(self.val_reader, inf, cfg.ignore_value)
         count = len(dataset) if not cfg.max_val_images else min(cfg.max_val_images, len(dataset))
         # Each process scores its own share; evaluators sum their statistics across processes.
         shard = Subset(dataset, list(range(rank, count, world)))
