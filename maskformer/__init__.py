@@ -1,8 +1,10 @@
-"""maskformer: MaskFormer (Cheng, Schwing, Kirillov, NeurIPS 2021) in plain PyTorch + timm."""
+"""maskformer: MaskFormer (Cheng, Schwing, Kirillov, NeurIPS 2021) and Mask2Former (Cheng, Misra, Schwing,
+Kirillov, Girdhar, CVPR 2022) in plain PyTorch + timm."""
 
 from .model import (
     PRESETS,
     HungarianMatcher,
+    Mask2FormerConfig,
     MaskFormer,
     MaskFormerConfig,
     SetCriterion,
@@ -11,4 +13,13 @@ from .model import (
 
 __version__ = "0.1.0"
 
-__all__ = ["PRESETS", "HungarianMatcher", "MaskFormer", "MaskFormerConfig", "SetCriterion", "__version__", "preset"]
+__all__ = [
+    "PRESETS",
+    "HungarianMatcher",
+    "Mask2FormerConfig",
+    "MaskFormer",
+    "MaskFormerConfig",
+    "SetCriterion",
+    "__version__",
+    "preset",
+]

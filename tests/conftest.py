@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -9,7 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from maskformer.model import BackboneConfig, MaskFormer, MaskFormerConfig, PixelDecoderConfig, TransformerConfig
+from maskformer.model import (
+    BackboneConfig,
+    Mask2FormerConfig,
+    MaskFormer,
+    MaskFormerConfig,
+    PixelDecoderConfig,
+    TransformerConfig,
+)
 
 NUM_CLASSES = 150
 
@@ -91,6 +99,22 @@ def tiny_config(num_classes: int = 5, backbone: str = "swin", queries: int = 10)
         backbone=bb,
         pixel_decoder=PixelDecoderConfig(conv_dim=64, mask_dim=64),
         transformer=TransformerConfig(hidden_dim=64, num_queries=queries, num_heads=4, ffn_dim=128, num_layers=3),
+    )
+
+
+def tiny_m2f_config(num_classes: int = 5, queries: int = 10) -> Mask2FormerConfig:
+    """A small but complete Mask2Former (MSDeformAttn pixel decoder, masked-attention decoder) for fast tests."""
+    base = Mask2FormerConfig()
+    return Mask2FormerConfig(
+        num_classes=num_classes,
+        backbone=tiny_config().backbone,
+        pixel_decoder=dataclasses.replace(
+            base.pixel_decoder, conv_dim=64, mask_dim=64, encoder_layers=2, encoder_heads=4, encoder_ffn_dim=128
+        ),
+        transformer=dataclasses.replace(
+            base.transformer, hidden_dim=64, num_queries=queries, num_heads=4, ffn_dim=128, num_layers=3
+        ),
+        loss=dataclasses.replace(base.loss, num_points=256),
     )
 
 

@@ -1,5 +1,5 @@
-"""ONNX (under onnxruntime) and torch.export programs agree with eager PyTorch at several input sizes, and the
-README's onnxruntime example gives what ``model.predict`` gives."""
+"""ONNX (under onnxruntime) and torch.export programs of both families agree with eager PyTorch at several
+input sizes, and the README's onnxruntime example gives what ``model.predict`` gives."""
 
 from __future__ import annotations
 
@@ -8,17 +8,22 @@ import torch
 
 from maskformer.cli.main import main
 from maskformer.model import MaskFormer
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, tiny_m2f_config
 
 # The ONNX graph takes any size and pads as MaskFormer.preprocess does; torch programs take multiples of 32.
 SIZES = [(1, 70, 97), (2, 160, 128), (3, 224, 50)]
 SIZES_32 = [(1, 64, 96), (2, 160, 128), (3, 224, 64)]
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["maskformer", "mask2former"])
+def model(request):
     torch.manual_seed(0)
-    return MaskFormer(tiny_config(num_classes=5, backbone="resnet18", queries=8)).eval()
+    if request.param == "maskformer":
+        return MaskFormer(tiny_config(num_classes=5, backbone="resnet18", queries=8)).eval()
+    # Mask2Former: deformable sampling (grid_sample) and boolean attention masks in the graph.
+    config = tiny_m2f_config(queries=8)
+    config.backbone = tiny_config(backbone="resnet18").backbone
+    return MaskFormer(config).eval()
 
 
 def _eager(model, images):
@@ -59,14 +64,17 @@ def test_torch_export_matches_pytorch_at_several_sizes(model, tmp_path):
         assert (masks - ref_masks).abs().max() <= 1e-4
 
 
-def test_export_rejects_example_sizes_that_are_not_multiples_of_32(model, tmp_path):
+def test_export_rejects_example_sizes_that_are_not_multiples_of_32(tmp_path):
+    model = MaskFormer(tiny_config(num_classes=5, backbone="resnet18", queries=8))
     folder = model.save_pretrained(tmp_path / "m")
     assert main(["export", "--model", str(folder), "--out", str(tmp_path / "x.onnx"), "--height", "100"]) == 2
 
 
-def test_readme_onnxruntime_example_equals_model_predict(model, tmp_path, monkeypatch):
+def test_readme_onnxruntime_example_equals_model_predict(tmp_path, monkeypatch):
     """The README's example, run as written on files of the names it uses, gives model.predict's labels."""
     pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = MaskFormer(tiny_config(num_classes=5, backbone="resnet18", queries=8)).eval()
     import re
     from pathlib import Path
 

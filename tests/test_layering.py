@@ -56,3 +56,61 @@ def test_model_core_imports_only_libraries_and_itself():
             for name in names:
                 top = name.split(".")[0]
                 assert top in ALLOWED_TOP_LEVEL, f"{file.name} imports {name}"
+
+
+PACKAGE = Path(maskformer.__file__).parent
+# Each layer and the layers it may import; "model" is the core above. Nothing imports a layer above it.
+LAYERS: dict[str, set[str]] = {
+    "model": set(),
+    "data": {"model"},
+    "evaluation": {"data"},
+    "visualize": {"data", "model"},
+    "export": {"model"},
+    "predict": {"data", "model", "visualize"},
+    "training": {"data", "evaluation", "model", "visualize"},
+    "demo": {"data", "model", "predict", "training", "visualize"},
+    "cli": {"data", "demo", "evaluation", "export", "model", "predict", "training", "visualize"},
+}
+# Third-party libraries that belong to one layer only.
+ONLY_IN = {"lightning": {"training"}}
+
+
+def _layer(file: Path) -> str:
+    part = file.relative_to(PACKAGE).parts[0]
+    return part.removesuffix(".py")
+
+
+def _imports(file: Path) -> list[str]:
+    """Absolute module names ``file`` imports (relative imports resolved)."""
+    package = file.relative_to(PACKAGE.parent).with_suffix("").parts[:-1]
+    names = []
+    for node in ast.walk(ast.parse(file.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+                names += [f"{module}.{alias.name}" if not node.module else module for alias in node.names]
+            else:
+                names.append(node.module)
+    return names
+
+
+def test_every_layer_imports_only_the_layers_below_it():
+    files = [f for f in PACKAGE.rglob("*.py") if f.name != "__init__.py" or f.parent != PACKAGE]
+    seen = set()
+    for file in files:
+        layer = _layer(file)
+        if layer in ("__main__",):
+            continue
+        assert layer in LAYERS, f"{file}: layer {layer!r} is not in the layering test"
+        seen.add(layer)
+        for name in _imports(file):
+            parts = name.split(".")
+            if parts[0] == "maskformer" and len(parts) > 1:
+                target = parts[1]
+                assert target == layer or target in LAYERS[layer], f"{file.relative_to(PACKAGE)} imports {name}"
+            elif parts[0] in ONLY_IN:
+                assert layer in ONLY_IN[parts[0]], f"{file.relative_to(PACKAGE)} imports {name}"
+    assert seen == set(LAYERS)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from maskformer.model.heads import MaskFormerHead
-from maskformer.model.transformer import Attention
+from maskformer.model.transformer import Attention, attention_mask
 
 
 def test_masked_keys_have_no_influence():
@@ -28,7 +28,7 @@ def test_masked_keys_have_no_influence():
 def _head(masked: bool) -> MaskFormerHead:
     torch.manual_seed(1)
     return MaskFormerHead(32, 4, hidden_dim=32, num_queries=6, num_heads=4, ffn_dim=64, num_layers=3, dropout=0.0,
-                          mask_dim=16, masked_attention=masked).eval()  # fmt: skip
+                          mask_dim=16, enforce_input_proj=False, masked_attention=masked).eval()  # fmt: skip
 
 
 def test_attention_mask_is_the_thresholded_resized_mask_prediction():
@@ -36,8 +36,9 @@ def test_attention_mask_is_the_thresholded_resized_mask_prediction():
     hs = torch.randn(2, 6, 32)
     mask_features = torch.randn(2, 16, 32, 32)
     small = F.interpolate(mask_features, size=(4, 4), mode="bilinear", align_corners=False)
-    attend = head._attention_mask(small, hs)
-    # Mask2Former resizes the full-size mask logits; resizing E_pixel first is the same linear map.
+    # The MaskFormer decoder resizes E_pixel first; Mask2Former resizes the full-size mask logits: the same
+    # linear map.
+    attend = attention_mask(torch.einsum("bqc,bchw->bqhw", head.mask_embed(hs), small), (4, 4))
     full = torch.einsum("bqc,bchw->bqhw", head.mask_embed(hs), mask_features)
     logits = F.interpolate(full, size=(4, 4), mode="bilinear", align_corners=False).flatten(2)
     clear = logits.abs() > 1e-4
@@ -50,8 +51,9 @@ def test_attention_mask_is_the_thresholded_resized_mask_prediction():
 def test_first_layer_is_unmasked_and_later_layers_differ():
     features, mask_features = torch.randn(2, 32, 4, 4), torch.randn(2, 16, 16, 16)
     with torch.no_grad():
-        plain_logits, plain_embed = _head(False)(features, mask_features)
-        masked_logits, masked_embed = _head(True)(features, mask_features)
-    assert torch.allclose(plain_logits[0], masked_logits[0], atol=1e-6)
-    assert torch.allclose(plain_embed[0], masked_embed[0], atol=1e-6)
-    assert not torch.allclose(plain_logits[-1], masked_logits[-1], atol=1e-3)
+        plain = _head(False)([features], mask_features, with_aux=True)
+        masked = _head(True)([features], mask_features, with_aux=True)
+    assert len(plain) == len(masked) == 3
+    for key in ("pred_logits", "pred_masks"):
+        assert torch.allclose(plain[0][key], masked[0][key], atol=1e-6)
+    assert not torch.allclose(plain[-1]["pred_logits"], masked[-1]["pred_logits"], atol=1e-3)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from maskformer.model import HungarianMatcher, SetCriterion
+from tests.helpers import make_criterion, make_matcher
 
 K = 6  # classes
 
@@ -58,7 +58,7 @@ def naive_cost(logits, masks, target_labels, target_masks, alpha=0.25, gamma=2.0
 def test_cost_matrix_equals_naive_pairwise_cost():
     out = make_outputs(batch=2)
     targets = make_targets([3, 2])
-    matcher = HungarianMatcher()
+    matcher = make_matcher()
     from maskformer.model.matcher import pad_targets
 
     labels, masks, _ = pad_targets(targets, torch.device("cpu"))
@@ -71,7 +71,7 @@ def test_cost_matrix_equals_naive_pairwise_cost():
 def test_batched_matching_equals_per_image_matching():
     out = make_outputs(batch=4)
     targets = make_targets([3, 0, 5, 1])
-    matcher = HungarianMatcher()
+    matcher = make_matcher()
     batched = matcher(out["pred_logits"], out["pred_masks"], targets)
     for b, t in enumerate(targets):
         single = matcher(out["pred_logits"][b : b + 1], out["pred_masks"][b : b + 1], [t])[0]
@@ -90,7 +90,7 @@ def total(losses):
 def test_permuting_targets_leaves_loss_unchanged():
     out = make_outputs(batch=2, aux_layers=2)
     targets = make_targets([4, 3])
-    criterion = SetCriterion(K, HungarianMatcher())
+    criterion = make_criterion(K)
     base = criterion(out, targets)
     gen = torch.Generator().manual_seed(5)
     permuted = []
@@ -105,7 +105,7 @@ def test_permuting_targets_leaves_loss_unchanged():
 def test_empty_targets_are_valid():
     out = make_outputs(batch=2, aux_layers=1)
     targets = make_targets([0, 0])
-    criterion = SetCriterion(K, HungarianMatcher())
+    criterion = make_criterion(K)
     losses = criterion(out, targets)
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_mask"] == 0 and losses["loss_dice"] == 0
@@ -119,13 +119,13 @@ def test_empty_targets_are_valid():
 def test_deep_supervision_keys_and_weights():
     out = make_outputs(batch=2, aux_layers=5)
     targets = make_targets([2, 3])
-    losses = SetCriterion(K, HungarianMatcher())(out, targets)
+    losses = make_criterion(K)(out, targets)
     expected = {"loss_ce", "loss_mask", "loss_dice"}
     expected |= {f"{k}_{i}" for k in ("loss_ce", "loss_mask", "loss_dice") for i in range(5)}
     assert set(losses) == expected
-    off = SetCriterion(K, HungarianMatcher(), deep_supervision=False)(out, targets)
+    off = make_criterion(K, deep_supervision=False)(out, targets)
     assert set(off) == {"loss_ce", "loss_mask", "loss_dice"}
-    doubled = SetCriterion(K, HungarianMatcher(), mask_weight=40.0, deep_supervision=False)(out, targets)
+    doubled = make_criterion(K, mask_weight=40.0, deep_supervision=False)(out, targets)
     assert torch.allclose(doubled["loss_mask"], 2 * off["loss_mask"])
 
 
@@ -135,7 +135,7 @@ def test_loss_matches_hand_computation_for_one_matched_pair():
     target_mask = torch.zeros(1, 8, 8)
     target_mask[0, :4, :4] = 1
     targets = [{"labels": torch.tensor([0]), "masks": target_mask}]
-    criterion = SetCriterion(2, HungarianMatcher(), deep_supervision=False)
+    criterion = make_criterion(2, deep_supervision=False)
     losses = criterion({"pred_logits": logits, "pred_masks": masks}, targets)
     (src,), _ = criterion.matcher(logits, masks, targets)[0]
     up = F.interpolate(masks[:, src : src + 1], size=(8, 8), mode="bilinear", align_corners=False).flatten()
@@ -161,7 +161,7 @@ def test_ignore_pixels_count_as_background_unless_excluded(exclude):
         valid = torch.ones(t["masks"].shape[-2:], dtype=torch.bool)
         valid[:, 40:] = False  # an "ignore" band
         t["valid"] = valid
-    criterion = SetCriterion(K, HungarianMatcher(), deep_supervision=False, exclude_invalid_pixels=exclude)
+    criterion = make_criterion(K, deep_supervision=False, exclude_invalid_pixels=exclude)
     base = criterion(out, targets)
     # Change the targets only where pixels are invalid: excluded pixels must not matter.
     changed = [{**t, "masks": torch.where(t["valid"], t["masks"], 1 - t["masks"])} for t in targets]
@@ -175,6 +175,6 @@ def test_gradients_flow_to_all_predictions():
     for d in [out, *out["aux_outputs"]]:
         d["pred_logits"].requires_grad_(True)
         d["pred_masks"].requires_grad_(True)
-    total(SetCriterion(K, HungarianMatcher())(out, make_targets([2, 1]))).backward()
+    total(make_criterion(K)(out, make_targets([2, 1]))).backward()
     for d in [out, *out["aux_outputs"]]:
         assert d["pred_logits"].grad.abs().sum() > 0 and d["pred_masks"].grad.abs().sum() > 0

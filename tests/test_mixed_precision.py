@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from maskformer.data.synth import write_dataset
-from maskformer.model import HungarianMatcher, SetCriterion
 from maskformer.model.matcher import pad_targets
 from maskformer.training import train
+from tests.helpers import make_criterion, make_matcher
 from tests.test_training import run_config
 
 
@@ -42,8 +42,8 @@ def _outputs_and_targets(gen: torch.Generator):
 
 def test_costs_and_losses_are_float32_under_autocast():
     outputs, targets = _outputs_and_targets(torch.Generator().manual_seed(0))
-    matcher = HungarianMatcher(cost_class=1.0, cost_mask=20.0, cost_dice=1.0)
-    criterion = SetCriterion(5, matcher)
+    matcher = make_matcher()
+    criterion = make_criterion(5)
     plain_losses = criterion(outputs, targets)
     plain_indices = matcher(outputs["pred_logits"], outputs["pred_masks"], targets)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from maskformer.model import HungarianMatcher, SetCriterion
 from maskformer.model.matcher import point_sample
+from tests.helpers import make_criterion, make_matcher
 
 
 def _toy(gen):
@@ -32,12 +32,10 @@ def test_point_sample_reads_pixel_centres():
 
 def test_uniform_points_equal_the_full_loss_in_expectation():
     outputs, targets = _toy(torch.Generator().manual_seed(0))
-    full = SetCriterion(4, HungarianMatcher(), deep_supervision=False)(outputs, targets)
+    full = make_criterion(4, deep_supervision=False)(outputs, targets)
     # Uniform points only (importance ratio 0): the point loss is an unbiased estimate of the pixel mean.
     torch.manual_seed(0)
-    sampled = SetCriterion(
-        4, HungarianMatcher(num_points=4096), deep_supervision=False, num_points=4096, importance_sample_ratio=0.0
-    )
+    sampled = make_criterion(4, deep_supervision=False, num_points=4096, importance_sample_ratio=0.0)
     draws = [sampled(outputs, targets) for _ in range(30)]
     for key in ("loss_mask", "loss_dice"):
         mean = torch.stack([d[key] for d in draws]).mean()
@@ -51,9 +49,7 @@ def test_importance_sampling_gradients_flow_and_are_finite():
     for valid in (None, torch.rand(64, 64) > 0.3):
         if valid is not None:
             targets[0]["valid"] = valid
-        criterion = SetCriterion(
-            4, HungarianMatcher(num_points=112), num_points=112, exclude_invalid_pixels=valid is not None
-        )
+        criterion = make_criterion(4, num_points=112, exclude_invalid_pixels=valid is not None)
         losses = criterion(outputs, targets)
         total = sum(losses.values())
         total.backward()
@@ -70,5 +66,5 @@ def test_point_matching_agrees_with_full_matching_on_clear_cases():
     pred = (masks * 12 - 6)[torch.tensor([2, 0, 1])][None]  # query q predicts target perm[q]
     logits = torch.zeros(1, 3, 4)
     targets = [{"labels": torch.tensor([1, 1, 1]), "masks": up}]
-    ((src, tgt),) = HungarianMatcher(num_points=500)(logits, pred, targets)
+    ((src, tgt),) = make_matcher(num_points=500)(logits, pred, targets)
     assert dict(zip(src.tolist(), tgt.tolist())) == {0: 2, 1: 0, 2: 1}

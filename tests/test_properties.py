@@ -11,8 +11,8 @@ from scipy.optimize import linear_sum_assignment
 
 from maskformer.data.datasets import make_targets
 from maskformer.data.transforms import detr_panoptic_train_transform, semantic_train_transform
-from maskformer.model import HungarianMatcher, SetCriterion
 from maskformer.model import inference as post
+from tests.helpers import make_criterion, make_matcher
 from tests.test_matcher_criterion import naive_cost
 from tests.test_transforms import colour_index
 
@@ -52,7 +52,7 @@ def problems(draw, max_queries=5):
 @given(problems())
 def test_matching_is_a_minimum_cost_assignment(problem):
     outputs, targets = problem
-    matcher = HungarianMatcher()
+    matcher = make_matcher()
     indices = matcher(outputs["pred_logits"], outputs["pred_masks"], targets)
     for b, ((src, tgt), t) in enumerate(zip(indices, targets)):
         n = len(t["labels"])
@@ -71,7 +71,7 @@ def test_loss_and_gradients_are_finite(problem, exclude_invalid):
     outputs, targets = problem
     outputs = {k: v.clone().requires_grad_(True) for k, v in outputs.items()}
     outputs["aux_outputs"] = [{k: 0.5 * v for k, v in outputs.items()}]
-    criterion = SetCriterion(K, HungarianMatcher(), exclude_invalid_pixels=exclude_invalid)
+    criterion = make_criterion(K, exclude_invalid_pixels=exclude_invalid)
     losses = criterion(outputs, targets)
     total = sum(losses.values())
     assert torch.isfinite(total) and total >= 0

@@ -26,14 +26,16 @@ def _count_parameters(config: MaskFormerConfig) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from ..training import recipe
+    from ..training.config import paper_model
 
-    print(f"{'preset':<12} {'starts from':<50} {'pixel decoder':<20} {'classes':>7} {'params':>8}")
+    print(f"{'preset':<25} {'family':<12} {'starts from':<50} {'pixel decoder':<20} {'classes':>7} {'params':>8}")
     for name in PRESETS:
-        cfg = recipe(name).model
+        cfg = paper_model(name)
         weights = f"ImageNet: {cfg.backbone.name}" if cfg.backbone.pretrained else "scratch (no timm weights)"
         params = f"{_count_parameters(cfg) / 1e6:.1f}M" if args.count else "-"
-        print(f"{name:<12} {weights:<50} {cfg.pixel_decoder.type:<20} {cfg.num_classes:>7} {params:>8}")
+        print(
+            f"{name:<25} {cfg.family:<12} {weights:<50} {cfg.pixel_decoder.type:<20} {cfg.num_classes:>7} {params:>8}"
+        )
     return 0
 
 

@@ -1,8 +1,11 @@
-"""Typed configuration of a MaskFormer model, with YAML in and out.
+"""Typed configuration of a mask-classification model, with YAML in and out.
 
 One :class:`MaskFormerConfig` describes a whole model: backbone, pixel decoder, transformer decoder, loss,
 inference thresholds, input normalisation and the dataset metadata (class names, thing/stuff) that
-panoptic inference and visualisation need. Presets named after the paper's configurations live in
+panoptic inference and visualisation need. Its ``family`` field discriminates the two model families:
+:class:`MaskFormerConfig` itself (MaskFormer, NeurIPS 2021) and :class:`Mask2FormerConfig` (Mask2Former,
+CVPR 2022), which differ only in their parts' defaults; reading a file picks the class by ``family`` (absent:
+MaskFormer, as files written before Mask2Former). Presets named after the papers' configurations live in
 :mod:`maskformer.model.presets`.
 """
 
@@ -66,14 +69,21 @@ class BackboneConfig:
 
 @dataclass
 class PixelDecoderConfig:
-    """FPN pixel decoder; ``type="transformer_encoder"`` adds the "+6 Enc" DETR encoder on res5."""
+    """The pixel decoder: per-pixel mask features at stride 4 and the multi-scale maps the transformer
+    decoder attends to.
+
+    ``type``: "fpn" (MaskFormer's), "transformer_encoder" (MaskFormer's "+6 Enc": a DETR encoder on res5
+    before the FPN) or "msdeformattn" (Mask2Former's: a multi-scale deformable-attention encoder over
+    res3..res5, then res2 fused FPN-style). The ``encoder_*`` fields size either encoder.
+    """
 
     BOUNDS: ClassVar[Bounds] = {
         "conv_dim": AT_LEAST_1, "mask_dim": AT_LEAST_1, "num_groups": AT_LEAST_1, "encoder_layers": NON_NEGATIVE,
         "encoder_heads": AT_LEAST_1, "encoder_ffn_dim": AT_LEAST_1, "encoder_dropout": FRACTION,
+        "encoder_points": AT_LEAST_1,
     }  # fmt: skip
 
-    type: Literal["fpn", "transformer_encoder"] = "fpn"
+    type: Literal["fpn", "transformer_encoder", "msdeformattn"] = "fpn"
     conv_dim: int = 256
     mask_dim: int = 256
     num_groups: int = 32
@@ -81,17 +91,22 @@ class PixelDecoderConfig:
     encoder_heads: int = 8
     encoder_ffn_dim: int = 2048
     encoder_dropout: float = 0.1
+    # Deformable attention: sampling points per head and level.
+    encoder_points: int = 4
 
 
 @dataclass
 class TransformerConfig:
-    """DETR transformer decoder of the transformer module."""
+    """The transformer decoder: ``type="detr"`` is MaskFormer's (DETR decoder layers over one feature map),
+    ``"masked_attention"`` Mask2Former's (masked cross-attention, self-attention, FFN; round robin over the
+    pixel decoder's stride-32/16/8 maps, a prediction from the queries before the first layer)."""
 
     BOUNDS: ClassVar[Bounds] = {
         "hidden_dim": AT_LEAST_1, "num_queries": AT_LEAST_1, "num_heads": AT_LEAST_1, "ffn_dim": AT_LEAST_1,
         "num_layers": AT_LEAST_1, "dropout": FRACTION,
     }  # fmt: skip
 
+    type: Literal["detr", "masked_attention"] = "detr"
     hidden_dim: int = 256
     num_queries: int = 100
     num_heads: int = 8
@@ -100,9 +115,10 @@ class TransformerConfig:
     dropout: float = 0.1
     # Project the decoder input with a 1x1 conv even when its width already equals hidden_dim.
     enforce_input_proj: bool = False
-    # Mask2Former's masked cross-attention (not in the paper's MaskFormer; no extra parameters).
+    # Mask2Former's masked cross-attention in the DETR decoder (not in the paper's MaskFormer; no extra
+    # parameters). The "masked_attention" decoder always masks.
     masked_attention: bool = False
-    # What the queries attend to (the original's TRANSFORMER_IN_FEATURE): a backbone level "res2".."res5"
+    # What a "detr" decoder attends to (the original's TRANSFORMER_IN_FEATURE): a backbone level "res2".."res5"
     # or "transformer_encoder" (the "+6 Enc" output). None: the encoder output when the pixel decoder has
     # one, else res5, as in the paper.
     in_feature: Literal["res2", "res3", "res4", "res5", "transformer_encoder"] | None = None
@@ -110,7 +126,8 @@ class TransformerConfig:
 
 @dataclass
 class LossConfig:
-    """Matching costs and loss weights (paper section 3.2 / 4.1)."""
+    """Matching costs and loss weights. The defaults are MaskFormer's (paper sections 3.2 / 4.1);
+    :class:`Mask2FormerConfig` sets Mask2Former's."""
 
     BOUNDS: ClassVar[Bounds] = {
         **dict.fromkeys(["class_weight", "mask_weight", "dice_weight", "cost_class", "cost_mask", "cost_dice"],
@@ -126,6 +143,9 @@ class LossConfig:
     cost_class: float = 1.0
     cost_mask: float = 20.0
     cost_dice: float = 1.0
+    # The mask loss and mask matching cost besides dice: MaskFormer's sigmoid focal loss, or Mask2Former's
+    # sigmoid binary cross-entropy.
+    mask_loss: Literal["focal", "bce"] = "focal"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     deep_supervision: bool = True
@@ -136,6 +156,9 @@ class LossConfig:
     num_points: int = 0
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
+    # Point values within half a pixel of a mask's edge: "border" clamps as bilinear upsampling does (this
+    # package's MaskFormer option), "zeros" blends towards 0 as Mask2Former's official point_sample does.
+    point_padding: Literal["border", "zeros"] = "border"
 
 
 @dataclass
@@ -153,6 +176,11 @@ class InferenceConfig:
     size_divisibility: int = 32
     test_shortest_edge: int = 512
     test_max_size: int = 2048
+    # How a list of images is forwarded. True: one image at a time, so that every result is bit-equal to the
+    # image's result alone. False: one batch per group of images that pad to the same size (faster where
+    # batches pay, e.g. GPUs): padding never mixes, results differ from one at a time only by float rounding
+    # of batched kernels (about 1e-6), which can still flip a pixel at a threshold.
+    batch_invariant: bool = True
 
 
 @dataclass
@@ -210,10 +238,13 @@ class YamlConfig:
 
 @dataclass
 class MaskFormerConfig(YamlConfig):
-    """A whole MaskFormer model."""
+    """A whole model of the MaskFormer family (and the base of :class:`Mask2FormerConfig`)."""
 
     BOUNDS: ClassVar[Bounds] = {"num_classes": AT_LEAST_1}
+    # The discriminating field and the config class of each of its values (filled in below).
+    FAMILIES: ClassVar[dict[str, type[MaskFormerConfig]]] = {}
 
+    family: Literal["maskformer", "mask2former"] = "maskformer"
     num_classes: int = 150
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
@@ -223,6 +254,29 @@ class MaskFormerConfig(YamlConfig):
     metadata: MetadataConfig = field(default_factory=MetadataConfig)
     pixel_mean: tuple[float, float, float] = ADE_MEAN
     pixel_std: tuple[float, float, float] = ADE_STD
+
+
+@dataclass
+class Mask2FormerConfig(MaskFormerConfig):
+    """A whole Mask2Former model: the MSDeformAttn pixel decoder, the masked-attention decoder (9 layers,
+    dropout 0) and the point-sampled loss (class 2, BCE 5, dice 5 on 12544 points); mask2former-facts.md."""
+
+    family: Literal["maskformer", "mask2former"] = "mask2former"
+    pixel_decoder: PixelDecoderConfig = field(
+        default_factory=lambda: PixelDecoderConfig(type="msdeformattn", encoder_ffn_dim=1024, encoder_dropout=0.0)
+    )
+    transformer: TransformerConfig = field(
+        default_factory=lambda: TransformerConfig(type="masked_attention", num_layers=9, dropout=0.0)
+    )
+    loss: LossConfig = field(
+        default_factory=lambda: LossConfig(
+            class_weight=2.0, mask_weight=5.0, dice_weight=5.0, cost_class=2.0, cost_mask=5.0, cost_dice=5.0,
+            mask_loss="bce", num_points=12544, point_padding="zeros",
+        )
+    )  # fmt: skip
+
+
+MaskFormerConfig.FAMILIES.update(maskformer=MaskFormerConfig, mask2former=Mask2FormerConfig)
 
 
 def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
@@ -255,21 +309,30 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def config_from_dict(cls: type[T], data: dict[str, Any], path: str) -> T:
-    """Build dataclass ``cls`` from plain data, recursing into nested dataclasses; unknown keys are errors."""
+def config_from_dict(cls: type[T], data: dict[str, Any], path: str, base: T | None = None) -> T:
+    """Build dataclass ``cls`` from plain data, recursing into nested dataclasses; unknown keys are errors.
+
+    Keys absent from ``data`` keep their value in ``base`` (default ``cls()``), so that a section of a
+    Mask2Former config keeps Mask2Former's defaults. A class with ``FAMILIES`` is chosen by ``data["family"]``.
+    """
     if not isinstance(data, dict):
         raise TypeError(f"{path}: expected a mapping, got {type(data).__name__}")
+    families = getattr(cls, "FAMILIES", None)
+    if families and "family" in data:
+        family = _scalar(data["family"], Literal[tuple(families)], f"{path}.family")
+        if type(base) is not families[family]:
+            cls, base = families[family], None
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}")
     kwargs: dict[str, Any] = {}
-    defaults = cls()
+    defaults = base if base is not None else cls()
     hints = get_type_hints(cls)
     for name, value in data.items():
         default = getattr(defaults, name)
         if dataclasses.is_dataclass(default):
-            kwargs[name] = config_from_dict(type(default), value, f"{path}.{name}")
+            kwargs[name] = config_from_dict(type(default), value, f"{path}.{name}", default)
         elif isinstance(default, tuple):
             kwargs[name] = _sequence(value, hints[name], f"{path}.{name}")
         elif name == "colors":
@@ -277,7 +340,7 @@ def config_from_dict(cls: type[T], data: dict[str, Any], path: str) -> T:
         else:
             kwargs[name] = _scalar(value, hints[name], f"{path}.{name}")
         _check_bounds(kwargs[name], getattr(cls, "BOUNDS", {}).get(name), f"{path}.{name}")
-    return cls(**kwargs)
+    return dataclasses.replace(defaults, **kwargs)
 
 
 def _check_bounds(value: Any, bounds: tuple[float | None, float | None] | None, path: str) -> None:

@@ -1,5 +1,6 @@
-"""MaskFormer's set loss: classification cross-entropy + binary mask focal and dice losses on matched
-pairs, with deep supervision after every decoder layer (paper sections 3.2 and 4.1)."""
+"""The set loss of both families: classification cross-entropy + a binary mask loss (MaskFormer's focal,
+Mask2Former's sigmoid cross-entropy) and dice on matched pairs, with deep supervision on every earlier
+prediction (MaskFormer paper sections 3.2 and 4.1; Mask2Former section 3.2.2 for the point sampling)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import MaskFormerConfig
 from .matcher import HungarianMatcher, Target, pad_targets, point_sample
 
 
@@ -21,6 +23,14 @@ def sigmoid_focal_loss(logits: Tensor, targets: Tensor, weights: Tensor | None, 
     p_t = prob * targets + (1 - prob) * (1 - targets)
     loss = ce * (1 - p_t) ** gamma
     loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    if weights is None:
+        return loss.mean(1)
+    return (loss * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def sigmoid_ce_loss(logits: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor:
+    """Per-mask sigmoid binary cross-entropy averaged over counted points: logits, targets, weights [M, P] -> [M]."""
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     if weights is None:
         return loss.mean(1)
     return (loss * weights).sum(1) / weights.sum(1).clamp(min=1)
@@ -47,8 +57,10 @@ def num_masks_across_processes(targets: Sequence[Target], device: torch.device) 
 
 
 class SetCriterion(nn.Module):
-    """Weighted losses ``loss_ce``, ``loss_mask`` (focal), ``loss_dice``, and the same with suffix ``_i``
-    for the output of decoder layer i when deep supervision is on; the training loss is their sum.
+    """Weighted losses ``loss_ce``, ``loss_mask`` (focal, or sigmoid cross-entropy with ``mask_loss="bce"``),
+    ``loss_dice``, and the same with suffix ``_i`` for the i-th earlier prediction (``aux_outputs[i]``) when
+    deep supervision is on; the training loss is their sum. Values come from
+    :class:`~maskformer.model.config.LossConfig` (:meth:`from_config`).
 
     Targets are dicts with ``labels`` [T] (int64, 0..K-1) and ``masks`` [T, H, W] at the (padded) input
     resolution, optionally ``valid`` [H, W] bool (False on ignore pixels). By default, like the original,
@@ -65,20 +77,27 @@ class SetCriterion(nn.Module):
         self,
         num_classes: int,
         matcher: HungarianMatcher,
-        class_weight: float = 1.0,
-        mask_weight: float = 20.0,
-        dice_weight: float = 1.0,
-        no_object_weight: float = 0.1,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        deep_supervision: bool = True,
-        exclude_invalid_pixels: bool = False,
-        num_points: int = 0,
-        oversample_ratio: float = 3.0,
-        importance_sample_ratio: float = 0.75,
+        *,
+        class_weight: float,
+        mask_weight: float,
+        dice_weight: float,
+        no_object_weight: float,
+        mask_loss: str,
+        focal_alpha: float,
+        focal_gamma: float,
+        deep_supervision: bool,
+        exclude_invalid_pixels: bool,
+        num_points: int,
+        oversample_ratio: float,
+        importance_sample_ratio: float,
+        point_padding: str,
     ):
         super().__init__()
+        if mask_loss not in ("focal", "bce"):
+            raise ValueError(f"mask_loss {mask_loss!r}: expected 'focal' or 'bce'")
+        self.mask_loss = mask_loss
         self.num_points = num_points
+        self.point_padding = point_padding
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
         self.num_classes = num_classes
@@ -93,19 +112,17 @@ class SetCriterion(nn.Module):
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     @classmethod
-    def from_config(cls, config) -> SetCriterion:
-        """Build from a :class:`~maskformer.model.config.MaskFormerConfig`."""
+    def from_config(cls, config: MaskFormerConfig) -> SetCriterion:
+        """The criterion (and its matcher) that a model config's ``loss`` describes."""
         loss = config.loss
-        matcher = HungarianMatcher(
-            loss.cost_class, loss.cost_mask, loss.cost_dice, loss.focal_alpha, loss.focal_gamma, loss.num_points
-        )
         return cls(
             config.num_classes,
-            matcher,
+            HungarianMatcher.from_config(loss),
             class_weight=loss.class_weight,
             mask_weight=loss.mask_weight,
             dice_weight=loss.dice_weight,
             no_object_weight=loss.no_object_weight,
+            mask_loss=loss.mask_loss,
             focal_alpha=loss.focal_alpha,
             focal_gamma=loss.focal_gamma,
             deep_supervision=loss.deep_supervision,
@@ -113,6 +130,7 @@ class SetCriterion(nn.Module):
             num_points=loss.num_points,
             oversample_ratio=loss.oversample_ratio,
             importance_sample_ratio=loss.importance_sample_ratio,
+            point_padding=loss.point_padding,
         )
 
     def forward(self, outputs: dict, targets: Sequence[Target]) -> dict[str, Tensor]:
@@ -154,7 +172,10 @@ class SetCriterion(nn.Module):
             matched = F.interpolate(matched[:, None], size=target.shape[-2:], mode="bilinear", align_corners=False)
             matched, target = matched.flatten(1), target.flatten(1)
             weights = valid[batch_idx].flatten(1).float() if valid is not None else None
-        loss_mask = sigmoid_focal_loss(matched, target, weights, self.focal_alpha, self.focal_gamma).sum()
+        if self.mask_loss == "bce":
+            loss_mask = sigmoid_ce_loss(matched, target, weights).sum()
+        else:
+            loss_mask = sigmoid_focal_loss(matched, target, weights, self.focal_alpha, self.focal_gamma).sum()
         loss_dice = dice_loss(matched, target, weights).sum()
         return {
             "loss_ce": self.weights["loss_ce"] * loss_ce,
@@ -168,7 +189,7 @@ class SetCriterion(nn.Module):
         m, p = logits.shape[0], self.num_points
         with torch.no_grad():
             candidates = torch.rand(m, int(p * self.oversample_ratio), 2, device=logits.device)
-            uncertainty = -point_sample(logits[:, None], candidates).abs()[:, 0]
+            uncertainty = -point_sample(logits[:, None], candidates, padding=self.point_padding).abs()[:, 0]
             k = int(p * self.importance_sample_ratio)
             top = uncertainty.topk(k, dim=1).indices
             coords = torch.cat(
@@ -178,6 +199,6 @@ class SetCriterion(nn.Module):
                 ],
                 dim=1,
             )
-            target = point_sample(target[:, None], coords)[:, 0]
+            target = point_sample(target[:, None], coords, padding=self.point_padding)[:, 0]
             weights = point_sample(valid[:, None].float(), coords, mode="nearest")[:, 0] if valid is not None else None
-        return point_sample(logits[:, None], coords)[:, 0], target, weights
+        return point_sample(logits[:, None], coords, padding=self.point_padding)[:, 0], target, weights

@@ -1,7 +1,11 @@
-"""The MaskFormer model: backbone -> pixel decoder -> transformer module -> segmentation module."""
+"""The meta-architecture of both families: backbone -> pixel decoder -> transformer decoder -> class and mask
+heads. MaskFormer (FPN or "+6 Enc" pixel decoder, DETR decoder) and Mask2Former (MSDeformAttn pixel decoder,
+masked-attention decoder) are choices of these parts in the config, not separate models."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,34 +14,52 @@ from torch import Tensor, nn
 
 from . import inference
 from .backbone import build_backbone
-from .config import MaskFormerConfig
+from .config import MaskFormerConfig, MetadataConfig
 from .heads import MaskFormerHead
-from .pixel_decoder import FPNPixelDecoder, TransformerEncoderPixelDecoder
-
-
-def build_pixel_decoder(config: MaskFormerConfig, in_channels: list[int]) -> FPNPixelDecoder:
-    pd = config.pixel_decoder
-    if pd.type == "fpn":
-        return FPNPixelDecoder(in_channels, pd.conv_dim, pd.mask_dim, pd.num_groups)
-    if pd.type == "transformer_encoder":
-        return TransformerEncoderPixelDecoder(
-            in_channels,
-            pd.conv_dim,
-            pd.mask_dim,
-            pd.num_groups,
-            num_layers=pd.encoder_layers,
-            num_heads=pd.encoder_heads,
-            ffn_dim=pd.encoder_ffn_dim,
-            dropout=pd.encoder_dropout,
-        )
-    raise ValueError(f"unknown pixel decoder type {pd.type!r} (expected 'fpn' or 'transformer_encoder')")
-
+from .masked_decoder import MaskedAttentionDecoder
+from .msdeformattn import MSDeformAttnPixelDecoder
+from .pixel_decoder import FPNPixelDecoder, PixelDecoderOutput, TransformerEncoderPixelDecoder
 
 LEVELS = ("res2", "res3", "res4", "res5")
 
 
+@dataclass
+class Group:
+    """The final predictions for the images ``indices`` of a list, forwarded together: ``logits`` [G, N, K+1],
+    ``masks`` [G, N, h, w] for the ``padded`` input size, and each image's un-padded ``sizes``."""
+
+    indices: list[int]
+    logits: Tensor
+    masks: Tensor
+    sizes: list[tuple[int, int]]
+    padded: tuple[int, int]
+
+
+def build_pixel_decoder(config: MaskFormerConfig, in_channels: list[int]) -> nn.Module:
+    pd = config.pixel_decoder
+    if pd.type == "fpn":
+        return FPNPixelDecoder(in_channels, pd.conv_dim, pd.mask_dim, pd.num_groups)
+    encoder = {
+        "num_layers": pd.encoder_layers, "num_heads": pd.encoder_heads, "ffn_dim": pd.encoder_ffn_dim,
+        "dropout": pd.encoder_dropout,
+    }  # fmt: skip
+    if pd.type == "transformer_encoder":
+        return TransformerEncoderPixelDecoder(in_channels, pd.conv_dim, pd.mask_dim, pd.num_groups, **encoder)
+    if pd.type == "msdeformattn":
+        return MSDeformAttnPixelDecoder(
+            in_channels, conv_dim=pd.conv_dim, mask_dim=pd.mask_dim, num_groups=pd.num_groups,
+            num_points=pd.encoder_points, **encoder,
+        )  # fmt: skip
+    raise ValueError(
+        f"unknown pixel decoder type {pd.type!r} (expected 'fpn', 'transformer_encoder' or 'msdeformattn')"
+    )
+
+
 def transformer_in_feature(config: MaskFormerConfig) -> str:
-    """The feature map the transformer decoder attends to (see ``TransformerConfig.in_feature``)."""
+    """What the transformer decoder attends to: "multi_scale" (the pixel decoder's stride-32/16/8 maps) for a
+    masked-attention decoder; for a DETR decoder, ``TransformerConfig.in_feature`` resolved."""
+    if config.transformer.type == "masked_attention":
+        return "multi_scale"
     name = config.transformer.in_feature
     has_encoder = config.pixel_decoder.type == "transformer_encoder"
     if name is None:
@@ -49,12 +71,27 @@ def transformer_in_feature(config: MaskFormerConfig) -> str:
     return name
 
 
+def build_transformer_decoder(config: MaskFormerConfig, in_channels: int) -> nn.Module:
+    t = config.transformer
+    sizes = {
+        "hidden_dim": t.hidden_dim, "num_queries": t.num_queries, "num_heads": t.num_heads, "ffn_dim": t.ffn_dim,
+        "num_layers": t.num_layers, "dropout": t.dropout, "mask_dim": config.pixel_decoder.mask_dim,
+        "enforce_input_proj": t.enforce_input_proj,
+    }  # fmt: skip
+    if t.type == "detr":
+        return MaskFormerHead(in_channels, config.num_classes, masked_attention=t.masked_attention, **sizes)
+    if t.type == "masked_attention":
+        return MaskedAttentionDecoder(in_channels, config.num_classes, **sizes)
+    raise ValueError(f"unknown transformer decoder type {t.type!r} (expected 'detr' or 'masked_attention')")
+
+
 class MaskFormer(nn.Module):
-    """MaskFormer for semantic, panoptic and instance segmentation.
+    """A mask-classification model of either family, for semantic, panoptic and instance segmentation.
 
     ``forward`` takes a normalised batch [B, 3, H, W] of any H, W and returns a dict with
     ``pred_logits`` [B, N, K+1], ``pred_masks`` [B, N, H/4, W/4] (mask logits) and ``aux_outputs``, one
-    such dict per earlier decoder layer (filled in training mode, or when ``with_aux=True``).
+    such dict per earlier prediction (every earlier decoder layer's; for Mask2Former also the one from the
+    queries before the first layer), filled in training mode or when ``with_aux=True``.
     ``predict`` runs the whole pipeline on raw images of mixed sizes.
     """
 
@@ -63,26 +100,12 @@ class MaskFormer(nn.Module):
         self.config = config
         self.backbone = build_backbone(config.backbone)
         self.pixel_decoder = build_pixel_decoder(config, list(self.backbone.channels))
-        t = config.transformer
         self.in_feature = transformer_in_feature(config)
-        decoder_in = (
-            config.pixel_decoder.conv_dim
-            if self.in_feature == "transformer_encoder"
-            else self.backbone.channels[LEVELS.index(self.in_feature)]
-        )
-        self.predictor = MaskFormerHead(
-            decoder_in,
-            config.num_classes,
-            hidden_dim=t.hidden_dim,
-            num_queries=t.num_queries,
-            num_heads=t.num_heads,
-            ffn_dim=t.ffn_dim,
-            num_layers=t.num_layers,
-            dropout=t.dropout,
-            mask_dim=config.pixel_decoder.mask_dim,
-            enforce_input_proj=t.enforce_input_proj,
-            masked_attention=t.masked_attention,
-        )
+        if self.in_feature in ("transformer_encoder", "multi_scale"):
+            decoder_in = config.pixel_decoder.conv_dim
+        else:
+            decoder_in = self.backbone.channels[LEVELS.index(self.in_feature)]
+        self.predictor = build_transformer_decoder(config, decoder_in)
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(3, 1, 1), persistent=False)
 
@@ -101,19 +124,16 @@ class MaskFormer(nn.Module):
     def forward(self, images: Tensor, with_aux: bool | None = None) -> dict[str, Any]:
         """images: normalised [B, 3, H, W] -> {pred_logits, pred_masks, aux_outputs}."""
         features = self.backbone(images)
-        mask_features, encoded = self.pixel_decoder(features)
-        if self.in_feature == "transformer_encoder":
-            decoder_input = encoded
+        pixels: PixelDecoderOutput = self.pixel_decoder(features)
+        if self.in_feature == "multi_scale":
+            decoder_input = pixels.multi_scale
+        elif self.in_feature == "transformer_encoder":
+            decoder_input = [pixels.encoded]
         else:
-            decoder_input = features[LEVELS.index(self.in_feature)]
-        logits, mask_embed = self.predictor(decoder_input, mask_features)
+            decoder_input = [features[LEVELS.index(self.in_feature)]]
         with_aux = self.training if with_aux is None else with_aux
-        if with_aux:
-            masks = torch.einsum("lbqc,bchw->lbqhw", mask_embed, mask_features)
-            aux = [{"pred_logits": a, "pred_masks": m} for a, m in zip(logits[:-1], masks[:-1])]
-            return {"pred_logits": logits[-1], "pred_masks": masks[-1], "aux_outputs": aux}
-        masks = torch.einsum("bqc,bchw->bqhw", mask_embed[-1], mask_features)
-        return {"pred_logits": logits[-1], "pred_masks": masks, "aux_outputs": []}
+        predictions = self.predictor(decoder_input, pixels.mask_features, with_aux)
+        return {**predictions[-1], "aux_outputs": predictions[:-1] if with_aux else []}
 
     @property
     def num_parameters(self) -> int:
@@ -131,6 +151,47 @@ class MaskFormer(nn.Module):
         return inference.pad_batch(normalised, self.config.inference.size_divisibility)
 
     @torch.no_grad()
+    def forward_groups(self, images: list[Tensor]) -> Iterator[Group]:
+        """Normalised images [3, h_i, w_i] -> final predictions, one forward per image or, without
+        ``inference.batch_invariant``, per group of images that pad to the same size
+        (:func:`inference.padded_groups`); an image is never padded beyond its own padded size."""
+        sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        divisibility = self.config.inference.size_divisibility
+        dtype = self.pixel_mean.dtype
+        if self.config.inference.batch_invariant:
+            groups = [[i] for i in range(len(images))]
+        else:
+            groups = inference.padded_groups(sizes, divisibility)
+        for indices in groups:
+            batch, group_sizes = inference.pad_batch([images[i].to(dtype) for i in indices], divisibility)
+            out = self(batch, with_aux=False)
+            yield Group(indices, out["pred_logits"], out["pred_masks"], group_sizes, (batch.shape[-2], batch.shape[-1]))
+
+    @torch.no_grad()
+    def segment(
+        self,
+        images: list[Tensor],
+        tasks: Sequence[str],
+        output_sizes: Sequence[tuple[int, int]],
+        metadata: MetadataConfig | None = None,
+    ) -> dict[str, list[Any]]:
+        """Normalised images [3, h_i, w_i] (at test size) -> {task: one result per image at its output size},
+        through :meth:`forward_groups` and :func:`inference.postprocess`: what ``predict``, validation and
+        evaluation run, so that they cannot disagree and a batch gives the results of its images alone.
+        ``metadata`` (default: the config's) says which classes are things."""
+        cfg, things = self.config.inference, (metadata or self.config.metadata).thing_classes
+        results: dict[str, list[Any]] = {task: [None] * len(images) for task in tasks}
+        for group in self.forward_groups(images):
+            outs = [output_sizes[i] for i in group.indices]
+            for task in tasks:
+                done = inference.postprocess(
+                    task, group.logits, group.masks, group.sizes, group.padded, outs, cfg, things
+                )
+                for i, result in zip(group.indices, done):
+                    results[task][i] = result
+        return results
+
+    @torch.no_grad()
     def predict(
         self,
         images: list[Tensor],
@@ -143,23 +204,13 @@ class MaskFormer(nn.Module):
         ``test_shortest_edge``, longer edge at most ``test_max_size``), as evaluation and the Predictor do.
         ``task`` is "semantic" (label maps [h, w]), "panoptic" (:class:`inference.PanopticResult`) or
         "instance" (:class:`inference.InstanceResult`). Results are at ``output_sizes`` (default: the input
-        sizes).
+        sizes), and each equals the result of its image alone.
         """
         cfg = self.config.inference
         originals = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        resized = [inference.resize_for_test(img.to(self.pixel_mean.device), cfg) for img in images]
-        batch, sizes = self.preprocess(resized)
-        outputs = self(batch, with_aux=False)
-        return inference.postprocess(
-            task,
-            outputs["pred_logits"],
-            outputs["pred_masks"],
-            sizes,
-            tuple(batch.shape[-2:]),
-            output_sizes or originals,
-            cfg,
-            self.config.metadata.thing_classes,
-        )
+        device = self.pixel_mean.device
+        resized = [self.normalize(inference.resize_for_test(img.to(device), cfg)) for img in images]
+        return self.segment(resized, [task], output_sizes or originals)[task]
 
     @classmethod
     def from_pretrained(

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from .config import LossConfig
+
 Target = dict[str, Tensor]
 
 
@@ -62,6 +64,20 @@ def focal_cost(logits: Tensor, targets: Tensor, weights: Tensor | None, alpha: f
     return cost / counted
 
 
+def bce_cost(logits: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor:
+    """Pairwise sigmoid binary cross-entropy (Mask2Former's mask cost), averaged over (weighted) points.
+
+    logits [B, N, P], targets [B, T, P], weights [B, 1, P] or None -> [B, N, T].
+    """
+    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    if weights is not None:
+        pos, neg = pos * weights, neg * weights
+    cost = torch.bmm(pos, targets.transpose(1, 2)) + torch.bmm(neg, (1 - targets).transpose(1, 2))
+    counted = weights.sum(-1, keepdim=True).clamp(min=1) if weights is not None else logits.shape[-1]
+    return cost / counted
+
+
 def dice_cost(logits: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor:
     """Pairwise dice loss 1 - (2 I + 1) / (S + 1): logits [B, N, P], targets [B, T, P] -> [B, N, T]."""
     prob = logits.sigmoid()
@@ -72,40 +88,56 @@ def dice_cost(logits: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor
     return 1 - (numerator + 1) / (denominator + 1)
 
 
-def point_sample(inputs: Tensor, coords: Tensor, mode: str = "bilinear") -> Tensor:
+def point_sample(inputs: Tensor, coords: Tensor, mode: str = "bilinear", padding: str = "border") -> Tensor:
     """Values of ``inputs`` [B, C, H, W] at ``coords`` [B, P, 2] ((x, y) in [0, 1], 0 and 1 the outer
     edges of the map) -> [B, C, P]. Bilinear sampling here equals ``F.interpolate(align_corners=False)``
-    at pixel centres; edges are clamped like interpolate's (not zero-padded, which would pull border
-    logits towards 0)."""
+    at pixel centres. Within half a pixel of the edge, ``padding="border"`` clamps like interpolate;
+    ``"zeros"`` blends towards 0 there, as Mask2Former's (detectron2's) point_sample does."""
     grid = (2 * coords - 1)[:, :, None, :].to(inputs.dtype)
-    return F.grid_sample(inputs, grid, mode=mode, padding_mode="border", align_corners=False)[..., 0]
+    return F.grid_sample(inputs, grid, mode=mode, padding_mode=padding, align_corners=False)[..., 0]
 
 
 class HungarianMatcher(nn.Module):
-    """cost = cost_class * (-p(c)) + cost_mask * focal + cost_dice * dice, on ground-truth masks downsampled
-    (nearest) to the prediction size; all costs for the batch in a few batched matmuls, then scipy's
-    linear_sum_assignment per image.
+    """cost = cost_class * (-p(c)) + cost_mask * focal (MaskFormer) or sigmoid BCE (Mask2Former, ``mask_loss
+    ="bce"``) + cost_dice * dice, on ground-truth masks downsampled (nearest) to the prediction size; all
+    costs for the batch in a few batched matmuls, then scipy's linear_sum_assignment per image.
 
     With ``num_points`` > 0 the mask costs are computed on that many random points per image instead (the
-    same points for every query and segment of an image), as Mask2Former does.
+    same points for every query and segment of an image), as Mask2Former does. Values come from
+    :class:`~maskformer.model.config.LossConfig` (:meth:`from_config`).
     """
 
     def __init__(
         self,
-        cost_class: float = 1.0,
-        cost_mask: float = 20.0,
-        cost_dice: float = 1.0,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        num_points: int = 0,
+        *,
+        cost_class: float,
+        cost_mask: float,
+        cost_dice: float,
+        mask_loss: str,
+        focal_alpha: float,
+        focal_gamma: float,
+        num_points: int,
+        point_padding: str,
     ):
         super().__init__()
+        self.point_padding = point_padding
+        if mask_loss not in ("focal", "bce"):
+            raise ValueError(f"mask_loss {mask_loss!r}: expected 'focal' or 'bce'")
+        self.mask_loss = mask_loss
         self.num_points = num_points
         self.cost_class = cost_class
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
+
+    @classmethod
+    def from_config(cls, loss: LossConfig) -> HungarianMatcher:
+        return cls(
+            cost_class=loss.cost_class, cost_mask=loss.cost_mask, cost_dice=loss.cost_dice, mask_loss=loss.mask_loss,
+            focal_alpha=loss.focal_alpha, focal_gamma=loss.focal_gamma, num_points=loss.num_points,
+            point_padding=loss.point_padding,
+        )  # fmt: skip
 
     @torch.no_grad()
     def cost_matrix(
@@ -122,8 +154,12 @@ class HungarianMatcher(nn.Module):
             weights = None
             if self.num_points:
                 coords = torch.rand(b, self.num_points, 2, device=pred_masks.device)
-                logits = point_sample(pred_masks.float(), coords)
-                t = point_sample(masks, coords) if masks.shape[1] else masks.new_zeros(b, 0, self.num_points)
+                logits = point_sample(pred_masks.float(), coords, padding=self.point_padding)
+                t = (
+                    point_sample(masks, coords, padding=self.point_padding)
+                    if masks.shape[1]
+                    else masks.new_zeros(b, 0, self.num_points)
+                )
                 if valid is not None:
                     weights = point_sample(valid[:, None].float(), coords, mode="nearest")
             else:
@@ -131,11 +167,12 @@ class HungarianMatcher(nn.Module):
                 if valid is not None:
                     weights = F.interpolate(valid[:, None].float(), size=size, mode="nearest").flatten(2)
                 logits, t = pred_masks.float().flatten(2), t.flatten(2)
-            cost = (
-                self.cost_class * cost_class
-                + self.cost_mask * focal_cost(logits, t, weights, self.focal_alpha, self.focal_gamma)
-                + self.cost_dice * dice_cost(logits, t, weights)
-            )
+            if self.mask_loss == "bce":
+                mask_cost = bce_cost(logits, t, weights)
+            else:
+                mask_cost = focal_cost(logits, t, weights, self.focal_alpha, self.focal_gamma)
+            dice = dice_cost(logits, t, weights)
+            cost = self.cost_class * cost_class + self.cost_mask * mask_cost + self.cost_dice * dice
         # Non-finite costs (a diverged model) are matched last instead of crashing scipy.
         big = torch.finfo(cost.dtype).max
         return torch.nan_to_num(cost, nan=big, posinf=big, neginf=big)

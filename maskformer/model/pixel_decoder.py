@@ -1,12 +1,29 @@
-"""Pixel decoders: the FPN of the original, and its "+6 Enc" variant with a DETR encoder on res5."""
+"""MaskFormer's pixel decoders: the FPN of the original, and its "+6 Enc" variant with a DETR encoder on res5.
+
+Every pixel decoder (these and Mask2Former's in :mod:`.msdeformattn`) returns a :class:`PixelDecoderOutput`.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .position_encoding import sine_position_tokens
 from .transformer import TransformerEncoder
+
+
+@dataclass
+class PixelDecoderOutput:
+    """``mask_features`` [B, mask_dim, H/4, W/4]: the per-pixel embeddings masks are read from;
+    ``multi_scale``: the decoder's maps at strides 32, 16, 8 (low resolution first), [B, conv_dim, H/s, W/s],
+    what a masked-attention decoder attends to; ``encoded``: the "+6 Enc" encoder output at stride 32
+    [B, conv_dim, H/32, W/32] (None without that encoder)."""
+
+    mask_features: Tensor
+    multi_scale: list[Tensor]
+    encoded: Tensor | None = None
 
 
 class ConvNorm(nn.Module):
@@ -43,17 +60,18 @@ class FPNPixelDecoder(nn.Module):
         nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
         nn.init.zeros_(self.mask_features.bias)
 
-    def top_down(self, y: Tensor, features: list[Tensor]) -> Tensor:
-        """Fuse the res5 map ``y`` (already through output_convs[0]) with res4..res2 -> [B, conv_dim, H/4, W/4]."""
+    def top_down(self, y: Tensor, features: list[Tensor], encoded: Tensor | None = None) -> PixelDecoderOutput:
+        """Fuse the res5 map ``y`` (already through output_convs[0]) with res4..res2."""
+        maps = [y]
         for lateral, output, x in zip(self.lateral_convs, self.output_convs[1:], features[-2::-1]):
             lat = lateral(x)
             y = output(lat + F.interpolate(y, size=lat.shape[-2:], mode="nearest"))
-        return y
+            maps.append(y)
+        return PixelDecoderOutput(self.mask_features(y), maps[:3], encoded)
 
-    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """features [res2..res5] -> (E_pixel [B, mask_dim, H/4, W/4], res5 [B, C5, H/32, W/32])."""
-        y = self.top_down(self.output_convs[0](features[-1]), features)
-        return self.mask_features(y), features[-1]
+    def forward(self, features: list[Tensor]) -> PixelDecoderOutput:
+        """features [res2..res5] -> mask features at stride 4 and the FPN maps at strides 32, 16, 8."""
+        return self.top_down(self.output_convs[0](features[-1]), features)
 
 
 class TransformerEncoderPixelDecoder(FPNPixelDecoder):
@@ -80,12 +98,11 @@ class TransformerEncoderPixelDecoder(FPNPixelDecoder):
         self.encoder = TransformerEncoder(conv_dim, num_heads, ffn_dim, num_layers, dropout)
         self.output_convs[0] = ConvNorm(conv_dim, conv_dim, 3, num_groups, relu=True)
 
-    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """features [res2..res5] -> (E_pixel [B, mask_dim, H/4, W/4], encoded res5 [B, conv_dim, H/32, W/32])."""
+    def forward(self, features: list[Tensor]) -> PixelDecoderOutput:
+        """features [res2..res5] -> mask features, FPN maps and the encoded res5 [B, conv_dim, H/32, W/32]."""
         src = self.input_proj(features[-1])
         b, c, h, w = src.shape
         pos = sine_position_tokens(b, h, w, c, device=src.device, dtype=src.dtype)
         memory = self.encoder(src.flatten(2).transpose(1, 2), pos)
         memory = memory.transpose(1, 2).reshape(b, c, h, w)
-        y = self.top_down(self.output_convs[0](memory), features)
-        return self.mask_features(y), memory
+        return self.top_down(self.output_convs[0](memory), features, memory)

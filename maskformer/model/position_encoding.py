@@ -19,14 +19,16 @@ def sine_position_encoding(
 ) -> Tensor:
     """Position encoding of an un-padded H x W grid -> [2 * num_feats, H, W] (y features, then x).
 
-    The original computes it from a mask of ones, so cumulative sums are plain 1..H and 1..W.
+    The original computes it from a mask of ones, so cumulative sums are plain 1..H and 1..W. Computed in
+    float32 (float64 for a float64 model), whatever ``dtype`` the result is cast to.
     """
     eps = 1e-6
-    y = torch.arange(1, height + 1, device=device, dtype=torch.float32)
-    x = torch.arange(1, width + 1, device=device, dtype=torch.float32)
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    y = torch.arange(1, height + 1, device=device, dtype=work)
+    x = torch.arange(1, width + 1, device=device, dtype=work)
     y = y / (y[-1] + eps) * scale
     x = x / (x[-1] + eps) * scale
-    dim_t = torch.arange(num_feats, device=device, dtype=torch.float32)
+    dim_t = torch.arange(num_feats, device=device, dtype=work)
     dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
     pos_y = y[:, None] / dim_t  # [H, F]
     pos_x = x[:, None] / dim_t  # [W, F]

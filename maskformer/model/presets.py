@@ -1,18 +1,26 @@
-"""Named model configurations of the paper (maskformer-facts.md, "Architecture" and "Results").
+"""Named model configurations of the papers (maskformer-facts.md and mask2former-facts.md).
 
-ADE20K-150 semantic: ``r50``, ``r101``, ``r101c``, ``swin_t``, ``swin_s``, ``swin_b``, ``swin_l``.
+MaskFormer. ADE20K-150 semantic: ``r50``, ``r101``, ``r101c``, ``swin_t``, ``swin_s``, ``swin_b``, ``swin_l``.
 COCO panoptic (133 classes): ``r50+6enc``, ``r101+6enc``, ``swin_t_coco``, ``swin_s_coco``, ``swin_b_coco``,
 ``swin_l_coco``.
+
+Mask2Former: ``m2f_<backbone>_<dataset>`` for backbones r50, r101, swin_t, swin_s, swin_b, swin_b21k (ImageNet-22k
+weights), swin_l and datasets ade (ADE20K-150), coco (COCO panoptic, 133), coco_instance (80), cityscapes (19) and
+vistas (Mapillary Vistas, 65), with the official configs' queries (200 for Swin-L except on ADE20K semantic), test
+sizes and thresholds.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 from collections.abc import Callable
 
 from .config import (
     BackboneConfig,
     InferenceConfig,
+    Mask2FormerConfig,
     MaskFormerConfig,
     PixelDecoderConfig,
 )
@@ -92,6 +100,53 @@ PRESETS: dict[str, Callable[[], MaskFormerConfig]] = {
     "swin_b_coco": lambda: _coco(_swin("b")),
     "swin_l_coco": lambda: _coco(_swin("l")),
 }
+
+
+# Mask2Former's backbones: (Swin size or ResNet timm weights, Swin weights override).
+_M2F_BACKBONES: dict[str, Callable[[], BackboneConfig]] = {
+    "r50": lambda: _resnet("resnet50.tv_in1k"),
+    "r101": lambda: _resnet("resnet101.tv_in1k"),
+    "swin_t": lambda: _swin("t"),
+    "swin_s": lambda: _swin("s"),
+    "swin_b": lambda: dataclasses.replace(_swin("b"), name="swin_base_patch4_window12_384.ms_in1k"),
+    "swin_b21k": lambda: _swin("b"),
+    "swin_l": lambda: _swin("l"),
+}
+# dataset: (classes, test shortest edge, test longest side, object mask threshold, Swin-L queries)
+_M2F_DATASETS = {
+    "ade": (150, 512, 2048, 0.8, 100),
+    "coco": (133, 800, 1333, 0.8, 200),
+    "coco_instance": (80, 800, 1333, 0.8, 200),
+    "cityscapes": (19, 1024, 2048, 0.8, 200),
+    "vistas": (65, 2048, 2048, 0.0, 200),
+}
+
+
+def _mask2former(backbone: str, dataset: str) -> Mask2FormerConfig:
+    classes, short, long, threshold, swin_l_queries = _M2F_DATASETS[dataset]
+    config = Mask2FormerConfig(num_classes=classes, backbone=_M2F_BACKBONES[backbone]())
+    if dataset == "ade" and backbone in ("swin_b", "swin_b21k", "swin_l"):
+        short, long = 640, 2560  # the "_res640" configs
+    config.inference = InferenceConfig(
+        object_mask_threshold=threshold, overlap_threshold=0.8, test_shortest_edge=short, test_max_size=long
+    )
+    if backbone == "swin_l":
+        config.transformer.num_queries = swin_l_queries
+    return config
+
+
+def mask2former_dataset(name: str) -> str:
+    """The dataset of a Mask2Former preset name ("m2f_swin_t_coco_instance" -> "coco_instance")."""
+    return next(d for d in sorted(_M2F_DATASETS, key=len, reverse=True) if name.endswith("_" + d))
+
+
+PRESETS.update(
+    {
+        f"m2f_{backbone}_{dataset}": functools.partial(_mask2former, backbone, dataset)
+        for backbone in _M2F_BACKBONES
+        for dataset in _M2F_DATASETS
+    }
+)
 
 
 def preset(name: str) -> MaskFormerConfig:

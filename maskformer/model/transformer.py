@@ -46,6 +46,20 @@ class Attention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, lq, d))
 
 
+@torch.no_grad()
+def attention_mask(mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
+    """Masked attention (Mask2Former): mask logits [B, N, h, w] -> bool [B, N, H*W] at ``size`` (bilinear
+    resize when it differs), True where a query may attend: its mask probability is at least 0.5. A query
+    whose mask is empty everywhere attends everywhere. Detached: no gradient flows through the mask.
+
+    The one implementation of the rule, for the MaskFormer decoder's option and Mask2Former's decoder.
+    """
+    if tuple(mask_logits.shape[-2:]) != tuple(size):
+        mask_logits = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+    attend = mask_logits.sigmoid().flatten(2) >= 0.5
+    return attend | ~attend.any(-1, keepdim=True)
+
+
 class EncoderLayer(nn.Module):
     """Post-norm self-attention + FFN; position embedding added to queries and keys."""
 

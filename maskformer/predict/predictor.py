@@ -87,9 +87,8 @@ class Predictor:
         self._bf16_model: MaskFormer | None = None
         self.precision = precision
         self.batch_size = batch_size
-        if metadata is not None:
-            self.model.config.metadata = metadata
-        self.model.config.metadata = complete_metadata(self.model.config.metadata, self.model.config.num_classes)
+        # The predictor's own metadata: the model's config is not changed.
+        self._metadata = complete_metadata(metadata or model.config.metadata, model.config.num_classes)
 
     @classmethod
     def from_pretrained(
@@ -108,7 +107,8 @@ class Predictor:
 
     @property
     def metadata(self) -> MetadataConfig:
-        return self.model.config.metadata
+        """Class names, colours and thing classes of the results (the model's, completed, or those given)."""
+        return self._metadata
 
     def __call__(
         self,
@@ -188,23 +188,24 @@ class Predictor:
         return torch.autocast(self.device.type, dtype=torch.float16)
 
     @torch.no_grad()
-    def _forward(self, images: list[Tensor]) -> tuple[Tensor, Tensor, list[tuple[int, int]], tuple[int, int]]:
-        """Float RGB images -> (class logits [B, N, K+1], mask logits [B, N, h, w], sizes, padded size), fp32."""
-        batch, sizes = self.model.preprocess(images)  # normalised in float32
+    def _forward(self, images: list[Tensor]) -> list[tuple[Tensor, Tensor, list[tuple[int, int]], tuple[int, int]]]:
+        """Float RGB images -> per image (class logits [1, N, K+1], mask logits [1, N, h, w], [size], padded
+        size) in float32, forwarded in groups of equal padded size (batch-invariant)."""
+        normalised = [self.model.normalize(img) for img in images]  # in float32
         network = self._network()
+        outputs: list = [None] * len(images)
         with self._autocast():
-            out = network(batch.to(network.pixel_mean.dtype), with_aux=False)
-        return out["pred_logits"].float(), out["pred_masks"].float(), sizes, tuple(batch.shape[-2:])
+            for group in network.forward_groups(normalised):
+                for j, i in enumerate(group.indices):
+                    logits, masks = group.logits[j : j + 1].float(), group.masks[j : j + 1].float()
+                    outputs[i] = (logits, masks, group.sizes[j : j + 1], group.padded)
+        return outputs
 
     def _predict_batch(self, items: Sequence[LoadedImage], task: str) -> list[Result]:
         originals = [tuple(item.image.shape[-2:]) for item in items]
         resized = [resize_for_test(it.image.to(self.device), self.model.config.inference) for it in items]
-        logits, masks, sizes, padded = self._forward(resized)
-        results: list[Result] = []
-        for i, (item, out_size) in enumerate(zip(items, originals)):
-            one = (logits[i : i + 1], masks[i : i + 1], sizes[i : i + 1], padded)
-            results.append(self._postprocess(task, item, one, out_size))
-        return results
+        outputs = self._forward(resized)
+        return [self._postprocess(task, item, out, size) for item, out, size in zip(items, outputs, originals)]
 
     def _postprocess(self, task: str, item: LoadedImage, outputs: tuple, out_size: tuple[int, int]) -> Result:
         logits, masks, sizes, padded = outputs
@@ -269,7 +270,7 @@ class Predictor:
 
     def _probabilities(self, image: Tensor) -> Tensor:
         """Float RGB [3, h, w] -> class probabilities [K, h, w]."""
-        logits, masks, sizes, padded = self._forward([image])
+        ((logits, masks, sizes, padded),) = self._forward([image])
         return post.semantic_probabilities(logits, masks, sizes, padded, sizes)[0]
 
     def _windowed(self, image: Tensor, window: int, stride: int | None) -> Tensor:

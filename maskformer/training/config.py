@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from ..model.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, Bounds, MaskFormerConfig, YamlConfig
-from ..model.presets import preset
+from ..model.presets import PRESETS, mask2former_dataset, preset
 
 
 @dataclass
@@ -111,8 +111,8 @@ class RunConfig(YamlConfig):
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def _paper_model(name: str) -> MaskFormerConfig:
-    """A model preset starting, as in the paper, from its backbone's ImageNet weights (timm's copies,
+def paper_model(name: str) -> MaskFormerConfig:
+    """A model preset starting, as in the papers, from its backbone's ImageNet weights (timm's copies,
     fetched once through the Hugging Face hub cache). R101c is the exception: its DeepLab stem's weights
     (detectron2's R-103.pkl) have no timm counterpart, so it starts from scratch."""
     config = preset(name)
@@ -127,7 +127,7 @@ def _ade(model: str, swin: bool = False, crop: int = 512) -> RunConfig:
             lr=6e-5, weight_decay=0.01, backbone_lr_multiplier=1.0, warmup_steps=1500, warmup_factor=1e-6
         )
     data = DataConfig(format="ade20k", crop_size=(crop, crop))
-    return RunConfig(model=_paper_model(model), data=data, train=train)
+    return RunConfig(model=paper_model(model), data=data, train=train)
 
 
 def _coco(model: str) -> RunConfig:
@@ -135,7 +135,7 @@ def _coco(model: str) -> RunConfig:
     if model.startswith("swin"):
         train.weight_decay, train.backbone_lr_multiplier = 0.01, 1.0
     data = DataConfig(format="coco_panoptic", augmentation="detr")
-    return RunConfig(model=_paper_model(model), data=data, train=train)
+    return RunConfig(model=paper_model(model), data=data, train=train)
 
 
 RECIPES = {
@@ -155,8 +155,32 @@ RECIPES = {
 }
 
 
+def _mask2former(name: str) -> RunConfig:
+    """Mask2Former's recipe (mask2former-facts.md): AdamW lr 1e-4, weight decay 0.05, backbone x0.1, poly 0.9,
+    gradient clipping 0.01, batch 16; ADE20K 160k iterations of 512 crops (640 for the Swin-B/L "res640"
+    configs), Cityscapes 90k of 512 x 1024, COCO 50 epochs (368,750 iterations)."""
+    model = paper_model(name)
+    dataset = mask2former_dataset(name)
+    train = TrainConfig(lr=1e-4, weight_decay=0.05, backbone_lr_multiplier=0.1, batch_size=16, clip_grad_norm=0.01)
+    if dataset == "ade":
+        crop = 640 if model.inference.test_shortest_edge == 640 else 512
+        train.max_steps, data = 160_000, DataConfig(format="ade20k", crop_size=(crop, crop))
+    elif dataset == "cityscapes":
+        train.max_steps = 90_000
+        data = DataConfig(format="cityscapes", crop_size=(512, 1024), min_scale=0.5, max_scale=2.0)
+    elif dataset == "coco":
+        train.max_steps, data = 368_750, DataConfig(format="coco_panoptic", augmentation="detr")
+    else:
+        raise KeyError(f"{name}: no training recipe yet (this package does not read {dataset} data); the preset "
+                       "serves inference and weights")  # fmt: skip
+    return RunConfig(model=model, data=data, train=train)
+
+
 def recipe(name: str) -> RunConfig:
-    """The paper's training recipe for a model preset (ADE20K-150 or COCO panoptic)."""
+    """The paper's training recipe for a model preset (MaskFormer: ADE20K-150 or COCO panoptic; Mask2Former:
+    ADE20K-150, COCO panoptic or Cityscapes)."""
+    if name.startswith("m2f_") and name in PRESETS:
+        return _mask2former(name)
     if name not in RECIPES:
-        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(RECIPES)}")
+        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     return copy.deepcopy(RECIPES[name]())

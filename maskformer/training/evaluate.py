@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import lightning as L
 
 from ..model import MaskFormer
@@ -23,15 +26,16 @@ def evaluate(
 
     The dataset's metadata must match the model's classes; a mismatch in class count is an error.
     """
-    config = RunConfig(model=model.config, data=data, train=TrainConfig(batch_size=batch_size, accelerator=accelerator))
-    if split:
-        config.data.val_split = split
+    # Copies: the caller's model config and data config stay as they are.
+    model_config = copy.deepcopy(model.config)
+    data = dataclasses.replace(data, val_split=split or data.val_split)
+    config = RunConfig(model=model_config, data=data, train=TrainConfig(batch_size=batch_size, accelerator=accelerator))
     datamodule = MaskFormerDataModule(config)
     found = len(datamodule.metadata.class_names)
     if found != model.config.num_classes:
         raise ValueError(f"{data.root}: the data has {found} classes, the model {model.config.num_classes}")
-    if not model.config.metadata.class_names:
-        model.config.metadata = datamodule.metadata
+    if not model_config.metadata.class_names:
+        model_config.metadata = datamodule.metadata
     with quiet_lightning():
         module = MaskFormerModule(config, run_dir, model=model)
         trainer = L.Trainer(

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
-from ..model import MaskFormer, SetCriterion, inference
+from ..model import MaskFormer, SetCriterion
 from ..visualize import panoptic_classes, prediction_grid, to_tensor_image
 from .config import RunConfig
 from .optim import build_optimizer
@@ -113,46 +113,37 @@ class MaskFormerModule(L.LightningModule):
         self.val_rows: list[tuple] = []
 
     def validation_step(self, batch: list[dict], batch_idx: int) -> None:
-        x, sizes = self.model.preprocess([item["image"] for item in batch])
-        out = self.model(x, with_aux=False)
-        padded = tuple(x.shape[-2:])
-        originals = [item["size"] for item in batch]
-        logits, masks = out["pred_logits"], out["pred_masks"]
-        cfg, meta = self.config.model.inference, self.config.model.metadata
-
-        def results(task: str) -> list:
-            return inference.postprocess(task, logits, masks, sizes, padded, originals, cfg, meta.thing_classes)
-
-        semantic = results("semantic")
+        meta = self.config.model.metadata
+        things = set(meta.thing_classes or [])
+        tasks = ["semantic", *(["panoptic", *(["instance"] if things else [])] if self.panoptic else [])]
+        images = [self.model.normalize(item["image"].to(self.device)) for item in batch]
+        results = self.model.segment(images, tasks, [item["size"] for item in batch], meta)
+        semantic = results["semantic"]
         for pred, item in zip(semantic, batch):
             self.semantic_eval.update(pred.cpu(), item["semantic"])
-        panoptic = []
-        if self.panoptic:
-            panoptic = results("panoptic")
-            for result, item in zip(panoptic, batch):
-                gt_segments = [
-                    {"id": i, "category_id": s.category, "iscrowd": int(s.iscrowd)} for i, s in item["segments"].items()
-                ]
-                self.panoptic_eval.update(
-                    item["panoptic"].numpy(),
-                    gt_segments,
-                    result.segmentation.cpu().numpy(),
-                    result.segments,
-                    image=item["file"],
-                )
-            things = set(meta.thing_classes or [])
-            if things:
-                for result, item in zip(results("instance"), batch):
-                    gt = [(i, s) for i, s in item["segments"].items() if s.category in things]
-                    ids = item["panoptic"].numpy()
-                    self.instance_eval.update(
-                        [ids == i for i, _ in gt],
-                        [s.category for _, s in gt],
-                        [s.iscrowd for _, s in gt],
-                        result.masks,
-                        result.labels.tolist(),
-                        result.scores.tolist(),
-                    )
+        panoptic = results.get("panoptic", [])
+        for result, item in zip(panoptic, batch):
+            gt_segments = [
+                {"id": i, "category_id": s.category, "iscrowd": int(s.iscrowd)} for i, s in item["segments"].items()
+            ]
+            self.panoptic_eval.update(
+                item["panoptic"].numpy(),
+                gt_segments,
+                result.segmentation.cpu().numpy(),
+                result.segments,
+                image=item["file"],
+            )
+        for result, item in zip(results.get("instance", []), batch):
+            gt = [(i, s) for i, s in item["segments"].items() if s.category in things]
+            ids = item["panoptic"].numpy()
+            self.instance_eval.update(
+                [ids == i for i, _ in gt],
+                [s.category for _, s in gt],
+                [s.iscrowd for _, s in gt],
+                result.masks,
+                result.labels.tolist(),
+                result.scores.tolist(),
+            )
         for i, item in enumerate(batch):
             if len(self.val_rows) >= self.config.train.num_val_images:
                 break

@@ -1,8 +1,9 @@
-"""The official model zoo's format: ``{"model": {detectron2 name: array}}`` pickles.
+"""The official model zoos' format: ``{"model": {detectron2 name: array}}`` pickles, of MaskFormer and of
+Mask2Former (told apart by their pixel decoder's weights).
 
 The zoo files carry no config, so the architecture is read off the weights' names and shapes (backbone
-kind and depth, Swin geometry, pixel decoder kind, queries, layers, classes). Attention head counts are
-not visible in weights; the paper's 8 decoder heads are assumed.
+kind and depth, Swin geometry, pixel decoder kind, queries, layers, classes, deformable sampling points).
+Attention head counts are not visible in weights; the papers' 8 heads are assumed.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import BackboneConfig, MaskFormerConfig, PixelDecoderConfig, TransformerConfig
+from ..config import BackboneConfig, Mask2FormerConfig, MaskFormerConfig, PixelDecoderConfig, TransformerConfig
 from ..presets import RESNET_BY_DEPTHS, SWIN_WEIGHTS_BY_WIDTH
 from .renaming import Renamed, Rule, rename_state_dict
 
 HEAD = "sem_seg_head."
+MSDEFORM = HEAD + "pixel_decoder.transformer.encoder.layers."
 
 
 def model_state_from_checkpoint(obj: Any, source: str) -> dict[str, Tensor]:
@@ -44,7 +46,15 @@ def _count(state: Mapping[str, Tensor], pattern: str) -> int:
 
 
 def config_from_detectron2(state: Mapping[str, Tensor], source: str = "checkpoint") -> MaskFormerConfig:
-    """Infer a MaskFormerConfig from detectron2 parameter names and shapes."""
+    """Infer the model config (MaskFormer or Mask2Former) from detectron2 parameter names and shapes."""
+    backbone = _backbone_config(state, source)
+    # Mask2Former's encoder layers sample (deformable attention); "+6 Enc" MaskFormer's have in_proj weights.
+    if MSDEFORM + "0.self_attn.sampling_offsets.weight" in state:
+        return _mask2former_config(state, backbone, source)
+    return _maskformer_config(state, backbone, source)
+
+
+def _backbone_config(state: Mapping[str, Tensor], source: str) -> BackboneConfig:
     if "backbone.patch_embed.proj.weight" in state:
         proj = state["backbone.patch_embed.proj.weight"]
         dim = proj.shape[0]
@@ -76,7 +86,10 @@ def config_from_detectron2(state: Mapping[str, Tensor], source: str = "checkpoin
         backbone = BackboneConfig(type="timm", name=RESNET_BY_DEPTHS[depths], norm="frozen_bn", timm_kwargs=kwargs)
     else:
         raise ValueError(f"{source}: no Swin or ResNet backbone weights found (keys start {sorted(state)[:3]})")
+    return backbone
 
+
+def _maskformer_config(state: Mapping[str, Tensor], backbone: BackboneConfig, source: str) -> MaskFormerConfig:
     pd = HEAD + "pixel_decoder."
     pred = HEAD + "predictor."
     for key in (pd + "mask_features.weight", pred + "query_embed.weight", pred + "class_embed.weight"):
@@ -102,6 +115,45 @@ def config_from_detectron2(state: Mapping[str, Tensor], source: str = "checkpoin
             num_queries=queries.shape[0],
             num_layers=_count(state, re.escape(pred) + r"transformer\.decoder\.layers\.(\d+)\."),
             ffn_dim=state[pred + "transformer.decoder.layers.0.linear1.weight"].shape[0],
+        ),
+    )
+
+
+def _mask2former_config(state: Mapping[str, Tensor], backbone: BackboneConfig, source: str) -> Mask2FormerConfig:
+    pd = HEAD + "pixel_decoder."
+    pred = HEAD + "predictor."
+    query_feat = next((pred + n for n in ("query_feat.weight", "static_query.weight") if pred + n in state), None)
+    for key in (pd + "mask_features.weight", pred + "class_embed.weight", query_feat or pred + "query_feat.weight"):
+        if key not in state:
+            raise ValueError(f"{source}: missing {key}; not a Mask2Former checkpoint")
+    base = Mask2FormerConfig()
+    heads = base.pixel_decoder.encoder_heads
+    levels = _count(state, re.escape(pd) + r"input_proj\.(\d+)\.")
+    offsets = state[MSDEFORM + "0.self_attn.sampling_offsets.weight"].shape[0]
+    mask = state[pd + "mask_features.weight"]
+    queries = state[pred + "query_embed.weight"]
+    return Mask2FormerConfig(
+        num_classes=state[pred + "class_embed.weight"].shape[0] - 1,
+        backbone=backbone,
+        pixel_decoder=PixelDecoderConfig(
+            type="msdeformattn",
+            conv_dim=mask.shape[1],
+            mask_dim=mask.shape[0],
+            encoder_layers=_count(state, re.escape(MSDEFORM) + r"(\d+)\."),
+            encoder_heads=heads,
+            encoder_ffn_dim=state[MSDEFORM + "0.linear1.weight"].shape[0],
+            encoder_dropout=base.pixel_decoder.encoder_dropout,
+            encoder_points=offsets // (heads * levels * 2),
+        ),
+        transformer=TransformerConfig(
+            type="masked_attention",
+            hidden_dim=queries.shape[1],
+            num_queries=queries.shape[0],
+            num_heads=base.transformer.num_heads,
+            num_layers=_count(state, re.escape(pred) + r"transformer_ffn_layers\.(\d+)\."),
+            ffn_dim=state[pred + "transformer_ffn_layers.0.linear1.weight"].shape[0],
+            dropout=base.transformer.dropout,
+            enforce_input_proj=pred + "input_proj.0.weight" in state,
         ),
     )
 
@@ -179,6 +231,40 @@ def _head_rules(num_levels: int) -> list[Rule]:
     ]
 
 
+def _mask2former_head_rules() -> list[Rule]:
+    pd = re.escape(HEAD + "pixel_decoder.")
+    pred = re.escape(HEAD + "predictor.")
+    return [
+        (pd + r"input_proj\.(\d)\.([01])\.(\w+)", r"pixel_decoder.input_proj.\1.\2.\3"),
+        (pd + r"transformer\.level_embed", "pixel_decoder.level_embed"),
+        (pd + r"transformer\.encoder\.layers\.(.*)", r"pixel_decoder.layers.\1"),
+        (pd + r"mask_features\.(\w+)", r"pixel_decoder.mask_features.\1"),
+        (pd + r"adapter_1\.weight", "pixel_decoder.lateral_conv.conv.weight"),
+        (pd + r"adapter_1\.norm\.(\w+)", r"pixel_decoder.lateral_conv.norm.\1"),
+        (pd + r"layer_1\.weight", "pixel_decoder.output_conv.conv.weight"),
+        (pd + r"layer_1\.norm\.(\w+)", r"pixel_decoder.output_conv.norm.\1"),
+        (pred + r"transformer_self_attention_layers\.(\d+)\.self_attn\.(.*)", r"predictor.layers.\1.self_attn.\2"),
+        (pred + r"transformer_self_attention_layers\.(\d+)\.norm\.(\w+)", r"predictor.layers.\1.norm2.\2"),
+        (
+            pred + r"transformer_cross_attention_layers\.(\d+)\.multihead_attn\.(.*)",
+            r"predictor.layers.\1.cross_attn.\2",
+        ),
+        (pred + r"transformer_cross_attention_layers\.(\d+)\.norm\.(\w+)", r"predictor.layers.\1.norm1.\2"),
+        (pred + r"transformer_ffn_layers\.(\d+)\.(linear[12])\.(\w+)", r"predictor.layers.\1.\2.\3"),
+        (pred + r"transformer_ffn_layers\.(\d+)\.norm\.(\w+)", r"predictor.layers.\1.norm3.\2"),
+        (pred + r"decoder_norm\.(\w+)", r"predictor.decoder_norm.\1"),
+        # The image checkpoints name the query features static_query (renamed on load by the official code).
+        (pred + r"(?:query_feat|static_query)\.weight", "predictor.query_feat.weight"),
+        (pred + r"query_embed\.weight", "predictor.query_embed.weight"),
+        (pred + r"level_embed\.weight", "predictor.level_embed.weight"),
+        (pred + r"input_proj\.(\d)\.(\w+)", r"predictor.input_proj.\1.\2"),
+        (pred + r"class_embed\.(\w+)", r"predictor.class_embed.\1"),
+        (pred + r"mask_embed\.layers\.(.*)", r"predictor.mask_embed.layers.\1"),
+        (r"criterion\..*|pixel_mean|pixel_std", None),
+    ]
+
+
 def convert_detectron2_state_dict(state: Mapping[str, Tensor], config: MaskFormerConfig) -> Renamed:
-    """Rename a detectron2 MaskFormer state dict to this package's names."""
-    return rename_state_dict(state, _backbone_rules(config) + _head_rules(num_levels=4))
+    """Rename a detectron2 MaskFormer or Mask2Former state dict to this package's names."""
+    head = _mask2former_head_rules() if config.family == "mask2former" else _head_rules(num_levels=4)
+    return rename_state_dict(state, _backbone_rules(config) + head)

@@ -1,4 +1,5 @@
-"""Hugging Face transformers' MaskFormer format (config.json + safetensors/bin): config and weight names.
+"""Hugging Face transformers' MaskFormer and Mask2Former formats (config.json + safetensors/bin): config and
+weight names, for files saved by transformers 4 and 5 (whose Swin and attention weights are named apart).
 
 Only the file format is read here; transformers itself is never imported.
 """
@@ -13,6 +14,7 @@ from torch import Tensor
 from ..config import (
     BackboneConfig,
     LossConfig,
+    Mask2FormerConfig,
     MaskFormerConfig,
     MetadataConfig,
     PixelDecoderConfig,
@@ -23,47 +25,21 @@ from .renaming import Renamed, Rule, rename_state_dict
 
 
 def config_from_transformers(data: Mapping[str, Any], source: str = "config.json") -> MaskFormerConfig:
-    """MaskFormerConfig from a transformers ``config.json`` of model_type "maskformer"."""
-    if data.get("model_type") != "maskformer":
-        raise ValueError(f"{source}: model_type is {data.get('model_type')!r}, not a MaskFormer")
+    """The model config of a transformers ``config.json`` of model_type "maskformer" or "mask2former"."""
+    kind = data.get("model_type")
+    if kind not in ("maskformer", "mask2former"):
+        raise ValueError(f"{source}: model_type is {kind!r}, not a MaskFormer or Mask2Former")
     bb = data.get("backbone_config")
     if not isinstance(bb, Mapping):
         raise ValueError(f"{source}: no backbone_config; only checkpoints with an explicit backbone are supported")
-    kind = bb.get("model_type")
-    if kind in ("swin", "maskformer-swin"):
-        if bb.get("use_absolute_embeddings"):
-            raise ValueError(f"{source}: Swin with absolute position embeddings is not a MaskFormer backbone")
-        backbone = BackboneConfig(
-            type="swin",
-            name=SWIN_WEIGHTS_BY_WIDTH.get(bb["embed_dim"], ""),
-            embed_dim=bb["embed_dim"],
-            depths=tuple(bb["depths"]),
-            num_heads=tuple(bb["num_heads"]),
-            window_size=bb["window_size"],
-            patch_size=bb.get("patch_size", 4),
-            mlp_ratio=bb.get("mlp_ratio", 4.0),
-            qkv_bias=bb.get("qkv_bias", True),
-            drop_path_rate=bb.get("drop_path_rate", 0.3),
-        )
-    elif kind == "resnet":
-        depths = tuple(bb["depths"])
-        if bb.get("layer_type", "bottleneck") != "bottleneck" or depths not in RESNET_BY_DEPTHS:
-            raise ValueError(f"{source}: unsupported ResNet (layer_type {bb.get('layer_type')}, depths {depths})")
-        if bb.get("embedding_size", 64) != 64 or bb.get("downsample_in_first_stage", False):
-            raise ValueError(f"{source}: unsupported ResNet stem (embedding_size {bb.get('embedding_size')})")
-        backbone = BackboneConfig(
-            type="timm",
-            name=RESNET_BY_DEPTHS[depths],
-            norm="frozen_bn",
-            stride_in_1x1=bool(bb.get("downsample_in_bottleneck", False)),
-        )
-    else:
-        raise ValueError(f"{source}: unsupported backbone model_type {kind!r} (expected swin or resnet)")
-
-    dec = data.get("decoder_config") or {}
+    backbone = _backbone(bb, source)
     id2label = data.get("id2label") or {}
     names = [id2label[k] for k in sorted(id2label, key=int)]
     num_classes = int(data.get("num_labels", len(names)))
+    metadata = MetadataConfig(class_names=names if len(names) == num_classes else [])
+    if kind == "mask2former":
+        return _mask2former_config(data, backbone, num_classes, metadata, source)
+    dec = data.get("decoder_config") or {}
     return MaskFormerConfig(
         num_classes=num_classes,
         backbone=backbone,
@@ -86,36 +62,149 @@ def config_from_transformers(data: Mapping[str, Any], source: str = "config.json
             cost_mask=data.get("mask_weight", 20.0),
             cost_dice=data.get("dice_weight", 1.0),
         ),
-        metadata=MetadataConfig(class_names=names if len(names) == num_classes else []),
+        metadata=metadata,
+    )
+
+
+def _mask2former_config(
+    data: Mapping[str, Any], backbone: BackboneConfig, num_classes: int, metadata: MetadataConfig, source: str
+) -> Mask2FormerConfig:
+    if data.get("pre_norm", False):
+        raise ValueError(f"{source}: pre-norm decoder layers are not Mask2Former's (pre_norm is true)")
+    if data.get("common_stride", 4) != 4 or tuple(data.get("feature_strides", (4, 8, 16, 32))) != (4, 8, 16, 32):
+        raise ValueError(f"{source}: only mask features at stride 4 from features at strides 4-32 are supported")
+    heads = data.get("num_attention_heads", 8)
+    base = Mask2FormerConfig()
+    weights = {"class_weight": data.get("class_weight", 2.0), "mask_weight": data.get("mask_weight", 5.0),
+               "dice_weight": data.get("dice_weight", 5.0)}  # fmt: skip
+    return Mask2FormerConfig(
+        num_classes=num_classes,
+        backbone=backbone,
+        pixel_decoder=PixelDecoderConfig(
+            type="msdeformattn",
+            conv_dim=data.get("feature_size", 256),
+            mask_dim=data.get("mask_feature_size", 256),
+            encoder_layers=data.get("encoder_layers", 6),
+            encoder_heads=heads,
+            encoder_ffn_dim=data.get("encoder_feedforward_dim", 1024),
+            encoder_dropout=data.get("dropout", 0.0),
+        ),
+        transformer=TransformerConfig(
+            type="masked_attention",
+            hidden_dim=data.get("hidden_dim", 256),
+            num_queries=data.get("num_queries", 100),
+            num_heads=heads,
+            ffn_dim=data.get("dim_feedforward", 2048),
+            # transformers counts the prediction from the raw queries as a decoder layer.
+            num_layers=data.get("decoder_layers", 10) - 1,
+            dropout=data.get("dropout", 0.0),
+            enforce_input_proj=data.get("enforce_input_projection", False),
+        ),
+        loss=LossConfig(
+            **weights,
+            cost_class=weights["class_weight"],
+            cost_mask=weights["mask_weight"],
+            cost_dice=weights["dice_weight"],
+            no_object_weight=data.get("no_object_weight", 0.1),
+            mask_loss="bce",
+            num_points=data.get("train_num_points", base.loss.num_points),
+            oversample_ratio=data.get("oversample_ratio", base.loss.oversample_ratio),
+            importance_sample_ratio=data.get("importance_sample_ratio", base.loss.importance_sample_ratio),
+            point_padding=base.loss.point_padding,
+        ),
+        metadata=metadata,
+    )
+
+
+def _backbone(bb: Mapping[str, Any], source: str) -> BackboneConfig:
+    kind = bb.get("model_type")
+    if kind in ("swin", "maskformer-swin"):
+        if bb.get("use_absolute_embeddings"):
+            raise ValueError(f"{source}: Swin with absolute position embeddings is not a MaskFormer backbone")
+        return BackboneConfig(
+            type="swin",
+            name=SWIN_WEIGHTS_BY_WIDTH.get(bb["embed_dim"], ""),
+            embed_dim=bb["embed_dim"],
+            depths=tuple(bb["depths"]),
+            num_heads=tuple(bb["num_heads"]),
+            window_size=bb["window_size"],
+            patch_size=bb.get("patch_size", 4),
+            mlp_ratio=bb.get("mlp_ratio", 4.0),
+            qkv_bias=bb.get("qkv_bias", True),
+            drop_path_rate=bb.get("drop_path_rate", 0.3),
+        )
+    if kind == "resnet":
+        return _resnet_backbone(bb, source)
+    raise ValueError(f"{source}: unsupported backbone model_type {kind!r} (expected swin or resnet)")
+
+
+def _resnet_backbone(bb: Mapping[str, Any], source: str) -> BackboneConfig:
+    """A transformers ResNet of any depths, widths and block type as a timm ResNet (the same layers)."""
+    depths = tuple(bb.get("depths", (3, 4, 6, 3)))
+    layer_type = bb.get("layer_type", "bottleneck")
+    widths = tuple(bb.get("hidden_sizes", (256, 512, 1024, 2048)))
+    stem = bb.get("embedding_size", 64)
+    if layer_type not in ("bottleneck", "basic"):
+        raise ValueError(f"{source}: unsupported ResNet layer_type {layer_type!r} (expected bottleneck or basic)")
+    if len(depths) != 4 or len(widths) != 4:
+        raise ValueError(f"{source}: a ResNet backbone needs four stages, got depths {list(depths)}")
+    if bb.get("downsample_in_first_stage", False) or bb.get("hidden_act", "relu") != "relu" or stem != 64:
+        raise ValueError(
+            f"{source}: unsupported ResNet (a strided first stage, an activation other than relu, or a stem of "
+            f"{stem} channels: timm's 7x7 stem has 64)"
+        )
+    expansion = 4 if layer_type == "bottleneck" else 1
+    standard = layer_type == "bottleneck" and widths == (256, 512, 1024, 2048) and stem == 64
+    if standard and depths in RESNET_BY_DEPTHS:
+        name, kwargs = RESNET_BY_DEPTHS[depths], {}
+    else:
+        name = "resnet50" if layer_type == "bottleneck" else "resnet18"
+        kwargs = {"layers": list(depths), "channels": [w // expansion for w in widths]}
+    return BackboneConfig(
+        type="timm",
+        name=name,
+        norm="frozen_bn",
+        stride_in_1x1=bool(bb.get("downsample_in_bottleneck", False)),
+        timm_kwargs=kwargs,
     )
 
 
 def _swin_rules() -> list[Rule]:
-    enc = r"model\.pixel_level_module\.encoder\."
-    blk = enc + r"model\.encoder\.layers\.(\d+)\.blocks\.(\d+)\."
+    # MaskFormer's MaskFormerSwin sits at encoder.model.*; Mask2Former's SwinBackbone at encoder.* (transformers 4)
+    # or encoder.swin.* (transformers 5). Attention weights are self.query/key/value + output.dense (4, and
+    # MaskFormerSwin) or q/k/v/o_proj (5).
+    enc = r"model\.pixel_level_module\.encoder\.(?:model\.|swin\.)?"
+    blk = enc + r"encoder\.layers\.(\d+)\.blocks\.(\d+)\."
     out = r"backbone.layers.\1.blocks.\2."
-    qkv = {"query": 0, "key": 1, "value": 2}
+    qkv = {"query": 0, "key": 1, "value": 2, "q_proj": 0, "k_proj": 1, "v_proj": 2}
     return [
-        (enc + r"model\.embeddings\.patch_embeddings\.projection\.(\w+)", r"backbone.patch_embed.proj.\1"),
-        (enc + r"model\.embeddings\.norm\.(\w+)", r"backbone.patch_embed.norm.\1"),
+        (enc + r"embeddings\.patch_embeddings\.projection\.(\w+)", r"backbone.patch_embed.proj.\1"),
+        (enc + r"embeddings\.norm\.(\w+)", r"backbone.patch_embed.norm.\1"),
         (blk + r"layernorm_before\.(\w+)", out + r"norm1.\3"),
         (blk + r"layernorm_after\.(\w+)", out + r"norm2.\3"),
-        (blk + r"attention\.self\.relative_position_bias_table", out + "attn.relative_position_bias_table"),
-        (blk + r"attention\.self\.relative_position_index", None),
         (
-            blk + r"attention\.self\.(query|key|value)\.(\w+)",
+            blk + r"attention\.(?:self\.|relative_position_bias\.)relative_position_bias_table",
+            out + "attn.relative_position_bias_table",
+        ),
+        (blk + r"attention\.(?:self\.|relative_position_bias\.)relative_position_index", None),
+        (
+            blk + r"attention\.(?:self\.)?(query|key|value|q_proj|k_proj|v_proj)\.(\w+)",
             lambda m: f"backbone.layers.{m[1]}.blocks.{m[2]}.attn.qkv.{m[4]}#{qkv[m[3]]}",
         ),
-        (blk + r"attention\.output\.dense\.(\w+)", out + r"attn.proj.\3"),
-        (blk + r"intermediate\.dense\.(\w+)", out + r"mlp.fc1.\3"),
-        (blk + r"output\.dense\.(\w+)", out + r"mlp.fc2.\3"),
+        (blk + r"attention\.(?:output\.dense|o_proj)\.(\w+)", out + r"attn.proj.\3"),
+        (blk + r"(?:intermediate\.dense|mlp\.fc1)\.(\w+)", out + r"mlp.fc1.\3"),
+        (blk + r"(?:output\.dense|mlp\.fc2)\.(\w+)", out + r"mlp.fc2.\3"),
         # transformers merges patches at the end of stage i, timm at the start of stage i + 1.
         (
-            enc + r"model\.encoder\.layers\.(\d+)\.downsample\.(\w+)\.(\w+)",
+            enc + r"encoder\.layers\.(\d+)\.downsample\.(\w+)\.(\w+)",
             lambda m: f"backbone.layers.{int(m[1]) + 1}.downsample.{m[2]}.{m[3]}",
         ),
-        (enc + r"model\.layernorm\.\w+", None),  # the classification model's final norm; unused
-        (enc + r"hidden_states_norms\.(\d+)\.(\w+)", r"backbone.norms.\1.\2"),
+        (enc + r"layernorm\.\w+", None),  # the classification model's final norm; unused
+        (r"model\.pixel_level_module\.encoder\.hidden_states_norms\.(\d+)\.(\w+)", r"backbone.norms.\1.\2"),
+        (
+            r"model\.pixel_level_module\.encoder\.hidden_states_norms\.stage(\d+)\.(\w+)",
+            lambda m: f"backbone.norms.{int(m[1]) - 1}.{m[2]}",
+        ),
     ]
 
 
@@ -175,7 +264,49 @@ def _head_rules() -> list[Rule]:
     ]
 
 
+def _mask2former_rules() -> list[Rule]:
+    pd = r"model\.pixel_level_module\.decoder\."
+    enc = pd + r"encoder\.layers\.(\d+)\."
+    tm = r"model\.transformer_module\."
+    lay = tm + r"decoder\.layers\.(\d+)\."
+    out = r"predictor.layers.\1."
+    qkv = {"q": 0, "k": 1, "v": 2}
+    return [
+        (pd + r"level_embed", "pixel_decoder.level_embed"),
+        (pd + r"input_projections\.(\d)\.([01])\.(\w+)", r"pixel_decoder.input_proj.\1.\2.\3"),
+        (enc + r"self_attn\.(\w+)\.(\w+)", r"pixel_decoder.layers.\1.self_attn.\2.\3"),
+        (enc + r"self_attn_layer_norm\.(\w+)", r"pixel_decoder.layers.\1.norm1.\2"),
+        (enc + r"final_layer_norm\.(\w+)", r"pixel_decoder.layers.\1.norm2.\2"),
+        (enc + r"fc([12])\.(\w+)", r"pixel_decoder.layers.\1.linear\2.\3"),
+        (pd + r"mask_projection\.(\w+)", r"pixel_decoder.mask_features.\1"),
+        (pd + r"adapter_1\.0\.(\w+)", r"pixel_decoder.lateral_conv.conv.\1"),
+        (pd + r"adapter_1\.1\.(\w+)", r"pixel_decoder.lateral_conv.norm.\1"),
+        (pd + r"layer_1\.0\.(\w+)", r"pixel_decoder.output_conv.conv.\1"),
+        (pd + r"layer_1\.1\.(\w+)", r"pixel_decoder.output_conv.norm.\1"),
+        (tm + r"queries_embedder\.weight", "predictor.query_embed.weight"),
+        (tm + r"queries_features\.weight", "predictor.query_feat.weight"),
+        (tm + r"level_embed\.weight", "predictor.level_embed.weight"),
+        (tm + r"input_projections\.(\d)\.(\w+)", r"predictor.input_proj.\1.\2"),
+        (
+            lay + r"self_attn\.([qkv])_proj\.(weight|bias)",
+            lambda m: f"predictor.layers.{m[1]}.self_attn.in_proj_{m[3]}#{qkv[m[2]]}",
+        ),
+        (lay + r"self_attn\.(?:out_proj|o_proj)\.(\w+)", out + r"self_attn.out_proj.\2"),
+        (lay + r"cross_attn\.(in_proj_weight|in_proj_bias)", out + r"cross_attn.\2"),
+        (lay + r"cross_attn\.out_proj\.(\w+)", out + r"cross_attn.out_proj.\2"),
+        (lay + r"cross_attn_layer_norm\.(\w+)", out + r"norm1.\2"),
+        (lay + r"self_attn_layer_norm\.(\w+)", out + r"norm2.\2"),
+        (lay + r"final_layer_norm\.(\w+)", out + r"norm3.\2"),
+        (lay + r"fc([12])\.(\w+)", out + r"linear\2.\3"),
+        (tm + r"decoder\.layernorm\.(\w+)", r"predictor.decoder_norm.\1"),
+        (tm + r"decoder\.mask_predictor\.mask_embedder\.(\d)\.0\.(\w+)", r"predictor.mask_embed.layers.\1.\2"),
+        (r"class_predictor\.(\w+)", r"predictor.class_embed.\1"),
+        (r"criterion\..*", None),
+    ]
+
+
 def convert_transformers_state_dict(state: Mapping[str, Tensor], config: MaskFormerConfig) -> Renamed:
-    """Rename a transformers MaskFormerForInstanceSegmentation state dict to this package's names."""
+    """Rename a transformers MaskFormer or Mask2Former state dict to this package's names."""
     backbone_rules = _swin_rules() if config.backbone.type == "swin" else _resnet_rules()
-    return rename_state_dict(state, backbone_rules + _head_rules())
+    head_rules = _mask2former_rules() if config.family == "mask2former" else _head_rules()
+    return rename_state_dict(state, backbone_rules + head_rules)

@@ -1,0 +1,83 @@
+"""A batch of images of mixed sizes gives exactly the results of each image alone, for both families and all
+three tasks (transformers#39382, Mask2Former#189: padding to the batch's largest image leaks into features)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from maskformer import MaskFormer
+from maskformer.predict import Predictor
+from tests.conftest import tiny_config, tiny_m2f_config
+
+# Mixed sizes: two share a padded size, the others do not; all smaller than the test size, so the model sees
+# them resized to different shapes.
+SIZES = [(90, 120), (70, 110), (200, 150), (64, 300)]
+
+
+def _model(family: str, batch_invariant: bool = True) -> MaskFormer:
+    torch.manual_seed(0)
+    config = tiny_config() if family == "maskformer" else tiny_m2f_config()
+    config.inference.test_shortest_edge, config.inference.test_max_size = 96, 320
+    config.inference.batch_invariant = batch_invariant
+    config.metadata.thing_classes = [0, 1, 2]
+    model = MaskFormer(config).eval()
+    with torch.no_grad():  # confident, varied predictions, so that thresholds and overlaps matter
+        model.predictor.class_embed.weight.mul_(20)
+    return model
+
+
+def _images() -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return [(torch.rand(3, h, w, generator=gen) * 255).round() for h, w in SIZES]
+
+
+def _assert_equal(task: str, batched, single) -> None:
+    if task == "semantic":
+        assert torch.equal(batched, single)
+    elif task == "panoptic":
+        assert torch.equal(batched.segmentation, single.segmentation)
+        assert batched.segments == single.segments
+    else:
+        assert torch.equal(batched.masks, single.masks)
+        assert torch.equal(batched.labels, single.labels) and torch.equal(batched.scores, single.scores)
+
+
+@pytest.mark.parametrize("family", ["maskformer", "mask2former"])
+@pytest.mark.parametrize("task", ["semantic", "panoptic", "instance"])
+def test_batch_equals_one_at_a_time(family, task):
+    model, images = _model(family), _images()
+    batched = model.predict(images, task)
+    for image, result in zip(images, batched):
+        _assert_equal(task, result, model.predict([image], task)[0])
+    if task == "panoptic":
+        assert sum(len(r.segments) for r in batched) > 0  # the comparison is not between empty results
+
+
+@pytest.mark.parametrize("family", ["maskformer", "mask2former"])
+def test_predictor_batches_equal_single_images(family):
+    model, images = _model(family), _images()
+    one = Predictor(model, batch_size=1)(images, task="panoptic")
+    four = Predictor(model, batch_size=4)(images, task="panoptic")
+    for a, b in zip(one, four):
+        assert torch.equal(a.segmentation, b.segmentation) and a.segments_info == b.segments_info
+
+
+@pytest.mark.parametrize("family", ["maskformer", "mask2former"])
+def test_grouped_batches_never_mix_padded_sizes(family):
+    """Without exact invariance, images are batched only with images of their padded size: the logits then
+    differ from one image at a time by float rounding alone, where padding to the largest image changed them."""
+    model, images = _model(family, batch_invariant=False), _images()
+    normalised = [model.normalize(img) for img in images]
+    groups = list(model.forward_groups(normalised))
+    assert sorted(len(g.indices) for g in groups) == [1, 1, 2]
+    for group in groups:
+        for j, i in enumerate(group.indices):
+            (alone,) = model.forward_groups([normalised[i]])
+            assert group.padded == alone.padded
+            assert torch.allclose(group.logits[j], alone.logits[0], atol=1e-4)
+            assert torch.allclose(group.masks[j], alone.masks[0], atol=1e-4)
+    padded, _ = model.preprocess(images)  # everything padded to the largest image, as before
+    with torch.no_grad():
+        leaked = model(padded)["pred_logits"][0]
+    assert not torch.allclose(leaked, groups[0].logits[0], atol=1e-3)
