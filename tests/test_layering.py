@@ -63,7 +63,7 @@ PACKAGE = Path(maskformer.__file__).parent
 LAYERS: dict[str, set[str]] = {
     "model": set(),
     "data": {"model"},
-    "evaluation": {"data"},
+    "evaluation": {"data", "model"},
     "visualize": {"data", "model"},
     "export": {"model"},
     "predict": {"data", "model", "visualize"},

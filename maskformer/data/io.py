@@ -131,13 +131,36 @@ def read_panoptic_png(path: str | Path) -> Tensor:
         raise FileNotFoundError(f"{path}: panoptic PNG not found") from None
     except Exception as err:
         raise ValueError(f"{path}: cannot read panoptic PNG ({err})") from err
-    return torch.from_numpy(rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2])
+    return torch.from_numpy(rgb_to_id(rgb))
+
+
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+    """COCO panoptic RGB encoding [H, W, 3] -> segment ids [H, W] int64 (id = R + 256 G + 256^2 B)."""
+    rgb = rgb.astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 def id_to_rgb(ids: np.ndarray) -> np.ndarray:
     """Segment ids [H, W] -> COCO panoptic RGB encoding [H, W, 3] uint8."""
     ids = ids.astype(np.int64)
     return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """A binary mask [H, W] in COCO's compressed RLE ({"size": [H, W], "counts": str}), JSON-ready."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def mask_box(mask: np.ndarray) -> list[int]:
+    """COCO box [x, y, width, height] around a binary mask [H, W]; zeros for an empty mask."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return [0, 0, 0, 0]
+    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .io import id_to_rgb
+from .io import id_to_rgb, mask_box
 
 CLASSES = [
     {"name": "circle", "isthing": True, "color": [230, 60, 60]},
@@ -156,9 +156,9 @@ def render(
     image += rng.normal(0, 6, image.shape)
     image = np.clip(image, 0, 255).astype(np.uint8)
     for seg in segments:
-        ys, xs = np.nonzero(panoptic == seg["id"])
-        seg["area"] = len(ys)
-        seg["bbox"] = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+        mask = panoptic == seg["id"]
+        seg["area"] = int(mask.sum())
+        seg["bbox"] = mask_box(mask)
     return image, semantic, panoptic, segments
 
 

@@ -10,13 +10,8 @@ import numpy as np
 import torch.distributed as dist
 from torch import Tensor
 
-
-def _rle(mask: np.ndarray) -> dict:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
+from ..data.io import encode_rle, mask_box
+from ..model.distributed import world_size
 
 
 class InstanceEvaluator:
@@ -46,11 +41,8 @@ class InstanceEvaluator:
         h, w = pred_masks.shape[-2:] if len(pred_masks) else (gt_masks[0].shape if len(gt_masks) else (1, 1))
         self.images.append({"id": image_id, "height": int(h), "width": int(w)})
         for mask, label, crowd in zip(gt_masks, gt_labels, gt_crowd):
-            rle = _rle(mask)
-            ys, xs = np.nonzero(mask)
-            bbox = (
-                [float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)] if len(xs) else [0] * 4
-            )
+            rle = encode_rle(mask)
+            bbox = [float(v) for v in mask_box(mask)]
             self.gt.append(
                 {
                     "id": len(self.gt) + 1,
@@ -64,14 +56,19 @@ class InstanceEvaluator:
             )
         for mask, label, score in zip(pred_masks, pred_labels, pred_scores):
             self.dt.append(
-                {"image_id": image_id, "category_id": int(label), "segmentation": _rle(mask), "score": float(score)}
+                {
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "segmentation": encode_rle(mask),
+                    "score": float(score),
+                }
             )
 
     def sync(self) -> None:
         """Gather every process's images and instances (ids renumbered) before ``compute``."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if world_size() == 1:
             return
-        parts: list = [None] * dist.get_world_size()
+        parts: list = [None] * world_size()
         dist.all_gather_object(parts, (self.images, self.gt, self.dt))
         self.reset()
         for images, gt, dt in parts:

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
+
+from ..data.io import read_panoptic_png
+from ..model.distributed import world_size
 
 OFFSET = 256 * 256 * 256
 VOID = 0
@@ -107,7 +109,7 @@ class PanopticEvaluator:
 
     def sync(self) -> None:
         """Sum statistics over processes (no-op outside torch.distributed)."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if world_size() > 1:
             device = "cuda" if dist.get_backend() == "nccl" else "cpu"
             stats = torch.from_numpy(self.stats).to(device)
             dist.all_reduce(stats)
@@ -144,15 +146,6 @@ class PanopticEvaluator:
         }
         result["per_class"] = per_class
         return result
-
-
-def _rgb_ids(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            rgb = np.asarray(img.convert("RGB"), dtype=np.uint32)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: panoptic PNG not found") from None
-    return (rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]).astype(np.int64)
 
 
 def png_folder(json_file: Path) -> Path:
@@ -194,9 +187,9 @@ def pq_from_files(
             )
         pred_ann = pred_by_image[gt_ann[key]]
         evaluator.update(
-            _rgb_ids(gt_folder / gt_ann["file_name"]),
+            read_panoptic_png(gt_folder / gt_ann["file_name"]).numpy(),
             gt_ann["segments_info"],
-            _rgb_ids(pred_folder / pred_ann["file_name"]),
+            read_panoptic_png(pred_folder / pred_ann["file_name"]).numpy(),
             pred_ann["segments_info"],
             image=str(pred_folder / pred_ann["file_name"]),
         )

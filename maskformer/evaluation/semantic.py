@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..model.distributed import world_size
+
 
 class SemanticEvaluator:
     def __init__(self, num_classes: int, ignore_value: int = 255, class_names: list[str] | None = None):
@@ -37,7 +39,7 @@ class SemanticEvaluator:
 
     def sync(self) -> None:
         """Sum the confusion matrices of all processes (no-op outside torch.distributed)."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if world_size() > 1:
             backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
             confusion = self.confusion.to(backend_device)
             dist.all_reduce(confusion)

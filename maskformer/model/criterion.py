@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import MaskFormerConfig
+from .distributed import world_size
 from .matcher import HungarianMatcher, Target, pad_targets, point_sample
 
 
@@ -49,10 +50,9 @@ def dice_loss(logits: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor
 def num_masks_across_processes(targets: Sequence[Target], device: torch.device) -> Tensor:
     """Number of ground-truth masks, averaged over processes under torch.distributed, at least 1."""
     num = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
-    world = 1
-    if dist.is_available() and dist.is_initialized():
+    world = world_size()
+    if world > 1:
         dist.all_reduce(num)
-        world = dist.get_world_size()
     return (num / world).clamp(min=1)
 
 

@@ -4,7 +4,6 @@ with RLE masks, and overlay PNGs."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from ..data.io import id_to_rgb
+from ..data.io import encode_rle, id_to_rgb, mask_box
+from ..model.atomic import atomic_path
 from ..model.config import MetadataConfig
 from .results import InstanceResult, PanopticResult, Result, SemanticResult
 
@@ -32,20 +32,11 @@ def categories(meta: MetadataConfig) -> list[dict]:
     ]
 
 
-def _bbox(mask: np.ndarray) -> list[int]:
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
-        return [0, 0, 0, 0]
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
-
-
 def _save_png(array: np.ndarray, path: Path) -> None:
-    """Write to a temporary name and rename, so an interrupted run never leaves a truncated PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    # Level 1: a 6000x4000 label map or overlay compresses in well under a second, at a modest size cost.
-    Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
+    """Written atomically, so an interrupted run never leaves a truncated PNG."""
+    with atomic_path(path) as tmp:
+        # Level 1: a 6000x4000 label map or overlay compresses in well under a second, at a modest size cost.
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
 
 
 def write_semantic(result: SemanticResult, path: Path) -> None:
@@ -68,7 +59,7 @@ def panoptic_record(result: PanopticResult, image_id: str, file_name: str) -> di
                 "isthing": int(s.isthing),
                 "score": round(float(s.score), 5),
                 "area": int(s.area),
-                "bbox": _bbox(seg == s.id),
+                "bbox": mask_box(seg == s.id),
             }
         )
     return {"image_id": image_id, "file_name": file_name, "segments_info": infos}
@@ -80,20 +71,17 @@ def write_panoptic(result: PanopticResult, path: Path) -> None:
 
 def instance_records(result: InstanceResult, image_id: int | str) -> list[dict]:
     """COCO detection results (RLE masks) for ``result``."""
-    from pycocotools import mask as mask_utils
-
     records = []
     masks = result.masks.cpu().numpy()
     for inst, mask in zip(result.instances, masks):
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("ascii")
+        rle = encode_rle(mask)
         records.append(
             {
                 "image_id": image_id,
                 "category_id": category_id(result.metadata, inst.class_id),
                 "segmentation": rle,
                 "score": round(float(inst.score), 5),
-                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                "bbox": [float(v) for v in mask_box(mask)],
                 "area": int(inst.area),
             }
         )
@@ -225,7 +213,5 @@ def plural(count: int, noun: str) -> str:
 
 
 def _write_json(data: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ..model.atomic import atomic_path
+from ..model.distributed import world_size
 from ..model.weights import load_lightning_checkpoint
 from .config import RunConfig
 from .console import GracefulInterrupt, StepProgressBar, TrainingInterrupted, quiet_lightning
@@ -43,23 +44,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     any moment leaves either the previous checkpoint or the new one, never a truncated file."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
 
 
 class LastCheckpoint(Callback):
@@ -130,10 +116,10 @@ def weights_checksum(model: torch.nn.Module) -> torch.Tensor:
 
 def ranks_in_sync(model: torch.nn.Module) -> bool:
     """True when every process holds the same weights (trivially true in a single process)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if world_size() == 1:
         return True
     mine = weights_checksum(model)
-    gathered = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    gathered = [torch.zeros_like(mine) for _ in range(world_size())]
     dist.all_gather(gathered, mine)
     return all(torch.equal(g, gathered[0]) for g in gathered)
 

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..atomic import atomic_path
 from ..config import MaskFormerConfig
 from .detectron2_format import config_from_detectron2, convert_detectron2_state_dict, model_state_from_checkpoint
 from .renaming import Renamed
@@ -191,13 +192,11 @@ def save_pretrained(model: MaskFormer, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    # Temporary names + rename: an interrupted save never leaves a truncated file under the real name.
-    tmp = directory / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "library": "maskformer"})
-    os.replace(tmp, directory / WEIGHTS_FILE)
-    tmp = directory / (CONFIG_FILE + ".tmp")
-    model.config.to_yaml(tmp)
-    os.replace(tmp, directory / CONFIG_FILE)
+    # An interrupted save never leaves a truncated file under the real name.
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "library": "maskformer"})
+    with atomic_path(directory / CONFIG_FILE) as tmp:
+        model.config.to_yaml(tmp)
     return directory
 
 
