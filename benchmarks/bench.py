@@ -1,8 +1,13 @@
-"""Speed and memory of this MaskFormer against transformers' MaskFormer with equal weights, and against
-the machine's own matrix-multiply ceiling. Runs on CUDA when present, else on the CPU.
+"""Speed and memory of this package's MaskFormer and Mask2Former against transformers' with equal weights,
+end to end on photos (the Predictor against transformers' image processor + model + post-processing), and
+against the machine's own ceiling (the fastest of several large matrix products and convolutions). Runs on
+CUDA when present, else on the CPU.
 
     python benchmarks/bench.py                 # full run (make bench); table on stdout, JSON in benchmarks/
     python benchmarks/bench.py --quick         # fewer repeats, batch-8 forward skipped
+    python benchmarks/bench.py --models m2f_r50 --skip-e2e   # one model only
+
+Models: swin_t, r50 (MaskFormer) and m2f_swin_t, m2f_r50 (Mask2Former), random weights, 150 classes.
 
 Every timing is the median of ``--repeats`` runs after one warm-up run. Ratios are transformers' time
 divided by ours (above 1: we are faster). Peak memory is measured for each case alone in a new process,
@@ -79,43 +84,63 @@ def peak_memory_mb(device: torch.device) -> float:
     return float("nan")
 
 
-def matmul_ceiling(dtype: torch.dtype, device: torch.device, repeats: int) -> float:
-    """GFLOP/s of the fastest of several large square matrix products: a peak, so the best run of each
-    size counts (a median let a busy moment lower the ceiling below what the models reach)."""
+def ceiling(dtype: torch.dtype, device: torch.device, repeats: int) -> float:
+    """GFLOP/s of the fastest of several kernels: large square matrix products and a 3x3 convolution in
+    channels-last (oneDNN's convolutions outrun a plain matrix product on some CPUs). A peak, so the best
+    run of each counts (a median let a busy moment lower the ceiling below what the models reach)."""
     sizes = (4096, 8192) if device.type == "cuda" else (1536, 2048, 3072)
     best = 0.0
-    for n in sizes:
-        a = torch.randn(n, n, device=device).to(dtype)
-        b = torch.randn(n, n, device=device).to(dtype)
-        a @ b
+
+    def timed(fn: Callable[[], object], flops: float) -> None:
+        nonlocal best
+        fn()
         for _ in range(max(repeats, 5)):
             sync(device)
             start = time.perf_counter()
-            a @ b
+            fn()
             sync(device)
-            best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+            best = max(best, flops / (time.perf_counter() - start) / 1e9)
+
+    for n in sizes:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        timed(lambda a=a, b=b: a @ b, 2 * n**3)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device, dtype, memory_format=torch.channels_last)
+    x = torch.randn(8, 256, 64, 64, device=device).to(dtype, memory_format=torch.channels_last)
+    with torch.no_grad():
+        timed(lambda: conv(x), 2 * 256 * 256 * 9 * 64 * 64 * 8)
     return best
 
 
+def family(name: str) -> str:
+    return "mask2former" if name.startswith("m2f_") else "maskformer"
+
+
 def build_pair(name: str, device: torch.device):
-    """A random transformers MaskFormer and this package's model loaded from its saved weights."""
+    """A random transformers model (MaskFormer, or Mask2Former for names m2f_*) and this package's model
+    loaded from its saved weights."""
     import transformers
 
     torch.manual_seed(0)
-    if name == "swin_t":
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    if name.removeprefix("m2f_") == "swin_t":
         backbone = transformers.SwinConfig(
-            embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
-            out_features=["stage1", "stage2", "stage3", "stage4"],
-        )  # fmt: skip
+            embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, out_features=stages
+        )
     else:
         backbone = transformers.ResNetConfig(
-            depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck",
-            out_features=["stage1", "stage2", "stage3", "stage4"],
-        )  # fmt: skip
-    config = transformers.MaskFormerConfig(backbone_config=backbone, num_labels=NUM_CLASSES, use_auxiliary_loss=False)
+            depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck", out_features=stages
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        theirs = transformers.MaskFormerForInstanceSegmentation(config)
+        if family(name) == "mask2former":
+            config = transformers.Mask2FormerConfig(backbone_config=backbone, num_labels=NUM_CLASSES)
+            theirs = transformers.Mask2FormerForUniversalSegmentation(config)
+        else:
+            config = transformers.MaskFormerConfig(
+                backbone_config=backbone, num_labels=NUM_CLASSES, use_auxiliary_loss=False
+            )
+            theirs = transformers.MaskFormerForInstanceSegmentation(config)
     with tempfile.TemporaryDirectory() as folder:
         theirs.save_pretrained(folder)
         ours = MaskFormer.from_pretrained(folder, strict=True)
@@ -168,12 +193,20 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
             lambda: post.panoptic_inference(logits, masks, sizes, padded, object_mask_threshold=0.0), device, repeats
         )
         hf_out = theirs(pixel_values=x1)
-        processor = _processor()
+        processor = _processor(family(name))
         r["theirs_semantic_s"] = median_time(
             lambda: processor.post_process_semantic_segmentation(hf_out, target_sizes=sizes), device, repeats
         )
         r["theirs_panoptic_s"] = median_time(
             lambda: processor.post_process_panoptic_segmentation(hf_out, threshold=0.0, target_sizes=sizes),
+            device,
+            repeats,
+        )
+        r["ours_instance_s"] = median_time(
+            lambda: post.instance_inference(logits, masks, sizes, padded), device, repeats
+        )
+        r["theirs_instance_s"] = median_time(
+            lambda: processor.post_process_instance_segmentation(hf_out, threshold=0.0, target_sizes=sizes),
             device,
             repeats,
         )
@@ -191,16 +224,13 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
         opt.step()
 
     theirs.train()
-    theirs.config.use_auxiliary_loss = True  # deep supervision, as ours; set only here (see peers.md)
     their_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-6)
     mask_labels = [t["masks"] for t in targets]
     class_labels = [t["labels"] for t in targets]
 
     def their_step():
         their_opt.zero_grad(set_to_none=True)
-        # transformers needs hidden states for its auxiliary losses (see peers.md).
-        out = theirs(pixel_values=x2, mask_labels=mask_labels, class_labels=class_labels, output_hidden_states=True)
-        out.loss.backward()
+        their_loss(theirs, x2, mask_labels, class_labels).backward()
         their_opt.step()
 
     r["ours_train_b2_s"] = median_time(our_step, device, repeats)
@@ -218,16 +248,29 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
         opt.step()
 
     r["ours_train_b2_bf16_s"] = median_time(our_step_bf16, device, repeats)
-    # The point-sampled mask loss (Mask2Former's settings) at the same batch.
-    point_config = copy.deepcopy(ours.config)
-    point_config.loss.num_points = 12544
-    criterion = SetCriterion.from_config(point_config).to(device)
-    r["ours_train_b2_points_s"] = median_time(our_step, device, repeats)
+    probes = MEMORY_PROBES if not quick else ("eval_b1", "train_b2")
+    if family(name) == "maskformer":
+        # The point-sampled mask loss (Mask2Former's settings) at the same batch.
+        point_config = copy.deepcopy(ours.config)
+        point_config.loss.num_points = 12544
+        criterion = SetCriterion.from_config(point_config).to(device)
+        r["ours_train_b2_points_s"] = median_time(our_step, device, repeats)
+    else:
+        probes = tuple(p for p in probes if p != "train_b2_points")
     # Peak memory, each in a fresh process: the allocator keeps what earlier measurements used.
-    for probe in MEMORY_PROBES if not quick else ("eval_b1", "train_b2"):
+    for probe in probes:
         for impl in ("ours", "theirs") if probe != "train_b2_points" else ("ours",):
             r[f"{impl}_{probe}_mb"] = memory_probe(name, impl, probe, size)
     return r
+
+
+def their_loss(theirs, x, mask_labels, class_labels) -> torch.Tensor:
+    """transformers' training loss with deep supervision, as ours."""
+    if type(theirs).__name__.startswith("Mask2Former"):
+        return theirs(pixel_values=x, mask_labels=mask_labels, class_labels=class_labels).loss
+    # MaskFormer: auxiliary losses need the flag set here and hidden states (see peers.md).
+    theirs.config.use_auxiliary_loss = True
+    return theirs(pixel_values=x, mask_labels=mask_labels, class_labels=class_labels, output_hidden_states=True).loss
 
 
 MEMORY_PROBES = ("eval_b1", "eval_b8", "train_b2", "train_b2_points")
@@ -260,15 +303,77 @@ def run_probe(spec: str, size: int) -> None:
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
         if impl == "ours":
-            model.config.loss.num_points = 12544 if probe == "train_b2_points" else 0
+            if family(name) == "maskformer":
+                model.config.loss.num_points = 12544 if probe == "train_b2_points" else 0
             criterion = SetCriterion.from_config(model.config).to(device)
             sum(criterion(model(x), targets).values()).backward()
         else:
-            model.config.use_auxiliary_loss = True
-            masks, labels = [t["masks"] for t in targets], [t["labels"] for t in targets]
-            model(pixel_values=x, mask_labels=masks, class_labels=labels, output_hidden_states=True).loss.backward()
+            their_loss(model, x, [t["masks"] for t in targets], [t["labels"] for t in targets]).backward()
         opt.step()
     print(peak_memory_mb(device) - base)
+
+
+E2E_SIZES = ((480, 640), (1080, 1920), (3024, 4032))
+TASKS = ("semantic", "panoptic", "instance")
+
+
+def end_to_end(device: torch.device, repeats: int) -> list[dict]:
+    """One photo (random pixels) through the Predictor against transformers' image processor (set to the
+    same test size) + model + post-processing with the photo's size as target, the same random Swin-T
+    ADE-150 MaskFormer; time (median) and peak memory (each alone in a new process)."""
+    rows = []
+    for h, w in E2E_SIZES:
+        for task in TASKS:
+            row = {"size": f"{w}x{h}", "task": task}
+            for impl in ("ours", "theirs"):
+                row[f"{impl}_s"] = float(_run_probe_process(f"e2e:{impl}:{task}:{h}:{w}:{repeats}:time"))
+                row[f"{impl}_mb"] = float(_run_probe_process(f"e2e:{impl}:{task}:{h}:{w}:1:memory"))
+            rows.append(row)
+    return rows
+
+
+def _run_probe_process(spec: str) -> str:
+    cmd = [sys.executable, __file__, "--probe", spec]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+
+
+def run_e2e_probe(spec: str) -> None:
+    """``e2e:IMPL:TASK:H:W:REPEATS:time|memory``: print the median seconds or the peak MiB of one photo."""
+    _, impl, task, h, w, repeats, what = spec.split(":")
+    h, w, repeats = int(h), int(w), int(repeats)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ours, theirs = build_pair("swin_t", device)
+    image = torch.randint(0, 256, (3, h, w), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    if impl == "ours":
+        from maskformer.predict import Predictor
+
+        theirs.cpu()
+        predictor = Predictor(ours, device=device)
+
+        def run():
+            return predictor(image, task=task)
+    else:
+        ours.cpu()
+        inference = ours.config.inference
+        size = {"shortest_edge": inference.test_shortest_edge, "longest_edge": inference.test_max_size}
+        processor = _processor("maskformer", size=size)
+        pixels = image.permute(1, 2, 0).numpy()
+        post_process = getattr(processor, f"post_process_{task}_segmentation")
+
+        def run():
+            inputs = processor(images=[pixels], return_tensors="pt").to(device)
+            with torch.no_grad():
+                out = theirs(pixel_values=inputs["pixel_values"])
+            return post_process(out, target_sizes=[(h, w)])
+
+    gc.collect()
+    if what == "memory":
+        reset_peak(device)
+        base = peak_memory_mb(device)
+        run()
+        print(peak_memory_mb(device) - base)
+    else:
+        print(median_time(run, device, repeats))
 
 
 def bf16_agreement(run: Path, device: torch.device, max_images: int = 100) -> dict:
@@ -340,10 +445,10 @@ def data_loading(steps: int = 12) -> dict:
     return out
 
 
-def _processor():
-    from transformers import MaskFormerImageProcessor
+def _processor(kind: str, **kwargs):
+    from transformers import Mask2FormerImageProcessor, MaskFormerImageProcessor
 
-    return MaskFormerImageProcessor()
+    return (Mask2FormerImageProcessor if kind == "mask2former" else MaskFormerImageProcessor)(**kwargs)
 
 
 ROWS = [
@@ -351,6 +456,7 @@ ROWS = [
     ("eval forward, batch 8 (s)", "eval_b8_s"),
     ("semantic post-processing (s)", "semantic_s"),
     ("panoptic post-processing (s)", "panoptic_s"),
+    ("instance post-processing (s)", "instance_s"),
     ("training step, batch 2 (s)", "train_b2_s"),
     ("peak memory, eval batch 1 (MiB)", "eval_b1_mb"),
     ("peak memory, eval batch 8 (MiB)", "eval_b8_mb"),
@@ -361,7 +467,7 @@ ROWS = [
 def table(results: dict) -> str:
     lines = [
         f"device: {results['device']}; threads: {results['threads']}; torch {results['torch']}",
-        f"matmul ceiling: float32 {results['ceiling_fp32']:.0f} GFLOP/s, "
+        f"ceiling (best of matrix products and a convolution): float32 {results['ceiling_fp32']:.0f} GFLOP/s, "
         f"bfloat16 {results['ceiling_bf16']:.0f} GFLOP/s",
         "",
         "| model | measurement | maskformer | transformers | ratio (theirs / ours) |",
@@ -389,11 +495,27 @@ def table(results: dict) -> str:
             f"| {r['model']} | training step, batch 2, bf16-mixed (s) | {r['ours_train_b2_bf16_s']:.3f} | | "
             f"{r['theirs_train_b2_s'] / r['ours_train_b2_bf16_s']:.2f} |"
         )
-        lines.append(
-            f"| {r['model']} | training step with point-sampled loss (s / MiB) | "
-            f"{r['ours_train_b2_points_s']:.3f} / {r.get('ours_train_b2_points_mb', float('nan')):.0f} | | "
-            f"memory {r.get('ours_train_b2_points_mb', float('nan')) / r['ours_train_b2_mb']:.2f} x full loss |"
-        )
+        if "ours_train_b2_points_s" in r:
+            lines.append(
+                f"| {r['model']} | training step with point-sampled loss (s / MiB) | "
+                f"{r['ours_train_b2_points_s']:.3f} / {r.get('ours_train_b2_points_mb', float('nan')):.0f} | | "
+                f"memory {r.get('ours_train_b2_points_mb', float('nan')) / r['ours_train_b2_mb']:.2f} x full loss |"
+            )
+    if "end_to_end" in results:
+        lines += [
+            "",
+            "End to end, one photo, Swin-T ADE-150 MaskFormer: the Predictor against transformers' image processor "
+            "+ model + post-processing",
+            "",
+            "| photo | task | maskformer (s / MiB) | transformers (s / MiB) | time ratio | memory ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        for e in results["end_to_end"]:
+            lines.append(
+                f"| {e['size']} | {e['task']} | {e['ours_s']:.2f} / {e['ours_mb']:.0f} | "
+                f"{e['theirs_s']:.2f} / {e['theirs_mb']:.0f} | {e['theirs_s'] / e['ours_s']:.2f} | "
+                f"{e['theirs_mb'] / max(e['ours_mb'], 1):.2f} |"
+            )
     if "data_loading" in results:
         d = results["data_loading"]
         lines += [
@@ -410,15 +532,19 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="swin_t,r50")
+    parser.add_argument("--models", default="swin_t,r50,m2f_swin_t,m2f_r50")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"))
     parser.add_argument("--demo-run", default="demo-output/run", help="demo run for the bf16 agreement check")
     parser.add_argument("--skip-models", action="store_true", help="only the demo-based measurements")
+    parser.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end photo rows")
     parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe and args.probe.startswith("e2e:"):
+        run_e2e_probe(args.probe)
+        return
     if args.probe:
         run_probe(args.probe, args.size)
         return
@@ -429,14 +555,17 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else cpu_model(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "ceiling_fp32": matmul_ceiling(torch.float32, device, repeats),
-        "ceiling_bf16": matmul_ceiling(torch.bfloat16, device, repeats),
+        "ceiling_fp32": ceiling(torch.float32, device, repeats),
+        "ceiling_bf16": ceiling(torch.bfloat16, device, repeats),
         "models": [],
     }
     ceilings = {"fp32": results["ceiling_fp32"], "bf16": results["ceiling_bf16"]}
     for name in [] if args.skip_models else args.models.split(","):
         print(f"[bench] {name} ...", flush=True)
         results["models"].append(bench_model(name, args.size, repeats, args.quick, device, ceilings))
+    if not args.skip_e2e:
+        print("[bench] end to end on photos ...", flush=True)
+        results["end_to_end"] = end_to_end(device, repeats)
     print("[bench] data loading ...", flush=True)
     results["data_loading"] = data_loading()
     if (Path(args.demo_run) / "model").exists():

@@ -239,9 +239,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from ..predict import KNOWN_MODELS
 
-    print(f"{'name':<34} {'task':<9} {'dataset':<20} {'score':>11}  source")
+    print(f"{'name':<50} {'family':<12} {'task':<9} {'dataset':<26} {'score':>11}  {'licence':<13} source")
     for m in KNOWN_MODELS.values():
-        print(f"{m.name:<34} {m.task:<9} {m.dataset:<20} {m.metric:>5} {m.score:5.1f}  {m.source}")
+        score = f"{m.metric:>5} {m.score:5.1f}"
+        print(f"{m.name:<50} {m.family:<12} {m.task:<9} {m.dataset:<26} {score}  {m.licence:<13} {m.source}")
+    print(f"{len(KNOWN_MODELS)} models. The official weights (and their hub copies) are licensed CC BY-NC 4.0: "
+          "non-commercial use only.")  # fmt: skip
     return 0
 
 

@@ -68,7 +68,8 @@ class MaskedAttentionDecoder(nn.Module):
     def forward(self, features: list[Tensor], mask_features: Tensor, with_aux: bool) -> list[Prediction]:
         """features: the multi-scale maps [B, C, h_l, w_l], low resolution first; mask_features [B, C_E, H/4,
         W/4] -> 1 + num_layers predictions {"pred_logits": [B, N, K+1], "pred_masks": [B, N, H/4, W/4]}, the
-        last one final (every one is computed: each layer's masks steer the next layer's attention)."""
+        last one final; without ``with_aux`` only the final one (the earlier ones steer attention at the
+        levels' resolutions only)."""
         memories, positions, sizes = [], [], []
         for i, (x, proj) in enumerate(zip(features, self.input_proj)):
             src = proj(x)
@@ -79,15 +80,19 @@ class MaskedAttentionDecoder(nn.Module):
         b = features[0].shape[0]
         query_pos = self.query_embed.weight.unsqueeze(0).expand(b, -1, -1)
         tgt = self.query_feat.weight.unsqueeze(0).expand(b, -1, -1)
-        predictions = [self._predict(tgt, mask_features)]
-        for i, layer in enumerate(self.layers):
-            level = i % len(memories)
-            mask = attention_mask(predictions[-1]["pred_masks"], sizes[level])
-            tgt = layer(tgt, memories[level], positions[level], query_pos, mask)
-            predictions.append(self._predict(tgt, mask_features))
-        return predictions if with_aux else predictions[-1:]
-
-    def _predict(self, tgt: Tensor, mask_features: Tensor) -> Prediction:
-        out = self.decoder_norm(tgt)
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(out), mask_features)
-        return {"pred_logits": self.class_embed(out), "pred_masks": masks}
+        # Attention masks are read off mask features resized to each level: bilinear resizing is linear, so
+        # this equals resizing the full-size mask logits (as the official code does) without computing them
+        # for predictions nobody asks for.
+        small = [F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False) for size in sizes]
+        predictions = []
+        for i in range(len(self.layers) + 1):
+            out = self.decoder_norm(tgt)
+            embed = self.mask_embed(out)
+            if with_aux or i == len(self.layers):
+                masks = torch.einsum("bqc,bchw->bqhw", embed, mask_features)
+                predictions.append({"pred_logits": self.class_embed(out), "pred_masks": masks})
+            if i < len(self.layers):
+                level = i % len(memories)
+                mask = attention_mask(torch.einsum("bqc,bchw->bqhw", embed, small[level]), sizes[level])
+                tgt = self.layers[i](tgt, memories[level], positions[level], query_pos, mask)
+        return predictions

@@ -1,8 +1,9 @@
 """Mask2Former's pixel decoder: a multi-scale deformable-attention encoder over res3..res5 (Zhu et al.,
 Deformable DETR), then res2 fused FPN-style into stride-4 mask features.
 
-Deformable sampling is plain PyTorch (``grid_sample``, bilinear, zeros outside the map, as the official CUDA
-op samples), so the model runs on any device and exports; there is no compiled op.
+Deformable sampling is plain PyTorch (bilinear, zeros outside the map, as the official CUDA op samples; one
+weighted gather for all levels and points), so the model runs on any device and exports; there is no
+compiled op.
 """
 
 from __future__ import annotations
@@ -17,24 +18,49 @@ from .pixel_decoder import ConvNorm, PixelDecoderOutput
 from .position_encoding import sine_position_encoding
 
 
-def deformable_sample(values: list[Tensor], locations: Tensor, weights: Tensor) -> Tensor:
-    """Multi-scale deformable attention's core.
+def deformable_sample(value: Tensor, shapes: list[tuple[int, int]], locations: Tensor, weights: Tensor) -> Tensor:
+    """Multi-scale deformable attention's core, as a weighted gather.
 
-    values: one map per level [B*M, D, H_l, W_l] (M heads of D channels); locations [B, Q, M, L, P, 2]: (x, y)
-    in [0, 1] of each point (0 and 1 the outer edges of a map); weights [B, Q, M, L, P] -> [B, Q, M*D], the
-    weighted sum over levels and points of the bilinearly sampled values (zero outside a map).
+    value [B, S, M, D] (M heads of D channels; S = sum H_l W_l tokens, levels in ``shapes`` order, row-major);
+    locations [B, Q, M, L, P, 2]: (x, y) in [0, 1] of each point (0 and 1 the outer edges of a map); weights
+    [B, Q, M, L, P] -> [B, Q, M*D]: per query and head, the weighted sum over levels and points of the values
+    sampled bilinearly, zero outside a map (grid_sample's align_corners=False with zero padding, as the
+    official op samples).
+
+    Each point's four neighbours are gathered with their bilinear weight times its attention weight by one
+    ``embedding_bag`` (a sum of weighted rows, no [.., P, D] intermediate), several times faster on a CPU
+    than one ``grid_sample`` per level.
     """
-    b, q, m = locations.shape[:3]
-    grids = (2 * locations - 1).transpose(1, 2).flatten(0, 1)  # [B*M, Q, L, P, 2]
-    weights = weights.transpose(1, 2).flatten(0, 1)  # [B*M, Q, L, P]
-    out = None
-    for level, value in enumerate(values):
-        sampled = F.grid_sample(value, grids[:, :, level], mode="bilinear", padding_mode="zeros", align_corners=False)
-        # sampled [B*M, D, Q, P]; sum the points weighted.
-        term = (sampled * weights[:, None, :, level]).sum(-1)
-        out = term if out is None else out + term
-    d = out.shape[1]
-    return out.view(b, m * d, q).transpose(1, 2)
+    b, s, m, d = value.shape
+    q = locations.shape[1]
+    rows = value.permute(0, 2, 1, 3).reshape(b * m * s, d)  # row (b * M + m) * S + token
+    first = (torch.arange(b, device=value.device)[:, None] * m + torch.arange(m, device=value.device)) * s
+    indices, scales = [], []
+    start = 0
+    for level, (h, w) in enumerate(shapes):
+        x = locations[:, :, :, level, :, 0] * w - 0.5  # pixel coordinates, [B, Q, M, P]
+        y = locations[:, :, :, level, :, 1] * h - 0.5
+        x0, y0 = x.floor(), y.floor()
+        fx, fy = x - x0, y - y0
+        x0, y0 = x0.long(), y0.long()
+        attn = weights[:, :, :, level]
+        base = first[:, None, :, None] + start
+        for dx, dy, bilinear in (
+            (0, 0, (1 - fx) * (1 - fy)),
+            (1, 0, fx * (1 - fy)),
+            (0, 1, (1 - fx) * fy),
+            (1, 1, fx * fy),
+        ):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            indices.append(base + yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1))
+            scales.append(attn * bilinear * inside)
+        start = start + h * w
+    # [B, Q, M, P] pieces -> one bag of L * P * 4 rows per (image, head, query)
+    index = torch.stack(indices, -1).permute(0, 2, 1, 3, 4).reshape(b * m * q, -1)
+    scale = torch.stack(scales, -1).permute(0, 2, 1, 3, 4).reshape(b * m * q, -1).to(value.dtype)
+    out = F.embedding_bag(index, rows, per_sample_weights=scale, mode="sum")
+    return out.view(b, m, q, d).transpose(1, 2).reshape(b, q, m * d)
 
 
 class MSDeformAttn(nn.Module):
@@ -75,9 +101,6 @@ class MSDeformAttn(nn.Module):
         b, q, d = query.shape
         m, num_levels, p = self.num_heads, self.num_levels, self.num_points
         value = self.value_proj(value).view(b, -1, m, d // m)
-        levels = value.split([h * w for h, w in shapes], dim=1)
-        # [B, H_l*W_l, M, D/M] -> [B*M, D/M, H_l, W_l]
-        maps = [v.permute(0, 2, 3, 1).reshape(b * m, d // m, h, w) for v, (h, w) in zip(levels, shapes)]
         offsets = self.sampling_offsets(query).view(b, q, m, num_levels, p, 2)
         weights = self.attention_weights(query).view(b, q, m, num_levels * p).softmax(-1)
         weights = weights.view(b, q, m, num_levels, p)
@@ -91,7 +114,7 @@ class MSDeformAttn(nn.Module):
             dim=3,
         )
         locations = reference[None, :, None, None, None, :] + offsets
-        return self.output_proj(deformable_sample(maps, locations, weights))
+        return self.output_proj(deformable_sample(value, shapes, locations, weights))
 
 
 class DeformableEncoderLayer(nn.Module):

@@ -1,8 +1,9 @@
-"""Known pretrained MaskFormer checkpoints (hub ids and the official model zoo) and loading any model
-source with its dataset metadata filled in."""
+"""Known pretrained checkpoints of both families (hub ids and the official model zoos) and loading any
+model source with its dataset metadata filled in."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,13 +11,17 @@ from ..data.metadata import BUILTIN, builtin_metadata
 from ..model import MaskFormer
 from ..model.config import MaskFormerConfig
 
+log = logging.getLogger("maskformer")
 ZOO = "https://dl.fbaipublicfiles.com/maskformer"
+# The official weights of both papers, and the hub copies converted from them.
+LICENCE = "CC BY-NC 4.0"
 
 
 @dataclass(frozen=True)
 class KnownModel:
     """A published checkpoint: ``source`` is a hub id or a model-zoo URL; ``score`` the published
-    single-scale ``metric`` on ``dataset``'s validation set; ``metadata`` a built-in metadata name."""
+    single-scale ``metric`` on ``dataset``'s validation set; ``metadata`` a built-in metadata name;
+    ``licence`` the weights' licence (non-commercial for every official checkpoint)."""
 
     name: str
     source: str
@@ -25,10 +30,19 @@ class KnownModel:
     metric: str
     score: float
     metadata: str = ""
+    licence: str = LICENCE
+
+    @property
+    def family(self) -> str:
+        return "mask2former" if "mask2former" in self.source else "maskformer"
 
 
 def _zoo(name: str, path: str, task: str, dataset: str, metric: str, score: float, meta: str = "") -> KnownModel:
     return KnownModel(name, f"{ZOO}/{path}", task, dataset, metric, score, meta)
+
+
+def _m2f(name: str, path: str, task: str, dataset: str, metric: str, score: float, meta: str = "") -> KnownModel:
+    return KnownModel(name, f"{ZOO}/mask2former/{path}", task, dataset, metric, score, meta)
 
 
 def _hub(name: str, task: str, dataset: str, metric: str, score: float, meta: str = "") -> KnownModel:
@@ -91,6 +105,180 @@ KNOWN_MODELS: dict[str, KnownModel] = {
              "panoptic", "ADE20K-150 panoptic", "PQ", 34.7, _ADE),
         _zoo("zoo-ade20k-panoptic-r101", "panoptic-ade20k/maskformer_panoptic_R101_bs16_720k/model_final_0b3cc8.pkl",
              "panoptic", "ADE20K-150 panoptic", "PQ", 35.7, _ADE),
+        # Mask2Former (hub copies converted from the official zoo by transformers; Swin backbones only).
+        _hub("mask2former-swin-tiny-coco-panoptic", "panoptic", "COCO panoptic", "PQ", 53.2, _COCO),
+        _hub("mask2former-swin-small-coco-panoptic", "panoptic", "COCO panoptic", "PQ", 54.6, _COCO),
+        _hub("mask2former-swin-base-coco-panoptic", "panoptic", "COCO panoptic", "PQ", 55.1, _COCO),
+        _hub("mask2former-swin-base-IN21k-coco-panoptic", "panoptic", "COCO panoptic", "PQ", 56.4, _COCO),
+        _hub("mask2former-swin-large-coco-panoptic", "panoptic", "COCO panoptic", "PQ", 57.8, _COCO),
+        _hub("mask2former-swin-tiny-coco-instance", "instance", "COCO instance", "AP", 45.0, ""),
+        _hub("mask2former-swin-small-coco-instance", "instance", "COCO instance", "AP", 46.3, ""),
+        _hub("mask2former-swin-base-coco-instance", "instance", "COCO instance", "AP", 46.7, ""),
+        _hub("mask2former-swin-base-IN21k-coco-instance", "instance", "COCO instance", "AP", 48.1, ""),
+        _hub("mask2former-swin-large-coco-instance", "instance", "COCO instance", "AP", 50.1, ""),
+        _hub("mask2former-swin-tiny-cityscapes-panoptic", "panoptic", "Cityscapes panoptic", "PQ", 63.9, _CITY),
+        _hub("mask2former-swin-small-cityscapes-panoptic", "panoptic", "Cityscapes panoptic", "PQ", 64.8, _CITY),
+        _hub("mask2former-swin-base-IN21k-cityscapes-panoptic", "panoptic", "Cityscapes panoptic", "PQ", 66.1, _CITY),
+        _hub("mask2former-swin-large-cityscapes-panoptic", "panoptic", "Cityscapes panoptic", "PQ", 66.6, _CITY),
+        _hub("mask2former-swin-tiny-cityscapes-instance", "instance", "Cityscapes instance", "AP", 39.7, ""),
+        _hub("mask2former-swin-small-cityscapes-instance", "instance", "Cityscapes instance", "AP", 41.8, ""),
+        _hub("mask2former-swin-base-IN21k-cityscapes-instance", "instance", "Cityscapes instance", "AP", 42.0, ""),
+        _hub("mask2former-swin-large-cityscapes-instance", "instance", "Cityscapes instance", "AP", 43.7, ""),
+        _hub("mask2former-swin-tiny-cityscapes-semantic", "semantic", "Cityscapes", "mIoU", 82.1, _CITY),
+        _hub("mask2former-swin-small-cityscapes-semantic", "semantic", "Cityscapes", "mIoU", 82.6, _CITY),
+        _hub("mask2former-swin-base-IN21k-cityscapes-semantic", "semantic", "Cityscapes", "mIoU", 83.3, _CITY),
+        _hub("mask2former-swin-large-cityscapes-semantic", "semantic", "Cityscapes", "mIoU", 83.3, _CITY),
+        _hub("mask2former-swin-large-ade-panoptic", "panoptic", "ADE20K-150 panoptic", "PQ", 48.1, _ADE),
+        _hub("mask2former-swin-large-ade-instance", "instance", "ADE20K-100 instance", "AP", 34.9, ""),
+        _hub("mask2former-swin-tiny-ade-semantic", "semantic", "ADE20K-150", "mIoU", 47.7, _ADE),
+        _hub("mask2former-swin-small-ade-semantic", "semantic", "ADE20K-150", "mIoU", 51.3, _ADE),
+        _hub("mask2former-swin-base-ade-semantic", "semantic", "ADE20K-150", "mIoU", 52.4, _ADE),
+        _hub("mask2former-swin-base-IN21k-ade-semantic", "semantic", "ADE20K-150", "mIoU", 53.9, _ADE),
+        _hub("mask2former-swin-large-ade-semantic", "semantic", "ADE20K-150", "mIoU", 56.1, _ADE),
+        _hub("mask2former-swin-large-mapillary-vistas-panoptic", "panoptic", "Mapillary Vistas panoptic", "PQ", 45.5),
+        _hub("mask2former-swin-large-mapillary-vistas-semantic", "semantic", "Mapillary Vistas", "mIoU", 63.2, ""),
+        # Mask2Former's official model zoo (MODEL_ZOO.md), all backbones.
+        _m2f("zoo-m2f-coco-panoptic-r50",
+             "coco/panoptic/maskformer2_R50_bs16_50ep/model_final_94dc52.pkl",
+             "panoptic", "COCO panoptic", "PQ", 51.9, _COCO),
+        _m2f("zoo-m2f-coco-panoptic-r101",
+             "coco/panoptic/maskformer2_R101_bs16_50ep/model_final_b807bd.pkl",
+             "panoptic", "COCO panoptic", "PQ", 52.6, _COCO),
+        _m2f("zoo-m2f-coco-panoptic-swin-t",
+             "coco/panoptic/maskformer2_swin_tiny_bs16_50ep/model_final_9fd0ae.pkl",
+             "panoptic", "COCO panoptic", "PQ", 53.2, _COCO),
+        _m2f("zoo-m2f-coco-panoptic-swin-s",
+             "coco/panoptic/maskformer2_swin_small_bs16_50ep/model_final_a407fd.pkl",
+             "panoptic", "COCO panoptic", "PQ", 54.6, _COCO),
+        _m2f("zoo-m2f-coco-panoptic-swin-b",
+             "coco/panoptic/maskformer2_swin_base_384_bs16_50ep/model_final_9d7f02.pkl",
+             "panoptic", "COCO panoptic", "PQ", 55.1, _COCO),
+        _m2f("zoo-m2f-coco-panoptic-swin-b-in21k",
+             "coco/panoptic/maskformer2_swin_base_IN21k_384_bs16_50ep/model_final_54b88a.pkl",
+             "panoptic", "COCO panoptic", "PQ", 56.4, _COCO),
+        _m2f("zoo-m2f-coco-panoptic-swin-l",
+             "coco/panoptic/maskformer2_swin_large_IN21k_384_bs16_100ep/model_final_f07440.pkl",
+             "panoptic", "COCO panoptic", "PQ", 57.8, _COCO),
+        _m2f("zoo-m2f-coco-instance-r50",
+             "coco/instance/maskformer2_R50_bs16_50ep/model_final_3c8ec9.pkl",
+             "instance", "COCO instance", "AP", 43.7, ""),
+        _m2f("zoo-m2f-coco-instance-r101",
+             "coco/instance/maskformer2_R101_bs16_50ep/model_final_eba159.pkl",
+             "instance", "COCO instance", "AP", 44.2, ""),
+        _m2f("zoo-m2f-coco-instance-swin-t",
+             "coco/instance/maskformer2_swin_tiny_bs16_50ep/model_final_86143f.pkl",
+             "instance", "COCO instance", "AP", 45.0, ""),
+        _m2f("zoo-m2f-coco-instance-swin-s",
+             "coco/instance/maskformer2_swin_small_bs16_50ep/model_final_1e7f22.pkl",
+             "instance", "COCO instance", "AP", 46.3, ""),
+        _m2f("zoo-m2f-coco-instance-swin-b",
+             "coco/instance/maskformer2_swin_base_384_bs16_50ep/model_final_f6e0f6.pkl",
+             "instance", "COCO instance", "AP", 46.7, ""),
+        _m2f("zoo-m2f-coco-instance-swin-b-in21k",
+             "coco/instance/maskformer2_swin_base_IN21k_384_bs16_50ep/model_final_83d103.pkl",
+             "instance", "COCO instance", "AP", 48.1, ""),
+        _m2f("zoo-m2f-coco-instance-swin-l",
+             "coco/instance/maskformer2_swin_large_IN21k_384_bs16_100ep/model_final_e5f453.pkl",
+             "instance", "COCO instance", "AP", 50.1, ""),
+        _m2f("zoo-m2f-cityscapes-panoptic-r50",
+             "cityscapes/panoptic/maskformer2_R50_bs16_90k/model_final_4ab90c.pkl",
+             "panoptic", "Cityscapes panoptic", "PQ", 62.1, _CITY),
+        _m2f("zoo-m2f-cityscapes-panoptic-r101",
+             "cityscapes/panoptic/maskformer2_R101_bs16_90k/model_final_04d286.pkl",
+             "panoptic", "Cityscapes panoptic", "PQ", 62.4, _CITY),
+        _m2f("zoo-m2f-cityscapes-panoptic-swin-t",
+             "cityscapes/panoptic/maskformer2_swin_tiny_bs16_90k/model_final_ceba0f.pkl",
+             "panoptic", "Cityscapes panoptic", "PQ", 63.9, _CITY),
+        _m2f("zoo-m2f-cityscapes-panoptic-swin-s",
+             "cityscapes/panoptic/maskformer2_swin_small_bs16_90k/model_final_23efb7.pkl",
+             "panoptic", "Cityscapes panoptic", "PQ", 64.8, _CITY),
+        _m2f("zoo-m2f-cityscapes-panoptic-swin-b-in21k",
+             "cityscapes/panoptic/maskformer2_swin_base_IN21k_384_bs16_90k/model_final_fa840f.pkl",
+             "panoptic", "Cityscapes panoptic", "PQ", 66.1, _CITY),
+        _m2f("zoo-m2f-cityscapes-panoptic-swin-l",
+             "cityscapes/panoptic/maskformer2_swin_large_IN21k_384_bs16_90k/model_final_064788.pkl",
+             "panoptic", "Cityscapes panoptic", "PQ", 66.6, _CITY),
+        _m2f("zoo-m2f-cityscapes-instance-r50",
+             "cityscapes/instance/maskformer2_R50_bs16_90k/model_final_01a8ed.pkl",
+             "instance", "Cityscapes instance", "AP", 37.4, ""),
+        _m2f("zoo-m2f-cityscapes-instance-r101",
+             "cityscapes/instance/maskformer2_R101_bs16_90k/model_final_c2b8c8.pkl",
+             "instance", "Cityscapes instance", "AP", 38.5, ""),
+        _m2f("zoo-m2f-cityscapes-instance-swin-t",
+             "cityscapes/instance/maskformer2_swin_tiny_bs16_90k/model_final_6a63f8.pkl",
+             "instance", "Cityscapes instance", "AP", 39.7, ""),
+        _m2f("zoo-m2f-cityscapes-instance-swin-s",
+             "cityscapes/instance/maskformer2_swin_small_bs16_90k/model_final_974824.pkl",
+             "instance", "Cityscapes instance", "AP", 41.8, ""),
+        _m2f("zoo-m2f-cityscapes-instance-swin-b-in21k",
+             "cityscapes/instance/maskformer2_swin_base_IN21k_384_bs16_90k/model_final_7a3b6d.pkl",
+             "instance", "Cityscapes instance", "AP", 42.0, ""),
+        _m2f("zoo-m2f-cityscapes-instance-swin-l",
+             "cityscapes/instance/maskformer2_swin_large_IN21k_384_bs16_90k/model_final_dfa862.pkl",
+             "instance", "Cityscapes instance", "AP", 43.7, ""),
+        _m2f("zoo-m2f-cityscapes-semantic-r50",
+             "cityscapes/semantic/maskformer2_R50_bs16_90k/model_final_cc1b1f.pkl",
+             "semantic", "Cityscapes", "mIoU", 79.4, _CITY),
+        _m2f("zoo-m2f-cityscapes-semantic-r101",
+             "cityscapes/semantic/maskformer2_R101_bs16_90k/model_final_257ce8.pkl",
+             "semantic", "Cityscapes", "mIoU", 80.1, _CITY),
+        _m2f("zoo-m2f-cityscapes-semantic-swin-t",
+             "cityscapes/semantic/maskformer2_swin_tiny_bs16_90k/model_final_2d58d4.pkl",
+             "semantic", "Cityscapes", "mIoU", 82.1, _CITY),
+        _m2f("zoo-m2f-cityscapes-semantic-swin-s",
+             "cityscapes/semantic/maskformer2_swin_small_bs16_90k/model_final_fa26ae.pkl",
+             "semantic", "Cityscapes", "mIoU", 82.6, _CITY),
+        _m2f("zoo-m2f-cityscapes-semantic-swin-b-in21k",
+             "cityscapes/semantic/maskformer2_swin_base_IN21k_384_bs16_90k/model_final_1c6b65.pkl",
+             "semantic", "Cityscapes", "mIoU", 83.3, _CITY),
+        _m2f("zoo-m2f-cityscapes-semantic-swin-l",
+             "cityscapes/semantic/maskformer2_swin_large_IN21k_384_bs16_90k/model_final_17c1ee.pkl",
+             "semantic", "Cityscapes", "mIoU", 83.3, _CITY),
+        _m2f("zoo-m2f-ade-panoptic-r50",
+             "ade20k/panoptic/maskformer2_R50_bs16_160k/model_final_5c90d4.pkl",
+             "panoptic", "ADE20K-150 panoptic", "PQ", 39.7, _ADE),
+        _m2f("zoo-m2f-ade-panoptic-swin-l",
+             "ade20k/panoptic/maskformer2_swin_large_IN21k_384_bs16_160k/model_final_e0c58e.pkl",
+             "panoptic", "ADE20K-150 panoptic", "PQ", 48.1, _ADE),
+        _m2f("zoo-m2f-ade-instance-r50",
+             "ade20k/instance/maskformer2_R50_bs16_160k/model_final_67e945.pkl",
+             "instance", "ADE20K-100 instance", "AP", 26.4, ""),
+        _m2f("zoo-m2f-ade-instance-swin-l",
+             "ade20k/instance/maskformer2_swin_large_IN21k_384_bs16_160k/model_final_92dae9.pkl",
+             "instance", "ADE20K-100 instance", "AP", 34.9, ""),
+        _m2f("zoo-m2f-ade-semantic-r50",
+             "ade20k/semantic/maskformer2_R50_bs16_160k/model_final_500878.pkl",
+             "semantic", "ADE20K-150", "mIoU", 47.2, _ADE),
+        _m2f("zoo-m2f-ade-semantic-r101",
+             "ade20k/semantic/maskformer2_R101_bs16_90k/model_final_0d68be.pkl",
+             "semantic", "ADE20K-150", "mIoU", 47.8, _ADE),
+        _m2f("zoo-m2f-ade-semantic-swin-t",
+             "ade20k/semantic/maskformer2_swin_tiny_bs16_160k/model_final_5274a6.pkl",
+             "semantic", "ADE20K-150", "mIoU", 47.7, _ADE),
+        _m2f("zoo-m2f-ade-semantic-swin-s",
+             "ade20k/semantic/maskformer2_swin_small_bs16_160k/model_final_011c6d.pkl",
+             "semantic", "ADE20K-150", "mIoU", 51.3, _ADE),
+        _m2f("zoo-m2f-ade-semantic-swin-b",
+             "ade20k/semantic/maskformer2_swin_base_384_bs16_160k_res640/model_final_503e96.pkl",
+             "semantic", "ADE20K-150", "mIoU", 52.4, _ADE),
+        _m2f("zoo-m2f-ade-semantic-swin-b-in21k",
+             "ade20k/semantic/maskformer2_swin_base_IN21k_384_bs16_160k_res640/model_final_7e47bf.pkl",
+             "semantic", "ADE20K-150", "mIoU", 53.9, _ADE),
+        _m2f("zoo-m2f-ade-semantic-swin-l",
+             "ade20k/semantic/maskformer2_swin_large_IN21k_384_bs16_160k_res640/model_final_6b4a3a.pkl",
+             "semantic", "ADE20K-150", "mIoU", 56.1, _ADE),
+        _m2f("zoo-m2f-mapillary-vistas-panoptic-r50",
+             "mapillary_vistas/panoptic/maskformer_R50_bs16_300k/model_final_4e9874.pkl",
+             "panoptic", "Mapillary Vistas panoptic", "PQ", 36.3, ""),
+        _m2f("zoo-m2f-mapillary-vistas-panoptic-swin-l",
+             "mapillary_vistas/panoptic/maskformer2_swin_large_IN21k_384_bs16_300k/model_final_132c71.pkl",
+             "panoptic", "Mapillary Vistas panoptic", "PQ", 45.5, ""),
+        _m2f("zoo-m2f-mapillary-vistas-semantic-r50",
+             "mapillary_vistas/semantic/maskformer_R50_bs16_300k/model_final_6c66d0.pkl",
+             "semantic", "Mapillary Vistas", "mIoU", 57.4, ""),
+        _m2f("zoo-m2f-mapillary-vistas-semantic-swin-l",
+             "mapillary_vistas/semantic/maskformer2_swin_large_IN21k_384_bs16_300k/model_final_90ee2d.pkl",
+             "semantic", "Mapillary Vistas", "mIoU", 63.2, ""),
     ]
 }  # fmt: skip
 
@@ -102,6 +290,8 @@ def load_model(source: str | Path, config: MaskFormerConfig | None = None, stric
     when the checkpoint lacks them and its dataset is known. Every command's ``--model`` goes through here."""
     text = str(source)
     known = KNOWN_MODELS.get(text) or next((m for m in KNOWN_MODELS.values() if m.source == text), None)
+    if known:
+        log.warning(f"{known.name}: the published weights are licensed {known.licence} (non-commercial use only)")
     model = MaskFormer.from_pretrained(known.source if known else source, config=config, strict=strict)
     meta = model.config.metadata
     dataset = known.metadata if known else _guess_dataset(model.config)

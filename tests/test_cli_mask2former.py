@@ -1,0 +1,92 @@
+"""The CLI and the Predictor on Mask2Former checkpoints: a transformers folder and an official-zoo pickle
+(built here from the same weights), through info, convert, predict (all three tasks), eval and export."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from maskformer import MaskFormer
+from maskformer.cli.main import main
+from maskformer.data.synth import CLASSES, write_dataset
+from maskformer.predict import Predictor, load_model
+from tests.test_parity_mask2former import hf_to_official
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """{"folder": transformers folder, "pickle": zoo pickle} of one tiny Swin Mask2Former with the synthetic
+    data's six classes (8 heads: the zoo reader assumes the paper's), and the synthetic data."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+
+    root = tmp_path_factory.mktemp("m2f_cli")
+    bb = SwinConfig(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=7, drop_path_rate=0.0,
+                    out_features=["stage1", "stage2", "stage3", "stage4"])  # fmt: skip
+    id2label = {i: c["name"] for i, c in enumerate(CLASSES)}
+    config = Mask2FormerConfig(
+        backbone_config=bb, num_labels=len(CLASSES), id2label=id2label, label2id={v: k for k, v in id2label.items()},
+        num_queries=12, feature_size=64, mask_feature_size=64, hidden_dim=64, num_attention_heads=8,
+        encoder_layers=2, encoder_feedforward_dim=96, decoder_layers=4, dim_feedforward=96,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        hf = Mask2FormerForUniversalSegmentation(config).eval()
+    with torch.no_grad():  # confident classes, so that panoptic and instance results are not empty
+        hf.class_predictor.weight.mul_(30)
+    hf.save_pretrained(root / "hf")
+    with open(root / "model_final_000000.pkl", "wb") as f:
+        pickle.dump({"model": hf_to_official(hf.state_dict()), "__author__": "test"}, f)
+    data = write_dataset(root / "data", train=2, val=3)
+    return {"folder": root / "hf", "pickle": root / "model_final_000000.pkl"}, data
+
+
+@pytest.mark.parametrize("kind", ["folder", "pickle"])
+def test_commands_run_on_mask2former_checkpoints(sources, kind, tmp_path, capsys):
+    paths, data = sources
+    source = str(paths[kind])
+    assert main(["info", "--model", source]) == 0
+    out = capsys.readouterr().out
+    assert "mask2former" in out and "all weights loaded" in out
+    assert main(["convert", "--model", source, "--out", str(tmp_path / "converted"), "--strict"]) == 0
+    converted = MaskFormer.from_pretrained(tmp_path / "converted", strict=True)
+    reference = load_model(source)
+    assert converted.config.family == "mask2former"
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in converted.state_dict().items())
+    images = data / "images" / "val"
+    for task in ("semantic", "panoptic", "instance"):
+        out_dir = tmp_path / task
+        assert main(["predict", str(images), "--model", source, "--task", task, "--out", str(out_dir)]) == 0
+        assert len(list((out_dir / "overlays").glob("*.png"))) == 3
+    records = json.loads((tmp_path / "instance" / "instances.json").read_text())
+    assert records and {"segmentation", "score", "bbox"} <= set(records[0])
+    assert main(["eval", "--model", source, "--data", str(data), "--out", str(tmp_path / "eval.json")]) == 0
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    assert {"mIoU", "PQ"} <= set(metrics)
+    assert main(["export", "--model", source, "--format", "torch", "--out", str(tmp_path / "m.pt2")]) == 0
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    x = torch.rand(1, 3, 96, 128) * 255
+    with torch.no_grad():
+        logits, _ = program(x)
+        expected = reference(reference.normalize(x), with_aux=False)["pred_logits"]
+    assert (logits - expected).abs().max() <= 1e-4
+
+
+def test_predictor_on_both_sources_gives_the_same_results(sources):
+    paths, data = sources
+    images = sorted((data / "images" / "val").glob("*.png"))
+    by_source = {kind: Predictor.from_pretrained(path, batch_size=2) for kind, path in paths.items()}
+    for task in ("semantic", "panoptic", "instance"):
+        results = {kind: p(images, task=task) for kind, p in by_source.items()}
+        for a, b in zip(results["folder"], results["pickle"]):
+            if task == "semantic":
+                assert np.array_equal(a.label_map, b.label_map)
+            elif task == "panoptic":
+                assert torch.equal(a.segmentation, b.segmentation) and a.segments_info
+            else:
+                assert torch.equal(a.masks, b.masks) and len(a.masks)
