@@ -15,18 +15,19 @@ from maskformer import MaskFormer
 from maskformer.cli.main import main
 from maskformer.data.synth import CLASSES, write_dataset
 from maskformer.predict import Predictor, load_model
+from tests.conftest import randomize_norms
 from tests.test_parity_mask2former import hf_to_official
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    """{"folder": transformers folder, "pickle": zoo pickle} of one tiny Swin Mask2Former with the synthetic
-    data's six classes (8 heads: the zoo reader assumes the paper's), and the synthetic data."""
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+    """{"folder": transformers folder, "pickle": zoo pickle} of one small-headed R50 Mask2Former with the
+    synthetic data's six classes (8 heads: the zoo reader assumes the paper's), and the synthetic data."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
 
     root = tmp_path_factory.mktemp("m2f_cli")
-    bb = SwinConfig(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=7, drop_path_rate=0.0,
-                    out_features=["stage1", "stage2", "stage3", "stage4"])  # fmt: skip
+    # ResNet-50, the official zoo's smallest backbone (a Swin program takes minutes to export).
+    bb = ResNetConfig(out_features=["stage1", "stage2", "stage3", "stage4"])
     id2label = {i: c["name"] for i, c in enumerate(CLASSES)}
     config = Mask2FormerConfig(
         backbone_config=bb, num_labels=len(CLASSES), id2label=id2label, label2id={v: k for k, v in id2label.items()},
@@ -37,6 +38,7 @@ def sources(tmp_path_factory):
         warnings.simplefilter("ignore")
         torch.manual_seed(0)
         hf = Mask2FormerForUniversalSegmentation(config).eval()
+    randomize_norms(hf, torch.Generator().manual_seed(1))  # a misplaced BatchNorm statistic shows
     with torch.no_grad():  # confident classes, so that panoptic and instance results are not empty
         hf.class_predictor.weight.mul_(30)
     hf.save_pretrained(root / "hf")
@@ -87,6 +89,10 @@ def test_predictor_on_both_sources_gives_the_same_results(sources):
             if task == "semantic":
                 assert np.array_equal(a.label_map, b.label_map)
             elif task == "panoptic":
-                assert torch.equal(a.segmentation, b.segmentation) and a.segments_info
+                assert torch.equal(a.segmentation, b.segmentation)
+                # Names differ: the pickle carries none (its six classes match no built-in dataset).
+                assert [(x.id, x.class_id, x.score) for x in a.segments_info] == [
+                    (x.id, x.class_id, x.score) for x in b.segments_info
+                ]
             else:
                 assert torch.equal(a.masks, b.masks) and len(a.masks)

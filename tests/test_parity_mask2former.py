@@ -131,7 +131,7 @@ def test_equal_loss_under_the_same_sampled_points(m2f_checkpoints, backbone):
 
 
 def hf_to_official(hf_state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """transformers Mask2Former names (Swin backbone) -> the official repository's detectron2 names, as its
+    """transformers Mask2Former names (Swin or ResNet backbone) -> the official repository's detectron2 names, as its
     image checkpoints store them (query features as ``static_query``). Written from the official source,
     apart from the package's reader."""
     swin = {
@@ -150,7 +150,15 @@ def hf_to_official(hf_state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         new = None
         if key.startswith("criterion.") or ".swin.layernorm." in key:
             continue
-        if m := re.fullmatch(r"model\.pixel_level_module\.encoder\.swin\.(.+)", key):
+        if key.endswith("num_batches_tracked"):
+            continue
+        if m := re.fullmatch(r"model\.pixel_level_module\.encoder\.embedder\.embedder\.(\w+)\.(\w+)", key):
+            new = "backbone.stem.conv1." + ("weight" if m[1] == "convolution" else f"norm.{m[2]}")
+        elif m := re.fullmatch(r"model\.pixel_level_module\.encoder\.encoder\.stages\.(\d)\.layers\.(\d+)\.(.+)", key):
+            block = f"backbone.res{int(m[1]) + 2}.{m[2]}."
+            part = re.sub(r"^layer\.(\d)\.", lambda c: f"conv{int(c[1]) + 1}.", m[3]).replace("shortcut.", "shortcut.")
+            new = block + part.replace(".convolution.weight", ".weight").replace(".normalization.", ".norm.")
+        elif m := re.fullmatch(r"model\.pixel_level_module\.encoder\.swin\.(.+)", key):
             rest = m[1].replace("embeddings.patch_embeddings.projection", "patch_embed.proj")
             rest = rest.replace("embeddings.norm", "patch_embed.norm").replace("encoder.layers", "layers")
             if q := re.fullmatch(r"(layers\.\d+\.blocks\.\d+)\.attention\.([qkv])_proj\.(\w+)", rest):
