@@ -97,12 +97,20 @@ def padded_groups(sizes: Sequence[Size], size_divisibility: int) -> list[list[in
     return list(groups.values())
 
 
-def resize_mask_logits(masks: Tensor, padded_size: Size, image_size: Size, output_size: Size) -> Tensor:
+def resize_mask_logits(
+    masks: Tensor, padded_size: Size, image_size: Size, output_size: Size, channels_last: bool = False
+) -> Tensor:
     """Mask logits [N, h/4, w/4] of a padded input -> [N, *output_size]: upsample to the padded size,
-    crop the padding, resize to the output size (bilinear, as detectron2's sem_seg_postprocess)."""
+    crop the padding, resize to the output size (bilinear, as detectron2's sem_seg_postprocess).
+
+    ``channels_last`` returns the masks of a pixel next to each other in memory (a permuted view), which makes
+    reductions over masks (argmax per pixel) fast; the values are the same."""
     if masks.shape[0] == 0:
         return masks.new_zeros((0, *output_size))
-    m = F.interpolate(masks[None], size=padded_size, mode="bilinear", align_corners=False)
+    masks = masks[None]
+    if channels_last:
+        masks = masks.contiguous(memory_format=torch.channels_last)
+    m = F.interpolate(masks, size=padded_size, mode="bilinear", align_corners=False)
     m = m[:, :, : image_size[0], : image_size[1]]
     if tuple(output_size) != tuple(image_size):
         m = F.interpolate(m, size=output_size, mode="bilinear", align_corners=False)
@@ -118,14 +126,17 @@ def semantic_probabilities(
 ) -> list[Tensor]:
     """Per image, sum_i softmax(p_i)[c] * sigmoid(m_i) over queries -> [K, H, W] (no-object dropped).
 
-    Computed at the input size and then resized to the output size, as the original does by default.
+    Computed at the input size and then resized to the output size, as the original does by default. The
+    result is laid out channels-last (a [K, H, W] view of [H, W, K] memory): an argmax over classes then
+    reads contiguous memory, several times faster than over [K, H, W] planes.
     """
     output_sizes = output_sizes or image_sizes
     results = []
     for logits, masks, size, out in zip(pred_logits, pred_masks, image_sizes, output_sizes):
         masks = resize_mask_logits(masks, padded_size, size, size)
         probs = logits.float().softmax(-1)[:, :-1]
-        sem = torch.einsum("qc,qhw->chw", probs, masks.float().sigmoid())
+        pixels = masks.float().sigmoid().flatten(1)  # [Q, H*W]
+        sem = (pixels.T @ probs).view(*size, -1).permute(2, 0, 1)
         if tuple(out) != tuple(size):
             sem = F.interpolate(sem[None], size=out, mode="bilinear", align_corners=False)[0]
         results.append(sem)
@@ -173,10 +184,11 @@ def panoptic_inference(
             results.append(PanopticResult(segmentation, []))
             continue
         cur_scores, cur_classes = scores[keep], labels[keep]
-        cur_masks = resize_mask_logits(masks[keep], padded_size, size, out).float().sigmoid()
+        # Channels-last: each pixel's argmax over segments reads contiguous memory.
+        cur_masks = resize_mask_logits(masks[keep], padded_size, size, out, channels_last=True).float().sigmoid()
         winner = (cur_scores[:, None, None] * cur_masks).argmax(0)
         won_area = torch.bincount(winner.flatten(), minlength=len(cur_scores)).tolist()
-        own_area = (cur_masks >= 0.5).flatten(1).sum(1).tolist()
+        own_area = (cur_masks >= 0.5).sum((1, 2)).tolist()
         # Decide every query on small per-query numbers, then paint all pixels with one lookup.
         lut = [0] * len(cur_scores)
         segments: list[dict] = []
@@ -226,13 +238,15 @@ def instance_inference(
         valid = top_scores >= 0
         top_scores, flat = top_scores[valid], flat[valid]
         labels, queries = flat % num_classes, flat // num_classes
-        m = resize_mask_logits(masks[queries], padded_size, size, out).float()
-        binary = m > 0
-        inside = binary.flatten(1).float()
-        mask_scores = (m.sigmoid().flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6)
-        final = top_scores * mask_scores
+        # A query often makes several of the top k (with several classes): resize each mask once.
+        unique, inverse = queries.unique(return_inverse=True)
+        m = resize_mask_logits(masks[unique], padded_size, size, out).float()
+        binary_unique = m > 0
+        # The mean mask probability inside the binary mask, without a float copy of the mask.
+        score_unique = (m.sigmoid_() * binary_unique).sum((1, 2)) / (binary_unique.sum((1, 2)) + 1e-6)
+        final = top_scores * score_unique[inverse]
         order = final.argsort(descending=True)
-        results.append(InstanceResult(binary[order], labels[order], final[order]))
+        results.append(InstanceResult(binary_unique[inverse[order]], labels[order], final[order]))
     return results
 
 
