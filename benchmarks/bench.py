@@ -414,6 +414,7 @@ def data_loading(steps: int = 12) -> dict:
     from maskformer.data.synth import write_dataset
     from maskformer.demo import demo_config
     from maskformer.training.datamodule import MaskFormerDataModule
+    from maskformer.training.module import use_channels_last
 
     out = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -422,7 +423,7 @@ def data_loading(steps: int = 12) -> dict:
             config = demo_config(data, steps, workers=workers)
             datamodule = MaskFormerDataModule(config)
             model = MaskFormer(config.model)
-            if config.train.channels_last:
+            if use_channels_last(config.train, model):
                 model.to(memory_format=torch.channels_last)
             bf16 = config.train.precision == "bf16-mixed"
             criterion = SetCriterion.from_config(model.config)

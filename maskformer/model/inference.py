@@ -123,12 +123,14 @@ def semantic_probabilities(
     image_sizes: Sequence[Size],
     padded_size: Size,
     output_sizes: Sequence[Size] | None = None,
+    channels_last: bool | None = None,
 ) -> list[Tensor]:
     """Per image, sum_i softmax(p_i)[c] * sigmoid(m_i) over queries -> [K, H, W] (no-object dropped).
 
-    Computed at the input size and then resized to the output size, as the original does by default. The
-    result is laid out channels-last (a [K, H, W] view of [H, W, K] memory): an argmax over classes then
-    reads contiguous memory, several times faster than over [K, H, W] planes.
+    Computed at the input size and then resized to the output size, as the original does by default.
+    ``channels_last`` (default: when no resize follows) lays the result out as a [K, H, W] view of [H, W, K]
+    memory: an argmax over classes then reads contiguous memory, several times faster; resizing wants class
+    planes.
     """
     output_sizes = output_sizes or image_sizes
     results = []
@@ -136,7 +138,8 @@ def semantic_probabilities(
         masks = resize_mask_logits(masks, padded_size, size, size)
         probs = logits.float().softmax(-1)[:, :-1]
         pixels = masks.float().sigmoid().flatten(1)  # [Q, H*W]
-        sem = (pixels.T @ probs).view(*size, -1).permute(2, 0, 1)
+        last = tuple(out) == tuple(size) if channels_last is None else channels_last
+        sem = (pixels.T @ probs).view(*size, -1).permute(2, 0, 1) if last else (probs.T @ pixels).view(-1, *size)
         if tuple(out) != tuple(size):
             sem = F.interpolate(sem[None], size=out, mode="bilinear", align_corners=False)[0]
         results.append(sem)

@@ -42,13 +42,14 @@ class ConvNorm(nn.Module):
 
 
 class FPNPixelDecoder(nn.Module):
-    """Top-down FPN over res5..res2 producing per-pixel embeddings at stride 4.
+    """Top-down FPN over res5..res2 producing per-pixel embeddings at stride 4 (sizes from
+    :class:`~maskformer.model.config.PixelDecoderConfig`).
 
     res5: 3x3 conv + GN + ReLU. Each finer level: 1x1 lateral conv + GN, plus the nearest-upsampled coarser
     map, then 3x3 conv + GN + ReLU. A final 3x3 conv with bias gives E_pixel.
     """
 
-    def __init__(self, in_channels: list[int], conv_dim: int = 256, mask_dim: int = 256, num_groups: int = 32):
+    def __init__(self, in_channels: list[int], conv_dim: int, mask_dim: int, num_groups: int):
         super().__init__()
         # Top-down order: output_convs[0] acts on res5, lateral_convs[k] / output_convs[k + 1] on the finer ones.
         self.output_convs = nn.ModuleList([ConvNorm(in_channels[-1], conv_dim, 3, num_groups, relu=True)])
@@ -83,13 +84,14 @@ class TransformerEncoderPixelDecoder(FPNPixelDecoder):
     def __init__(
         self,
         in_channels: list[int],
-        conv_dim: int = 256,
-        mask_dim: int = 256,
-        num_groups: int = 32,
-        num_layers: int = 6,
-        num_heads: int = 8,
-        ffn_dim: int = 2048,
-        dropout: float = 0.1,
+        conv_dim: int,
+        mask_dim: int,
+        num_groups: int,
+        *,
+        num_layers: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
     ):
         super().__init__(in_channels, conv_dim, mask_dim, num_groups)
         self.input_proj = nn.Conv2d(in_channels[-1], conv_dim, 1)

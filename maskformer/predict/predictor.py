@@ -78,12 +78,16 @@ class Predictor:
         precision: str = "fp32",
         batch_size: int = 1,
         metadata: MetadataConfig | None = None,
+        copy_model: bool = True,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.device = torch.device(device)
-        # Channels-last runs the convolutions 5-10% faster on CPU (benchmarks/RESULTS.md).
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        # The predictor moves, lays out and switches to eval mode a model of its own: by default a copy, so
+        # that the caller's model stays as it was (``copy_model=False`` hands it over, saving the memory).
+        model = copy.deepcopy(model) if copy_model else model
+        layout = torch.channels_last if model.prefers_channels_last else torch.contiguous_format
+        self.model = model.eval().to(self.device, memory_format=layout)
         self._bf16_model: MaskFormer | None = None
         self.precision = precision
         self.batch_size = batch_size
@@ -103,7 +107,7 @@ class Predictor:
         from .zoo import load_model
 
         model = load_model(source)
-        return cls(model, device=device, precision=precision, batch_size=batch_size)
+        return cls(model, device=device, precision=precision, batch_size=batch_size, copy_model=False)
 
     @property
     def metadata(self) -> MetadataConfig:
@@ -211,8 +215,13 @@ class Predictor:
         logits, masks, sizes, padded = outputs
         cfg, meta = self.model.config.inference, self.metadata
         if task == "semantic":
-            (probs,) = post.semantic_probabilities(logits, masks, sizes, padded, sizes)
-            return SemanticResult(item.name, out_size, meta, resize_argmax(probs, out_size).cpu(), path=item.path)
+            if (logits.shape[-1] - 1) * out_size[0] * out_size[1] <= MAX_POSTPROCESS_ELEMENTS:
+                (probs,) = post.semantic_probabilities(logits, masks, sizes, padded, [out_size])
+                labels = probs.argmax(0)
+            else:  # at the input size, then resized in row blocks
+                (probs,) = post.semantic_probabilities(logits, masks, sizes, padded, sizes, channels_last=False)
+                labels = resize_argmax(probs, out_size)
+            return SemanticResult(item.name, out_size, meta, labels.cpu(), path=item.path)
         # [N, H, W] at full size can be far too large for camera images; post-process at a size that fits
         # and upsample the result (nearest).
         n = masks.shape[1] if task == "panoptic" else min(cfg.instance_topk, masks.shape[1] * (logits.shape[-1] - 1))
@@ -271,7 +280,7 @@ class Predictor:
     def _probabilities(self, image: Tensor) -> Tensor:
         """Float RGB [3, h, w] -> class probabilities [K, h, w]."""
         ((logits, masks, sizes, padded),) = self._forward([image])
-        return post.semantic_probabilities(logits, masks, sizes, padded, sizes)[0]
+        return post.semantic_probabilities(logits, masks, sizes, padded, sizes, channels_last=False)[0]
 
     def _windowed(self, image: Tensor, window: int, stride: int | None) -> Tensor:
         """Class probabilities [K, h, w] averaged over ``window``-sized crops ``stride`` apart covering the

@@ -80,7 +80,8 @@ class TrainConfig:
     clip_grad_norm: float = 0.01
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     # Weights and activations in channels-last memory order: faster convolutions (benchmarks/RESULTS.md).
-    channels_last: bool = True
+    # None: where it pays (every model but a Swin MaskFormer, see MaskFormer.prefers_channels_last).
+    channels_last: bool | None = None
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = 1

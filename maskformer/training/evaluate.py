@@ -24,10 +24,11 @@ def evaluate(
 ) -> dict:
     """mIoU family (and PQ for panoptic data) of ``model`` on ``split`` (default: the format's val split).
 
-    The dataset's metadata must match the model's classes; a mismatch in class count is an error.
+    The dataset's metadata must match the model's classes; a mismatch in class count is an error. The
+    caller's model and configs are not changed (evaluation moves and lays out a copy).
     """
-    # Copies: the caller's model config and data config stay as they are.
-    model_config = copy.deepcopy(model.config)
+    model = copy.deepcopy(model)
+    model_config = model.config
     data = dataclasses.replace(data, val_split=split or data.val_split)
     config = RunConfig(model=model_config, data=data, train=TrainConfig(batch_size=batch_size, accelerator=accelerator))
     datamodule = MaskFormerDataModule(config)

@@ -14,7 +14,7 @@ from torch import Tensor
 from ..evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
 from ..model import MaskFormer, SetCriterion
 from ..visualize import panoptic_classes, prediction_grid, to_tensor_image
-from .config import RunConfig
+from .config import RunConfig, TrainConfig
 from .optim import build_optimizer
 
 # Losses shown as curves besides the total (the deep-supervision terms only add up into it).
@@ -32,13 +32,18 @@ def pad_target(target: dict[str, Tensor], size: tuple[int, int], device: torch.d
     }
 
 
+def use_channels_last(train: TrainConfig, model: MaskFormer) -> bool:
+    """``train.channels_last``, or where it is None (auto) what the model prefers."""
+    return model.prefers_channels_last if train.channels_last is None else train.channels_last
+
+
 class MaskFormerModule(L.LightningModule):
     def __init__(self, config: RunConfig, run_dir: str | Path | None = None, model: MaskFormer | None = None):
         super().__init__()
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
         self.model = model if model is not None else MaskFormer(config.model)
-        if config.train.channels_last:
+        if use_channels_last(config.train, self.model):
             self.model.to(memory_format=torch.channels_last)
         self.criterion = SetCriterion.from_config(config.model)
         self.run_dir = Path(run_dir) if run_dir else None
