@@ -376,6 +376,36 @@ def run_e2e_probe(spec: str) -> None:
         print(median_time(run, device, repeats))
 
 
+BATCH_SIZES = ((480, 640), (640, 480), (512, 512), (375, 500), (480, 640), (600, 800), (512, 512), (427, 640))
+
+
+def batching_cost(device: torch.device, repeats: int) -> dict:
+    """Throughput of 8 photos of mixed sizes through the R50 MaskFormer at batch 8 (semantic): one image at a
+    time (exact batch invariance, the default), one batch per padded size, and one batch padded to the
+    largest image (the old way, which changes results)."""
+    ours, theirs = build_pair("r50", device)
+    del theirs
+    ours.to(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8) for h, w in BATCH_SIZES]
+    out = {}
+    for invariant in (True, False):
+        ours.config.inference.batch_invariant = invariant
+        key = "one_at_a_time_s" if invariant else "by_padded_size_s"
+        out[key] = median_time(lambda: ours.predict(images, task="semantic"), device, repeats)
+    resized = [ours.normalize(post.resize_for_test(img.to(device), ours.config.inference)) for img in images]
+
+    def padded_together():
+        batch, sizes = post.pad_batch(resized, ours.config.inference.size_divisibility)
+        with torch.no_grad():
+            o = ours(batch, with_aux=False)
+        return post.semantic_inference(o["pred_logits"], o["pred_masks"], sizes, tuple(batch.shape[-2:]))
+
+    out["padded_together_s"] = median_time(padded_together, device, repeats)
+    out["groups"] = len(post.padded_groups([tuple(r.shape[-2:]) for r in resized], 32))
+    return out
+
+
 def bf16_agreement(run: Path, device: torch.device, max_images: int = 100) -> dict:
     """Share of pixels whose semantic class is the same in bfloat16 and float32 inference, on the demo
     run's validation images."""
@@ -517,6 +547,15 @@ def table(results: dict) -> str:
                 f"{e['theirs_s']:.2f} / {e['theirs_mb']:.0f} | {e['theirs_s'] / e['ours_s']:.2f} | "
                 f"{e['theirs_mb'] / max(e['ours_mb'], 1):.2f} |"
             )
+    if "batching" in results:
+        b = results["batching"]
+        lines += [
+            "",
+            f"8 photos of mixed sizes ({b['groups']} padded sizes), R50 MaskFormer, model.predict semantic: one at a "
+            f"time (exact, the default) {b['one_at_a_time_s']:.2f} s, one batch per padded size "
+            f"{b['by_padded_size_s']:.2f} s, one batch padded to the largest (changes results) "
+            f"{b['padded_together_s']:.2f} s",
+        ]
     if "data_loading" in results:
         d = results["data_loading"]
         lines += [
@@ -567,6 +606,8 @@ def main() -> None:
     if not args.skip_e2e:
         print("[bench] end to end on photos ...", flush=True)
         results["end_to_end"] = end_to_end(device, repeats)
+    print("[bench] batch invariance ...", flush=True)
+    results["batching"] = batching_cost(device, repeats)
     print("[bench] data loading ...", flush=True)
     results["data_loading"] = data_loading()
     if (Path(args.demo_run) / "model").exists():

@@ -96,3 +96,16 @@ def test_predictor_on_both_sources_gives_the_same_results(sources):
                 ]
             else:
                 assert torch.equal(a.masks, b.masks) and len(a.masks)
+
+
+def test_a_known_zoo_model_gets_its_dataset_test_settings_and_licence_notice(sources, monkeypatch, caplog):
+    from maskformer.predict import zoo
+
+    paths, _ = sources
+    known = zoo.KnownModel("zoo-test-coco", str(paths["pickle"]), "panoptic", "COCO panoptic", "PQ", 51.9)
+    monkeypatch.setitem(zoo.KNOWN_MODELS, known.name, known)
+    with caplog.at_level("WARNING", logger="maskformer"):
+        model = load_model("zoo-test-coco")
+    inference = model.config.inference
+    assert (inference.test_shortest_edge, inference.test_max_size, inference.object_mask_threshold) == (800, 1333, 0.8)
+    assert "CC BY-NC 4.0" in caplog.text

@@ -87,7 +87,9 @@ def test_every_command_takes_a_run_folder_and_its_checkpoint(trained, tmp_path, 
 def test_model_predict_equals_the_predictor(trained):
     data, run = trained
     model = load_model(run)  # test size 64: the 48-64 pixel images are enlarged first
-    predictor = Predictor(model)
+    # The same weights in the same memory order: the Predictor's own copy would be channels-last, whose
+    # convolutions round differently from the NCHW model's (a rare pixel at a tie).
+    predictor = Predictor(model, copy_model=False)
     classes, segments = set(), 0
     for path in sorted((data / "images" / "val").glob("*.png")):
         image = Image.open(path)

@@ -283,6 +283,22 @@ KNOWN_MODELS: dict[str, KnownModel] = {
 }  # fmt: skip
 
 
+# The official configs' test sizes and object-mask thresholds by dataset (mask2former-facts.md; MaskFormer's
+# ADE20K panoptic and COCO configs use the same): (shortest edge, longest side, object mask threshold).
+TEST_SETTINGS = {
+    "ADE20K-150": (512, 2048, None),
+    "ADE20K-150 panoptic": (640, 2560, 0.8),
+    "ADE20K-100 instance": (640, 2560, 0.8),
+    "COCO panoptic": (800, 1333, 0.8),
+    "COCO instance": (800, 1333, 0.8),
+    "Cityscapes": (1024, 2048, None),
+    "Cityscapes panoptic": (1024, 2048, 0.8),
+    "Cityscapes instance": (1024, 2048, 0.8),
+    "Mapillary Vistas": (2048, 2048, 0.0),
+    "Mapillary Vistas panoptic": (2048, 2048, 0.0),
+}
+
+
 def load_model(source: str | Path, config: MaskFormerConfig | None = None, strict: bool = False) -> MaskFormer:
     """Load a MaskFormer from a known model name (``maskformer models``) or anything
     :meth:`MaskFormer.from_pretrained` reads (folders, training runs and their ``.ckpt`` files, hub ids,
@@ -293,6 +309,13 @@ def load_model(source: str | Path, config: MaskFormerConfig | None = None, stric
     if known:
         log.warning(f"{known.name}: the published weights are licensed {known.licence} (non-commercial use only)")
     model = MaskFormer.from_pretrained(known.source if known else source, config=config, strict=strict)
+    if known and config is None and known.dataset in TEST_SETTINGS:
+        # Checkpoints carry no test sizes (zoo pickles) or a converter's (hub): use the official config's.
+        short, long, threshold = TEST_SETTINGS[known.dataset]
+        inference = model.config.inference
+        inference.test_shortest_edge, inference.test_max_size = short, long
+        if threshold is not None:
+            inference.object_mask_threshold = threshold
     meta = model.config.metadata
     dataset = known.metadata if known else _guess_dataset(model.config)
     if dataset and (not meta.class_names or meta.thing_classes is None or not meta.colors):
