@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from .model.config import (
     BackboneConfig,
     InferenceConfig,
     LossConfig,
+    Mask2FormerConfig,
     MaskFormerConfig,
     PixelDecoderConfig,
     TransformerConfig,
@@ -29,26 +31,51 @@ from .predict.writers import coco_image_ids
 from .training import DataConfig, RunConfig, TrainConfig, train
 from .visualize import prediction_grid, training_curves
 
+# The family `make demo` trains, and the steps that fit its budget on two CPU cores (docs/demo.md).
+DEFAULT_FAMILY = "mask2former"
+CPU_STEPS = {"maskformer": 1200, "mask2former": 1200}
+# A CUDA GPU runs several times the steps in the same wall time.
+GPU_STEP_FACTOR = 5
+FAMILY_NAMES = {"maskformer": "MaskFormer", "mask2former": "Mask2Former"}
 
-def demo_config(data_dir: Path, steps: int, workers: int = 0) -> RunConfig:
-    """A ResNet-18 MaskFormer (trained from scratch: nothing is downloaded) sized for two CPU cores.
 
-    Two departures from the paper's recipe make a from-scratch model learn on this budget: the class term
-    weighs 5 (loss and matching cost, against the paper's 1) so that the backbone learns shapes and
-    textures and not only the colour edges the mask losses need, and scale augmentation stays within
+def demo_config(data_dir: Path, steps: int, family: str = "mask2former", workers: int = 0) -> RunConfig:
+    """A ResNet-18 model of ``family`` (trained from scratch: nothing is downloaded) sized for two CPU cores.
+
+    MaskFormer: two departures from the paper's recipe make a from-scratch model learn on this budget: the
+    class term weighs 5 (loss and matching cost, against the paper's 1) so that the backbone learns shapes
+    and textures and not only the colour edges the mask losses need, and scale augmentation stays within
     0.75-1.5 so that textures keep periods the stride-32 features can resolve.
+    Mask2Former: the paper's losses and point loss, a narrower and shallower model (2 encoder layers, 6
+    decoder layers: two rounds over strides 32, 16, 8).
     """
-    model = MaskFormerConfig(
-        num_classes=6,
-        backbone=BackboneConfig(type="timm", name="resnet18", norm="bn"),
-        pixel_decoder=PixelDecoderConfig(conv_dim=128, mask_dim=128),
-        transformer=TransformerConfig(
-            hidden_dim=128, num_queries=20, num_heads=4, ffn_dim=512, num_layers=3, dropout=0.0
-        ),
-        loss=LossConfig(class_weight=5.0, cost_class=5.0),
-        inference=InferenceConfig(
-            object_mask_threshold=0.5, overlap_threshold=0.8, test_shortest_edge=128, test_max_size=512
-        ),
+    if family == "maskformer":
+        model: MaskFormerConfig = MaskFormerConfig(
+            num_classes=6,
+            backbone=BackboneConfig(type="timm", name="resnet18", norm="bn"),
+            pixel_decoder=PixelDecoderConfig(conv_dim=128, mask_dim=128),
+            transformer=TransformerConfig(
+                hidden_dim=128, num_queries=20, num_heads=4, ffn_dim=512, num_layers=3, dropout=0.0
+            ),
+            loss=LossConfig(class_weight=5.0, cost_class=5.0),
+        )
+    elif family == "mask2former":
+        base = Mask2FormerConfig()
+        model = Mask2FormerConfig(
+            num_classes=6,
+            backbone=BackboneConfig(type="timm", name="resnet18", norm="bn"),
+            pixel_decoder=replace(
+                base.pixel_decoder, conv_dim=128, mask_dim=128, encoder_layers=2, encoder_heads=4, encoder_ffn_dim=512
+            ),
+            transformer=replace(
+                base.transformer, hidden_dim=128, num_queries=20, num_heads=4, ffn_dim=512, num_layers=6
+            ),
+            loss=replace(base.loss, num_points=4096),
+        )
+    else:
+        raise ValueError(f"unknown family {family!r}: choose maskformer or mask2former")
+    model.inference = InferenceConfig(
+        object_mask_threshold=0.5, overlap_threshold=0.8, test_shortest_edge=128, test_max_size=512
     )
     data = DataConfig(
         format="panoptic",
@@ -77,16 +104,41 @@ def demo_config(data_dir: Path, steps: int, workers: int = 0) -> RunConfig:
     return RunConfig(model=model, data=data, train=train_cfg)
 
 
+def demo_device(device: str = "auto") -> str:
+    """ "cuda" or "cpu": ``device``, where "auto" takes a CUDA GPU when there is one."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA GPU is available to PyTorch here")
+    return device
+
+
 def run_demo(
-    out: str | Path = "demo-output", steps: int = 1200, train_images: int = 600, val_images: int = 100, seed: int = 0
+    out: str | Path = "demo-output",
+    steps: int | None = None,
+    train_images: int = 800,
+    val_images: int = 100,
+    seed: int = 0,
+    family: str = DEFAULT_FAMILY,
+    device: str = "auto",
 ) -> dict:
+    """Generate the data, train ``family`` (``steps``: by default CPU_STEPS[family] on a CPU,
+    GPU_STEP_FACTOR times that on a CUDA GPU), evaluate and draw; returns the metrics."""
     start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    device = demo_device(device)
+    if steps is None:
+        steps = CPU_STEPS[family] * (GPU_STEP_FACTOR if device == "cuda" else 1)
     data_dir = write_dataset(out / "data", train_images, val_images, seed=seed)
     print(f"[demo] wrote {train_images} training and {val_images} validation images to {data_dir}", flush=True)
-    config = demo_config(data_dir, steps)
+    where = (
+        f"CUDA GPU ({torch.cuda.get_device_name()})" if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    )
+    print(f"[demo] training a {FAMILY_NAMES[family]} for {steps} steps on the {where}", flush=True)
+    config = demo_config(data_dir, steps, family)
     config.train.seed = seed
+    config.train.accelerator = "gpu" if device == "cuda" else "cpu"
     summary = train(config, out / "run")
     history = json.loads((out / "run" / "history.json").read_text())
     training_curves(history, out / "training.png")
@@ -116,6 +168,8 @@ def run_demo(
             "train_images": train_images,
             "val_images": val_images,
             "wall_time_s": round(time.time() - start, 1),
+            "family": family,
+            "device": device,
             "threads": torch.get_num_threads(),
         }
     )

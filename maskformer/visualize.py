@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .data.metadata import default_colors
 from .model.config import MetadataConfig
+from .model.inference import InstanceResult
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
@@ -67,6 +68,20 @@ def panoptic_classes(segmentation: Tensor | np.ndarray, segments: Sequence[dict]
     return out
 
 
+def instance_classes(result: InstanceResult, score_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Instances scoring at least ``score_threshold`` painted in rising score order (the best on top) ->
+    class-index map (-1 elsewhere) and instance-id map (1-based, 0 elsewhere), both [H, W]."""
+    masks = _np(result.masks).astype(bool)
+    classes = np.full(masks.shape[-2:], -1, dtype=np.int64)
+    ids = np.zeros(masks.shape[-2:], dtype=np.int64)
+    order = np.argsort(_np(result.scores), kind="stable")
+    for k in order:
+        if float(result.scores[k]) >= score_threshold:
+            classes[masks[k]] = int(result.labels[k])
+            ids[masks[k]] = int(k) + 1
+    return classes, ids
+
+
 def prediction_grid(
     rows: Sequence[tuple],
     metadata: MetadataConfig,
@@ -115,7 +130,9 @@ def prediction_grid(
     return path
 
 
-def training_curves(history: Sequence[dict], path: str | Path, metrics: Sequence[str] = ("mIoU", "PQ")) -> Path:
+def training_curves(
+    history: Sequence[dict], path: str | Path, metrics: Sequence[str] = ("mIoU", "PQ", "PQ_th", "AP")
+) -> Path:
     """Plot training loss and validation metrics from ``history`` records ({"step", "loss"} / {"step", metric})."""
     import matplotlib
 

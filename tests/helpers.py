@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
+from maskformer.data.io import encode_rle, rgb_to_id
 from maskformer.model import HungarianMatcher, LossConfig, MaskFormerConfig, SetCriterion
 
 
@@ -15,3 +22,52 @@ def make_criterion(num_classes: int, **loss: Any) -> SetCriterion:
 def make_matcher(**loss: Any) -> HungarianMatcher:
     """The matcher of a MaskFormer loss config with ``loss`` changed."""
     return HungarianMatcher.from_config(LossConfig(**loss))
+
+
+def official_layouts(synth: Path, out: Path) -> dict[str, Path]:
+    """The synthetic dataset (``write_dataset``) rewritten in the official layouts: ADEChallengeData2016
+    (labels + 1, 0 = ignore), COCO panoptic and COCO instances (things only, compressed RLE), with COCO's
+    split names."""
+    layouts = {name: out / name for name in ("ade20k", "coco_panoptic", "coco_instance")}
+    classes = json.loads((synth / "classes.json").read_text())["classes"]
+    for split, coco_split, ade_split in (("train", "train2017", "training"), ("val", "val2017", "validation")):
+        ade = layouts["ade20k"]
+        for sub in ("images", "annotations"):
+            (ade / sub / ade_split).mkdir(parents=True, exist_ok=True)
+        for image in sorted((synth / "images" / split).glob("*.png")):
+            shutil.copy(image, ade / "images" / ade_split / image.name)
+            label = np.asarray(Image.open(synth / "semantic" / split / image.name)).astype(np.int64)
+            Image.fromarray(np.where(label == 255, 0, label + 1).astype(np.uint8)).save(
+                ade / "annotations" / ade_split / image.name
+            )
+        panoptic = json.loads((synth / f"panoptic_{split}.json").read_text())
+        coco = layouts["coco_panoptic"]
+        (coco / "annotations").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(synth / "images" / split, coco / coco_split)
+        shutil.copytree(synth / "panoptic" / split, coco / "annotations" / f"panoptic_{coco_split}")
+        (coco / "annotations" / f"panoptic_{coco_split}.json").write_text(json.dumps(panoptic))
+        inst = layouts["coco_instance"]
+        (inst / "annotations").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(synth / "images" / split, inst / coco_split)
+        things = {c["id"] for c in classes if c["isthing"]}
+        annotations = []
+        for ann in panoptic["annotations"]:
+            ids = rgb_to_id(np.asarray(Image.open(synth / "panoptic" / split / ann["file_name"]).convert("RGB")))
+            for seg in ann["segments_info"]:
+                if seg["category_id"] in things:
+                    annotations.append(
+                        {
+                            "id": len(annotations) + 1,
+                            "image_id": ann["image_id"],
+                            "category_id": seg["category_id"],
+                            "segmentation": encode_rle(ids == seg["id"]),
+                            "area": seg["area"],
+                            "bbox": seg["bbox"],
+                            "iscrowd": 0,
+                        }
+                    )
+        categories = [{"id": c["id"], "name": c["name"]} for c in classes if c["isthing"]]
+        (inst / "annotations" / f"instances_{coco_split}.json").write_text(
+            json.dumps({"images": panoptic["images"], "annotations": annotations, "categories": categories})
+        )
+    return layouts

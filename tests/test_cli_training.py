@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from maskformer.cli.main import main
 from maskformer.data.io import id_to_rgb
+from maskformer.data.synth import write_dataset
+from tests.helpers import official_layouts
 
 
 def test_synth_train_eval(tmp_path, capsys):
@@ -100,3 +103,59 @@ def test_eval_files_panoptic(tmp_path, capsys):
         main(["eval-files", "panoptic", "--pred", str(tmp_path / "pred.json"), "--gt", str(tmp_path / "gt.json")]) == 0
     )
     assert json.loads(capsys.readouterr().out)["All"]["pq"] == 1.0
+
+
+TINY_M2F = [
+    "model.backbone.name=resnet18",
+    "model.backbone.pretrained=false",
+    "model.backbone.norm=bn",
+    "model.pixel_decoder.conv_dim=32",
+    "model.pixel_decoder.mask_dim=32",
+    "model.pixel_decoder.encoder_layers=1",
+    "model.pixel_decoder.encoder_heads=4",
+    "model.pixel_decoder.encoder_ffn_dim=64",
+    "model.transformer.hidden_dim=32",
+    "model.transformer.num_queries=6",
+    "model.transformer.num_layers=3",
+    "model.transformer.num_heads=4",
+    "model.transformer.ffn_dim=64",
+    "model.loss.num_points=256",
+    "model.inference.test_shortest_edge=64",
+    "model.inference.test_max_size=128",
+    "data.crop_size=[48,48]",
+    "data.num_workers=0",
+    "data.max_val_images=2",
+    "train.max_steps=2",
+    "train.batch_size=2",
+    "train.val_every=2",
+    "train.accelerator=cpu",
+    "train.devices=1",
+]
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("layouts")
+    synth = write_dataset(root / "synth", 4, 2, seed=3, size_range=(48, 64))
+    return {"synth": synth, **official_layouts(synth, root)}
+
+
+@pytest.mark.parametrize(
+    "preset, layout, extra, metric",
+    [
+        ("m2f_r50_ade", "ade20k", [], "mIoU"),
+        ("m2f_r50_coco", "coco_panoptic", [], "PQ"),
+        ("m2f_r50_coco_instance", "coco_instance", [], "AP"),
+        ("m2f_r50_ade", "synth", ["--format", "semantic", "data.label_dir=semantic"], "mIoU"),
+        ("m2f_r50_coco", "synth", ["--format", "panoptic"], "PQ"),
+    ],
+)
+def test_mask2former_presets_train_on_every_layout(layouts, tmp_path, capsys, preset, layout, extra, metric):
+    out = tmp_path / "run"
+    args = ["train", "--preset", preset, "--data", str(layouts[layout]), "--out", str(out), *extra, *TINY_M2F]
+    assert main(args) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert metric in summary["metrics"]
+    config = (out / "config.yaml").read_text()
+    assert "family: mask2former" in config and "type: masked_attention" in config

@@ -11,7 +11,7 @@ from maskformer.data.synth import write_dataset
 from maskformer.model.matcher import pad_targets
 from maskformer.training import train
 from tests.helpers import make_criterion, make_matcher
-from tests.test_training import run_config
+from tests.test_training import FAMILIES, run_config
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,9 @@ def test_costs_and_losses_are_float32_under_autocast():
     assert costs[True].dtype == torch.float32 and torch.equal(costs[False], costs[True])
 
 
-def test_bf16_mixed_training_run_lowers_the_loss(synth, tmp_path):
-    config = run_config(synth, 30, precision="bf16-mixed")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_mixed_training_run_lowers_the_loss(synth, tmp_path, family):
+    config = run_config(synth, 30, family, precision="bf16-mixed")
     config.data.augmentation = "none"
     summary = train(config, tmp_path / "run")
     losses = [h["loss"] for h in json.loads((tmp_path / "run" / "history.json").read_text()) if "loss" in h]

@@ -1,18 +1,61 @@
-"""A tiny MaskFormer overfits one batch: the loss goes near zero and the predicted masks are exact."""
+"""A tiny model of each family overfits one batch: the loss goes near zero and the predicted masks are exact."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 
 from maskformer.data import datasets as D
 from maskformer.data.synth import write_dataset
 from maskformer.model import MaskFormer, SetCriterion, inference
-from maskformer.model.config import BackboneConfig, MaskFormerConfig, PixelDecoderConfig, TransformerConfig
+from maskformer.model.config import (
+    BackboneConfig,
+    Mask2FormerConfig,
+    MaskFormerConfig,
+    PixelDecoderConfig,
+    TransformerConfig,
+)
 
 
-def test_tiny_model_overfits_one_batch(tmp_path):
-    # Seed 4's two 64 x 64 crops hold segments of 55-3185 pixels; on them the loss ends at 0.020 of its start
-    # (measured), under the 0.03 bound. Small segments are what keep a tiny model's loss up: the seed matters.
+def tiny(family: str) -> MaskFormerConfig:
+    backbone = BackboneConfig(type="timm", name="resnet18", norm="bn")
+    if family == "maskformer":
+        return MaskFormerConfig(
+            num_classes=6,
+            backbone=backbone,
+            pixel_decoder=PixelDecoderConfig(conv_dim=64, mask_dim=64),
+            transformer=TransformerConfig(
+                hidden_dim=64, num_queries=12, num_heads=4, ffn_dim=128, num_layers=2, dropout=0.0
+            ),
+        )
+    base = Mask2FormerConfig()
+    return Mask2FormerConfig(
+        num_classes=6,
+        backbone=backbone,
+        pixel_decoder=dataclasses.replace(
+            base.pixel_decoder, conv_dim=64, mask_dim=64, encoder_layers=1, encoder_heads=4, encoder_ffn_dim=128
+        ),
+        transformer=dataclasses.replace(
+            base.transformer, hidden_dim=64, num_queries=12, num_heads=4, ffn_dim=128, num_layers=3
+        ),
+        # The point loss on 64 x 64 crops: 1024 points, four per stride-4 prediction pixel.
+        loss=dataclasses.replace(base.loss, num_points=1024),
+    )
+
+
+# Steps and the bound on the end loss as a share of the start. Seed 4's two 64 x 64 crops hold segments of
+# 55-3185 pixels. MaskFormer ends at 0.020 of its start (measured); small segments are what keep a tiny
+# model's loss up: the seed matters. Mask2Former ends at 0.08 after 200 steps (measured): its point loss
+# samples mostly the uncertain points along the edges, which masks predicted at stride 4 cannot follow to
+# the pixel, so its BCE stays near 0.3 while its pixels are already 99.9% right (from step 100).
+OVERFIT = {"maskformer": (300, 0.03), "mask2former": (200, 0.1)}
+
+
+@pytest.mark.parametrize("family", list(OVERFIT))
+def test_tiny_model_overfits_one_batch(tmp_path, family):
+    steps, bound = OVERFIT[family]
     root = write_dataset(tmp_path / "synth", 2, 0, seed=4)
     ds = D.COCOPanopticDataset(root / "images" / "train", root / "panoptic_train.json", root / "panoptic" / "train")
     samples = [ds.load(i) for i in range(2)]
@@ -20,21 +63,14 @@ def test_tiny_model_overfits_one_batch(tmp_path):
     for s in samples:
         s["image"], s["label"] = s["image"][:, :64, :64], s["label"][:64, :64]
     torch.manual_seed(0)
-    config = MaskFormerConfig(
-        num_classes=6,
-        backbone=BackboneConfig(type="timm", name="resnet18", norm="bn"),
-        pixel_decoder=PixelDecoderConfig(conv_dim=64, mask_dim=64),
-        transformer=TransformerConfig(
-            hidden_dim=64, num_queries=12, num_heads=4, ffn_dim=128, num_layers=2, dropout=0.0
-        ),
-    )
+    config = tiny(family)
     model = MaskFormer(config)
     criterion = SetCriterion.from_config(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
     x, _ = model.preprocess([s["image"].float() for s in samples])
     targets = [D.make_targets(s) for s in samples]
     history = []
-    for _ in range(300):
+    for _ in range(steps):
         loss = sum(criterion(model(x), targets).values())
         optimizer.zero_grad()
         loss.backward()
@@ -43,7 +79,7 @@ def test_tiny_model_overfits_one_batch(tmp_path):
         history.append(loss.item())
     # A re-matching between two near-equal queries can spike one step; the median of the end must be near 0.
     end = sorted(history[-11:])[5]
-    assert end < 0.03 * history[0], (history[0], end)
+    assert end < bound * history[0], (history[0], end)
     model.eval()
     with torch.no_grad():
         out = model(x)

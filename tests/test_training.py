@@ -1,7 +1,9 @@
-"""Training engine: the loss goes down, resuming after an interruption is exact, DDP keeps ranks equal."""
+"""Training engine, for both families: the loss goes down, resuming after an interruption is exact, DDP keeps
+ranks equal."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +15,13 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
 from maskformer.data.synth import write_dataset
-from maskformer.model.config import BackboneConfig, MaskFormerConfig, PixelDecoderConfig, TransformerConfig
+from maskformer.model.config import (
+    BackboneConfig,
+    Mask2FormerConfig,
+    MaskFormerConfig,
+    PixelDecoderConfig,
+    TransformerConfig,
+)
 from maskformer.training import DataConfig, RunConfig, TrainConfig, train
 from maskformer.training.datamodule import MaskFormerDataModule
 
@@ -23,13 +31,31 @@ def synth(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("synth"), 12, 4, seed=1, size_range=(48, 64))
 
 
-def run_config(root, steps: int, **train_kw) -> RunConfig:
-    model = MaskFormerConfig(
-        num_classes=6,
-        backbone=BackboneConfig(type="timm", name="resnet18", norm="bn"),
-        pixel_decoder=PixelDecoderConfig(conv_dim=32, mask_dim=32),
-        transformer=TransformerConfig(hidden_dim=32, num_queries=8, num_heads=4, ffn_dim=64, num_layers=2),
-    )
+FAMILIES = ["maskformer", "mask2former"]
+
+
+def run_config(root, steps: int, family: str = "maskformer", **train_kw) -> RunConfig:
+    backbone = BackboneConfig(type="timm", name="resnet18", norm="bn")
+    if family == "maskformer":
+        model = MaskFormerConfig(
+            num_classes=6,
+            backbone=backbone,
+            pixel_decoder=PixelDecoderConfig(conv_dim=32, mask_dim=32),
+            transformer=TransformerConfig(hidden_dim=32, num_queries=8, num_heads=4, ffn_dim=64, num_layers=2),
+        )
+    else:
+        base = Mask2FormerConfig()
+        model = Mask2FormerConfig(
+            num_classes=6,
+            backbone=backbone,
+            pixel_decoder=dataclasses.replace(
+                base.pixel_decoder, conv_dim=32, mask_dim=32, encoder_layers=1, encoder_heads=4, encoder_ffn_dim=64
+            ),
+            transformer=dataclasses.replace(
+                base.transformer, hidden_dim=32, num_queries=8, num_heads=4, ffn_dim=64, num_layers=3
+            ),
+            loss=dataclasses.replace(base.loss, num_points=512),
+        )
     model.inference.test_shortest_edge = 64
     data = DataConfig(
         format="panoptic", root=str(root), crop_size=(48, 48), num_workers=0, min_scale=0.75, max_scale=1.25
@@ -50,8 +76,9 @@ def run_config(root, steps: int, **train_kw) -> RunConfig:
     return RunConfig(model=model, data=data, train=TrainConfig(**settings))
 
 
-def test_training_lowers_the_loss_and_writes_the_run_folder(synth, tmp_path):
-    config = run_config(synth, 40)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_training_lowers_the_loss_and_writes_the_run_folder(synth, tmp_path, family):
+    config = run_config(synth, 40, family)
     config.data.augmentation = "none"
     config.data.max_val_images = 2
     summary = train(config, tmp_path / "run")
@@ -81,12 +108,13 @@ class InterruptAt(Callback):
             raise Interrupt(f"stopped at step {self.step}")
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(synth, tmp_path):
-    straight = train(run_config(synth, 8), tmp_path / "straight")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_resume_after_interruption_equals_uninterrupted_run(synth, tmp_path, family):
+    straight = train(run_config(synth, 8, family), tmp_path / "straight")
     with pytest.raises(Interrupt):
-        train(run_config(synth, 8), tmp_path / "resumed", callbacks=[InterruptAt(4)])
+        train(run_config(synth, 8, family), tmp_path / "resumed", callbacks=[InterruptAt(4)])
     assert (tmp_path / "resumed" / "checkpoints" / "last.ckpt").exists()
-    resumed = train(run_config(synth, 8), tmp_path / "resumed", resume="auto")
+    resumed = train(run_config(synth, 8, family), tmp_path / "resumed", resume="auto")
     assert straight["steps"] == resumed["steps"] == 8
     a = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
@@ -95,8 +123,9 @@ def test_resume_after_interruption_equals_uninterrupted_run(synth, tmp_path):
     assert worst <= 1e-6, worst
 
 
-def test_two_process_cpu_ddp_keeps_ranks_identical(synth, tmp_path):
-    config = run_config(synth, 4, devices=2, strategy="ddp", batch_size=4)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_two_process_cpu_ddp_keeps_ranks_identical(synth, tmp_path, family):
+    config = run_config(synth, 4, family, devices=2, strategy="ddp", batch_size=4)
     config.to_yaml(tmp_path / "run.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(

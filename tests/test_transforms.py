@@ -12,6 +12,7 @@ from maskformer.data.transforms import (
     RandomHorizontalFlip,
     ResizeShortestEdge,
     detr_panoptic_train_transform,
+    large_scale_jitter_transform,
     semantic_train_transform,
 )
 
@@ -101,3 +102,57 @@ def test_panoptic_pipeline_pads_with_void_and_drops_cropped_out_segments():
         exact = interior(out["label"]) & (idx >= 0)
         assert exact.float().mean() > 0.2
         assert torch.equal(idx[exact], out["label"][exact] - 1)
+
+
+def instance_sample(sample):
+    """The blocky panoptic sample as instance data: one mask per block class, plus one overlapping mask
+    (classes 0 and 1 together), the label marking the image's area."""
+    ids = sample["label"]
+    masks = torch.stack([ids == k for k in range(1, 5)] + [(ids == 1) | (ids == 2)]).to(torch.uint8)
+    instances = [D.Segment(k, False) for k in range(4)] + [D.Segment(0, False)]
+    return {**sample, "kind": "instance", "label": torch.ones_like(ids), "masks": masks, "instances": instances}
+
+
+def test_large_scale_jitter_keeps_labels_and_instance_masks_aligned():
+    # Scales 0.3-2.0 of a 64 x 64 box: images both shrink (padding) and grow (cropping) across the seeds.
+    lsj = large_scale_jitter_transform((64, 64), 0.3, 2.0)
+    shrunk = grown = 0
+    for seed in range(12):
+        panoptic = blocky_sample(kind="panoptic", seed=seed)
+        out = lsj(panoptic, torch.Generator().manual_seed(seed))
+        assert out["image"].shape == (3, 64, 64) and out["label"].shape == (64, 64)
+        ids = out["label"]
+        pad = ids == 0  # the blocky sample has no void: void is padding, and the image is 128 there
+        assert (out["image"][:, pad] == 128).all()
+        shrunk += bool(pad.any())
+        grown += bool(not pad.any())
+        idx = colour_index(out["image"])
+        # Shrinking antialiases over more than 5 x 5 pixels: every exact palette colour must match its label.
+        exact = interior(ids) & ~pad & (idx >= 0)
+        assert exact.any()
+        assert torch.equal(idx[exact], ids[exact] - 1)
+        # The same seed draws the same geometry: each instance mask equals its blocks' pixels exactly,
+        # everywhere (overlapping mask included), and the area map is the unpadded part.
+        inst = lsj(instance_sample(panoptic), torch.Generator().manual_seed(seed))
+        assert torch.equal(inst["image"], out["image"])
+        for k in range(4):
+            assert torch.equal(inst["masks"][k].bool(), ids == k + 1)
+        assert torch.equal(inst["masks"][4].bool(), (ids == 1) | (ids == 2))
+        assert torch.equal(inst["label"] == 1, ~pad)
+        again = lsj(panoptic, torch.Generator().manual_seed(seed))
+        assert torch.equal(again["image"], out["image"]) and torch.equal(again["label"], ids)
+    assert shrunk and grown
+
+
+def test_instance_targets_drop_crowd_and_emptied_objects():
+    sample = instance_sample(blocky_sample(kind="panoptic"))
+    sample["instances"][1] = D.Segment(1, True)  # crowd
+    crop = RandomCrop((12, 12))({**sample}, torch.Generator().manual_seed(0))
+    targets = D.make_targets(crop)
+    present = [k for k in range(5) if crop["masks"][k].any() and k != 1]
+    assert targets["labels"].tolist() == [sample["instances"][k].category for k in present]
+    assert all(torch.equal(m, crop["masks"][k].bool()) for m, k in zip(targets["masks"], present))
+    assert targets["valid"].all()
+    empty = {**sample, "masks": sample["masks"][:0], "instances": []}
+    out = large_scale_jitter_transform((32, 32))(empty, torch.Generator().manual_seed(1))
+    assert out["masks"].shape == (0, 32, 32) and len(D.make_targets(out)["labels"]) == 0

@@ -12,7 +12,7 @@ import torch
 
 from ..model import PRESETS, MaskFormer, MaskFormerConfig, preset
 
-FORMATS = ["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"]
+FORMATS = ["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic", "coco_instance"]
 # Exit status after Ctrl-C, as shells report a process stopped by SIGINT.
 INTERRUPTED = 130
 
@@ -67,7 +67,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    run_demo(args.out, steps=args.steps, train_images=args.train_images, val_images=args.val_images, seed=args.seed)
+    given = {
+        "steps": args.steps,
+        "train_images": args.train_images,
+        "val_images": args.val_images,
+        "seed": args.seed,
+        "family": args.family,
+    }
+    run_demo(args.out, device=args.device, **{k: v for k, v in given.items() if v is not None})
     return 0
 
 
@@ -150,7 +157,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         print(f"maskformer: {stop}", file=sys.stderr)
         return INTERRUPTED
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in summary["metrics"].items() if isinstance(v, float))
+    metrics = ", ".join(
+        f"{k} {v:.4f}" for k, v in summary["metrics"].items() if isinstance(v, float) and k != "seconds"
+    )
     skipped = [f"{summary[k]} {k.replace('_', ' ')}" for k in ("skipped_samples", "skipped_steps") if summary[k]]
     print(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s; last validation: {metrics or 'none'}")
     if skipped:
@@ -298,12 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="fail when any weight is missing or unused")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo", help="train and evaluate a small model on generated data (about 7 minutes on 2 cores)")
+    p = sub.add_parser("demo", help="train and evaluate a small model on generated data (about 8 minutes on 2 cores)")
     p.add_argument("--out", default="demo-output")
-    p.add_argument("--steps", type=int, default=1200)
-    p.add_argument("--train-images", type=int, default=800)
-    p.add_argument("--val-images", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--family", choices=["maskformer", "mask2former"], help="model family (default: the one that does best here)"
+    )
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: a CUDA GPU when there is one"
+    )
+    p.add_argument("--steps", type=int, help="training steps (default: the family's, more on a GPU)")
+    p.add_argument("--train-images", type=int, help="generated training images (default 800)")
+    p.add_argument("--val-images", type=int, help="generated validation images (default 100)")
+    p.add_argument("--seed", type=int, help="seed of the data and the training (default 0)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("data", help="dataset tools")

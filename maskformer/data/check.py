@@ -1,9 +1,10 @@
 """Dataset checks: every problem a training run would hit later, found up front and named by file.
 
-``check_reader`` inspects a semantic or COCO panoptic reader: missing and extra label files, unreadable or
-truncated images and labels, size mismatches, label values that are neither a class nor ignore, panoptic
-PNG ids absent from the JSON and JSON segments absent from the PNG, unknown category ids, duplicate ids,
-and empty datasets.
+``check_reader`` inspects a semantic, COCO panoptic or COCO instance reader: missing and extra label files,
+unreadable or truncated images and labels, size mismatches, label values that are neither a class nor
+ignore, panoptic PNG ids absent from the JSON and JSON segments absent from the PNG, instance
+segmentations that do not decode (malformed polygons, RLE of the wrong size), unknown category ids,
+duplicate ids, and empty datasets.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import COCOPanopticDataset, SemanticDataset
-from .io import IMAGE_SUFFIXES, read_image, read_panoptic_png
+from .datasets import COCOInstanceDataset, COCOPanopticDataset, SemanticDataset
+from .io import IMAGE_SUFFIXES, decode_segmentation, read_image, read_panoptic_png
 
 
 @dataclass
@@ -59,6 +60,8 @@ def check_reader(reader, limit: int | None = None, seed: int = 0) -> CheckReport
     """Check all samples of ``reader`` (or ``limit`` of them, drawn with ``seed``)."""
     if isinstance(reader, COCOPanopticDataset):
         return _check_panoptic(reader, limit, seed)
+    if isinstance(reader, COCOInstanceDataset):
+        return _check_instance(reader, limit, seed)
     if isinstance(reader, SemanticDataset):
         return _check_semantic(reader, limit, seed)
     raise TypeError(f"cannot check a {type(reader).__name__}")
@@ -126,4 +129,43 @@ def _check_panoptic(reader: COCOPanopticDataset, limit: int | None, seed: int) -
             report.add(png, f"PNG ids absent from the JSON: {missing[:10]}")
         if absent:
             report.add(json_file, f"JSON segments absent from the PNG: {absent[:10]} of {png.name}")
+    return report
+
+
+def _check_instance(reader: COCOInstanceDataset, limit: int | None, seed: int) -> CheckReport:
+    report = CheckReport(total=len(reader))
+    json_file = reader.json_file
+    if not len(reader):
+        report.add(json_file, "empty dataset: no images")
+        return report
+    for what, values in (
+        ("image id", [img["id"] for img in reader.images]),
+        ("file name", [img["file_name"] for img in reader.images]),
+        ("annotation id", [a["id"] for anns in reader.annotations for a in anns if "id" in a]),
+    ):
+        for value, n in Counter(values).items():
+            if n > 1:
+                report.add(json_file, f"duplicate {what}: {value!r} listed {n} times")
+    for i in _sample_indices(len(reader), limit, seed):
+        report.checked += 1
+        info, image_file = reader.images[i], reader.image_files[i]
+        try:
+            h, w = read_image(image_file).shape[-2:]
+        except (ValueError, OSError) as err:
+            file, _, message = str(err).partition(": ")
+            report.add(file or image_file, message or str(err))
+            continue
+        if (info.get("height", h), info.get("width", w)) != (h, w):
+            report.add(
+                image_file, f"size mismatch: {h} x {w}, the JSON says {info.get('height')} x {info.get('width')}"
+            )
+            continue
+        for ann in reader.annotations[i]:
+            where = f"annotation {ann.get('id')} of {info['file_name']}"
+            if ann.get("category_id") not in reader.category_index:
+                report.add(json_file, f"unknown category id: {ann.get('category_id')} ({where})")
+            try:
+                decode_segmentation(ann["segmentation"], h, w)
+            except (KeyError, ValueError, TypeError) as err:
+                report.add(json_file, f"bad segmentation: {where} ({err})")
     return report

@@ -1,9 +1,12 @@
-"""Dataset readers: semantic label PNGs (generic, ADE20K, Cityscapes) and COCO panoptic.
+"""Dataset readers: semantic label PNGs (generic, ADE20K, Cityscapes), COCO panoptic and COCO instances.
 
 Every dataset yields a dict ``{"image": uint8 [3, H, W], "label": int64 [H, W], "kind", "file", ...}``.
 For semantic data ``label`` holds class indices with ``ignore_value`` on unlabelled pixels; for panoptic
-data it holds segment ids (0 = void) and ``segments`` maps each id to its class and crowd flag. Augment
-the (image, label) pair jointly, then turn it into mask-classification targets with :func:`make_targets`.
+data it holds segment ids (0 = void) and ``segments`` maps each id to its class and crowd flag. Instance
+data, whose objects may overlap, keeps one mask per object in ``masks`` uint8 [N, H, W] with
+``instances`` (class and crowd flag of each), and ``label`` marks the image's area (1; augmentation pads
+with 0). Augment the sample jointly, then turn it into mask-classification targets with
+:func:`make_targets`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..model.config import MetadataConfig
-from .io import list_images, read_image, read_label, read_panoptic_png
+from .io import decode_segmentation, list_images, read_image, read_label, read_panoptic_png
 from .metadata import (
     builtin_metadata,
     category_ids,
@@ -218,12 +221,89 @@ def coco_panoptic(root: str | Path, split: str = "val2017", **kwargs) -> COCOPan
     return ds
 
 
+class COCOInstanceDataset(Dataset):
+    """COCO instance format: a JSON with ``images``, ``annotations`` (``segmentation`` as polygons,
+    uncompressed or compressed RLE; ``iscrowd``) and ``categories``. Every category is a thing. Images
+    without annotations are kept (they teach "no object")."""
+
+    def __init__(self, image_dir: str | Path, json_file: str | Path, transform: Transform | None = None):
+        self.image_dir, self.json_file = Path(image_dir), Path(json_file)
+        if not self.json_file.exists():
+            raise FileNotFoundError(f"{self.json_file}: instance annotation file not found")
+        try:
+            data = json.loads(self.json_file.read_text())
+            categories = sorted(data["categories"], key=lambda c: c["id"])
+            self.images = sorted(data["images"], key=lambda img: img["id"])
+            by_image: dict[int, list[dict]] = {img["id"]: [] for img in self.images}
+            for ann in data["annotations"]:
+                if ann["image_id"] not in by_image:
+                    raise ValueError(
+                        f"{self.json_file}: annotation {ann.get('id')} refers to image {ann['image_id']}, which "
+                        "is not in its 'images'"
+                    )
+                by_image[ann["image_id"]].append(ann)
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{self.json_file}: not a COCO instance annotation file ({err})") from err
+        self.category_index = {c["id"]: i for i, c in enumerate(categories)}
+        self.metadata = metadata_from_json(
+            {"dataset": self.json_file.stem, "classes": [{**c, "isthing": True} for c in categories]},
+            str(self.json_file),
+        )
+        self.categories = categories
+        self.annotations = [by_image[img["id"]] for img in self.images]
+        self.image_files = [self.image_dir / img["file_name"] for img in self.images]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> Sample:
+        image = read_image(self.image_files[index])
+        info = self.images[index]
+        h, w = image.shape[-2:]
+        if (info.get("height", h), info.get("width", w)) != (h, w):
+            raise ValueError(
+                f"{self.json_file}: image {info['id']} is {info.get('height')} x {info.get('width')} in the JSON, "
+                f"but {self.image_files[index]} is {h} x {w}"
+            )
+        masks, instances = [], []
+        for ann in self.annotations[index]:
+            where = f"{self.json_file}: annotation {ann.get('id')} of image {info['id']} ({info['file_name']})"
+            if ann.get("category_id") not in self.category_index:
+                raise ValueError(f"{where} has unknown category {ann.get('category_id')}")
+            try:
+                masks.append(torch.from_numpy(decode_segmentation(ann["segmentation"], h, w)))
+            except (KeyError, ValueError, TypeError) as err:
+                raise ValueError(f"{where}: bad segmentation ({err})") from err
+            instances.append(Segment(self.category_index[ann["category_id"]], bool(ann.get("iscrowd", 0))))
+        return {
+            "image": image,
+            "label": torch.ones(h, w, dtype=torch.int64),
+            "masks": torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.uint8),
+            "instances": instances,
+            "kind": "instance",
+            "file": str(self.image_files[index]),
+        }
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.load(index)
+        return self.transform(sample) if self.transform else sample
+
+
+def coco_instance(root: str | Path, split: str = "val2017", **kwargs) -> COCOInstanceDataset:
+    """The COCO layout: {split}/ images and annotations/instances_{split}.json."""
+    root = Path(root)
+    return COCOInstanceDataset(root / split, root / "annotations" / f"instances_{split}.json", **kwargs)
+
+
 def make_targets(sample: Sample, ignore_value: int = 255) -> dict[str, Tensor]:
     """Mask-classification targets from an (augmented) sample.
 
     Semantic: one mask per class present (the original's MaskFormerSemanticDatasetMapper). Panoptic: one
     mask per non-crowd segment still visible; crowd and void pixels belong to no target. ``valid`` marks
     pixels that are neither ignore (semantic) nor void (panoptic id 0); augmentation pads with those values.
+    Instance: one mask per non-crowd object with pixels left after augmentation (crowd objects are left
+    out, as in Mask2Former's instance training); ``valid`` is the image's area.
     """
     label = sample["label"]
     if sample["kind"] == "semantic":
@@ -231,6 +311,12 @@ def make_targets(sample: Sample, ignore_value: int = 255) -> dict[str, Tensor]:
         labels = torch.tensor(classes, dtype=torch.long)
         masks = label[None] == labels[:, None, None] if classes else torch.zeros(0, *label.shape, dtype=torch.bool)
         valid = label != ignore_value
+    elif sample["kind"] == "instance":
+        masks = sample["masks"].bool()
+        keep = [i for i, s in enumerate(sample["instances"]) if not s.iscrowd and bool(masks[i].any())]
+        labels = torch.tensor([sample["instances"][i].category for i in keep], dtype=torch.long)
+        masks = masks[keep] if keep else torch.zeros(0, *label.shape, dtype=torch.bool)
+        valid = label != 0
     else:
         segments = sample["segments"]
         ids = [int(i) for i in torch.unique(label).tolist() if i in segments and not segments[i].iscrowd]
@@ -245,9 +331,15 @@ def make_targets(sample: Sample, ignore_value: int = 255) -> dict[str, Tensor]:
 
 
 def semantic_label(sample: Sample, ignore_value: int = 255) -> Tensor:
-    """The class-index map [H, W] of a sample (panoptic: each segment's class, crowd included; void -> ignore)."""
+    """The class-index map [H, W] of a sample (panoptic: each segment's class, crowd included; void -> ignore;
+    instance: each object's class, later objects over earlier ones, background -> ignore)."""
     if sample["kind"] == "semantic":
         return sample["label"]
+    if sample["kind"] == "instance":
+        out = torch.full_like(sample["label"], ignore_value)
+        for mask, instance in zip(sample["masks"], sample["instances"]):
+            out[mask.bool()] = instance.category
+        return out
     lut = {i: s.category for i, s in sample["segments"].items()}
     out = torch.full_like(sample["label"], ignore_value)
     for seg_id, category in lut.items():

@@ -155,6 +155,32 @@ def encode_rle(mask: np.ndarray) -> dict:
     return rle
 
 
+def decode_segmentation(segmentation: list | dict, height: int, width: int) -> np.ndarray:
+    """A COCO ``segmentation`` (polygons [[x1, y1, x2, y2, ...], ...], uncompressed RLE with a list of
+    ``counts`` or compressed RLE with a string) -> binary mask uint8 [H, W]. Raises ValueError saying
+    what is wrong with it."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):
+        polygons = [list(map(float, poly)) for poly in segmentation]
+        if not polygons or any(len(poly) < 6 or len(poly) % 2 for poly in polygons):
+            raise ValueError("a polygon needs an even number of coordinates, at least 3 points")
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    elif isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        if [int(v) for v in segmentation["size"]] != [height, width]:
+            raise ValueError(f"RLE size {segmentation['size']} differs from the image's [{height}, {width}]")
+        counts = segmentation["counts"]
+        if isinstance(counts, list):
+            if sum(counts) != height * width:
+                raise ValueError(f"RLE counts add up to {sum(counts)} pixels, the image has {height * width}")
+            rle = mask_utils.frPyObjects(segmentation, height, width)
+        else:
+            rle = {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    else:
+        raise ValueError("segmentation is neither a list of polygons nor an RLE dict with size and counts")
+    return mask_utils.decode(rle)
+
+
 def mask_box(mask: np.ndarray) -> list[int]:
     """COCO box [x, y, width, height] around a binary mask [H, W]; zeros for an empty mask."""
     ys, xs = np.nonzero(mask)

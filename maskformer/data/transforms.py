@@ -1,9 +1,10 @@
 """Joint image + label-map augmentation on torchvision transforms v2 (paper section 4 recipes).
 
-Transforms act on a sample dict (``image`` uint8 [3, H, W], ``label`` int64 [H, W]) and draw every random
-number from an explicit ``torch.Generator``, so a sample's augmentation is a pure function of its seed
-(exact resumption, equal results with any number of loader workers). Geometric work goes through
-``torchvision.transforms.v2.functional``; label maps are resized with nearest neighbour.
+Transforms act on a sample dict (``image`` uint8 [3, H, W], ``label`` int64 [H, W] and, for instance data,
+``masks`` uint8 [N, H, W]) and draw every random number from an explicit ``torch.Generator``, so a
+sample's augmentation is a pure function of its seed (exact resumption, equal results with any number of
+loader workers). Geometric work goes through ``torchvision.transforms.v2.functional``; label maps and
+instance masks go through the same geometry with nearest neighbour.
 """
 
 from __future__ import annotations
@@ -31,8 +32,31 @@ def _choice(g: Generator, options: Sequence):
 
 
 def label_pad_value(sample: Sample, ignore_value: int) -> int:
-    """Padding for label maps: ignore for semantic labels, void (0) for panoptic ids."""
+    """Padding for label maps: ignore for semantic labels, void (0) for panoptic ids and for the image area
+    map of instance data."""
     return ignore_value if sample["kind"] == "semantic" else 0
+
+
+def _geometric(sample: Sample, image_fn, label_fn) -> Sample:
+    """``sample`` with ``image_fn`` applied to the image and ``label_fn`` to the label map and, when there,
+    the instance masks (so that they stay aligned pixel for pixel)."""
+    out = {**sample, "image": image_fn(sample["image"]), "label": label_fn(sample["label"])}
+    if "masks" in sample:
+        out["masks"] = label_fn(sample["masks"])
+    return out
+
+
+def _resize_label(label: Tensor, size: list[int]) -> Tensor:
+    if label.numel() == 0:  # no instances: torchvision cannot resize an empty stack
+        return label.new_zeros((*label.shape[:-2], *size))
+    return TF.resize(tv_tensors.Mask(label), size, InterpolationMode.NEAREST_EXACT).as_subclass(Tensor)
+
+
+def _resize(sample: Sample, size: list[int]) -> Sample:
+    def image(x: Tensor) -> Tensor:
+        return TF.resize(tv_tensors.Image(x), size, InterpolationMode.BILINEAR, antialias=True).as_subclass(Tensor)
+
+    return _geometric(sample, image, lambda label: _resize_label(label, size))
 
 
 class Compose:
@@ -57,11 +81,21 @@ class ResizeShortestEdge:
 
     def __call__(self, sample: Sample, g: Generator) -> Sample:
         h, w = sample["image"].shape[-2:]
-        size = list(self.target_size(h, w, _choice(g, self.short_edges)))
-        out = dict(sample)
-        out["image"] = TF.resize(tv_tensors.Image(sample["image"]), size, InterpolationMode.BILINEAR, antialias=True)
-        out["label"] = TF.resize(tv_tensors.Mask(sample["label"]), size, InterpolationMode.NEAREST_EXACT)
-        return {k: v.as_subclass(Tensor) if isinstance(v, tv_tensors.TVTensor) else v for k, v in out.items()}
+        return _resize(sample, list(self.target_size(h, w, _choice(g, self.short_edges))))
+
+
+class ResizeScale:
+    """Large-scale jitter's resize (detectron2's ResizeScale): scale ``target`` by a factor drawn from
+    [min_scale, max_scale], then resize the image, keeping its aspect ratio, to fit inside that box."""
+
+    def __init__(self, min_scale: float, max_scale: float, target: tuple[int, int]):
+        self.min_scale, self.max_scale, self.target = min_scale, max_scale, target
+
+    def __call__(self, sample: Sample, g: Generator) -> Sample:
+        h, w = sample["image"].shape[-2:]
+        scale = _uniform(g, self.min_scale, self.max_scale)
+        factor = min(self.target[0] * scale / h, self.target[1] * scale / w)
+        return _resize(sample, [max(1, round(h * factor)), max(1, round(w * factor))])
 
 
 class RandomCrop:
@@ -89,7 +123,7 @@ class RandomCrop:
                 if len(counts) > 1 and counts.max() < self.max_area * counts.sum():
                     break
                 window = self._window(h, w, g)
-        return {**sample, "image": TF.crop(sample["image"], *window), "label": TF.crop(sample["label"], *window)}
+        return _geometric(sample, lambda x: TF.crop(x, *window), lambda x: TF.crop(x, *window))
 
 
 class RandomHorizontalFlip:
@@ -99,7 +133,7 @@ class RandomHorizontalFlip:
     def __call__(self, sample: Sample, g: Generator) -> Sample:
         if float(torch.rand((), generator=g)) >= self.p:
             return sample
-        return {**sample, "image": TF.horizontal_flip(sample["image"]), "label": TF.horizontal_flip(sample["label"])}
+        return _geometric(sample, TF.horizontal_flip, TF.horizontal_flip)
 
 
 class ColorJitterSSD:
@@ -141,7 +175,7 @@ class ColorJitterSSD:
 
 class PadTo:
     """Pad bottom/right to ``size``: the image with ``image_value`` (128, near the mean), the label with
-    ignore (semantic) or void (panoptic)."""
+    ignore (semantic) or void (panoptic, instance), instance masks with 0."""
 
     def __init__(self, size: tuple[int, int], image_value: int = 128, ignore_value: int = 255):
         self.size = size
@@ -153,11 +187,14 @@ class PadTo:
         pad = (0, max(self.size[1] - w, 0), 0, max(self.size[0] - h, 0))
         if pad[1] == 0 and pad[3] == 0:
             return sample
-        return {
+        out = {
             **sample,
             "image": F.pad(sample["image"], pad, value=self.image_value),
             "label": F.pad(sample["label"], pad, value=label_pad_value(sample, self.ignore_value)),
         }
+        if "masks" in sample:
+            out["masks"] = F.pad(sample["masks"], pad)
+        return out
 
 
 class RandomChoice:
@@ -231,3 +268,12 @@ def detr_panoptic_train_transform(
             ),
         ]
     )
+
+
+def large_scale_jitter_transform(
+    size: tuple[int, int] = (1024, 1024), min_scale: float = 0.1, max_scale: float = 2.0
+) -> Compose:
+    """Mask2Former's COCO augmentation, large-scale jitter (Ghiasi et al. 2021): flip, resize the image to fit
+    ``size`` times a factor in [min_scale, max_scale], crop at most ``size`` at a random place, pad to
+    ``size`` (image 128, labels void / ignore)."""
+    return Compose([RandomHorizontalFlip(), ResizeScale(min_scale, max_scale, size), RandomCrop(size), PadTo(size)])

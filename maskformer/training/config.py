@@ -17,7 +17,11 @@ class DataConfig:
 
     Formats: ``semantic`` (root/images/{split}, root/{label_dir}/{split}, a class file), ``panoptic``
     (root/images/{split}, root/panoptic_{split}.json, root/panoptic/{split}), ``ade20k``
-    (ADEChallengeData2016), ``cityscapes`` and ``coco_panoptic`` (the official layouts).
+    (ADEChallengeData2016), ``cityscapes``, ``coco_panoptic`` and ``coco_instance`` (the official layouts).
+
+    Augmentation: ``semantic`` (MaskFormer's: resize, category-area crop, colour jitter, flip, pad),
+    ``detr`` (DETR's COCO multi-scale resize and crop), ``lsj`` (Mask2Former's COCO large-scale jitter: the
+    crop size times ``min_scale``-``max_scale``, crop, pad) or ``none``.
     """
 
     BOUNDS: ClassVar[Bounds] = {
@@ -26,14 +30,14 @@ class DataConfig:
         "max_val_images": NON_NEGATIVE, "check_samples": AT_LEAST_1,
     }  # fmt: skip
 
-    format: Literal["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic"] = "ade20k"
+    format: Literal["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic", "coco_instance"] = "ade20k"
     root: str = ""
     train_split: str = ""
     val_split: str = ""
     label_dir: str = "labels"
     class_file: str = ""
     ignore_value: int = 255
-    augmentation: Literal["semantic", "detr", "none"] = "semantic"
+    augmentation: Literal["semantic", "detr", "lsj", "none"] = "semantic"
     crop_size: tuple[int, int] = (512, 512)
     min_scale: float = 0.5
     max_scale: float = 2.0
@@ -49,6 +53,13 @@ class DataConfig:
     # A sample that fails to load during training stops the run naming its file, unless this is set:
     # then it is left out of its batch and counted (train/skipped_samples).
     skip_bad_samples: bool = False
+
+    @property
+    def kind(self) -> Literal["semantic", "panoptic", "instance"]:
+        """What the format's ground truth holds: semantic labels, panoptic segments or (overlapping) instances."""
+        return {"panoptic": "panoptic", "coco_panoptic": "panoptic", "coco_instance": "instance"}.get(
+            self.format, "semantic"
+        )
 
 
 @dataclass
@@ -159,7 +170,8 @@ RECIPES = {
 def _mask2former(name: str) -> RunConfig:
     """Mask2Former's recipe (mask2former-facts.md): AdamW lr 1e-4, weight decay 0.05, backbone x0.1, poly 0.9,
     gradient clipping 0.01, batch 16; ADE20K 160k iterations of 512 crops (640 for the Swin-B/L "res640"
-    configs), Cityscapes 90k of 512 x 1024, COCO 50 epochs (368,750 iterations)."""
+    configs), Cityscapes 90k of 512 x 1024, COCO panoptic and instance 50 epochs (368,750 iterations) of
+    large-scale jitter (scale 0.1-2.0, 1024 crop)."""
     model = paper_model(name)
     dataset = mask2former_dataset(name)
     train = TrainConfig(lr=1e-4, weight_decay=0.05, backbone_lr_multiplier=0.1, batch_size=16, clip_grad_norm=0.01)
@@ -169,8 +181,15 @@ def _mask2former(name: str) -> RunConfig:
     elif dataset == "cityscapes":
         train.max_steps = 90_000
         data = DataConfig(format="cityscapes", crop_size=(512, 1024), min_scale=0.5, max_scale=2.0)
-    elif dataset == "coco":
-        train.max_steps, data = 368_750, DataConfig(format="coco_panoptic", augmentation="detr")
+    elif dataset in ("coco", "coco_instance"):
+        train.max_steps = 368_750
+        data = DataConfig(
+            format="coco_panoptic" if dataset == "coco" else "coco_instance",
+            augmentation="lsj",
+            crop_size=(1024, 1024),
+            min_scale=0.1,
+            max_scale=2.0,
+        )
     else:
         raise KeyError(f"{name}: no training recipe yet (this package does not read {dataset} data); the preset "
                        "serves inference and weights")  # fmt: skip
@@ -179,7 +198,7 @@ def _mask2former(name: str) -> RunConfig:
 
 def recipe(name: str) -> RunConfig:
     """The paper's training recipe for a model preset (MaskFormer: ADE20K-150 or COCO panoptic; Mask2Former:
-    ADE20K-150, COCO panoptic or Cityscapes)."""
+    ADE20K-150, COCO panoptic, COCO instance or Cityscapes)."""
     if name.startswith("m2f_") and name in PRESETS:
         return _mask2former(name)
     if name not in RECIPES:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..data import datasets as D
 from ..data.check import check_reader
 from ..data.sampling import AugmentedDataset, ResumableSampler
-from ..data.transforms import detr_panoptic_train_transform, semantic_train_transform
+from ..data.transforms import detr_panoptic_train_transform, large_scale_jitter_transform, semantic_train_transform
 from ..model.config import InferenceConfig, MetadataConfig
 from ..model.inference import resize_for_test
 from .config import DataConfig, RunConfig, loader_workers
@@ -22,6 +22,7 @@ DEFAULT_SPLITS = {
     "ade20k": ("training", "validation"),
     "cityscapes": ("train", "val"),
     "coco_panoptic": ("train2017", "val2017"),
+    "coco_instance": ("train2017", "val2017"),
 }
 
 
@@ -32,6 +33,8 @@ def detect_format(root: str | Path) -> str:
         return "cityscapes"
     if list(root.glob("annotations/panoptic_*.json")):
         return "coco_panoptic"
+    if list(root.glob("annotations/instances_*.json")):
+        return "coco_instance"
     if list(root.glob("panoptic_*.json")):
         return "panoptic"
     if (root / "images" / "training").is_dir() and (root / "annotations" / "training").is_dir():
@@ -40,7 +43,7 @@ def detect_format(root: str | Path) -> str:
         return "semantic"
     raise ValueError(
         f"{root}: no known dataset layout (images/ with labels/ or panoptic_SPLIT.json, ADEChallengeData2016, "
-        "Cityscapes or COCO); give --format"
+        "Cityscapes or COCO panoptic or instances); give --format"
     )
 
 
@@ -64,6 +67,8 @@ def build_reader(cfg: DataConfig, split: str):
         return D.cityscapes(root, split)
     if cfg.format == "coco_panoptic":
         return D.coco_panoptic(root, split)
+    if cfg.format == "coco_instance":
+        return D.coco_instance(root, split)
     raise ValueError(f"unknown data format {cfg.format!r}")
 
 
@@ -89,6 +94,8 @@ def train_transform(cfg: DataConfig):
         )
     if cfg.augmentation == "detr":
         return detr_panoptic_train_transform()
+    if cfg.augmentation == "lsj":
+        return large_scale_jitter_transform(tuple(cfg.crop_size), cfg.min_scale, cfg.max_scale)
     return None
 
 
@@ -103,7 +110,8 @@ class TrainItems:
 
 
 class ValItems(Dataset):
-    """Validation samples: the test-resized image, the original-size semantic label and panoptic truth."""
+    """Validation samples: the test-resized image and the original-size truth (semantic labels; panoptic ids
+    and segments; instance masks, classes and crowd flags)."""
 
     def __init__(self, reader, inference: InferenceConfig, ignore_value: int):
         self.reader = reader
@@ -121,6 +129,9 @@ class ValItems(Dataset):
             "semantic": D.semantic_label(sample, self.ignore_value),
             "file": sample["file"],
         }
+        if sample["kind"] == "instance":
+            item["masks"] = sample["masks"].bool()
+            item["instances"] = sample["instances"]
         if sample["kind"] == "panoptic":
             item["panoptic"] = sample["label"]
             item["segments"] = sample["segments"]
@@ -143,7 +154,6 @@ class MaskFormerDataModule(L.LightningDataModule):
         self.train_reader = build_reader(cfg, self.train_split)
         self.val_reader = build_reader(cfg, self.val_split)
         self.metadata: MetadataConfig = self.train_reader.metadata
-        self.kind = "panoptic" if cfg.format in ("panoptic", "coco_panoptic") else "semantic"
 
     def check(self) -> None:
         """Run the configured dataset check on both splits; raise ValueError listing the problems."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import lightning as L
@@ -13,12 +14,15 @@ from torch import Tensor
 
 from ..evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
 from ..model import MaskFormer, SetCriterion
-from ..visualize import panoptic_classes, prediction_grid, to_tensor_image
+from ..visualize import instance_classes, panoptic_classes, prediction_grid, to_tensor_image
 from .config import RunConfig, TrainConfig
 from .optim import build_optimizer
 
 # Losses shown as curves besides the total (the deep-supervision terms only add up into it).
 MAIN_LOSSES = ("loss_ce", "loss_mask", "loss_dice")
+# What each kind of ground truth scores: semantic labels; panoptic segments (and from them semantic labels
+# and thing instances); overlapping instances alone.
+TASKS = {"semantic": ("semantic",), "panoptic": ("semantic", "panoptic", "instance"), "instance": ("instance",)}
 
 
 def pad_target(target: dict[str, Tensor], size: tuple[int, int], device: torch.device) -> dict[str, Tensor]:
@@ -48,9 +52,20 @@ class MaskFormerModule(L.LightningModule):
         self.criterion = SetCriterion.from_config(config.model)
         self.run_dir = Path(run_dir) if run_dir else None
         self.history: list[dict] = []
-        self.panoptic = config.data.format in ("panoptic", "coco_panoptic")
+        things = config.model.metadata.thing_classes
+        self.tasks = [t for t in TASKS[config.data.kind] if t != "instance" or things]
         self.skipped_samples = 0
         self.skipped_steps = 0
+        # Seconds of training (validation included) before this process started: kept across resumption.
+        self.seconds_before = 0.0
+        self._started: float | None = None  # set when training starts (not when only evaluating)
+
+    def on_train_start(self) -> None:
+        self._started = time.monotonic()
+
+    def elapsed(self) -> float:
+        """Seconds this run has trained, validations included, across resumptions."""
+        return self.seconds_before + (time.monotonic() - self._started if self._started is not None else 0.0)
 
     # ---- training -------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
@@ -120,11 +135,9 @@ class MaskFormerModule(L.LightningModule):
     def validation_step(self, batch: list[dict], batch_idx: int) -> None:
         meta = self.config.model.metadata
         things = set(meta.thing_classes or [])
-        tasks = ["semantic", *(["panoptic", *(["instance"] if things else [])] if self.panoptic else [])]
         images = [self.model.normalize(item["image"].to(self.device)) for item in batch]
-        results = self.model.segment(images, tasks, [item["size"] for item in batch], meta)
-        semantic = results["semantic"]
-        for pred, item in zip(semantic, batch):
+        results = self.model.segment(images, self.tasks, [item["size"] for item in batch], meta)
+        for pred, item in zip(results.get("semantic", []), batch):
             self.semantic_eval.update(pred.cpu(), item["semantic"])
         panoptic = results.get("panoptic", [])
         for result, item in zip(panoptic, batch):
@@ -139,12 +152,15 @@ class MaskFormerModule(L.LightningModule):
                 image=item["file"],
             )
         for result, item in zip(results.get("instance", []), batch):
-            gt = [(i, s) for i, s in item["segments"].items() if s.category in things]
-            ids = item["panoptic"].numpy()
+            if "masks" in item:
+                gt_masks, gt = list(item["masks"].numpy()), item["instances"]
+            else:
+                panoptic_gt = [(i, s) for i, s in item["segments"].items() if s.category in things]
+                gt_masks, gt = [item["panoptic"].numpy() == i for i, _ in panoptic_gt], [s for _, s in panoptic_gt]
             self.instance_eval.update(
-                [ids == i for i, _ in gt],
-                [s.category for _, s in gt],
-                [s.iscrowd for _, s in gt],
+                gt_masks,
+                [s.category for s in gt],
+                [s.iscrowd for s in gt],
                 result.masks,
                 result.labels.tolist(),
                 result.scores.tolist(),
@@ -156,14 +172,21 @@ class MaskFormerModule(L.LightningModule):
             if panoptic:
                 pred = panoptic_classes(panoptic[i].segmentation, panoptic[i].segments)
                 self.val_rows.append((image, item["semantic"], pred, panoptic[i].segmentation.cpu()))
+            elif "semantic" in results:
+                self.val_rows.append((image, item["semantic"], results["semantic"][i].cpu()))
             else:
-                self.val_rows.append((image, item["semantic"], semantic[i].cpu()))
+                pred, segmentation = instance_classes(results["instance"][i])
+                self.val_rows.append((image, item["semantic"], pred, segmentation))
 
     def on_validation_epoch_end(self) -> None:
-        self.semantic_eval.sync()
-        sem = self.semantic_eval.compute()
-        record = {"step": self.global_step, "mIoU": sem["mIoU"], "pACC": sem["pACC"], "fwIoU": sem["fwIoU"]}
-        if self.panoptic:
+        record: dict = {"step": self.global_step}
+        if self._started is not None:
+            record["seconds"] = round(self.elapsed(), 1)
+        if "semantic" in self.tasks:
+            self.semantic_eval.sync()
+            sem = self.semantic_eval.compute()
+            record.update({"mIoU": sem["mIoU"], "pACC": sem["pACC"], "fwIoU": sem["fwIoU"]})
+        if "panoptic" in self.tasks:
             self.panoptic_eval.sync()
             pq = self.panoptic_eval.compute()
             record.update(
@@ -175,17 +198,17 @@ class MaskFormerModule(L.LightningModule):
                     "PQ_st": pq["Stuff"]["pq"],
                 }
             )
-            if self.config.model.metadata.thing_classes:
-                self.instance_eval.sync()
-                if self.global_rank == 0:
-                    record.update(self.instance_eval.compute())
+        if "instance" in self.tasks:
+            self.instance_eval.sync()
+            if self.global_rank == 0:
+                record.update(self.instance_eval.compute())
         # Plain floats: numpy scalars in the history would make checkpoints unloadable with weights_only.
         record = {k: (int(v) if k == "step" else float(v)) for k, v in record.items()}
-        self.log_dict({f"val/{k}": v for k, v in record.items() if k != "step"}, sync_dist=False)
+        self.log_dict({f"val/{k}": v for k, v in record.items() if k not in ("step", "seconds")}, sync_dist=False)
         if self.global_rank != 0:
             return
         self.history.append(record)
-        self.last_metrics = {**record, "IoU": sem["IoU"]}
+        self.last_metrics = {**record, **({"IoU": sem["IoU"]} if "semantic" in self.tasks else {})}
         if self.run_dir is not None:
             with (self.run_dir / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -212,7 +235,9 @@ class MaskFormerModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["maskformer_history"] = self.history
         checkpoint["maskformer_skipped"] = [self.skipped_samples, self.skipped_steps]
+        checkpoint["maskformer_seconds"] = self.elapsed()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = checkpoint.get("maskformer_history", [])
         self.skipped_samples, self.skipped_steps = checkpoint.get("maskformer_skipped", [0, 0])
+        self.seconds_before = float(checkpoint.get("maskformer_seconds", 0.0))
