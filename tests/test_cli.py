@@ -6,6 +6,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from maskformer.cli.main import main
 
 
@@ -36,13 +39,25 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path):
     assert "missing: no such file or folder" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_demo_smoke(tmp_path, capsys):
-    """The demo end to end at toy size (the real run is `make demo`)."""
+@pytest.mark.parametrize("family", ["maskformer", "mask2former"])
+def test_demo_smoke(tmp_path, capsys, family):
+    """The demo end to end at toy size, for each family (the real run is `make demo`)."""
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--steps", "4", "--train-images", "8", "--val-images", "6"]) == 0
+    args = ["demo", "--out", str(out), "--steps", "4", "--train-images", "8", "--val-images", "6"]
+    assert main([*args, "--family", family, "--device", "cpu"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"mIoU", "PQ", "AP", "wall_time_s", "steps"} <= set(metrics) and metrics["steps"] == 4
+    assert metrics["family"] == family and metrics["device"] == "cpu"
     for name in ("training.png", "predictions.png", "run/model/model.safetensors", "data/classes.json",
                  "predictions/panoptic.json", "predictions/overlays/000000.png"):  # fmt: skip
         assert (out / name).exists(), name
-    assert "[demo] mIoU" in capsys.readouterr().out
+    assert f"family: {family}" in (out / "run" / "config.yaml").read_text()
+    console = capsys.readouterr().out
+    assert "[demo] mIoU" in console and "on the CPU" in console
+
+
+def test_demo_on_cuda_without_a_gpu_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cuda"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "demo" / "data").exists()

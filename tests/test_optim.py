@@ -47,3 +47,29 @@ def test_scheduler_steps_the_optimizer_learning_rates():
     lrs = sorted({g["lr"] for g in optimizer.param_groups})
     assert lrs == pytest.approx([0.5 * 0.5**0.9, 0.5**0.9])
     assert isinstance(optimizer, torch.optim.AdamW)
+
+
+def test_mask2former_recipes_are_the_papers():
+    """mask2former-facts.md: AdamW 1e-4, weight decay 0.05, backbone x0.1, poly 0.9, batch 16; ADE20K 160k
+    iterations of 512 crops, COCO 50 epochs of large-scale jitter (0.1-2.0, 1024), Cityscapes 90k of 512 x 1024."""
+    for name in ("m2f_r50_ade", "m2f_swin_t_coco", "m2f_r50_coco_instance", "m2f_swin_l_cityscapes"):
+        t = recipe(name).train
+        assert (t.lr, t.weight_decay, t.backbone_lr_multiplier, t.schedule, t.poly_power, t.batch_size) == (
+            1e-4,
+            0.05,
+            0.1,
+            "poly",
+            0.9,
+            16,
+        ), name
+    ade, city = recipe("m2f_r50_ade"), recipe("m2f_swin_l_cityscapes")
+    assert (ade.train.max_steps, ade.data.crop_size, ade.data.format) == (160_000, (512, 512), "ade20k")
+    assert (city.train.max_steps, city.data.crop_size) == (90_000, (512, 1024))
+    for name, data_format in (("m2f_r50_coco", "coco_panoptic"), ("m2f_swin_b_coco_instance", "coco_instance")):
+        coco = recipe(name)
+        # 50 epochs of COCO train2017 (118k images) at batch 16: 368,750 iterations.
+        assert coco.train.max_steps == 368_750 and coco.data.format == data_format
+        d = coco.data
+        assert (d.augmentation, d.crop_size, d.min_scale, d.max_scale) == ("lsj", (1024, 1024), 0.1, 2.0)
+    with pytest.raises(KeyError, match="vistas"):
+        recipe("m2f_r50_vistas")

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from lightning.pytorch.callbacks import Callback
 
 from maskformer.data.synth import write_dataset
 from maskformer.demo import CPU_STEPS, FAMILY_NAMES, demo_config
@@ -26,18 +28,37 @@ from maskformer.training import train
 METRICS = ("mIoU", "PQ", "PQ_th")
 
 
+class ValidationClock(Callback):
+    """Seconds since training started at the end of each validation, written to ``path`` as {step: s}
+    (a run's own files hold no times: an interrupted and resumed run must end with the same files)."""
+
+    def __init__(self, path: Path):
+        self.path, self.seconds, self.start = path, {}, 0.0
+
+    def on_train_start(self, trainer, module) -> None:
+        self.start = time.monotonic()
+
+    def on_validation_end(self, trainer, module) -> None:
+        self.seconds[trainer.global_step] = round(time.monotonic() - self.start, 1)
+        self.path.write_text(json.dumps(self.seconds) + "\n")
+
+
 def run(out: Path, validations: int) -> None:
     data = write_dataset(out / "data", 800, 100, seed=0)
     for family, steps in CPU_STEPS.items():
         config = demo_config(data, steps, family)
         config.train.val_every = max(1, steps // validations)
-        train(config, out / family)
+        (out / family).mkdir(parents=True, exist_ok=True)
+        train(config, out / family, callbacks=[ValidationClock(out / family / "seconds.json")])
 
 
 def plot(out: Path, path: Path) -> None:
     fig, axes = plt.subplots(2, len(METRICS), figsize=(4 * len(METRICS), 7), squeeze=False)
     for family in CPU_STEPS:
         records = [json.loads(line) for line in (out / family / "metrics.jsonl").read_text().splitlines()]
+        seconds = json.loads((out / family / "seconds.json").read_text())
+        for record in records:
+            record["seconds"] = seconds[str(record["step"])]
         for col, metric in enumerate(METRICS):
             for row, x in enumerate(("step", "seconds")):
                 ax = axes[row][col]

@@ -157,9 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         print(f"maskformer: {stop}", file=sys.stderr)
         return INTERRUPTED
-    metrics = ", ".join(
-        f"{k} {v:.4f}" for k, v in summary["metrics"].items() if isinstance(v, float) and k != "seconds"
-    )
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in summary["metrics"].items() if isinstance(v, float))
     skipped = [f"{summary[k]} {k.replace('_', ' ')}" for k in ("skipped_samples", "skipped_steps") if summary[k]]
     print(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s; last validation: {metrics or 'none'}")
     if skipped:

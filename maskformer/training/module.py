@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import lightning as L
@@ -56,16 +55,6 @@ class MaskFormerModule(L.LightningModule):
         self.tasks = [t for t in TASKS[config.data.kind] if t != "instance" or things]
         self.skipped_samples = 0
         self.skipped_steps = 0
-        # Seconds of training (validation included) before this process started: kept across resumption.
-        self.seconds_before = 0.0
-        self._started: float | None = None  # set when training starts (not when only evaluating)
-
-    def on_train_start(self) -> None:
-        self._started = time.monotonic()
-
-    def elapsed(self) -> float:
-        """Seconds this run has trained, validations included, across resumptions."""
-        return self.seconds_before + (time.monotonic() - self._started if self._started is not None else 0.0)
 
     # ---- training -------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
@@ -180,8 +169,6 @@ class MaskFormerModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         record: dict = {"step": self.global_step}
-        if self._started is not None:
-            record["seconds"] = round(self.elapsed(), 1)
         if "semantic" in self.tasks:
             self.semantic_eval.sync()
             sem = self.semantic_eval.compute()
@@ -204,7 +191,7 @@ class MaskFormerModule(L.LightningModule):
                 record.update(self.instance_eval.compute())
         # Plain floats: numpy scalars in the history would make checkpoints unloadable with weights_only.
         record = {k: (int(v) if k == "step" else float(v)) for k, v in record.items()}
-        self.log_dict({f"val/{k}": v for k, v in record.items() if k not in ("step", "seconds")}, sync_dist=False)
+        self.log_dict({f"val/{k}": v for k, v in record.items() if k != "step"}, sync_dist=False)
         if self.global_rank != 0:
             return
         self.history.append(record)
@@ -235,9 +222,7 @@ class MaskFormerModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["maskformer_history"] = self.history
         checkpoint["maskformer_skipped"] = [self.skipped_samples, self.skipped_steps]
-        checkpoint["maskformer_seconds"] = self.elapsed()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = checkpoint.get("maskformer_history", [])
         self.skipped_samples, self.skipped_steps = checkpoint.get("maskformer_skipped", [0, 0])
-        self.seconds_before = float(checkpoint.get("maskformer_seconds", 0.0))
