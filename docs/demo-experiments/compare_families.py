@@ -43,9 +43,10 @@ class ValidationClock(Callback):
         self.path.write_text(json.dumps(self.seconds) + "\n")
 
 
-def run(out: Path, validations: int) -> None:
+def run(out: Path, validations: int, families: list[str]) -> None:
     data = write_dataset(out / "data", 800, 100, seed=0)
-    for family, steps in CPU_STEPS.items():
+    for family in families:
+        steps = CPU_STEPS[family]
         config = demo_config(data, steps, family)
         config.train.val_every = max(1, steps // validations)
         (out / family).mkdir(parents=True, exist_ok=True)
@@ -80,9 +81,10 @@ def main() -> None:
     parser.add_argument("--validations", type=int, default=8, help="validations per run")
     parser.add_argument("--plot", type=Path, default=Path(__file__).parents[1] / "demo-families.png")
     parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--families", nargs="+", choices=list(CPU_STEPS), default=list(CPU_STEPS), help="to (re)train")
     args = parser.parse_args()
     if not args.plot_only:
-        run(args.out, args.validations)
+        run(args.out, args.validations, args.families)
     plot(args.out, args.plot)
     print(f"wrote {args.plot}")
 

@@ -18,9 +18,11 @@ from tqdm import tqdm
 log = logging.getLogger("maskformer")
 
 # Lightning's messages that say nothing about this run (device availability, cloud-logging tips,
-# deprecations inside Lightning itself, loader-worker advice where the worker count was chosen on purpose).
+# deprecations inside Lightning itself, loader-worker advice where the worker count was chosen on purpose,
+# and the skipped step that a bad batch or a non-finite loss makes on purpose, counted in the run's logs).
 _NOISE = (
     r".*LeafSpec.*",
+    r".*`training_step` returned `None`.*",
     r".*does not have many workers.*",
     r".*is smaller than the logging interval.*",
     r".*Experiment logs directory .* exists and is not empty.*",
