@@ -35,7 +35,7 @@ from .visualize import prediction_grid, training_curves
 # The family `make demo` trains, and the steps that fit its budget on two CPU cores: about 7 minutes of
 # training and validation for either (docs/demo.md compares them).
 DEFAULT_FAMILY = "mask2former"
-CPU_STEPS = {"maskformer": 1200, "mask2former": 700}
+CPU_STEPS = {"maskformer": 1200, "mask2former": 600}
 # A CUDA GPU runs several times the steps in the same wall time.
 GPU_STEP_FACTOR = 5
 FAMILY_NAMES = {"maskformer": "MaskFormer", "mask2former": "Mask2Former"}
