@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ from PIL import Image
 
 from maskformer.data.io import encode_rle, rgb_to_id
 from maskformer.model import HungarianMatcher, LossConfig, MaskFormerConfig, SetCriterion
+from maskformer.model.config import BackboneConfig, Mask2FormerConfig, PixelDecoderConfig, TransformerConfig
 
 
 def make_criterion(num_classes: int, **loss: Any) -> SetCriterion:
@@ -71,3 +73,39 @@ def official_layouts(synth: Path, out: Path) -> dict[str, Path]:
             json.dumps({"images": panoptic["images"], "annotations": annotations, "categories": categories})
         )
     return layouts
+
+
+def resnet18_model(
+    family: str, width: int, queries: int, layers: int, ffn: int, points: int, dropout: float | None = None
+) -> MaskFormerConfig:
+    """A small ResNet-18 model of either family for 6 classes: MaskFormer's FPN and DETR decoder, or
+    Mask2Former's one-layer deformable encoder, masked-attention decoder and point loss on ``points`` points.
+    ``dropout`` None keeps the family's default."""
+    backbone = BackboneConfig(type="timm", name="resnet18", norm="bn")
+    if family == "maskformer":
+        transformer = TransformerConfig(
+            hidden_dim=width, num_queries=queries, num_heads=4, ffn_dim=ffn, num_layers=layers
+        )
+        if dropout is not None:
+            transformer.dropout = dropout
+        return MaskFormerConfig(
+            num_classes=6,
+            backbone=backbone,
+            pixel_decoder=PixelDecoderConfig(conv_dim=width, mask_dim=width),
+            transformer=transformer,
+        )
+    base = Mask2FormerConfig()
+    config = Mask2FormerConfig(
+        num_classes=6,
+        backbone=backbone,
+        pixel_decoder=dataclasses.replace(
+            base.pixel_decoder, conv_dim=width, mask_dim=width, encoder_layers=1, encoder_heads=4, encoder_ffn_dim=ffn
+        ),
+        transformer=dataclasses.replace(
+            base.transformer, hidden_dim=width, num_queries=queries, num_heads=4, ffn_dim=ffn, num_layers=layers
+        ),
+        loss=dataclasses.replace(base.loss, num_points=points),
+    )
+    if dropout is not None:
+        config.transformer.dropout = dropout
+    return config

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -11,38 +9,15 @@ from maskformer.data import datasets as D
 from maskformer.data.synth import write_dataset
 from maskformer.model import MaskFormer, SetCriterion, inference
 from maskformer.model.config import (
-    BackboneConfig,
-    Mask2FormerConfig,
     MaskFormerConfig,
-    PixelDecoderConfig,
-    TransformerConfig,
 )
+from tests.helpers import resnet18_model
 
 
 def tiny(family: str) -> MaskFormerConfig:
-    backbone = BackboneConfig(type="timm", name="resnet18", norm="bn")
-    if family == "maskformer":
-        return MaskFormerConfig(
-            num_classes=6,
-            backbone=backbone,
-            pixel_decoder=PixelDecoderConfig(conv_dim=64, mask_dim=64),
-            transformer=TransformerConfig(
-                hidden_dim=64, num_queries=12, num_heads=4, ffn_dim=128, num_layers=2, dropout=0.0
-            ),
-        )
-    base = Mask2FormerConfig()
-    return Mask2FormerConfig(
-        num_classes=6,
-        backbone=backbone,
-        pixel_decoder=dataclasses.replace(
-            base.pixel_decoder, conv_dim=64, mask_dim=64, encoder_layers=1, encoder_heads=4, encoder_ffn_dim=128
-        ),
-        transformer=dataclasses.replace(
-            base.transformer, hidden_dim=64, num_queries=12, num_heads=4, ffn_dim=128, num_layers=3
-        ),
-        # The point loss on 64 x 64 crops: 1024 points, four per stride-4 prediction pixel.
-        loss=dataclasses.replace(base.loss, num_points=1024),
-    )
+    # The point loss on 64 x 64 crops: 1024 points, four per stride-4 prediction pixel.
+    layers = 2 if family == "maskformer" else 3
+    return resnet18_model(family, width=64, queries=12, layers=layers, ffn=128, points=1024, dropout=0.0)
 
 
 # Steps and the bound on the end loss as a share of the start. Seed 4's two 64 x 64 crops hold segments of

@@ -3,7 +3,6 @@ ranks equal."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -15,15 +14,9 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
 from maskformer.data.synth import write_dataset
-from maskformer.model.config import (
-    BackboneConfig,
-    Mask2FormerConfig,
-    MaskFormerConfig,
-    PixelDecoderConfig,
-    TransformerConfig,
-)
 from maskformer.training import DataConfig, RunConfig, TrainConfig, train
 from maskformer.training.datamodule import MaskFormerDataModule
+from tests.helpers import resnet18_model
 
 
 @pytest.fixture(scope="module")
@@ -35,27 +28,7 @@ FAMILIES = ["maskformer", "mask2former"]
 
 
 def run_config(root, steps: int, family: str = "maskformer", **train_kw) -> RunConfig:
-    backbone = BackboneConfig(type="timm", name="resnet18", norm="bn")
-    if family == "maskformer":
-        model = MaskFormerConfig(
-            num_classes=6,
-            backbone=backbone,
-            pixel_decoder=PixelDecoderConfig(conv_dim=32, mask_dim=32),
-            transformer=TransformerConfig(hidden_dim=32, num_queries=8, num_heads=4, ffn_dim=64, num_layers=2),
-        )
-    else:
-        base = Mask2FormerConfig()
-        model = Mask2FormerConfig(
-            num_classes=6,
-            backbone=backbone,
-            pixel_decoder=dataclasses.replace(
-                base.pixel_decoder, conv_dim=32, mask_dim=32, encoder_layers=1, encoder_heads=4, encoder_ffn_dim=64
-            ),
-            transformer=dataclasses.replace(
-                base.transformer, hidden_dim=32, num_queries=8, num_heads=4, ffn_dim=64, num_layers=3
-            ),
-            loss=dataclasses.replace(base.loss, num_points=512),
-        )
+    model = resnet18_model(family, width=32, queries=8, layers=2 if family == "maskformer" else 3, ffn=64, points=512)
     model.inference.test_shortest_edge = 64
     data = DataConfig(
         format="panoptic", root=str(root), crop_size=(48, 48), num_workers=0, min_scale=0.75, max_scale=1.25
