@@ -214,6 +214,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..data.io import read_image
     from ..predict import PredictionWriter, Predictor
     from ..predict.inputs import LoadedImage, expand_paths
+    from ..predict.predictor import with_thresholds
     from ..predict.writers import coco_image_ids, plural
 
     kinds = [k.strip() for k in args.outputs.split(",")] if args.outputs else None
@@ -224,17 +225,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_pretrained(
         args.model, device=args.device, precision=args.precision, batch_size=args.batch_size
     )
-    inference = predictor.model.config.inference
-    if args.score_threshold is not None:
-        inference.object_mask_threshold = args.score_threshold
-    if args.overlap_threshold is not None:
-        inference.overlap_threshold = args.overlap_threshold
+    inference = with_thresholds(predictor.model.config.inference, args.score_threshold, args.overlap_threshold)
     scales = args.scales or [1.0]
     with tqdm(total=len(files), unit="img", desc=args.task, disable=args.quiet) as bar:
         for start in range(0, len(files), predictor.batch_size):
             chunk = [LoadedImage(read_image(p), p.stem, p) for p in files[start : start + predictor.batch_size]]
             for item, result in predictor.predict_loaded(
-                chunk, args.task, scales, args.flip, args.window, args.window_stride
+                chunk, args.task, scales, args.flip, args.window, args.window_stride, inference
             ):
                 writer.add(item.image, result)
                 bar.update(1)
@@ -252,6 +249,24 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{m.name:<50} {m.family:<12} {m.task:<9} {m.dataset:<26} {score}  {m.licence:<13} {m.source}")
     print(f"{len(KNOWN_MODELS)} models. The official weights (and their hub copies) are licensed CC BY-NC 4.0: "
           "non-commercial use only.")  # fmt: skip
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..serve import ServeConfig, serve
+
+    # Settings are checked before the model loads: a mistake costs no download.
+    config = ServeConfig(
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        max_queue=args.max_queue,
+        max_request_mb=args.max_request_mb,
+        timeout_s=args.timeout,
+        token=args.token,
+    )
+    serve(args.model, config, device=args.device, precision=args.precision)
     return 0
 
 
@@ -423,6 +438,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=160, help="example input width used for tracing (multiple of 32)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (onnx format only)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="a web page and an HTTP API (FastAPI) around a model")
+    p.add_argument("--model", required=True, help="known model name, hub id, zoo URL/.pkl, folder, run or .ckpt")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (beyond loopback needs --token)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--max-batch", type=int, default=8, help="requests arriving together share one forward")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get 503")
+    p.add_argument("--max-request-mb", type=float, default=32.0, help="largest request body in MiB (413 beyond)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take (504 beyond)")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on /predict and /models")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("models", help="list known pretrained checkpoints with their published scores")
     p.set_defaults(func=cmd_models)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -24,22 +26,27 @@ def max_image_pixels() -> int:
     return int(value) if value.strip() else DEFAULT_MAX_PIXELS
 
 
+class ImageTooLarge(ValueError):
+    """An image whose header declares more pixels than :func:`max_image_pixels` allows."""
+
+
 @contextmanager
-def open_image(path: Path) -> Iterator[Image.Image]:
-    """``Image.open`` with the pixel-count limit checked on the header, before anything is decoded."""
+def open_image(source: Path | BinaryIO) -> Iterator[Image.Image]:
+    """``Image.open`` of a file or file object with the pixel-count limit checked on the header, before
+    anything is decoded (raises :class:`ImageTooLarge`)."""
     pillow_limit = Image.MAX_IMAGE_PIXELS
     with warnings.catch_warnings():
         # The limit below replaces Pillow's own (which a user could not raise through ours).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         Image.MAX_IMAGE_PIXELS = None
         try:
-            img = Image.open(path)
+            img = Image.open(source)
         finally:
             Image.MAX_IMAGE_PIXELS = pillow_limit
     with img:
         limit = max_image_pixels()
         if img.width * img.height > limit:
-            raise ValueError(
+            raise ImageTooLarge(
                 f"image of {img.width}x{img.height} = {img.width * img.height:,} pixels exceeds the limit of "
                 f"{limit:,} (a decompression bomb?); set MASKFORMER_MAX_IMAGE_PIXELS to allow it"
             )
@@ -54,8 +61,25 @@ def read_image(path: str | Path) -> Tensor:
             return pil_to_tensor(img)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image not found") from None
+    except ImageTooLarge as err:
+        raise ImageTooLarge(f"{path}: {err}") from None
     except Exception as err:
         raise ValueError(f"{path}: cannot read image ({err})") from err
+
+
+def decode_image(data: bytes, name: str) -> Tensor:
+    """The bytes of an image file (any format Pillow reads) -> RGB uint8 [3, H, W] as :func:`read_image`
+    gives; errors name ``name``: empty data, not an image, truncated, or over the pixel limit
+    (:class:`ImageTooLarge`)."""
+    if not data:
+        raise ValueError(f"{name}: empty (0 bytes), expected an image file")
+    try:
+        with open_image(io.BytesIO(data)) as img:
+            return pil_to_tensor(img)
+    except ImageTooLarge as err:
+        raise ImageTooLarge(f"{name}: {err}") from None
+    except Exception as err:
+        raise ValueError(f"{name}: cannot read image ({err})") from None
 
 
 def pil_to_tensor(img: Image.Image) -> Tensor:

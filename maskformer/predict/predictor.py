@@ -17,7 +17,7 @@ from torch import Tensor
 from ..data.metadata import default_colors
 from ..model import MaskFormer
 from ..model import inference as post
-from ..model.config import MetadataConfig
+from ..model.config import InferenceConfig, MetadataConfig, config_from_dict
 from ..model.inference import resize_for_test, test_size
 from .inputs import ImageInput, LoadedImage, load_inputs
 from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult, class_name
@@ -61,6 +61,17 @@ def complete_metadata(meta: MetadataConfig, num_classes: int) -> MetadataConfig:
     names = meta.class_names if len(meta.class_names) == num_classes else [f"class {i}" for i in range(num_classes)]
     colors = meta.colors if len(meta.colors) == num_classes else default_colors(num_classes)
     return dataclasses.replace(meta, class_names=names, colors=colors)
+
+
+def with_thresholds(
+    inference: InferenceConfig, score_threshold: float | None = None, overlap_threshold: float | None = None
+) -> InferenceConfig:
+    """A copy of ``inference`` with the given post-processing thresholds (None keeps the model's), checked
+    to lie in [0, 1]: ``score_threshold`` drops queries scoring at most it, ``overlap_threshold`` keeps
+    segments with at least that share of their mask visible."""
+    changes = {"object_mask_threshold": score_threshold, "overlap_threshold": overlap_threshold}
+    given = {k: v for k, v in changes.items() if v is not None}
+    return config_from_dict(InferenceConfig, given, "inference", inference)
 
 
 class Predictor:
@@ -140,8 +151,12 @@ class Predictor:
         flip: bool = False,
         window: int | None = None,
         window_stride: int | None = None,
+        inference: InferenceConfig | None = None,
     ) -> Iterator[tuple[LoadedImage, Result]]:
-        """Like ``__call__`` on already loaded images, yielding results one image at a time."""
+        """Like ``__call__`` on already loaded images, yielding results one image at a time.
+
+        ``inference`` replaces the model's post-processing thresholds (``object_mask_threshold``,
+        ``overlap_threshold``, ``instance_topk``) for this call; the model's config is not changed."""
         if task not in TASKS:
             raise ValueError(f"task {task!r}: expected one of {', '.join(TASKS)}")
         augmented = tuple(scales) != (1.0,) or flip or window is not None
@@ -162,7 +177,7 @@ class Predictor:
             return
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            yield from zip(chunk, self._predict_batch(chunk, task))
+            yield from zip(chunk, self._predict_batch(chunk, task, inference))
 
     @property
     def precision(self) -> str:
@@ -205,15 +220,20 @@ class Predictor:
                     outputs[i] = (logits, masks, group.sizes[j : j + 1], group.padded)
         return outputs
 
-    def _predict_batch(self, items: Sequence[LoadedImage], task: str) -> list[Result]:
+    def _predict_batch(
+        self, items: Sequence[LoadedImage], task: str, inference: InferenceConfig | None = None
+    ) -> list[Result]:
         originals = [tuple(item.image.shape[-2:]) for item in items]
         resized = [resize_for_test(it.image.to(self.device), self.model.config.inference) for it in items]
         outputs = self._forward(resized)
-        return [self._postprocess(task, item, out, size) for item, out, size in zip(items, outputs, originals)]
+        cfg = inference or self.model.config.inference
+        return [self._postprocess(task, item, out, size, cfg) for item, out, size in zip(items, outputs, originals)]
 
-    def _postprocess(self, task: str, item: LoadedImage, outputs: tuple, out_size: tuple[int, int]) -> Result:
+    def _postprocess(
+        self, task: str, item: LoadedImage, outputs: tuple, out_size: tuple[int, int], cfg: InferenceConfig
+    ) -> Result:
         logits, masks, sizes, padded = outputs
-        cfg, meta = self.model.config.inference, self.metadata
+        meta = self.metadata
         if task == "semantic":
             if (logits.shape[-1] - 1) * out_size[0] * out_size[1] <= MAX_POSTPROCESS_ELEMENTS:
                 (probs,) = post.semantic_probabilities(logits, masks, sizes, padded, [out_size])

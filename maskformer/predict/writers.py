@@ -3,6 +3,7 @@ with RLE masks, and overlay PNGs."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,18 +33,36 @@ def categories(meta: MetadataConfig) -> list[dict]:
     ]
 
 
+def encode_png(array: np.ndarray) -> bytes:
+    """A uint8 [H, W] / [H, W, 3] or uint16 [H, W] array as PNG bytes; every PNG this package writes goes
+    through here, so that files and HTTP answers hold the same bytes."""
+    buffer = io.BytesIO()
+    # Level 1: a 6000x4000 label map or overlay compresses in well under a second, at a modest size cost.
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 def _save_png(array: np.ndarray, path: Path) -> None:
     """Written atomically, so an interrupted run never leaves a truncated PNG."""
     with atomic_path(path) as tmp:
-        # Level 1: a 6000x4000 label map or overlay compresses in well under a second, at a modest size cost.
-        Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
+        tmp.write_bytes(encode_png(array))
 
 
-def write_semantic(result: SemanticResult, path: Path) -> None:
+def semantic_png(result: SemanticResult) -> bytes:
     """Label PNG of class indices: 8-bit up to 256 classes, else 16-bit."""
     labels = result.label_map.cpu().numpy()
     dtype = np.uint8 if len(result.metadata.class_names) <= 256 else np.uint16
-    _save_png(labels.astype(dtype), path)
+    return encode_png(labels.astype(dtype))
+
+
+def panoptic_png(result: PanopticResult) -> bytes:
+    """COCO panoptic PNG (segment id = R + 256 G + 256^2 B)."""
+    return encode_png(id_to_rgb(result.segmentation.cpu().numpy()))
+
+
+def write_semantic(result: SemanticResult, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(semantic_png(result))
 
 
 def panoptic_record(result: PanopticResult, image_id: str, file_name: str) -> dict:
@@ -66,7 +85,8 @@ def panoptic_record(result: PanopticResult, image_id: str, file_name: str) -> di
 
 
 def write_panoptic(result: PanopticResult, path: Path) -> None:
-    _save_png(id_to_rgb(result.segmentation.cpu().numpy()), path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(panoptic_png(result))
 
 
 def instance_records(result: InstanceResult, image_id: int | str) -> list[dict]:
@@ -86,6 +106,44 @@ def instance_records(result: InstanceResult, image_id: int | str) -> list[dict]:
             }
         )
     return records
+
+
+def segment_records(result: Result) -> list[dict]:
+    """Every segment of ``result`` as JSON-ready dicts with the same keys whatever the task: ``id`` (its
+    value in the label / panoptic PNG; instances numbered by falling score), ``class_id`` (contiguous),
+    ``category_id`` (the dataset's), ``name``, ``isthing``, ``score``, ``area``, ``bbox`` (COCO
+    [x, y, w, h]) and ``segmentation`` (COCO compressed RLE). Scores, boxes and RLE are those the files
+    of :class:`PredictionWriter` hold."""
+    meta = result.metadata
+    if isinstance(result, InstanceResult):
+        records = instance_records(result, 0)
+        masks = None
+        segments = result.instances
+    elif isinstance(result, PanopticResult):
+        records = panoptic_record(result, "", "")["segments_info"]
+        masks = result.segmentation.cpu().numpy()
+        segments = result.segments_info
+    else:
+        masks = result.label_map.cpu().numpy() + 1
+        segments = result.segments
+        records = [{"score": 1.0, "area": s.area, "bbox": mask_box(masks == s.id)} for s in segments]
+    out = []
+    for segment, record in zip(segments, records):
+        rle = record["segmentation"] if masks is None else encode_rle(masks == segment.id)
+        out.append(
+            {
+                "id": segment.id,
+                "class_id": segment.class_id,
+                "category_id": category_id(meta, segment.class_id),
+                "name": segment.name,
+                "isthing": bool(segment.isthing),
+                "score": record["score"],
+                "area": record["area"],
+                "bbox": record["bbox"],
+                "segmentation": rle,
+            }
+        )
+    return out
 
 
 # What each task can write.

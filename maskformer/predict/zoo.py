@@ -299,13 +299,18 @@ TEST_SETTINGS = {
 }
 
 
+def known_model(source: str | Path) -> KnownModel | None:
+    """The published checkpoint ``source`` names (by name or by its hub id / URL), or None."""
+    text = str(source)
+    return KNOWN_MODELS.get(text) or next((m for m in KNOWN_MODELS.values() if m.source == text), None)
+
+
 def load_model(source: str | Path, config: MaskFormerConfig | None = None, strict: bool = False) -> MaskFormer:
     """Load a MaskFormer from a known model name (``maskformer models``) or anything
     :meth:`MaskFormer.from_pretrained` reads (folders, training runs and their ``.ckpt`` files, hub ids,
     model-zoo files and URLs). Class names, thing/stuff and colours are filled in from the built-in metadata
     when the checkpoint lacks them and its dataset is known. Every command's ``--model`` goes through here."""
-    text = str(source)
-    known = KNOWN_MODELS.get(text) or next((m for m in KNOWN_MODELS.values() if m.source == text), None)
+    known = known_model(source)
     if known:
         log.warning(f"{known.name}: the published weights are licensed {known.licence} (non-commercial use only)")
     model = MaskFormer.from_pretrained(known.source if known else source, config=config, strict=strict)
