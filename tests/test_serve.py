@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -288,3 +289,14 @@ def test_sigterm_answers_the_requests_in_flight_then_exits(model_dir, scenes, tm
     assert [r.status_code for r in answers] == [200] * 6, text
     assert code == 0, text
     assert "Shutting down" in text and text.rstrip().endswith("stopped"), text
+
+
+def test_readme_client_example_runs(url, scenes, capsys):
+    """README's Python client, as written, against a running server (its URL and file swapped in)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    code = re.search(r"<!-- serve-client-example -->\s*```python\n(.*?)```", readme, re.S).group(1)
+    code = code.replace("http://127.0.0.1:8000", url).replace('"street.jpg"', repr(str(scenes[0])))
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    answer = _post(url, scenes[0].read_bytes(), {"task": "panoptic", "score_threshold": 0.5}).json()
+    assert lines == [f"{s['name']} {round(s['score'], 2)} {s['area']}" for s in answer["segments"]] and lines

@@ -139,10 +139,10 @@ def test_page_upload_overlay_legend_hover_toggle_download(browser, tmp_path):
         mask = mask_utils.decode(largest["segmentation"]).astype(bool)
         x, y = _inner_pixel(mask)
         canvas = d.find_element("id", "overlay-canvas")
-        scale = canvas.rect["width"] / width
-        ActionChains(d).move_to_element_with_offset(
-            canvas, int((x + 0.5) * scale - canvas.rect["width"] / 2), int((y + 0.5) * scale - canvas.rect["height"] / 2)
-        ).perform()
+        box = canvas.rect
+        scale = box["width"] / width
+        dx, dy = int((x + 0.5) * scale - box["width"] / 2), int((y + 0.5) * scale - box["height"] / 2)
+        ActionChains(d).move_to_element_with_offset(canvas, dx, dy).perform()
         tooltip = _wait(lambda: d.find_element("id", "tooltip").text, "the tooltip")
         assert tooltip.startswith(f"{largest['name']} · score 1.00 · {largest['area']:,} px"), tooltip
 
@@ -153,10 +153,9 @@ def test_page_upload_overlay_legend_hover_toggle_download(browser, tmp_path):
         colors = {c["id"]: c["color"] for c in httpx.get(f"{base}/models").json()["models"][0]["classes"]}
         assert _pixel(d, x, y) == colors[largest["class_id"]]
         original = np.asarray(Image.open(image_path).convert("RGB"))[y, x].tolist()
-        d.find_element("css selector", f"#legend li[data-class-id='{largest['class_id']}']").click()
-        assert "off" in d.find_element("css selector", f"#legend li[data-class-id='{largest['class_id']}']").get_attribute(
-            "class"
-        )
+        entry = f"#legend li[data-class-id='{largest['class_id']}']"
+        d.find_element("css selector", entry).click()
+        assert "off" in d.find_element("css selector", entry).get_attribute("class"), "the legend redraws it off"
         assert _pixel(d, x, y) == original
 
         # Downloads: the label PNG is the API's, at the input's size.

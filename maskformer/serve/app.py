@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -86,7 +87,7 @@ def model_card(predictor: Predictor, source: str) -> dict:
         for i, name in enumerate(meta.class_names)
     ]  # fmt: skip
     return {
-        "name": known.name if known else Path(source).name or source,
+        "name": known.name if known else source,
         "source": source,
         "family": config.family,
         "dataset": known.dataset if known else meta.dataset,
@@ -145,9 +146,10 @@ async def _image_bytes(request: Request, limit: int) -> tuple[bytes, str]:
 
 
 def create_app(predictor: Predictor, config: ServeConfig, source: str = "model") -> FastAPI:
-    """The app serving ``predictor`` under ``config``'s limits. The predictor's batch size becomes
-    ``config.max_batch``; its worker thread starts and stops with the app (a stop finishes the queued
-    requests first)."""
+    """The app serving ``predictor`` under ``config``'s limits, ``config.max_batch`` images per forward
+    call (a copy of the predictor, sharing its model, does the work). Its worker thread starts and stops
+    with the app; a stop finishes the queued requests first."""
+    predictor = copy.copy(predictor)
     predictor.batch_size = config.max_batch
     base_inference = predictor.model.config.inference
 
