@@ -69,10 +69,11 @@ LAYERS: dict[str, set[str]] = {
     "predict": {"data", "model", "visualize"},
     "training": {"data", "evaluation", "model", "visualize"},
     "demo": {"data", "model", "predict", "training", "visualize"},
-    "cli": {"data", "demo", "evaluation", "export", "model", "predict", "training", "visualize"},
+    "serve": {"data", "model", "predict"},
+    "cli": {"data", "demo", "evaluation", "export", "model", "predict", "serve", "training", "visualize"},
 }
 # Third-party libraries that belong to one layer only.
-ONLY_IN = {"lightning": {"training"}}
+ONLY_IN = {"lightning": {"training"}, "fastapi": {"serve"}, "starlette": {"serve"}, "uvicorn": {"serve"}}
 
 
 def _layer(file: Path) -> str:

@@ -171,14 +171,13 @@ def create_app(predictor: Predictor, config: ServeConfig, source: str = "model")
         summary=f"{card['name']}: semantic, panoptic and instance segmentation",
         lifespan=lifespan,
     )
-    app.state.batcher = batcher
 
     def authorize(request: Request) -> None:
         if config.token is None:
             return
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip(), config.token):
+        if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip().encode(), config.token.encode()):
             detail = "a wrong token" if given else "no token"
             raise HTTPException(
                 HTTP_401_UNAUTHORIZED,
@@ -260,7 +259,7 @@ def create_app(predictor: Predictor, config: ServeConfig, source: str = "model")
         except asyncio.TimeoutError:
             raise HTTPException(504, f"no result within the limit of {config.timeout_s:g} s (--timeout)") from None
         except Exception as err:
-            raise HTTPException(500, f"prediction failed: {err}") from None
+            raise HTTPException(500, f"prediction failed: {str(err).splitlines()[0] if str(err) else err!r}") from None
         return JSONResponse(await run_in_threadpool(_answer, result, task, png))
 
     return app
