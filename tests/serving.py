@@ -14,13 +14,14 @@ from maskformer.data.metadata import metadata_from_json
 from maskformer.data.synth import metadata_json, render
 from maskformer.model import MaskFormer
 from maskformer.predict import Predictor
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, tiny_m2f_config
 
 
-def save_serving_model(folder: Path) -> Path:
-    """A randomly initialised small MaskFormer with the synthetic dataset's 6 classes, saved in ``folder``.
-    Its class and mask heads are sharpened, so that it predicts several classes and confident segments."""
-    cfg = tiny_config(num_classes=6)
+def save_serving_model(folder: Path, family: str = "maskformer") -> Path:
+    """A randomly initialised small model of ``family`` with the synthetic dataset's 6 classes, saved in
+    ``folder``. Its class and mask heads are sharpened, so that it predicts several classes and confident
+    segments."""
+    cfg = tiny_config(num_classes=6) if family == "maskformer" else tiny_m2f_config(num_classes=6)
     inference = dataclasses.replace(cfg.inference, test_shortest_edge=160, test_max_size=320, object_mask_threshold=0.5)
     cfg = dataclasses.replace(cfg, metadata=metadata_from_json(metadata_json(), "synth"), inference=inference)
     torch.manual_seed(0)

@@ -82,10 +82,21 @@ def test_endpoints(url, model_dir):
     assert httpx.get(f"{url}/docs").status_code == 200
 
 
+@pytest.fixture(scope="module", params=["maskformer", "mask2former"])
+def family_server(request, tmp_path_factory):
+    """(URL, model folder) of a server of each family."""
+    folder = save_serving_model(tmp_path_factory.mktemp(f"serve_{request.param}"), request.param)
+    with background_server(create_app(predictor(folder), ServeConfig(), str(folder))) as base:
+        yield base, folder
+
+
 @pytest.mark.parametrize("task", TASKS)
-def test_answers_equal_predict_files(url, model_dir, scenes, tmp_path, task):
-    """The API's PNG is the file ``maskformer predict`` writes, byte for byte; its segments hold the values
-    of predict's JSON (and the RLE masks decode to the PNG's segments)."""
+def test_answers_equal_predict_files(family_server, scenes, tmp_path, task):
+    """For both families, the API's PNG is the file ``maskformer predict`` writes, byte for byte; its
+    segments hold the values of predict's JSON (and the RLE masks decode to the PNG's segments)."""
+    url, model_dir = family_server
+    family = httpx.get(f"{url}/models").json()["models"][0]["family"]
+    assert family == ("mask2former" if "mask2former" in model_dir.name else "maskformer")
     image = scenes[0]
     threshold = ["--score-threshold", "0.3"] if task != "semantic" else []
     assert main(["predict", str(image), "--model", str(model_dir), "--task", task, "--out", str(tmp_path), "--quiet",
