@@ -288,3 +288,42 @@ def test_malicious_torch_checkpoints_are_refused(tmp_path, suffix):
     with pytest.raises(ValueError, match=rf"evil\{suffix}: not a loadable weights-only"):
         loader(path)
     assert not marker.exists()
+
+
+def test_data_check_names_label_values_outside_a_fixed_format(tmp_path, capsys):
+    """An ADE20K label PNG holding 200 (no ADE20K value: 0 is ignore, 1..150 the classes) and a Cityscapes
+    labelIds PNG holding 77 (no label id) were read as "ignore" before; now data check names each file."""
+    from tests.helpers import official_layouts
+
+    synth = tmp_path / "synth"
+    write_dataset(synth, train=3, val=2, seed=0)
+    ade = official_layouts(synth, tmp_path)["ade20k"]
+    assert main(["data", "check", "--data", str(ade)]) == 0
+    label = sorted((ade / "annotations" / "validation").glob("*.png"))[1]
+    values = np.asarray(Image.open(label)).copy()
+    values[:2, :2] = 200
+    Image.fromarray(values).save(label)
+    capsys.readouterr()
+    assert main(["data", "check", "--data", str(ade)]) == 1
+    out = capsys.readouterr().out
+    assert f"{label}: label values [200] are not values of this format (it uses 0-150)" in out
+
+    city = tmp_path / "cityscapes"
+    for split in ("train", "val"):
+        (city / "leftImg8bit" / split / "aachen").mkdir(parents=True)
+        (city / "gtFine" / split / "aachen").mkdir(parents=True)
+        for i in range(2):
+            stem = f"aachen_{i:06d}_000019"
+            image = city / "leftImg8bit" / split / "aachen" / f"{stem}_leftImg8bit.png"
+            Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(image)
+            ids = np.full((16, 32), 7, np.uint8)
+            ids[0, :4] = [0, 33, 255, 26]
+            Image.fromarray(ids).save(city / "gtFine" / split / "aachen" / f"{stem}_gtFine_labelIds.png")
+    assert main(["data", "check", "--data", str(city)]) == 0
+    bad = city / "gtFine" / "val" / "aachen" / "aachen_000001_000019_gtFine_labelIds.png"
+    ids = np.asarray(Image.open(bad)).copy()
+    ids[5, 5] = 77
+    Image.fromarray(ids).save(bad)
+    capsys.readouterr()
+    assert main(["data", "check", "--data", str(city)]) == 1
+    assert f"{bad}: label values [77] are not values of this format (it uses 0-33, 255)" in capsys.readouterr().out

@@ -40,9 +40,21 @@ class Segment:
     iscrowd: bool
 
 
+def _ranges(values: list[int]) -> str:
+    """[0, 1, 2, 3, 7, 255] -> '0-3, 7, 255'."""
+    parts: list[str] = []
+    for v in values:
+        if parts and v == int(parts[-1].split("-")[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{v}"
+        else:
+            parts.append(str(v))
+    return ", ".join(parts)
+
+
 class SemanticDataset(Dataset):
     """Images and label PNGs with the same stems; ``label_lut`` remaps raw label values (e.g. ADE20K's
-    0 = ignore, 1..150 -> 0..149, or Cityscapes labelIds -> trainIds)."""
+    0 = ignore, 1..150 -> 0..149, or Cityscapes labelIds -> trainIds). A lut entry of -1 marks a raw value
+    the format never uses: a label file holding one is refused, naming the file and the values."""
 
     def __init__(
         self,
@@ -82,9 +94,15 @@ class SemanticDataset(Dataset):
                 f"{tuple(image.shape[-2:])} of {self.images[index]}"
             )
         if self.label_lut is not None:
-            if int(label.max()) >= len(self.label_lut):
-                raise ValueError(f"{self.labels[index]}: label value {int(label.max())} outside the label map")
-            label = self.label_lut[label]
+            raw = label
+            unknown = (raw >= len(self.label_lut)) | (self.label_lut[raw.clamp(0, len(self.label_lut) - 1)] < 0)
+            if unknown.any():
+                valid = _ranges((self.label_lut >= 0).nonzero().flatten().tolist())
+                raise ValueError(
+                    f"{self.labels[index]}: label values {sorted(set(raw[unknown].tolist()))[:5]} are not values of "
+                    f"this format (it uses {valid}): a corrupt file, or labels of another dataset"
+                )
+            label = self.label_lut[raw]
         bad = (label >= self.num_classes) & (label != self.ignore_value)
         if bad.any():
             raise ValueError(
@@ -106,9 +124,10 @@ def generic_semantic(
 
 
 def ade20k(root: str | Path, split: str = "training", **kwargs) -> SemanticDataset:
-    """ADEChallengeData2016: label 0 is ignore, 1..150 become classes 0..149."""
+    """ADEChallengeData2016: label 0 is ignore, 1..150 become classes 0..149; 151..255 occur in no ADE20K
+    label file and are refused."""
     root = Path(root)
-    lut = torch.cat([torch.tensor([255]), torch.arange(150), torch.full((105,), 255)])
+    lut = torch.cat([torch.tensor([255]), torch.arange(150), torch.full((105,), -1)])
     return SemanticDataset(
         root / "images" / split, root / "annotations" / split, builtin_metadata("ade20k_150"), 255, lut, **kwargs
     )
@@ -116,9 +135,12 @@ def ade20k(root: str | Path, split: str = "training", **kwargs) -> SemanticDatas
 
 def cityscapes(root: str | Path, split: str = "train", **kwargs) -> SemanticDataset:
     """leftImg8bit/{split}/{city}/*_leftImg8bit.png with gtFine/{split}/{city}/*_gtFine_labelIds.png;
-    labelIds map to the 19 trainIds, everything else to ignore."""
+    labelIds map to the 19 trainIds, the other ids (0..33) and 255 to ignore; 34..254 are no Cityscapes
+    label id and are refused."""
     root = Path(root)
-    lut = torch.full((256,), 255, dtype=torch.long)
+    lut = torch.full((256,), -1, dtype=torch.long)
+    lut[:34] = 255
+    lut[255] = 255
     for label_id, train_id in cityscapes_label_id_to_train_id().items():
         lut[label_id] = train_id
     image_dir = root / "leftImg8bit" / split
