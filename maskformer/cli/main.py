@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.prepare import PREPARATIONS
 from ..model import PRESETS, MaskFormer, MaskFormerConfig, preset
 
 FORMATS = ["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic", "coco_instance"]
@@ -97,10 +98,20 @@ def _data_format(args: argparse.Namespace) -> str:
     return found
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from ..data.prepare import prepare
+
+    preparation = prepare(args.name, args.raw, args.out, progress=not args.quiet)
+    print(f"{args.name}: wrote the {preparation.format} layout under {args.out}; checking it")
+    check = argparse.Namespace(data=args.out, format=preparation.format, split=None, class_file=None,
+                               label_dir="labels", ignore_value=255, sample=None)  # fmt: skip
+    return cmd_check(check)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from ..data.check import check_reader
     from ..training import DataConfig
-    from ..training.datamodule import DEFAULT_SPLITS, build_reader
+    from ..training.datamodule import build_reader, default_splits
 
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"{args.data}: data folder not found")
@@ -112,7 +123,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         label_dir=args.label_dir,
         ignore_value=args.ignore_value,
     )
-    splits = args.split or list(DEFAULT_SPLITS[args.format])
+    splits = args.split or list(default_splits(args.format, args.data))
     failed = 0
     for split in splits:
         try:
@@ -342,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_synth)
+    s = data_sub.add_parser("prepare", help="a paper's dataset from its raw download to a layout to train on")
+    s.add_argument("name", choices=sorted(PREPARATIONS), help="the dataset")
+    s.add_argument("--raw", required=True, help="the extracted raw download")
+    s.add_argument("--out", required=True, help="where to write (an interrupted run resumes here)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_prepare)
     s = data_sub.add_parser("check", help="check a dataset for problems that would stop training later")
     s.add_argument("--data", required=True, help="dataset root folder")
     s.add_argument("--format", choices=FORMATS, help="dataset layout (default: found from the folder)")

@@ -26,6 +26,17 @@ DEFAULT_SPLITS = {
 }
 
 
+def default_splits(data_format: str, root: str | Path) -> tuple[str, str]:
+    """(train, val) split names of ``data_format``; COCO layouts whose annotation files are named by
+    train/val (as ``data prepare`` writes Cityscapes) rather than train2017/val2017 use those."""
+    train, val = DEFAULT_SPLITS[data_format]
+    kind = {"coco_panoptic": "panoptic", "coco_instance": "instances"}.get(data_format)
+    annotations = Path(root) / "annotations"
+    if kind and not (annotations / f"{kind}_{train}.json").exists() and (annotations / f"{kind}_train.json").exists():
+        return "train", "val"
+    return train, val
+
+
 def detect_format(root: str | Path) -> str:
     """The data format whose layout ``root`` has (see :class:`DataConfig`)."""
     root = Path(root)
@@ -148,7 +159,7 @@ class MaskFormerDataModule(L.LightningDataModule):
         super().__init__()
         self.config = config
         cfg = config.data
-        train_split, val_split = DEFAULT_SPLITS[cfg.format]
+        train_split, val_split = default_splits(cfg.format, cfg.root)
         self.train_split = cfg.train_split or train_split
         self.val_split = cfg.val_split or val_split
         self.train_reader = build_reader(cfg, self.train_split)

@@ -1,0 +1,47 @@
+"""``maskformer data prepare``: the papers' datasets from their raw downloads to a layout this package
+trains on, resumable, by each dataset's official preparation rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import cityscapes
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """A dataset preparation: ``run(raw, out, progress)`` writes the ``format`` layout under ``out``."""
+
+    name: str
+    summary: str
+    format: str
+    run: Callable[[Path, Path, bool], None]
+
+
+PREPARATIONS = {
+    p.name: p
+    for p in (
+        Preparation("cityscapes-panoptic", "Cityscapes gtFine instanceIds -> COCO panoptic (19 classes)", "panoptic",
+                    cityscapes.panoptic),
+        Preparation("cityscapes-instance", "Cityscapes gtFine instanceIds -> COCO instances (8 classes)",
+                    "coco_instance", cityscapes.instance),
+    )
+}  # fmt: skip
+
+
+def prepare(name: str, raw: str | Path, out: str | Path, progress: bool = True) -> Preparation:
+    """Prepare dataset ``name`` from the raw download under ``raw`` into ``out``; an interrupted run picks
+    up where it stopped (per-image outputs already written are kept)."""
+    if name not in PREPARATIONS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(PREPARATIONS)}")
+    raw, out = Path(raw), Path(out)
+    if not raw.is_dir():
+        raise FileNotFoundError(f"{raw}: raw dataset folder not found")
+    preparation = PREPARATIONS[name]
+    preparation.run(raw, out, progress)
+    return preparation
+
+
+__all__ = ["PREPARATIONS", "Preparation", "prepare"]

@@ -1,0 +1,73 @@
+"""What every dataset preparation shares: resumable per-image work, images linked rather than copied, and
+the final JSON written once every image is done."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ...model.atomic import atomic_path
+
+# Per-image records of an unfinished preparation live here until the dataset's JSON is written.
+WORK_DIR = ".prepare"
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` holds ``source``'s bytes: a hard link where the file system allows, else a copy (written
+    atomically). An existing target of the same size is kept (a resumed preparation)."""
+    if target.exists() and target.stat().st_size == source.stat().st_size:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+
+
+def write_json(data: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data))
+
+
+def resumable(
+    items: Iterable[tuple[str, object]],
+    work: Path,
+    do: Callable[[object], dict],
+    valid: Callable[[dict], bool],
+    desc: str,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Run ``do`` on each (key, item) and keep its JSON record under ``work/key.json``; an item whose
+    record exists, parses and passes ``valid`` (its outputs are there) is not done again. Returns
+    key -> record for every item."""
+    items = list(items)
+    work.mkdir(parents=True, exist_ok=True)
+    records: dict[str, dict] = {}
+    for key, item in tqdm(items, desc=desc, unit="img", disable=not progress):
+        path = work / f"{key}.json"
+        record = None
+        if path.exists():
+            try:
+                record = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                record = None
+            if record is not None and not valid(record):
+                record = None
+        if record is None:
+            record = do(item)
+            write_json(record, path)
+        records[key] = record
+    return records
+
+
+def finish(out: Path) -> None:
+    """Remove the per-image records once the dataset's files are complete."""
+    shutil.rmtree(out / WORK_DIR, ignore_errors=True)
