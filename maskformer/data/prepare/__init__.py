@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cityscapes
+from . import ade20k, cityscapes
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,10 @@ class Preparation:
 PREPARATIONS = {
     p.name: p
     for p in (
+        Preparation("ade20k-panoptic", "ADE20K scene parsing + instance annotations -> COCO panoptic (150 classes)",
+                    "panoptic", ade20k.panoptic),
+        Preparation("ade20k-instance", "ADE20K instance annotations -> COCO instances (100 classes)", "coco_instance",
+                    ade20k.instance),
         Preparation("cityscapes-panoptic", "Cityscapes gtFine instanceIds -> COCO panoptic (19 classes)", "panoptic",
                     cityscapes.panoptic),
         Preparation("cityscapes-instance", "Cityscapes gtFine instanceIds -> COCO instances (8 classes)",

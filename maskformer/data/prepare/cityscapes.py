@@ -27,7 +27,7 @@ from PIL import Image
 from ...model.atomic import atomic_path
 from ..io import encode_rle, id_to_rgb, mask_box
 from ..metadata import builtin_metadata
-from .common import WORK_DIR, finish, link_or_copy, resumable, write_json
+from .common import WORK_DIR, finish, instances_json, link_or_copy, panoptic_json, resumable, write_json
 
 SPLITS = ("train", "val")
 
@@ -105,11 +105,7 @@ def panoptic(raw: Path, out: Path, progress: bool = True) -> None:
 
         records = resumable(_frames(raw, split), out / WORK_DIR / "cityscapes-panoptic" / split, one, done,
                             f"cityscapes panoptic {split}", progress)  # fmt: skip
-        data = {
-            "images": [r["image"] for r in records.values()],
-            "annotations": [r["annotation"] for r in records.values()],
-            "categories": categories,
-        }
+        data = panoptic_json(records, categories)
         write_json(data, out / f"panoptic_{split}.json")
     finish(out)
 
@@ -143,15 +139,7 @@ def instance(raw: Path, out: Path, progress: bool = True) -> None:
 
         records = resumable(_frames(raw, split), out / WORK_DIR / "cityscapes-instance" / split, one, done,
                             f"cityscapes instance {split}", progress)  # fmt: skip
-        images, annotations = [], []
-        for image_id, record in enumerate(records.values(), start=1):
-            images.append({"id": image_id, **record["image"]})
-            for ann in record["annotations"]:
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
-        data = {
-            "images": images,
-            "annotations": annotations,
-            "categories": [{k: c[k] for k in ("id", "name", "color")} for c in categories if c["id"] in things],
-        }
+        thing_categories = [{k: c[k] for k in ("id", "name", "color")} for c in categories if c["id"] in things]
+        data = instances_json(records, thing_categories)
         write_json(data, out / "annotations" / f"instances_{split}.json")
     finish(out)

@@ -71,3 +71,23 @@ def resumable(
 def finish(out: Path) -> None:
     """Remove the per-image records once the dataset's files are complete."""
     shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+
+
+def panoptic_json(records: dict[str, dict], categories: list[dict]) -> dict:
+    """COCO panoptic JSON from per-image records {"image": ..., "annotation": ...}."""
+    return {
+        "images": [r["image"] for r in records.values()],
+        "annotations": [r["annotation"] for r in records.values()],
+        "categories": categories,
+    }
+
+
+def instances_json(records: dict[str, dict], categories: list[dict]) -> dict:
+    """COCO instances JSON from per-image records {"image": ..., "annotations": [...]}: images numbered
+    from 1 in the records' order, annotations from 1."""
+    images, annotations = [], []
+    for image_id, record in enumerate(records.values(), start=1):
+        images.append({"id": image_id, **record["image"]})
+        for ann in record["annotations"]:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
+    return {"images": images, "annotations": annotations, "categories": categories}
