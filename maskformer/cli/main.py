@@ -102,10 +102,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from ..data.prepare import prepare
 
     preparation = prepare(args.name, args.raw, args.out, progress=not args.quiet)
-    print(f"{args.name}: wrote the {preparation.format} layout under {args.out}; checking it")
-    check = argparse.Namespace(data=args.out, format=preparation.format, split=None, class_file=None,
-                               label_dir="labels", ignore_value=255, sample=None)  # fmt: skip
-    return cmd_check(check)
+    failed = 0
+    for data_format in preparation.formats:
+        print(f"{args.name}: wrote the {data_format} layout under {args.out}; checking it")
+        check = argparse.Namespace(data=args.out, format=data_format, split=None, class_file=None,
+                                   label_dir="labels", ignore_value=255, sample=None)  # fmt: skip
+        failed += cmd_check(check)
+    return 1 if failed else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -7,30 +7,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ade20k, cityscapes
+from . import ade20k, cityscapes, mapillary
 
 
 @dataclass(frozen=True)
 class Preparation:
-    """A dataset preparation: ``run(raw, out, progress)`` writes the ``format`` layout under ``out``."""
+    """A dataset preparation: ``run(raw, out, progress)`` writes under ``out`` the layouts ``formats``
+    (``--format`` names) read."""
 
     name: str
     summary: str
-    format: str
+    formats: tuple[str, ...]
     run: Callable[[Path, Path, bool], None]
 
 
 PREPARATIONS = {
     p.name: p
     for p in (
-        Preparation("ade20k-panoptic", "ADE20K scene parsing + instance annotations -> COCO panoptic (150 classes)",
-                    "panoptic", ade20k.panoptic),
-        Preparation("ade20k-instance", "ADE20K instance annotations -> COCO instances (100 classes)", "coco_instance",
-                    ade20k.instance),
-        Preparation("cityscapes-panoptic", "Cityscapes gtFine instanceIds -> COCO panoptic (19 classes)", "panoptic",
-                    cityscapes.panoptic),
+        Preparation("ade20k-panoptic", "ADE20K scene parsing + instances -> COCO panoptic (150 classes)",
+                    ("panoptic",), ade20k.panoptic),
+        Preparation("ade20k-instance", "ADE20K instance annotations -> COCO instances (100 classes)",
+                    ("coco_instance",), ade20k.instance),
+        Preparation("cityscapes-panoptic", "Cityscapes gtFine instanceIds -> COCO panoptic (19 classes)",
+                    ("panoptic",), cityscapes.panoptic),
         Preparation("cityscapes-instance", "Cityscapes gtFine instanceIds -> COCO instances (8 classes)",
-                    "coco_instance", cityscapes.instance),
+                    ("coco_instance",), cityscapes.instance),
+        Preparation("mapillary-vistas", "Mapillary Vistas v1.2 -> semantic labels (65 classes) and COCO panoptic",
+                    ("semantic", "panoptic"), mapillary.prepare),
     )
 }  # fmt: skip
 
