@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ade20k, cityscapes, mapillary
+from . import ade20k, cityscapes, coco_stuff, mapillary
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ PREPARATIONS = {
                     ("panoptic",), ade20k.panoptic),
         Preparation("ade20k-instance", "ADE20K instance annotations -> COCO instances (100 classes)",
                     ("coco_instance",), ade20k.instance),
+        Preparation("coco-stuff-10k", "COCO-Stuff-10K v1.0 .mat annotations -> semantic labels (171 classes)",
+                    ("semantic",), coco_stuff.prepare),
         Preparation("cityscapes-panoptic", "Cityscapes gtFine instanceIds -> COCO panoptic (19 classes)",
                     ("panoptic",), cityscapes.panoptic),
         Preparation("cityscapes-instance", "Cityscapes gtFine instanceIds -> COCO instances (8 classes)",

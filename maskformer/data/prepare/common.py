@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ...model.atomic import atomic_path
+from ..metadata import builtin_metadata
 
 # Per-image records of an unfinished preparation live here until the dataset's JSON is written.
 WORK_DIR = ".prepare"
@@ -91,3 +92,15 @@ def instances_json(records: dict[str, dict], categories: list[dict]) -> dict:
         for ann in record["annotations"]:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})
     return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def classes_json(name: str) -> dict:
+    """The class file (``classes.json``) of built-in dataset ``name`` for the generic semantic layout."""
+    meta = builtin_metadata(name)
+    things = set(meta.thing_classes or [])
+    rows = zip(meta.category_ids, meta.class_names, meta.colors)
+    classes = [
+        {"index": i, "id": cid, "name": name, "isthing": i in things, "color": list(color)}
+        for i, (cid, name, color) in enumerate(rows)
+    ]
+    return {"dataset": name, "ignore_value": 255, "classes": classes}

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ...model.atomic import atomic_path
 from ..metadata import builtin_metadata
-from .common import WORK_DIR, finish, link_or_copy, resumable, write_json
+from .common import WORK_DIR, classes_json, finish, link_or_copy, resumable, write_json
 
 SPLITS = {"train": "training", "val": "validation"}
 UNLABELED = 65
@@ -51,12 +51,6 @@ def prepare(raw: Path, out: Path, progress: bool = True) -> None:
     """Write ``out`` in both generic layouts: images/{train,val}/, labels/{train,val}/ + classes.json
     (semantic, 255 = ignore) and panoptic/{train,val}/ + panoptic_{train,val}.json."""
     categories = _categories()
-    classes = {
-        "dataset": "mapillary_vistas_65",
-        "ignore_value": 255,
-        "classes": [{"index": i, **{k: c[k] for k in ("id", "name", "color")}, "isthing": bool(c["isthing"])}
-                    for i, c in enumerate(categories)],
-    }  # fmt: skip
     for split, folder in SPLITS.items():
         panoptic = _read_json(raw / folder / "panoptic" / "panoptic_2018.json")
         annotations = {Path(a["file_name"]).stem: a for a in panoptic["annotations"]}
@@ -96,5 +90,5 @@ def prepare(raw: Path, out: Path, progress: bool = True) -> None:
             "categories": categories,
         }  # fmt: skip
         write_json(data, out / f"panoptic_{split}.json")
-    write_json(classes, out / "classes.json")
+    write_json(classes_json("mapillary_vistas_65"), out / "classes.json")
     finish(out)
