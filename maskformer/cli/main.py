@@ -106,7 +106,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     for data_format in preparation.formats:
         print(f"{args.name}: wrote the {data_format} layout under {args.out}; checking it")
         check = argparse.Namespace(data=args.out, format=data_format, split=None, class_file=None,
-                                   label_dir="labels", ignore_value=255, sample=None)  # fmt: skip
+                                   label_dir="labels", ignore_value=preparation.ignore_value, sample=None)  # fmt: skip
         failed += cmd_check(check)
     return 1 if failed else 0
 
@@ -195,6 +195,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         root=args.data,
         class_file=args.class_file or "",
         label_dir=args.label_dir,
+        ignore_value=args.ignore_value,
         num_workers=args.workers,
         max_val_images=args.max_images,
     )
@@ -389,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split to evaluate (default: the format's validation split)")
     p.add_argument("--class-file", help="class list for the semantic format (default root/classes.json|txt)")
     p.add_argument("--label-dir", default="labels", help="label folder name for the semantic format")
+    p.add_argument("--ignore-value", type=int, default=255, help="semantic format: the ignore label value")
     p.add_argument(
         "--batch-size",
         type=int,

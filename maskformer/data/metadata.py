@@ -11,7 +11,9 @@ from pathlib import Path
 from ..model.config import MetadataConfig
 
 BUILTIN_DIR = Path(__file__).parent / "metadata"
-BUILTIN = ("ade20k_150", "coco_panoptic_133", "cityscapes_19", "mapillary_vistas_65", "coco_stuff_171")
+BUILTIN = (
+    "ade20k_150", "coco_panoptic_133", "cityscapes_19", "mapillary_vistas_65", "coco_stuff_171", "ade20k_full_847"
+)
 
 
 @cache

@@ -7,18 +7,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ade20k, cityscapes, coco_stuff, mapillary
+from . import ade20k, ade20k_full, cityscapes, coco_stuff, mapillary
 
 
 @dataclass(frozen=True)
 class Preparation:
     """A dataset preparation: ``run(raw, out, progress)`` writes under ``out`` the layouts ``formats``
-    (``--format`` names) read."""
+    (``--format`` names) read; semantic labels use ``ignore_value`` for pixels of no class."""
 
     name: str
     summary: str
     formats: tuple[str, ...]
     run: Callable[[Path, Path, bool], None]
+    ignore_value: int = 255
 
 
 PREPARATIONS = {
@@ -28,6 +29,8 @@ PREPARATIONS = {
                     ("panoptic",), ade20k.panoptic),
         Preparation("ade20k-instance", "ADE20K instance annotations -> COCO instances (100 classes)",
                     ("coco_instance",), ade20k.instance),
+        Preparation("ade20k-full", "ADE20K 2021 release -> 16-bit semantic labels (847 classes, 65535 ignore)",
+                    ("semantic",), ade20k_full.prepare, ade20k_full.IGNORE),
         Preparation("coco-stuff-10k", "COCO-Stuff-10K v1.0 .mat annotations -> semantic labels (171 classes)",
                     ("semantic",), coco_stuff.prepare),
         Preparation("cityscapes-panoptic", "Cityscapes gtFine instanceIds -> COCO panoptic (19 classes)",

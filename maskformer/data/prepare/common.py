@@ -94,7 +94,7 @@ def instances_json(records: dict[str, dict], categories: list[dict]) -> dict:
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def classes_json(name: str) -> dict:
+def classes_json(name: str, ignore_value: int = 255) -> dict:
     """The class file (``classes.json``) of built-in dataset ``name`` for the generic semantic layout."""
     meta = builtin_metadata(name)
     things = set(meta.thing_classes or [])
@@ -103,4 +103,4 @@ def classes_json(name: str) -> dict:
         {"index": i, "id": cid, "name": name, "isthing": i in things, "color": list(color)}
         for i, (cid, name, color) in enumerate(rows)
     ]
-    return {"dataset": name, "ignore_value": 255, "classes": classes}
+    return {"dataset": name, "ignore_value": ignore_value, "classes": classes}
