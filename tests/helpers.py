@@ -109,3 +109,17 @@ def resnet18_model(
     if dropout is not None:
         config.transformer.dropout = dropout
     return config
+
+
+def train_and_score(data: Path, run: Path, preset: str, data_format: str, capsys, ignore_value: int = 255) -> dict:
+    """Train a tiny Mask2Former of ``preset``'s recipe for 2 steps on ``data`` with the CLI, then score it
+    with ``maskformer eval``; returns the metrics."""
+    from maskformer.cli.main import main
+    from tests.test_cli_training import TINY_M2F
+
+    args = ["train", "--preset", preset, "--data", str(data), "--format", data_format, "--out", str(run)]
+    assert main([*args, *TINY_M2F, f"data.ignore_value={ignore_value}"]) == 0
+    capsys.readouterr()
+    evaluate = ["eval", "--model", str(run), "--data", str(data), "--format", data_format]
+    assert main([*evaluate, "--ignore-value", str(ignore_value)]) == 0
+    return json.loads(capsys.readouterr().out)

@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 
 from maskformer.cli.main import main
 from maskformer.data.io import rgb_to_id
-from tests.test_cli_training import TINY_M2F
+from tests.helpers import train_and_score
 
 # A few rows of the official instance-category table (instance id -> SceneParse150 id, both 1-based).
 TABLE = {1: 8, 4: 13, 8: 20, 11: 24, 13: 28}
@@ -159,8 +159,4 @@ def test_a_bad_instance_png_is_named(raw, tmp_path):
 def test_prepared_ade20k_trains_and_scores(raw, tmp_path, capsys, name, preset, data_format, metric):
     out, run = tmp_path / "data", tmp_path / "run"
     assert main(["data", "prepare", name, "--raw", str(raw), "--out", str(out), "--quiet"]) == 0
-    args = ["train", "--preset", preset, "--data", str(out), "--format", data_format, "--out", str(run), *TINY_M2F]
-    assert main(args) == 0
-    capsys.readouterr()
-    assert main(["eval", "--model", str(run), "--data", str(out)]) == 0
-    assert metric in json.loads(capsys.readouterr().out)
+    assert metric in train_and_score(out, run, preset, data_format, capsys)

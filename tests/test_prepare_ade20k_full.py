@@ -14,7 +14,7 @@ from PIL import Image
 
 from maskformer.cli.main import main
 from maskformer.data.prepare.ade20k_full import object_id_to_train_id
-from tests.test_cli_training import TINY_M2F
+from tests.helpers import train_and_score
 
 # (object id, train id) of a few of the 847 classes: wall, building, sky, person, and the last one.
 KNOWN = {2978: 0, 312: 1, 2420: 2, 1831: 11, 3148: 846}
@@ -106,10 +106,4 @@ def test_labels_equal_the_official_rules(prepared):
 
 def test_prepared_ade20k_full_trains_and_scores(prepared, tmp_path, capsys):
     _, out = prepared
-    run = tmp_path / "run"
-    args = ["train", "--preset", "m2f_r50_ade", "--data", str(out), "--format", "semantic", "--out", str(run)]
-    assert main([*args, *TINY_M2F, "data.ignore_value=65535"]) == 0
-    capsys.readouterr()
-    evaluate = ["eval", "--model", str(run), "--data", str(out), "--format", "semantic", "--ignore-value", "65535"]
-    assert main(evaluate) == 0
-    assert "mIoU" in json.loads(capsys.readouterr().out)
+    assert "mIoU" in train_and_score(out, tmp_path / "run", "m2f_r50_ade", "semantic", capsys, ignore_value=65535)

@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 from maskformer.cli.main import main
 from maskformer.data.io import rgb_to_id
 from maskformer.data.prepare import cityscapes
-from tests.test_cli_training import TINY_M2F
+from tests.helpers import train_and_score
 
 # Cityscapes label ids: (name, hasInstances, ignoreInEval) as cityscapesScripts' labels.py lists them.
 LABELS = {0: ("unlabeled", False, True), 1: ("ego vehicle", False, True), 7: ("road", False, False),
@@ -199,8 +199,4 @@ def test_prepared_cityscapes_trains_and_scores(raw, tmp_path, capsys, name, pres
     """Until Cityscapes has presets of its own, the COCO recipes train on the prepared layouts."""
     out, run = tmp_path / "data", tmp_path / "run"
     assert main(["data", "prepare", name, "--raw", str(raw), "--out", str(out), "--quiet"]) == 0
-    args = ["train", "--preset", preset, "--data", str(out), "--format", data_format, "--out", str(run), *TINY_M2F]
-    assert main(args) == 0
-    capsys.readouterr()
-    assert main(["eval", "--model", str(run), "--data", str(out)]) == 0
-    assert metric in json.loads(capsys.readouterr().out)
+    assert metric in train_and_score(out, run, preset, data_format, capsys)

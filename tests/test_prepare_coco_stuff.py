@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from maskformer.cli.main import main
-from tests.test_cli_training import TINY_M2F
+from tests.helpers import train_and_score
 
 h5py = pytest.importorskip("h5py")
 
@@ -69,9 +69,4 @@ def test_labels_equal_the_official_rule(prepared):
 
 def test_prepared_coco_stuff_trains_and_scores(prepared, tmp_path, capsys):
     _, out = prepared
-    run = tmp_path / "run"
-    args = ["train", "--preset", "m2f_r50_ade", "--data", str(out), "--format", "semantic", "--out", str(run)]
-    assert main([*args, *TINY_M2F]) == 0
-    capsys.readouterr()
-    assert main(["eval", "--model", str(run), "--data", str(out), "--format", "semantic"]) == 0
-    assert "mIoU" in json.loads(capsys.readouterr().out)
+    assert "mIoU" in train_and_score(out, tmp_path / "run", "m2f_r50_ade", "semantic", capsys)

@@ -13,7 +13,7 @@ from PIL import Image
 from maskformer.cli.main import main
 from maskformer.data.io import id_to_rgb
 from maskformer.data.metadata import builtin_metadata
-from tests.test_cli_training import TINY_M2F
+from tests.helpers import train_and_score
 
 
 def _write_raw(root, seed=0):
@@ -114,9 +114,4 @@ def test_a_label_value_beyond_the_classes_is_named(prepared, tmp_path, capsys):
                                                          ("m2f_r50_coco", "panoptic", "PQ")])  # fmt: skip
 def test_prepared_vistas_trains_and_scores(prepared, tmp_path, capsys, preset, data_format, metric):
     _, out = prepared
-    run = tmp_path / "run"
-    args = ["train", "--preset", preset, "--data", str(out), "--format", data_format, "--out", str(run), *TINY_M2F]
-    assert main(args) == 0
-    capsys.readouterr()
-    assert main(["eval", "--model", str(run), "--data", str(out), "--format", data_format]) == 0
-    assert metric in json.loads(capsys.readouterr().out)
+    assert metric in train_and_score(out, tmp_path / "run", preset, data_format, capsys)
