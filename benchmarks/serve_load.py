@@ -40,11 +40,11 @@ import httpx
 import numpy as np
 import torch
 
+from maskformer.data.io import encode_png
 from maskformer.data.synth import render
 from maskformer.demo import demo_config
 from maskformer.model import MaskFormer
 from maskformer.model.config import MaskFormerConfig
-from maskformer.predict.writers import encode_png
 
 ROOT = Path(__file__).resolve().parent
 

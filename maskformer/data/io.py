@@ -15,6 +15,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from ..model.atomic import atomic_path
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Decoding is refused above this many pixels (a decompression bomb is a few KB that decodes to many GB).
 DEFAULT_MAX_PIXELS = 150_000_000
@@ -162,6 +164,21 @@ def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     """COCO panoptic RGB encoding [H, W, 3] -> segment ids [H, W] int64 (id = R + 256 G + 256^2 B)."""
     rgb = rgb.astype(np.int64)
     return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """A uint8 [H, W] / [H, W, 3] or uint16 [H, W] array as PNG bytes; every PNG this package writes goes
+    through here, so that files and HTTP answers hold the same bytes."""
+    buffer = io.BytesIO()
+    # Level 1: a 6000x4000 label map or overlay compresses in well under a second, at a modest size cost.
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def write_png(array: np.ndarray, path: str | Path) -> None:
+    """``encode_png`` written atomically: an interrupted run never leaves a truncated PNG."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encode_png(array))
 
 
 def id_to_rgb(ids: np.ndarray) -> np.ndarray:

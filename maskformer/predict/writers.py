@@ -3,16 +3,14 @@ with RLE masks, and overlay PNGs."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from torch import Tensor
 
-from ..data.io import encode_rle, id_to_rgb, mask_box
+from ..data.io import encode_png, encode_rle, id_to_rgb, mask_box, write_png
 from ..model.atomic import atomic_path
 from ..model.config import MetadataConfig
 from .results import InstanceResult, PanopticResult, Result, SemanticResult
@@ -31,21 +29,6 @@ def categories(meta: MetadataConfig) -> list[dict]:
         {"id": category_id(meta, i), "name": name, "isthing": int(meta.thing_classes is None or i in things)}
         for i, name in enumerate(meta.class_names)
     ]
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    """A uint8 [H, W] / [H, W, 3] or uint16 [H, W] array as PNG bytes; every PNG this package writes goes
-    through here, so that files and HTTP answers hold the same bytes."""
-    buffer = io.BytesIO()
-    # Level 1: a 6000x4000 label map or overlay compresses in well under a second, at a modest size cost.
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def _save_png(array: np.ndarray, path: Path) -> None:
-    """Written atomically, so an interrupted run never leaves a truncated PNG."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(encode_png(array))
 
 
 def semantic_png(result: SemanticResult) -> bytes:
@@ -236,7 +219,7 @@ class PredictionWriter:
             self.instances.extend(instance_records(result, image_id))
             self._count("image", "with instances in instances.json and images.json")
         if "overlay" in self.kinds:
-            _save_png(np.asarray(result.draw(image)), self.out / "overlays" / f"{name}.png")
+            write_png(np.asarray(result.draw(image)), self.out / "overlays" / f"{name}.png")
             self._count("overlay", "in overlays/")
         return name
 

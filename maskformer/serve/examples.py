@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.io import encode_png
 from ..data.synth import render
-from ..predict.writers import encode_png
 
 EXAMPLE_SEEDS = (11, 12, 13)
 EXAMPLE_SIZE = (224, 320)

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ...model.atomic import atomic_path
-from ..io import encode_rle, id_to_rgb, mask_box
+from ..io import encode_rle, id_to_rgb, mask_box, write_png
 from ..metadata import builtin_metadata
 from .common import WORK_DIR, finish, instances_json, link_or_copy, panoptic_json, resumable, write_json
 
@@ -118,8 +117,7 @@ def panoptic(raw: Path, out: Path, progress: bool = True) -> None:
                 infos.append({"id": segment_id, "category_id": category, "area": int(mask.sum()),
                               "bbox": mask_box(mask), "iscrowd": 0})  # fmt: skip
             png = out / "panoptic" / split / f"{image.stem}.png"
-            with atomic_path(png) as tmp:
-                Image.fromarray(id_to_rgb(segments)).save(tmp, format="PNG")
+            write_png(id_to_rgb(segments), png)
             link_or_copy(image, out / "images" / split / image.name)
             return {
                 "image": {"id": image.stem, "file_name": image.name, "height": size[1], "width": size[0]},

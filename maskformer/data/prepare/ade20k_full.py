@@ -31,6 +31,7 @@ from PIL import Image
 
 from ...model.atomic import atomic_path
 from ...model.weights.safe_pickle import load_pickle
+from ..io import write_png
 from .common import WORK_DIR, classes_json, finish, link_or_copy, resumable, write_json
 
 IGNORE = 65535
@@ -114,8 +115,7 @@ def prepare(raw: Path, out: Path, progress: bool = True) -> None:
             for object_id in np.unique(objects).tolist():
                 if object_id in table:
                     labels[objects == object_id] = table[object_id]
-            with atomic_path(out / "labels" / split / f"{image.stem}.png") as tmp:
-                Image.fromarray(labels).save(tmp, format="PNG")
+            write_png(labels, out / "labels" / split / f"{image.stem}.png")
             return {"image": image.name, "label": f"{image.stem}.png"}
 
         def done(record: dict, split: str = split) -> bool:

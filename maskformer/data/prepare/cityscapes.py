@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ...model.atomic import atomic_path
-from ..io import encode_rle, id_to_rgb, mask_box
+from ..io import encode_rle, id_to_rgb, mask_box, write_png
 from ..metadata import builtin_metadata
 from .common import WORK_DIR, finish, instances_json, link_or_copy, panoptic_json, resumable, write_json
 
@@ -89,8 +88,7 @@ def panoptic(raw: Path, out: Path, progress: bool = True) -> None:
                 infos.append({"id": segment, "category_id": label, "area": int(mask.sum()), "bbox": mask_box(mask),
                               "iscrowd": crowd if label in things else 0})  # fmt: skip
             png = out / "panoptic" / split / f"{stem}_gtFine_panoptic.png"
-            with atomic_path(png) as tmp:
-                Image.fromarray(id_to_rgb(segments)).save(tmp, format="PNG")
+            write_png(id_to_rgb(segments), png)
             link_or_copy(image, out / "images" / split / image.name)
             h, w = ids.shape
             return {

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ...model.atomic import atomic_path
+from ..io import write_png
 from .common import WORK_DIR, classes_json, finish, link_or_copy, resumable, write_json
 
 SPLITS = {"train": "train", "val": "test"}
@@ -61,8 +61,7 @@ def prepare(raw: Path, out: Path, progress: bool = True) -> None:
             with Image.open(image) as img:
                 size = img.size
             labels = (_read_s(mat, size).astype(np.uint8) - np.uint8(2)).astype(np.uint8)
-            with atomic_path(out / "labels" / split / f"{image.stem}.png") as tmp:
-                Image.fromarray(labels).save(tmp, format="PNG")
+            write_png(labels, out / "labels" / split / f"{image.stem}.png")
             link_or_copy(image, out / "images" / split / image.name)
             return {"image": image.name, "label": f"{image.stem}.png"}
 

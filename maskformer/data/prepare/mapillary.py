@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ...model.atomic import atomic_path
+from ..io import write_png
 from ..metadata import builtin_metadata
 from .common import WORK_DIR, classes_json, finish, link_or_copy, resumable, write_json
 
@@ -72,8 +72,7 @@ def prepare(raw: Path, out: Path, progress: bool = True) -> None:
             except Exception as err:
                 raise ValueError(f"{label}: cannot read the label PNG ({err})") from None
             converted = np.where(values == UNLABELED, 255, values).astype(np.uint8)
-            with atomic_path(out / "labels" / split / label.name) as tmp:
-                Image.fromarray(converted).save(tmp, format="PNG")
+            write_png(converted, out / "labels" / split / label.name)
             link_or_copy(image, out / "images" / split / image.name)
             link_or_copy(png, out / "panoptic" / split / png.name)
             return {"image": image.name, "label": label.name, "panoptic": png.name}
