@@ -270,17 +270,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..serve import ServeConfig, serve
 
-    # Settings are checked before the model loads: a mistake costs no download.
-    config = ServeConfig(
-        host=args.host,
-        port=args.port,
-        max_batch=args.max_batch,
-        batch_wait_ms=args.batch_wait_ms,
-        max_queue=args.max_queue,
-        max_request_mb=args.max_request_mb,
-        timeout_s=args.timeout,
-        token=args.token,
-    )
+    # Settings are checked before the model loads: a mistake costs no download. Options not given keep
+    # ServeConfig's defaults (the one place they are set).
+    given = {"host": args.host, "port": args.port, "max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms,
+             "max_queue": args.max_queue, "max_request_mb": args.max_request_mb, "timeout_s": args.timeout,
+             "token": args.token}  # fmt: skip
+    config = ServeConfig(**{k: v for k, v in given.items() if v is not None})
     serve(args.model, config, device=args.device, precision=args.precision)
     return 0
 
@@ -463,15 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="a web page and an HTTP API (FastAPI) around a model")
     p.add_argument("--model", required=True, help="known model name, hub id, zoo URL/.pkl, folder, run or .ckpt")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (beyond loopback needs --token)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; beyond loopback needs --token)")
+    p.add_argument("--port", type=int, help="default 8000")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--max-batch", type=int, default=8, help="requests arriving together share one forward")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
-    p.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get 503")
-    p.add_argument("--max-request-mb", type=float, default=32.0, help="largest request body in MiB (413 beyond)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take (504 beyond)")
+    p.add_argument("--max-batch", type=int, help="requests arriving together share one forward (default 8)")
+    p.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more requests (default 5)")
+    p.add_argument("--max-queue", type=int, help="waiting requests beyond this get 503 (default 64)")
+    p.add_argument("--max-request-mb", type=float, help="largest request body in MiB, 413 beyond (default 32)")
+    p.add_argument("--timeout", type=float, help="seconds a request may take, 504 beyond (default 60)")
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on /predict and /models")
     p.set_defaults(func=cmd_serve)
 

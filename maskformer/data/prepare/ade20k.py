@@ -26,8 +26,16 @@ import numpy as np
 from PIL import Image
 
 from ..io import encode_rle, id_to_rgb, mask_box, write_png
-from ..metadata import builtin_metadata
-from .common import WORK_DIR, finish, instances_json, link_or_copy, panoptic_json, resumable, write_json
+from .common import (
+    WORK_DIR,
+    coco_categories,
+    finish,
+    instances_json,
+    link_or_copy,
+    panoptic_json,
+    resumable,
+    write_json,
+)
 
 SPLITS = {"train": "training", "val": "validation"}
 
@@ -36,13 +44,6 @@ def instance_to_class() -> dict[int, int]:
     """Instance category (1..100) -> 0-based class index of the 150."""
     text = (resources.files("maskformer.data") / "metadata" / "ade20k_instance_100.json").read_text()
     return {int(k): v - 1 for k, v in json.loads(text)["instance_to_semantic"].items()}
-
-
-def _categories() -> list[dict]:
-    meta = builtin_metadata("ade20k_150")
-    things = set(instance_to_class().values())
-    return [{"id": i, "name": name, "isthing": int(i in things), "color": list(color)}
-            for i, (name, color) in enumerate(zip(meta.class_names, meta.colors))]  # fmt: skip
 
 
 def _frames(raw: Path, folder: str, need_semantic: bool) -> list[tuple[str, tuple[Path, Path, Path]]]:
@@ -100,7 +101,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 def panoptic(raw: Path, out: Path, progress: bool = True) -> None:
     """Write ``out`` in the generic panoptic layout: images/{train,val}/, panoptic/{train,val}/*.png and
     panoptic_{train,val}.json (COCO panoptic, 150 categories)."""
-    categories, table = _categories(), instance_to_class()
+    categories, table = coco_categories("ade20k_150"), instance_to_class()
     things = {c["id"] for c in categories if c["isthing"]}
     for split, folder in SPLITS.items():
 
@@ -138,7 +139,7 @@ def panoptic(raw: Path, out: Path, progress: bool = True) -> None:
 def instance(raw: Path, out: Path, progress: bool = True) -> None:
     """Write ``out`` in the COCO instance layout: {train,val}/ images and annotations/instances_{split}.json
     (RLE masks; the 100 thing classes, with their 0-based indices of the 150 as category ids)."""
-    categories, table = _categories(), instance_to_class()
+    categories, table = coco_categories("ade20k_150"), instance_to_class()
     thing_categories = [{k: c[k] for k in ("id", "name", "color")} for c in categories if c["isthing"]]
     for split, folder in SPLITS.items():
 

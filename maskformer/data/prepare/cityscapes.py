@@ -25,20 +25,23 @@ import numpy as np
 from PIL import Image
 
 from ..io import encode_rle, id_to_rgb, mask_box, write_png
-from ..metadata import builtin_metadata
-from .common import WORK_DIR, finish, instances_json, link_or_copy, panoptic_json, resumable, write_json
+from .common import (
+    WORK_DIR,
+    coco_categories,
+    finish,
+    instances_json,
+    link_or_copy,
+    panoptic_json,
+    resumable,
+    write_json,
+)
 
 SPLITS = ("train", "val")
 
 
 def _classes() -> tuple[list[dict], set[int], set[int]]:
     """The 19 evaluated classes as COCO categories (id = Cityscapes label id), their ids, the thing ids."""
-    meta = builtin_metadata("cityscapes_19")
-    things = set(meta.thing_classes or [])
-    categories = [
-        {"id": cid, "name": name, "color": list(color), "isthing": int(i in things)}
-        for i, (cid, name, color) in enumerate(zip(meta.category_ids, meta.class_names, meta.colors))
-    ]
+    categories = coco_categories("cityscapes_19")
     return categories, {c["id"] for c in categories}, {c["id"] for c in categories if c["isthing"]}
 
 

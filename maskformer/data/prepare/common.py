@@ -94,13 +94,18 @@ def instances_json(records: dict[str, dict], categories: list[dict]) -> dict:
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def classes_json(name: str, ignore_value: int = 255) -> dict:
-    """The class file (``classes.json``) of built-in dataset ``name`` for the generic semantic layout."""
+def coco_categories(name: str) -> list[dict]:
+    """The classes of built-in dataset ``name`` as COCO categories: id (the dataset's), name, isthing, color."""
     meta = builtin_metadata(name)
     things = set(meta.thing_classes or [])
     rows = zip(meta.category_ids, meta.class_names, meta.colors)
-    classes = [
-        {"index": i, "id": cid, "name": name, "isthing": i in things, "color": list(color)}
-        for i, (cid, name, color) in enumerate(rows)
+    return [
+        {"id": cid, "name": cname, "isthing": int(i in things), "color": list(color)}
+        for i, (cid, cname, color) in enumerate(rows)
     ]
+
+
+def classes_json(name: str, ignore_value: int = 255) -> dict:
+    """The class file (``classes.json``) of built-in dataset ``name`` for the generic semantic layout."""
+    classes = [{"index": i, **c, "isthing": bool(c["isthing"])} for i, c in enumerate(coco_categories(name))]
     return {"dataset": name, "ignore_value": ignore_value, "classes": classes}

@@ -21,18 +21,10 @@ import numpy as np
 from PIL import Image
 
 from ..io import write_png
-from ..metadata import builtin_metadata
-from .common import WORK_DIR, classes_json, finish, link_or_copy, resumable, write_json
+from .common import WORK_DIR, classes_json, coco_categories, finish, link_or_copy, resumable, write_json
 
 SPLITS = {"train": "training", "val": "validation"}
 UNLABELED = 65
-
-
-def _categories() -> list[dict]:
-    meta = builtin_metadata("mapillary_vistas_65")
-    things = set(meta.thing_classes or [])
-    return [{"id": cid, "name": name, "isthing": int(i in things), "color": list(color)}
-            for i, (cid, name, color) in enumerate(zip(meta.category_ids, meta.class_names, meta.colors))]  # fmt: skip
 
 
 def _read_json(path: Path) -> dict:
@@ -50,7 +42,7 @@ def _read_json(path: Path) -> dict:
 def prepare(raw: Path, out: Path, progress: bool = True) -> None:
     """Write ``out`` in both generic layouts: images/{train,val}/, labels/{train,val}/ + classes.json
     (semantic, 255 = ignore) and panoptic/{train,val}/ + panoptic_{train,val}.json."""
-    categories = _categories()
+    categories = coco_categories("mapillary_vistas_65")
     for split, folder in SPLITS.items():
         panoptic = _read_json(raw / folder / "panoptic" / "panoptic_2018.json")
         annotations = {Path(a["file_name"]).stem: a for a in panoptic["annotations"]}
