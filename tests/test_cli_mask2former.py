@@ -109,3 +109,26 @@ def test_a_known_zoo_model_gets_its_dataset_test_settings_and_licence_notice(sou
     inference = model.config.inference
     assert (inference.test_shortest_edge, inference.test_max_size, inference.object_mask_threshold) == (800, 1333, 0.8)
     assert "CC BY-NC 4.0" in caplog.text
+
+
+def test_multi_scale_eval_scores_what_multi_scale_predict_writes(sources, tmp_path, capsys):
+    """`eval --scales --flip` (the papers' multi-scale mIoU) scores exactly the label maps `predict --scales
+    --flip` writes, as the independent file scorer counts them; and it is not the single-scale score."""
+    paths, data = sources
+    source = str(paths["folder"])
+    tta = ["--scales", "0.75,1,1.25", "--flip"]
+    out = tmp_path / "pred"
+    images = str(data / "images" / "val")
+    assert main(["predict", images, "--model", source, "--outputs", "label", "--out", str(out), *tta]) == 0
+    capsys.readouterr()
+    gt = str(data / "semantic" / "val")
+    assert main(["eval-files", "semantic", "--pred", str(out / "labels"), "--gt", gt, "--num-classes", "6"]) == 0
+    from_files = json.loads(capsys.readouterr().out)
+    assert main(["eval", "--model", source, "--data", str(data), *tta, "--out", str(tmp_path / "multi.json")]) == 0
+    multi = json.loads((tmp_path / "multi.json").read_text())
+    assert set(multi) == {"step", "mIoU", "pACC", "fwIoU", "IoU"}  # mIoU alone: augmentation averages classes
+    assert list(multi["IoU"].values()) == list(from_files["IoU"].values())  # by name / by index
+    assert multi["mIoU"] == from_files["mIoU"] and multi["pACC"] == from_files["pACC"]
+    assert main(["eval", "--model", source, "--data", str(data), "--out", str(tmp_path / "single.json")]) == 0
+    single = json.loads((tmp_path / "single.json").read_text())
+    assert single["IoU"] != multi["IoU"]

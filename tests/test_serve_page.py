@@ -67,9 +67,7 @@ def _status(driver) -> str:
 
 
 def _legend(driver) -> list[str]:
-    return driver.execute_script(
-        "return [...document.querySelectorAll('#legend li .name')].map((e) => e.textContent)"
-    )
+    return driver.execute_script("return [...document.querySelectorAll('#legend li .name')].map((e) => e.textContent)")
 
 
 def _expected_legend(answer: dict) -> list[str]:

@@ -199,7 +199,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         max_val_images=args.max_images,
     )
-    metrics = evaluate(model, data, split=args.split or "", batch_size=args.batch_size)
+    scales = args.scales or [1.0]
+    metrics = evaluate(model, data, split=args.split or "", batch_size=args.batch_size, scales=scales, flip=args.flip)
     text = json.dumps(metrics, indent=1)
     print(text)
     if args.out:
@@ -395,6 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, help="data-loader processes (default: chosen from the machine)")
     p.add_argument("--max-images", type=int, default=0)
+    p.add_argument(
+        "--scales",
+        type=_scales,
+        help="multi-scale mIoU: test sizes times these scales, class probabilities averaged (the papers' "
+        "multi-scale: 0.5,0.75,1,1.25,1.5,1.75 with --flip); scores mIoU alone",
+    )
+    p.add_argument("--flip", action="store_true", help="multi-scale mIoU: also average horizontally flipped views")
     p.add_argument("--out", help="also write the metrics JSON here")
     p.set_defaults(func=cmd_eval)
 

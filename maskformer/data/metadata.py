@@ -12,7 +12,12 @@ from ..model.config import MetadataConfig
 
 BUILTIN_DIR = Path(__file__).parent / "metadata"
 BUILTIN = (
-    "ade20k_150", "coco_panoptic_133", "cityscapes_19", "mapillary_vistas_65", "coco_stuff_171", "ade20k_full_847"
+    "ade20k_150",
+    "coco_panoptic_133",
+    "cityscapes_19",
+    "mapillary_vistas_65",
+    "coco_stuff_171",
+    "ade20k_full_847",
 )
 
 

@@ -220,6 +220,7 @@ class RandomSizeCrop:
 
 def semantic_train_transform(
     crop_size: int | tuple[int, int],
+    base_size: int = 0,
     min_scale: float = 0.5,
     max_scale: float = 2.0,
     num_scales: int = 16,
@@ -227,14 +228,15 @@ def semantic_train_transform(
     color_jitter: bool = True,
     ignore_value: int = 255,
 ) -> Compose:
-    """The paper's semantic pipeline: shortest edge among min..max x crop (``num_scales`` values), at most
-    4x crop; category-area-constrained random crop; SSD colour jitter; flip; pad to the crop."""
+    """The paper's semantic pipeline: shortest edge among min..max x ``base_size`` (``num_scales`` values; base 0:
+    the crop's shorter side), longest side at most 4 x base; category-area-constrained random crop; SSD colour
+    jitter; flip; pad to the crop."""
     crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
-    base = min(crop)
+    base = base_size or min(crop)
     step = (max_scale - min_scale) / max(num_scales - 1, 1)
     edges = sorted({int(base * (min_scale + i * step)) for i in range(num_scales)})
     transforms = [
-        ResizeShortestEdge(edges, 4 * max(crop)),
+        ResizeShortestEdge(edges, 4 * base),
         RandomCrop(crop, single_category_max_area, ignore_value),
     ]
     if color_jitter:

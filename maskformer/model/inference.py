@@ -7,7 +7,7 @@ bilinearly to the padded input size and cropped first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -64,6 +64,67 @@ def resize_for_test(image: Tensor, config: InferenceConfig, scale: float = 1.0) 
     """RGB [3, h, w] -> float [3, H, W] at :func:`test_size`: the one test-time resize of ``MaskFormer.predict``,
     the Predictor and evaluation, so that they score and predict the same pixels."""
     return resize_image(image, test_size(*image.shape[-2:], config, scale))
+
+
+# Largest [N, H, W] float tensor post-processing builds at full output size (256 MiB); larger outputs are
+# post-processed at a reduced size and upsampled (semantic: exactly, in row blocks).
+MAX_POSTPROCESS_ELEMENTS = 1 << 26
+
+
+def resize_argmax(probs: Tensor, size: tuple[int, int], max_elements: int = MAX_POSTPROCESS_ELEMENTS) -> Tensor:
+    """argmax over classes of ``probs`` [K, h, w] bilinearly resized to ``size`` -> [H, W] int64.
+
+    Equal to ``interpolate(probs, size).argmax(0)``; when [K, H, W] would exceed ``max_elements`` the
+    output is built in row blocks with ``grid_sample`` sampling at the same source coordinates.
+    """
+    k, h, w = probs.shape
+    out_h, out_w = size
+    if (h, w) == (out_h, out_w):
+        return probs.argmax(0)
+    if k * out_h * out_w <= max_elements:
+        return F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0)
+    # Source coordinate of each output pixel centre, as interpolate(align_corners=False) computes it,
+    # expressed in grid_sample's normalised convention (align_corners=False, border clamping).
+    xs = ((torch.arange(out_w, device=probs.device, dtype=torch.float32) + 0.5) * (w / out_w)) / w * 2 - 1
+    ys_all = ((torch.arange(out_h, device=probs.device, dtype=torch.float32) + 0.5) * (h / out_h)) / h * 2 - 1
+    rows = max(1, max_elements // (k * out_w))
+    out = torch.empty(size, dtype=torch.int64, device=probs.device)
+    for start in range(0, out_h, rows):
+        ys = ys_all[start : start + rows]
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]
+        block = F.grid_sample(probs[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out[start : start + rows] = block[0].argmax(0)
+    return out
+
+
+def augmented_semantic_probabilities(
+    image: Tensor,
+    config: InferenceConfig,
+    scales: Sequence[float],
+    flip: bool,
+    probabilities: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """Multi-scale and flip test-time augmentation for semantic segmentation.
+
+    RGB ``image`` [3, H, W] is resized to the test size times each of ``scales`` (and mirrored when ``flip``);
+    ``probabilities`` maps each view [3, h_s, w_s] to class probabilities [K, h_s, w_s]. Returns their sum
+    [K, h, w], each resized bilinearly to the scale-1 test size (h, w) and unmirrored first; its argmax is
+    that of the average.
+    """
+    base = test_size(*image.shape[-2:], config)
+    total = None
+    for scale in scales:
+        resized = resize_for_test(image, config, scale)
+        for flipped in (False, True) if flip else (False,):
+            probs = probabilities(resized.flip(-1) if flipped else resized)
+            if flipped:
+                probs = probs.flip(-1)
+            if tuple(probs.shape[-2:]) != base:
+                probs = F.interpolate(probs[None], size=base, mode="bilinear", align_corners=False)[0]
+            total = probs if total is None else total + probs
+    if total is None:
+        raise ValueError("test-time augmentation needs at least one scale")
+    return total
 
 
 def pad_batch(images: Sequence[Tensor], size_divisibility: int = 32, value: float = 0.0) -> tuple[Tensor, list[Size]]:

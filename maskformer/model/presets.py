@@ -2,12 +2,17 @@
 
 MaskFormer. ADE20K-150 semantic: ``r50``, ``r101``, ``r101c``, ``swin_t``, ``swin_s``, ``swin_b``, ``swin_l``.
 COCO panoptic (133 classes): ``r50+6enc``, ``r101+6enc``, ``swin_t_coco``, ``swin_s_coco``, ``swin_b_coco``,
-``swin_l_coco``.
+``swin_l_coco``. The other datasets, ``<backbone>_<dataset>`` for each official config (facebookresearch/MaskFormer
+``configs/``): ``ade_full`` (847 classes; r50, r101, r101c), ``coco_stuff`` (COCO-Stuff-10K, 171; r50, r101,
+r101c), ``cityscapes`` (19; r101, r101c), ``vistas`` (Mapillary Vistas, 65; r50) and ``ade_panoptic`` (ADE20K
+panoptic, 150, the "+6 Enc" pixel decoder; r50, r101), and ``pascal_context_59`` / ``pascal_context_459`` (r50;
+no paper config, see :mod:`maskformer.training.config`).
 
 Mask2Former: ``m2f_<backbone>_<dataset>`` for backbones r50, r101, swin_t, swin_s, swin_b, swin_b21k (ImageNet-22k
-weights), swin_l and datasets ade (ADE20K-150), coco (COCO panoptic, 133), coco_instance (80), cityscapes (19) and
-vistas (Mapillary Vistas, 65), with the official configs' queries (200 for Swin-L except on ADE20K semantic), test
-sizes and thresholds.
+weights), swin_l and datasets ade (ADE20K-150), ade_panoptic (150), ade_instance (100), coco (COCO panoptic, 133),
+coco_instance (80), cityscapes (19), cityscapes_panoptic (19), cityscapes_instance (8), vistas (Mapillary Vistas,
+65) and vistas_panoptic (65), with the official configs' queries (200 for Swin-L on panoptic and instance
+segmentation), test sizes and thresholds (facebookresearch/Mask2Former ``configs/``).
 """
 
 from __future__ import annotations
@@ -84,11 +89,51 @@ def _coco(backbone: BackboneConfig, six_enc: bool = False) -> MaskFormerConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], MaskFormerConfig]] = {
-    "r50": lambda: _ade(_resnet("resnet50.tv_in1k")),
-    "r101": lambda: _ade(_resnet("resnet101.tv_in1k")),
+def _semantic(backbone: BackboneConfig, classes: int, short: int, long: int) -> MaskFormerConfig:
+    """A MaskFormer semantic config. Its thresholds stay the defaults: the official semantic configs leave
+    them unset (0.0) and unused, since they run semantic inference alone."""
+    return MaskFormerConfig(
+        num_classes=classes,
+        backbone=backbone,
+        inference=InferenceConfig(test_shortest_edge=short, test_max_size=long),
+    )
+
+
+def _ade_panoptic(backbone: BackboneConfig) -> MaskFormerConfig:
+    """configs/ade20k-150-panoptic: "+6 Enc", test 640 / 2560, thresholds 0.7 / 0.8."""
+    return MaskFormerConfig(
+        num_classes=150,
+        backbone=backbone,
+        pixel_decoder=PixelDecoderConfig(type="transformer_encoder"),
+        inference=InferenceConfig(
+            object_mask_threshold=0.7, overlap_threshold=0.8, test_shortest_edge=640, test_max_size=2560
+        ),
+    )
+
+
+_RESNETS: dict[str, Callable[[], BackboneConfig]] = {
+    "r50": lambda: _resnet("resnet50.tv_in1k"),
+    "r101": lambda: _resnet("resnet101.tv_in1k"),
     # detectron2's "deeplab" stem: three 3x3 convs, 64-64-128 channels.
-    "r101c": lambda: _ade(_resnet("resnet101.tv_in1k", stem_type="deep", stem_width=64)),
+    "r101c": lambda: _resnet("resnet101.tv_in1k", stem_type="deep", stem_width=64),
+}
+# dataset: (classes, test shortest edge, test longest side, backbones with an official config), from
+# configs/{ade20k-full-847,coco-stuff-10k-171,cityscapes-19,mapillary-vistas-65}/Base-*.yaml.
+_MF_SEMANTIC = {
+    "ade_full": (847, 512, 2048, ("r50", "r101", "r101c")),
+    "coco_stuff": (171, 640, 2560, ("r50", "r101", "r101c")),
+    "cityscapes": (19, 1024, 2048, ("r101", "r101c")),
+    "vistas": (65, 2048, 2048, ("r50",)),
+    # Not the papers' (neither trains on Pascal Context): test with the longer side at 520 as
+    # mmsegmentation's pascal_context_59.py does.
+    "pascal_context_59": (59, 520, 520, ("r50",)),
+    "pascal_context_459": (459, 520, 520, ("r50",)),
+}
+
+PRESETS: dict[str, Callable[[], MaskFormerConfig]] = {
+    "r50": lambda: _ade(_RESNETS["r50"]()),
+    "r101": lambda: _ade(_RESNETS["r101"]()),
+    "r101c": lambda: _ade(_RESNETS["r101c"]()),
     "swin_t": lambda: _ade(_swin("t")),
     "swin_s": lambda: _ade(_swin("s")),
     "swin_b": lambda: _ade(_swin("b"), crop=640),
@@ -99,26 +144,43 @@ PRESETS: dict[str, Callable[[], MaskFormerConfig]] = {
     "swin_s_coco": lambda: _coco(_swin("s")),
     "swin_b_coco": lambda: _coco(_swin("b")),
     "swin_l_coco": lambda: _coco(_swin("l")),
+    "r50_ade_panoptic": lambda: _ade_panoptic(_RESNETS["r50"]()),
+    "r101_ade_panoptic": lambda: _ade_panoptic(_RESNETS["r101"]()),
 }
+PRESETS.update(
+    {
+        f"{backbone}_{dataset}": functools.partial(
+            lambda b, c, short, long: _semantic(_RESNETS[b](), c, short, long), backbone, classes, short, long
+        )
+        for dataset, (classes, short, long, backbones) in _MF_SEMANTIC.items()
+        for backbone in backbones
+    }
+)
 
 
 # Mask2Former's backbones: (Swin size or ResNet timm weights, Swin weights override).
 _M2F_BACKBONES: dict[str, Callable[[], BackboneConfig]] = {
-    "r50": lambda: _resnet("resnet50.tv_in1k"),
-    "r101": lambda: _resnet("resnet101.tv_in1k"),
+    "r50": _RESNETS["r50"],
+    "r101": _RESNETS["r101"],
     "swin_t": lambda: _swin("t"),
     "swin_s": lambda: _swin("s"),
     "swin_b": lambda: dataclasses.replace(_swin("b"), name="swin_base_patch4_window12_384.ms_in1k"),
     "swin_b21k": lambda: _swin("b"),
     "swin_l": lambda: _swin("l"),
 }
-# dataset: (classes, test shortest edge, test longest side, object mask threshold, Swin-L queries)
+# dataset: (classes, test shortest edge, test longest side, object mask threshold, Swin-L queries), from the
+# configs/<dataset>/<task>-segmentation/Base-*.yaml and swin/*large*.yaml files.
 _M2F_DATASETS = {
     "ade": (150, 512, 2048, 0.8, 100),
+    "ade_panoptic": (150, 640, 2560, 0.8, 200),
+    "ade_instance": (100, 640, 2560, 0.8, 200),
     "coco": (133, 800, 1333, 0.8, 200),
     "coco_instance": (80, 800, 1333, 0.8, 200),
-    "cityscapes": (19, 1024, 2048, 0.8, 200),
-    "vistas": (65, 2048, 2048, 0.0, 200),
+    "cityscapes": (19, 1024, 2048, 0.8, 100),
+    "cityscapes_panoptic": (19, 1024, 2048, 0.8, 200),
+    "cityscapes_instance": (8, 1024, 2048, 0.8, 200),
+    "vistas": (65, 2048, 2048, 0.0, 100),
+    "vistas_panoptic": (65, 2048, 2048, 0.0, 200),
 }
 
 
@@ -132,12 +194,16 @@ def _mask2former(backbone: str, dataset: str) -> Mask2FormerConfig:
     )
     if backbone == "swin_l":
         config.transformer.num_queries = swin_l_queries
+    if dataset.startswith("cityscapes") and config.backbone.type == "timm":
+        config.backbone.norm = "syncbn"  # the Cityscapes Base configs' RESNETS.NORM
     return config
 
 
-def mask2former_dataset(name: str) -> str:
-    """The dataset of a Mask2Former preset name ("m2f_swin_t_coco_instance" -> "coco_instance")."""
-    return next(d for d in sorted(_M2F_DATASETS, key=len, reverse=True) if name.endswith("_" + d))
+def preset_dataset(name: str) -> str:
+    """The dataset of a preset name: "m2f_swin_t_coco_instance" -> "coco_instance", "r50_ade_full" ->
+    "ade_full"; "" for the ADE20K-150 and COCO panoptic MaskFormer presets named by backbone alone."""
+    datasets = [*_M2F_DATASETS, *_MF_SEMANTIC, "ade_panoptic"]
+    return next((d for d in sorted(datasets, key=len, reverse=True) if name.endswith("_" + d)), "")
 
 
 PRESETS.update(

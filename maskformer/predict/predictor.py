@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -18,41 +19,12 @@ from ..data.metadata import default_colors
 from ..model import MaskFormer
 from ..model import inference as post
 from ..model.config import InferenceConfig, MetadataConfig, config_from_dict
-from ..model.inference import resize_for_test, test_size
+from ..model.inference import MAX_POSTPROCESS_ELEMENTS, augmented_semantic_probabilities, resize_argmax, resize_for_test
 from .inputs import ImageInput, LoadedImage, load_inputs
 from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult, class_name
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 TASKS = ("semantic", "panoptic", "instance")
-# Largest [N, H, W] float tensor post-processing builds at full output size (256 MiB); larger outputs are
-# post-processed at a reduced size and upsampled (semantic: exactly, in row blocks).
-MAX_POSTPROCESS_ELEMENTS = 1 << 26
-
-
-def resize_argmax(probs: Tensor, size: tuple[int, int], max_elements: int = MAX_POSTPROCESS_ELEMENTS) -> Tensor:
-    """argmax over classes of ``probs`` [K, h, w] bilinearly resized to ``size`` -> [H, W] int64.
-
-    Equal to ``interpolate(probs, size).argmax(0)``; when [K, H, W] would exceed ``max_elements`` the
-    output is built in row blocks with ``grid_sample`` sampling at the same source coordinates.
-    """
-    k, h, w = probs.shape
-    out_h, out_w = size
-    if (h, w) == (out_h, out_w):
-        return probs.argmax(0)
-    if k * out_h * out_w <= max_elements:
-        return F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0)
-    # Source coordinate of each output pixel centre, as interpolate(align_corners=False) computes it,
-    # expressed in grid_sample's normalised convention (align_corners=False, border clamping).
-    xs = ((torch.arange(out_w, device=probs.device, dtype=torch.float32) + 0.5) * (w / out_w)) / w * 2 - 1
-    ys_all = ((torch.arange(out_h, device=probs.device, dtype=torch.float32) + 0.5) * (h / out_h)) / h * 2 - 1
-    rows = max(1, max_elements // (k * out_w))
-    out = torch.empty(size, dtype=torch.int64, device=probs.device)
-    for start in range(0, out_h, rows):
-        ys = ys_all[start : start + rows]
-        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]
-        block = F.grid_sample(probs[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-        out[start : start + rows] = block[0].argmax(0)
-    return out
 
 
 def complete_metadata(meta: MetadataConfig, num_classes: int) -> MetadataConfig:
@@ -279,22 +251,15 @@ class Predictor:
         window: int | None,
         window_stride: int | None,
     ) -> SemanticResult:
-        """Average class probabilities over scales x flips (each at the scale-1 test size), optionally over
-        sliding windows, then take the argmax at the input's size."""
+        """Class probabilities averaged over scales x flips (optionally over sliding windows), argmax at the
+        input's size."""
+        probabilities = self._probabilities
+        if window is not None:
+            probabilities = functools.partial(self._windowed, window=window, stride=window_stride)
         out_size = tuple(item.image.shape[-2:])
-        cfg = self.model.config.inference
-        base = test_size(*out_size, cfg)
-        total = None
-        for scale in scales:
-            image = resize_for_test(item.image.to(self.device), cfg, scale)
-            for flipped in (False, True) if flip else (False,):
-                view = image.flip(-1) if flipped else image
-                probs = self._probabilities(view) if window is None else self._windowed(view, window, window_stride)
-                if flipped:
-                    probs = probs.flip(-1)
-                if tuple(probs.shape[-2:]) != base:
-                    probs = F.interpolate(probs[None], size=base, mode="bilinear", align_corners=False)[0]
-                total = probs if total is None else total + probs
+        total = augmented_semantic_probabilities(
+            item.image.to(self.device), self.model.config.inference, scales, flip, probabilities
+        )
         return SemanticResult(item.name, out_size, self.metadata, resize_argmax(total, out_size).cpu(), path=item.path)
 
     def _probabilities(self, image: Tensor) -> Tensor:

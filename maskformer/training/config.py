@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from ..model.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, Bounds, MaskFormerConfig, YamlConfig
-from ..model.presets import PRESETS, mask2former_dataset, preset
+from ..model.presets import PRESETS, preset, preset_dataset
 
 
 @dataclass
@@ -19,15 +19,17 @@ class DataConfig:
     (root/images/{split}, root/panoptic_{split}.json, root/panoptic/{split}), ``ade20k``
     (ADEChallengeData2016), ``cityscapes``, ``coco_panoptic`` and ``coco_instance`` (the official layouts).
 
-    Augmentation: ``semantic`` (MaskFormer's: resize, category-area crop, colour jitter, flip, pad),
+    Augmentation: ``semantic`` (MaskFormer's: shortest edge ``base_size`` times one of ``num_scales`` factors
+    from ``min_scale`` to ``max_scale``, longest side at most 4 x ``base_size``; category-area crop, colour
+    jitter, flip, pad),
     ``detr`` (DETR's COCO multi-scale resize and crop), ``lsj`` (Mask2Former's COCO large-scale jitter: the
     crop size times ``min_scale``-``max_scale``, crop, pad) or ``none``.
     """
 
     BOUNDS: ClassVar[Bounds] = {
-        "ignore_value": (0, 65535), "crop_size": AT_LEAST_1, "min_scale": (1e-3, None), "max_scale": (1e-3, None),
-        "num_scales": AT_LEAST_1, "single_category_max_area": FRACTION, "num_workers": NON_NEGATIVE,
-        "max_val_images": NON_NEGATIVE, "check_samples": AT_LEAST_1,
+        "ignore_value": (0, 65535), "crop_size": AT_LEAST_1, "base_size": NON_NEGATIVE, "min_scale": (1e-3, None),
+        "max_scale": (1e-3, None), "num_scales": AT_LEAST_1, "single_category_max_area": FRACTION,
+        "num_workers": NON_NEGATIVE, "max_val_images": NON_NEGATIVE, "check_samples": AT_LEAST_1,
     }  # fmt: skip
 
     format: Literal["semantic", "panoptic", "ade20k", "cityscapes", "coco_panoptic", "coco_instance"] = "ade20k"
@@ -39,6 +41,10 @@ class DataConfig:
     ignore_value: int = 255
     augmentation: Literal["semantic", "detr", "lsj", "none"] = "semantic"
     crop_size: tuple[int, int] = (512, 512)
+    # The shortest edge the semantic augmentation's scales multiply; 0: the crop's shorter side (ADE20K,
+    # COCO-Stuff). Cityscapes and Mapillary Vistas resize from 1024 and 2048 before cropping 512 x 1024 and
+    # 1280 (1024) squares.
+    base_size: int = 0
     min_scale: float = 0.5
     max_scale: float = 2.0
     num_scales: int = 16
@@ -150,6 +156,44 @@ def _coco(model: str) -> RunConfig:
     return RunConfig(model=paper_model(model), data=data, train=train)
 
 
+# The other datasets' data and schedules, for both families: (format, crop (h, w), base size, ignore value,
+# iterations and batch of MaskFormer's config, of Mask2Former's). Sources: MaskFormer's
+# configs/{ade20k-full-847,coco-stuff-10k-171,cityscapes-19,mapillary-vistas-65,ade20k-150-panoptic}/*.yaml and
+# appendix A; Mask2Former's configs/{ade20k,cityscapes,mapillary-vistas}/*/Base-*.yaml and appendix B. The
+# Pascal Context rows are not the papers' (neither trains on it, neither repository has a config): they
+# follow mmsegmentation's configs/_base_/datasets/pascal_context_59.py (480 crops, 16 images a batch over
+# 4 GPUs, 80k iterations) with MaskFormer's optimiser, and test with the longer side at 520 (set in the model
+# presets).
+_DATASET_RECIPES: dict[str, tuple] = {
+    "ade_full": ("semantic", (512, 512), 0, 65535, (200_000, 16), None),
+    "coco_stuff": ("semantic", (640, 640), 0, 255, (60_000, 32), None),
+    "cityscapes": ("cityscapes", (512, 1024), 1024, 255, (90_000, 16), (90_000, 16)),
+    "vistas": ("semantic", (1280, 1280), 2048, 255, (300_000, 16), (300_000, 16)),
+    "ade_panoptic": ("panoptic", (640, 640), 0, 255, (720_000, 16), (160_000, 16)),
+    "ade_instance": ("coco_instance", (640, 640), 0, 255, None, (160_000, 16)),
+    "cityscapes_panoptic": ("panoptic", (512, 1024), 1024, 255, None, (90_000, 16)),
+    "cityscapes_instance": ("coco_instance", (512, 1024), 1024, 255, None, (90_000, 16)),
+    "vistas_panoptic": ("panoptic", (1024, 1024), 2048, 255, None, (300_000, 16)),
+    "pascal_context_59": ("semantic", (480, 480), 0, 255, (80_000, 16), None),
+    "pascal_context_459": ("semantic", (480, 480), 0, 65535, (80_000, 16), None),
+}
+
+
+def _dataset_recipe(name: str, dataset: str, family: str) -> RunConfig:
+    """A dataset's recipe (:data:`_DATASET_RECIPES`) with the family's optimiser: MaskFormer's (AdamW 1e-4, weight
+    decay 1e-4) or Mask2Former's (weight decay 0.05); both backbone x0.1, poly 0.9, clipping 0.01."""
+    data_format, crop, base, ignore, mf_schedule, m2f_schedule = _DATASET_RECIPES[dataset]
+    schedule = m2f_schedule if family == "mask2former" else mf_schedule
+    steps, batch = schedule
+    train = TrainConfig(max_steps=steps, batch_size=batch, weight_decay=0.05 if family == "mask2former" else 1e-4)
+    data = DataConfig(format=data_format, crop_size=crop, base_size=base, ignore_value=ignore)
+    if family == "mask2former" and dataset == "vistas":
+        data.crop_size = (1024, 1024)  # MaskFormer's is 1280
+    if dataset == "coco_stuff":
+        data.max_scale, data.num_scales = 1.5, 11  # MIN_SIZE_TRAIN int(x * 0.1 * 640) for x in range(5, 16)
+    return RunConfig(model=paper_model(name), data=data, train=train)
+
+
 RECIPES = {
     "r50": lambda: _ade("r50"),
     "r101": lambda: _ade("r101"),
@@ -168,21 +212,26 @@ RECIPES = {
 
 
 def _mask2former(name: str) -> RunConfig:
-    """Mask2Former's recipe (mask2former-facts.md): AdamW lr 1e-4, weight decay 0.05, backbone x0.1, poly 0.9,
-    gradient clipping 0.01, batch 16; ADE20K 160k iterations of 512 crops (640 for the Swin-B/L "res640"
-    configs), Cityscapes 90k of 512 x 1024, COCO panoptic and instance 50 epochs (368,750 iterations) of
-    large-scale jitter (scale 0.1-2.0, 1024 crop)."""
+    """Mask2Former's recipe (mask2former-facts.md): AdamW lr 1e-4, weight decay 0.05, backbone x0.1, gradient
+    clipping 0.01, batch 16; ADE20K semantic 160k iterations of 512 crops (640 for the Swin-B/L "res640" configs),
+    poly 0.9; COCO panoptic and instance 50 epochs (368,750 iterations; Swin-L 100 epochs, 737,500) of large-scale
+    jitter (scale 0.1-2.0, 1024 crop), the learning rate x0.1 at 88.9% and 96.3% of them; the other datasets as
+    :data:`_DATASET_RECIPES` says."""
+    dataset = preset_dataset(name)
+    if dataset not in ("ade", "coco", "coco_instance"):
+        return _dataset_recipe(name, dataset, "mask2former")
     model = paper_model(name)
-    dataset = mask2former_dataset(name)
     train = TrainConfig(lr=1e-4, weight_decay=0.05, backbone_lr_multiplier=0.1, batch_size=16, clip_grad_norm=0.01)
     if dataset == "ade":
         crop = 640 if model.inference.test_shortest_edge == 640 else 512
         train.max_steps, data = 160_000, DataConfig(format="ade20k", crop_size=(crop, crop))
-    elif dataset == "cityscapes":
-        train.max_steps = 90_000
-        data = DataConfig(format="cityscapes", crop_size=(512, 1024), min_scale=0.5, max_scale=2.0)
-    elif dataset in ("coco", "coco_instance"):
-        train.max_steps = 368_750
+    else:
+        # configs/coco/*/Base-COCO-*.yaml: detectron2's default WarmupMultiStepLR (its 10 warm-up steps at
+        # factor 1.0 change nothing); the Swin-L configs double the schedule.
+        long = name.startswith("m2f_swin_l_")
+        train.max_steps = 737_500 if long else 368_750
+        train.schedule = "step"
+        train.step_milestones = (655_556, 710_184) if long else (327_778, 355_092)
         data = DataConfig(
             format="coco_panoptic" if dataset == "coco" else "coco_instance",
             augmentation="lsj",
@@ -190,17 +239,16 @@ def _mask2former(name: str) -> RunConfig:
             min_scale=0.1,
             max_scale=2.0,
         )
-    else:
-        raise KeyError(f"{name}: no training recipe yet (this package does not read {dataset} data); the preset "
-                       "serves inference and weights")  # fmt: skip
     return RunConfig(model=model, data=data, train=train)
 
 
 def recipe(name: str) -> RunConfig:
-    """The paper's training recipe for a model preset (MaskFormer: ADE20K-150 or COCO panoptic; Mask2Former:
-    ADE20K-150, COCO panoptic, COCO instance or Cityscapes)."""
+    """The paper's training recipe for a model preset: data format and augmentation, schedule and optimiser
+    (see :mod:`maskformer.model.presets` for the names)."""
     if name.startswith("m2f_") and name in PRESETS:
         return _mask2former(name)
+    if name in PRESETS and preset_dataset(name) in _DATASET_RECIPES:
+        return _dataset_recipe(name, preset_dataset(name), "maskformer")
     if name not in RECIPES:
         raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     return copy.deepcopy(RECIPES[name]())

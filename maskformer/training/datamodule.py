@@ -96,6 +96,7 @@ def train_transform(cfg: DataConfig):
     if cfg.augmentation == "semantic":
         return semantic_train_transform(
             tuple(cfg.crop_size),
+            cfg.base_size,
             cfg.min_scale,
             cfg.max_scale,
             cfg.num_scales,
@@ -121,13 +122,15 @@ class TrainItems:
 
 
 class ValItems(Dataset):
-    """Validation samples: the test-resized image and the original-size truth (semantic labels; panoptic ids
-    and segments; instance masks, classes and crowd flags)."""
+    """Validation samples: the test-resized image (the image as read when ``resize`` is False, for test-time
+    augmentation to resize) and the original-size truth (semantic labels; panoptic ids and segments; instance
+    masks, classes and crowd flags)."""
 
-    def __init__(self, reader, inference: InferenceConfig, ignore_value: int):
+    def __init__(self, reader, inference: InferenceConfig, ignore_value: int, resize: bool = True):
         self.reader = reader
         self.inference = inference
         self.ignore_value = ignore_value
+        self.resize = resize
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -135,7 +138,7 @@ class ValItems(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.reader.load(index)
         item = {
-            "image": resize_for_test(sample["image"], self.inference),
+            "image": resize_for_test(sample["image"], self.inference) if self.resize else sample["image"],
             "size": tuple(sample["label"].shape),
             "semantic": D.semantic_label(sample, self.ignore_value),
             "file": sample["file"],
@@ -155,9 +158,12 @@ def collate(items: list[dict | None]) -> list[dict]:
 
 
 class MaskFormerDataModule(L.LightningDataModule):
-    def __init__(self, config: RunConfig):
+    """``resize_val`` False gives validation images as read (for test-time augmentation, which resizes them)."""
+
+    def __init__(self, config: RunConfig, resize_val: bool = True):
         super().__init__()
         self.config = config
+        self.resize_val = resize_val
         cfg = config.data
         train_split, val_split = default_splits(cfg.format, cfg.root)
         self.train_split = cfg.train_split or train_split
@@ -214,7 +220,7 @@ class MaskFormerDataModule(L.LightningDataModule):
         cfg, inf = self.config.data, self.config.model.inference
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        dataset = ValItems(self.val_reader, inf, cfg.ignore_value)
+        dataset = ValItems(self.val_reader, inf, cfg.ignore_value, resize=self.resize_val)
         count = len(dataset) if not cfg.max_val_images else min(cfg.max_val_images, len(dataset))
         # Each process scores its own share; evaluators sum their statistics across processes.
         shard = Subset(dataset, list(range(rank, count, world)))

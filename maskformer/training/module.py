@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
-from ..model import MaskFormer, SetCriterion
+from ..model import MaskFormer, SetCriterion, inference
 from ..visualize import instance_classes, panoptic_classes, prediction_grid, to_tensor_image
 from .config import RunConfig, TrainConfig
 from .optim import build_optimizer
@@ -41,7 +42,18 @@ def use_channels_last(train: TrainConfig, model: MaskFormer) -> bool:
 
 
 class MaskFormerModule(L.LightningModule):
-    def __init__(self, config: RunConfig, run_dir: str | Path | None = None, model: MaskFormer | None = None):
+    """``scales`` / ``flip`` other than (1.0,) / False validate semantic segmentation alone, with multi-scale
+    and flip test-time augmentation (:func:`inference.augmented_semantic_probabilities`) on validation images
+    given as read (``MaskFormerDataModule(resize_val=False)``)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: str | Path | None = None,
+        model: MaskFormer | None = None,
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+    ):
         super().__init__()
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
@@ -53,6 +65,10 @@ class MaskFormerModule(L.LightningModule):
         self.history: list[dict] = []
         things = config.model.metadata.thing_classes
         self.tasks = [t for t in TASKS[config.data.kind] if t != "instance" or things]
+        self.scales, self.flip = tuple(scales), flip
+        self.augmented = self.scales != (1.0,) or flip
+        if self.augmented:
+            self.tasks = ["semantic"]
         self.skipped_samples = 0
         self.skipped_steps = 0
 
@@ -124,8 +140,11 @@ class MaskFormerModule(L.LightningModule):
     def validation_step(self, batch: list[dict], batch_idx: int) -> None:
         meta = self.config.model.metadata
         things = set(meta.thing_classes or [])
-        images = [self.model.normalize(item["image"].to(self.device)) for item in batch]
-        results = self.model.segment(images, self.tasks, [item["size"] for item in batch], meta)
+        if self.augmented:
+            results = {"semantic": [self._semantic_augmented(item["image"], item["size"]) for item in batch]}
+        else:
+            images = [self.model.normalize(item["image"].to(self.device)) for item in batch]
+            results = self.model.segment(images, self.tasks, [item["size"] for item in batch], meta)
         for pred, item in zip(results.get("semantic", []), batch):
             self.semantic_eval.update(pred.cpu(), item["semantic"])
         panoptic = results.get("panoptic", [])
@@ -166,6 +185,23 @@ class MaskFormerModule(L.LightningModule):
             else:
                 pred, segmentation = instance_classes(results["instance"][i])
                 self.val_rows.append((image, item["semantic"], pred, segmentation))
+
+    def _semantic_augmented(self, image: Tensor, size: tuple[int, int]) -> Tensor:
+        """RGB image as read [3, H, W] -> labels [*size] from class probabilities averaged over the module's
+        scales and flips."""
+
+        def probabilities(view: Tensor) -> Tensor:
+            (group,) = self.model.forward_groups([self.model.normalize(view)])
+            sizes = group.sizes
+            return inference.semantic_probabilities(
+                group.logits, group.masks, sizes, group.padded, sizes, channels_last=False
+            )[0]
+
+        cfg = self.config.model.inference
+        total = inference.augmented_semantic_probabilities(
+            image.to(self.device), cfg, self.scales, self.flip, probabilities
+        )
+        return inference.resize_argmax(total, size)
 
     def on_validation_epoch_end(self) -> None:
         record: dict = {"step": self.global_step}
