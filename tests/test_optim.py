@@ -50,26 +50,76 @@ def test_scheduler_steps_the_optimizer_learning_rates():
 
 
 def test_mask2former_recipes_are_the_papers():
-    """mask2former-facts.md: AdamW 1e-4, weight decay 0.05, backbone x0.1, poly 0.9, batch 16; ADE20K 160k
-    iterations of 512 crops, COCO 50 epochs of large-scale jitter (0.1-2.0, 1024), Cityscapes 90k of 512 x 1024."""
+    """mask2former-facts.md and the official configs: AdamW 1e-4, weight decay 0.05, backbone x0.1, batch 16;
+    ADE20K 160k poly iterations of 512 crops, Cityscapes 90k of 512 x 1024; COCO 50 epochs of large-scale jitter
+    (0.1-2.0, 1024) with detectron2's default step schedule (configs/coco/*/Base-COCO-*.yaml: STEPS (327778,
+    355092), MAX_ITER 368750; the Swin-L configs 100 epochs, (655556, 710184), 737500)."""
     for name in ("m2f_r50_ade", "m2f_swin_t_coco", "m2f_r50_coco_instance", "m2f_swin_l_cityscapes"):
         t = recipe(name).train
-        assert (t.lr, t.weight_decay, t.backbone_lr_multiplier, t.schedule, t.poly_power, t.batch_size) == (
-            1e-4,
-            0.05,
-            0.1,
-            "poly",
-            0.9,
-            16,
-        ), name
+        optimiser = (t.lr, t.weight_decay, t.backbone_lr_multiplier, t.batch_size, t.clip_grad_norm)
+        assert optimiser == (1e-4, 0.05, 0.1, 16, 0.01), name
+        assert t.schedule == ("step" if "coco" in name else "poly"), name
     ade, city = recipe("m2f_r50_ade"), recipe("m2f_swin_l_cityscapes")
     assert (ade.train.max_steps, ade.data.crop_size, ade.data.format) == (160_000, (512, 512), "ade20k")
-    assert (city.train.max_steps, city.data.crop_size) == (90_000, (512, 1024))
+    assert (city.train.max_steps, city.data.crop_size, city.data.base_size) == (90_000, (512, 1024), 1024)
     for name, data_format in (("m2f_r50_coco", "coco_panoptic"), ("m2f_swin_b_coco_instance", "coco_instance")):
         coco = recipe(name)
-        # 50 epochs of COCO train2017 (118k images) at batch 16: 368,750 iterations.
         assert coco.train.max_steps == 368_750 and coco.data.format == data_format
+        assert coco.train.step_milestones == (327_778, 355_092)
         d = coco.data
         assert (d.augmentation, d.crop_size, d.min_scale, d.max_scale) == ("lsj", (1024, 1024), 0.1, 2.0)
-    with pytest.raises(KeyError, match="vistas"):
-        recipe("m2f_r50_vistas")
+    swin_l = recipe("m2f_swin_l_coco").train
+    assert (swin_l.max_steps, swin_l.step_milestones) == (737_500, (655_556, 710_184))
+    step = lr_lambda(swin_l)
+    assert step(655_555) == 1.0 and step(655_556) == pytest.approx(0.1) and step(710_184) == pytest.approx(0.01)
+
+
+# preset: (format, crop, base size, ignore, iterations, batch, weight decay, classes, queries, test short / long,
+# object mask threshold), written out from each official config (MaskFormer's configs/<dataset>/Base-*.yaml and
+# maskformer_R*.yaml; Mask2Former's configs/<dataset>/<task>-segmentation/Base-*.yaml and swin/*.yaml).
+OFFICIAL = {
+    "r50_ade_full": ("semantic", (512, 512), 0, 65535, 200_000, 16, 1e-4, 847, 100, 512, 2048, None),
+    "r101c_coco_stuff": ("semantic", (640, 640), 0, 255, 60_000, 32, 1e-4, 171, 100, 640, 2560, None),
+    "r101_cityscapes": ("cityscapes", (512, 1024), 1024, 255, 90_000, 16, 1e-4, 19, 100, 1024, 2048, None),
+    "r50_vistas": ("semantic", (1280, 1280), 2048, 255, 300_000, 16, 1e-4, 65, 100, 2048, 2048, None),
+    "r50_ade_panoptic": ("panoptic", (640, 640), 0, 255, 720_000, 16, 1e-4, 150, 100, 640, 2560, 0.7),
+    "m2f_r50_ade_panoptic": ("panoptic", (640, 640), 0, 255, 160_000, 16, 0.05, 150, 100, 640, 2560, 0.8),
+    "m2f_swin_l_ade_instance": ("coco_instance", (640, 640), 0, 255, 160_000, 16, 0.05, 100, 200, 640, 2560, 0.8),
+    "m2f_r50_cityscapes_panoptic": ("panoptic", (512, 1024), 1024, 255, 90_000, 16, 0.05, 19, 100, 1024, 2048, 0.8),
+    "m2f_swin_l_cityscapes_instance": (
+        "coco_instance", (512, 1024), 1024, 255, 90_000, 16, 0.05, 8, 200, 1024, 2048, 0.8,
+    ),
+    "m2f_swin_l_cityscapes": ("cityscapes", (512, 1024), 1024, 255, 90_000, 16, 0.05, 19, 100, 1024, 2048, 0.8),
+    "m2f_swin_l_vistas": ("semantic", (1024, 1024), 2048, 255, 300_000, 16, 0.05, 65, 100, 2048, 2048, 0.0),
+    "m2f_swin_l_vistas_panoptic": ("panoptic", (1024, 1024), 2048, 255, 300_000, 16, 0.05, 65, 200, 2048, 2048, 0.0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_dataset_recipes_are_the_official_configs(name):
+    run = recipe(name)
+    d, t, m = run.data, run.train, run.model
+    got = (d.format, d.crop_size, d.base_size, d.ignore_value, t.max_steps, t.batch_size, t.weight_decay)
+    got += (m.num_classes, m.transformer.num_queries, m.inference.test_shortest_edge, m.inference.test_max_size)
+    expected = OFFICIAL[name]
+    assert got == expected[:-1]
+    if expected[-1] is not None:
+        assert m.inference.object_mask_threshold == expected[-1]
+    assert (t.lr, t.backbone_lr_multiplier, t.schedule, t.clip_grad_norm) == (1e-4, 0.1, "poly", 0.01)
+    assert m.backbone.pretrained  # ImageNet weights, as every paper config starts from
+    if "cityscapes" in name and m.backbone.type == "timm" and name.startswith("m2f_"):
+        assert m.backbone.norm == "syncbn"
+
+
+def test_coco_stuff_scales_are_the_config_list():
+    """MIN_SIZE_TRAIN: [int(x * 0.1 * 640) for x in range(5, 16)], at most 2560; the paper says 0.5-2.0."""
+    from maskformer.data.transforms import ResizeShortestEdge, semantic_train_transform
+
+    d = recipe("r50_coco_stuff").data
+    transform = semantic_train_transform(d.crop_size, d.base_size, d.min_scale, d.max_scale, d.num_scales)
+    (resize,) = [t for t in transform.transforms if isinstance(t, ResizeShortestEdge)]
+    assert resize.short_edges == [int(x * 0.1 * 640) for x in range(5, 16)] and resize.max_size == 2560
+    city = recipe("r101_cityscapes").data
+    transform = semantic_train_transform(city.crop_size, city.base_size, city.min_scale, city.max_scale)
+    (resize,) = [t for t in transform.transforms if isinstance(t, ResizeShortestEdge)]
+    assert resize.short_edges == [int(x * 0.1 * 1024) for x in range(5, 21)] and resize.max_size == 4096

@@ -109,16 +109,20 @@ def test_inference_outputs_are_consistent(problem, out_h, out_w):
 PALETTE = torch.tensor([[250, 10, 10], [10, 250, 10], [10, 10, 250], [200, 200, 10], [128, 128, 128]])
 
 
-def interior(label, radius=4):
-    """Pixels whose neighbourhood has one label and lies inside the image: bilinear resizing of the image
-    blends colours within scale / 2 pixels of a boundary, and the pipelines here upscale at most 8 times.
-    The border counts as a boundary because a crop after a resize can leave a boundary just outside the
-    crop, whose blended colours reach into the crop while the label there is uniform."""
+def interior(label, radius=4, border=None):
+    """Pixels whose neighbourhood has one label and lies ``border`` (default ``radius``) pixels inside the
+    image: bilinear resizing of the image blends colours within scale / 2 pixels of a boundary, and the
+    pipelines here upscale at most 8 times. The border counts as a boundary because a crop after a resize can
+    leave a boundary just outside the crop, whose blended colours reach into the crop while the label there is
+    uniform."""
     import torch.nn.functional as F
 
     x = F.pad(label[None, None].float(), (radius,) * 4, value=-1.0)  # -1 is no label
     k = 2 * radius + 1
-    return (F.max_pool2d(x, k, 1) == -F.max_pool2d(-x, k, 1))[0, 0]
+    inside = (F.max_pool2d(x, k, 1) == -F.max_pool2d(-x, k, 1))[0, 0]
+    border = radius if border is None else border
+    inside[:border], inside[-border:], inside[:, :border], inside[:, -border:] = False, False, False, False
+    return inside
 
 
 def labelled_image(h: int, w: int, block: int, seed: int, single: bool, all_ignore: bool):
@@ -160,8 +164,11 @@ def test_semantic_augmentation_keeps_masks_aligned(sample_seed, crop):
 
 @FAST
 @given(labelled_images())
-# Found by hypothesis: a boundary just outside the crop tints the crop's first columns (see interior).
+# Found by hypothesis: a boundary just outside the crop tints the crop's first columns (see interior), and
+# (27, 26, 24, 200) its last 7 rows: the antialiased first resize spreads it over 1.5 pixels, which a 12-pixel
+# crop resized to 56 widens 4.7 times.
 @example(labelled_image(40, 27, 24, 0, single=False, all_ignore=False))
+@example(labelled_image(27, 26, 24, 200, single=False, all_ignore=False))
 def test_panoptic_augmentation_keeps_segments_aligned(sample_seed):
     sample, seed, checkable = sample_seed
     from maskformer.data.datasets import Segment
@@ -175,7 +182,7 @@ def test_panoptic_augmentation_keeps_segments_aligned(sample_seed):
     out = transform(sample, torch.Generator().manual_seed(seed))
     ids = out["label"]
     assert out["image"].shape[-2:] == ids.shape
-    inner = interior(ids, radius=6) & (ids > 0) & checkable
+    inner = interior(ids, radius=6, border=10) & (ids > 0) & checkable
     assert torch.equal(colour_index(out["image"])[inner], ids[inner] - 1)
     targets = make_targets(out)
     assert (targets["masks"].sum((1, 2)) > 0).all()
