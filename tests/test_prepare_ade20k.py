@@ -152,11 +152,12 @@ def test_a_bad_instance_png_is_named(raw, tmp_path):
               "--quiet"])  # fmt: skip
 
 
-@pytest.mark.parametrize("name, preset, data_format, metric", [
-    ("ade20k-panoptic", "m2f_r50_coco", "panoptic", "PQ"),
-    ("ade20k-instance", "m2f_r50_coco_instance", "coco_instance", "AP"),
+@pytest.mark.parametrize("name, preset, metric", [
+    ("ade20k-panoptic", "m2f_r50_ade_panoptic", "PQ"),
+    ("ade20k-panoptic", "r50_ade_panoptic", "PQ"),
+    ("ade20k-instance", "m2f_r50_ade_instance", "AP"),
 ])  # fmt: skip
-def test_prepared_ade20k_trains_and_scores(raw, tmp_path, capsys, name, preset, data_format, metric):
+def test_prepared_ade20k_trains_and_scores(raw, tmp_path, capsys, name, preset, metric):
     out, run = tmp_path / "data", tmp_path / "run"
     assert main(["data", "prepare", name, "--raw", str(raw), "--out", str(out), "--quiet"]) == 0
-    assert metric in train_and_score(out, run, preset, data_format, capsys)
+    assert metric in train_and_score(out, run, preset, capsys)

@@ -106,4 +106,4 @@ def test_labels_equal_the_official_rules(prepared):
 
 def test_prepared_ade20k_full_trains_and_scores(prepared, tmp_path, capsys):
     _, out = prepared
-    assert "mIoU" in train_and_score(out, tmp_path / "run", "m2f_r50_ade", "semantic", capsys, ignore_value=65535)
+    assert "mIoU" in train_and_score(out, tmp_path / "run", "r50_ade_full", capsys)

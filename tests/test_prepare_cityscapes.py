@@ -191,12 +191,11 @@ def test_interrupted_prepare_resumes_to_the_same_files(raw, tmp_path, monkeypatc
         assert (whole / rel).read_bytes() == (resumed / rel).read_bytes(), rel
 
 
-@pytest.mark.parametrize("name, preset, data_format, metric", [
-    ("cityscapes-panoptic", "m2f_r50_coco", "panoptic", "PQ"),
-    ("cityscapes-instance", "m2f_r50_coco_instance", "coco_instance", "AP"),
+@pytest.mark.parametrize("name, preset, metric", [
+    ("cityscapes-panoptic", "m2f_r50_cityscapes_panoptic", "PQ"),
+    ("cityscapes-instance", "m2f_r50_cityscapes_instance", "AP"),
 ])  # fmt: skip
-def test_prepared_cityscapes_trains_and_scores(raw, tmp_path, capsys, name, preset, data_format, metric):
-    """Until Cityscapes has presets of its own, the COCO recipes train on the prepared layouts."""
+def test_prepared_cityscapes_trains_and_scores(raw, tmp_path, capsys, name, preset, metric):
     out, run = tmp_path / "data", tmp_path / "run"
     assert main(["data", "prepare", name, "--raw", str(raw), "--out", str(out), "--quiet"]) == 0
-    assert metric in train_and_score(out, run, preset, data_format, capsys)
+    assert metric in train_and_score(out, run, preset, capsys)

@@ -69,4 +69,4 @@ def test_labels_equal_the_official_rule(prepared):
 
 def test_prepared_coco_stuff_trains_and_scores(prepared, tmp_path, capsys):
     _, out = prepared
-    assert "mIoU" in train_and_score(out, tmp_path / "run", "m2f_r50_ade", "semantic", capsys)
+    assert "mIoU" in train_and_score(out, tmp_path / "run", "r50_coco_stuff", capsys)

@@ -110,8 +110,7 @@ def test_a_label_value_beyond_the_classes_is_named(prepared, tmp_path, capsys):
         bad.write_bytes(good)
 
 
-@pytest.mark.parametrize("preset, data_format, metric", [("m2f_r50_ade", "semantic", "mIoU"),
-                                                         ("m2f_r50_coco", "panoptic", "PQ")])  # fmt: skip
-def test_prepared_vistas_trains_and_scores(prepared, tmp_path, capsys, preset, data_format, metric):
+@pytest.mark.parametrize("preset, metric", [("r50_vistas", "mIoU"), ("m2f_r50_vistas_panoptic", "PQ")])
+def test_prepared_vistas_trains_and_scores(prepared, tmp_path, capsys, preset, metric):
     _, out = prepared
-    assert metric in train_and_score(out, tmp_path / "run", preset, data_format, capsys)
+    assert metric in train_and_score(out, tmp_path / "run", preset, capsys)

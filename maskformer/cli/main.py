@@ -114,17 +114,20 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from ..data.check import check_reader
     from ..training import DataConfig
-    from ..training.datamodule import build_reader, default_splits
+    from ..training.datamodule import build_reader, class_file_ignore_value, default_splits
 
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"{args.data}: data folder not found")
     args.format = _data_format(args)
+    ignore = args.ignore_value
+    if ignore is None:
+        ignore = class_file_ignore_value(args.format, args.data, args.class_file or "")
     cfg = DataConfig(
         format=args.format,
         root=args.data,
         class_file=args.class_file or "",
         label_dir=args.label_dir,
-        ignore_value=args.ignore_value,
+        ignore_value=ignore,
     )
     splits = args.split or list(default_splits(args.format, args.data))
     failed = 0
@@ -185,17 +188,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from ..predict import load_model
     from ..training import DataConfig
+    from ..training.datamodule import class_file_ignore_value
     from ..training.evaluate import evaluate
 
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"{args.data}: data folder not found")
     model = load_model(args.model)
+    data_format = _data_format(args)
+    ignore = args.ignore_value
+    if ignore is None:
+        ignore = class_file_ignore_value(data_format, args.data, args.class_file or "")
     data = DataConfig(
-        format=_data_format(args),
+        format=data_format,
         root=args.data,
         class_file=args.class_file or "",
         label_dir=args.label_dir,
-        ignore_value=args.ignore_value,
+        ignore_value=ignore,
         num_workers=args.workers,
         max_val_images=args.max_images,
     )
@@ -365,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", action="append", help="split to check (repeatable; default: train and val)")
     s.add_argument("--class-file", help="semantic format: class list (default root/classes.json|txt)")
     s.add_argument("--label-dir", default="labels", help="semantic format: label folder name")
-    s.add_argument("--ignore-value", type=int, default=255, help="semantic format: the ignore label value")
+    s.add_argument("--ignore-value", type=int, help="semantic: ignore label (default: the class file's, else 255)")
     s.add_argument("--sample", type=int, help="check only this many samples per split (default: all)")
     s.set_defaults(func=cmd_check)
 
@@ -386,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split to evaluate (default: the format's validation split)")
     p.add_argument("--class-file", help="class list for the semantic format (default root/classes.json|txt)")
     p.add_argument("--label-dir", default="labels", help="label folder name for the semantic format")
-    p.add_argument("--ignore-value", type=int, default=255, help="semantic format: the ignore label value")
+    p.add_argument("--ignore-value", type=int, help="semantic: ignore label (default: the class file's, else 255)")
     p.add_argument(
         "--batch-size",
         type=int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -81,6 +82,24 @@ def build_reader(cfg: DataConfig, split: str):
     if cfg.format == "coco_instance":
         return D.coco_instance(root, split)
     raise ValueError(f"unknown data format {cfg.format!r}")
+
+
+def class_file_ignore_value(data_format: str, root: str | Path, class_file: str = "") -> int:
+    """The ignore value a semantic layout's JSON class file names (``"ignore_value"``, as ``data prepare``
+    writes it), else 255."""
+    if data_format != "semantic":
+        return 255
+    path = Path(class_file) if class_file else Path(root) / "classes.json"
+    if path.suffix.lower() != ".json" or not path.exists():
+        return 255
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    value = data.get("ignore_value", 255) if isinstance(data, dict) else 255
+    if not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"{path}: ignore_value must be an integer 0-65535, got {value!r}")
+    return value
 
 
 def _first(root: Path, names: list[str]) -> Path:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ade20k, ade20k_full, cityscapes, coco_stuff, mapillary
+from . import ade20k, ade20k_full, cityscapes, coco_stuff, mapillary, pascal_context
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,10 @@ PREPARATIONS = {
                     ("panoptic",), cityscapes.panoptic),
         Preparation("cityscapes-instance", "Cityscapes gtFine instanceIds -> COCO instances (8 classes)",
                     ("coco_instance",), cityscapes.instance),
+        Preparation("pascal-context-59", "PASCAL-Context .mat files + VOC 2010 -> semantic labels (59 classes)",
+                    ("semantic",), pascal_context.prepare_59),
+        Preparation("pascal-context-459", "PASCAL-Context + VOC 2010 -> 16-bit semantic labels (459 classes, 65535 "
+                    "ignore)", ("semantic",), pascal_context.prepare_459, pascal_context.IGNORE_FULL),
         Preparation("mapillary-vistas", "Mapillary Vistas v1.2 -> semantic labels (65 classes) and COCO panoptic",
                     ("semantic", "panoptic"), mapillary.prepare),
     )
