@@ -114,8 +114,17 @@ def test_a_known_zoo_model_gets_its_dataset_test_settings_and_licence_notice(sou
 def test_multi_scale_eval_scores_what_multi_scale_predict_writes(sources, tmp_path, capsys):
     """`eval --scales --flip` (the papers' multi-scale mIoU) scores exactly the label maps `predict --scales
     --flip` writes, as the independent file scorer counts them; and it is not the single-scale score."""
-    paths, data = sources
-    source = str(paths["folder"])
+    from tests.conftest import tiny_m2f_config
+
+    _, data = sources
+    torch.manual_seed(0)
+    model = MaskFormer(tiny_m2f_config(num_classes=6)).eval()
+    with torch.no_grad():  # distinct, confident queries and sharp masks: maps that vary across pixels and scales
+        model.predictor.query_feat.weight.mul_(10)
+        model.predictor.class_embed.weight.mul_(30)
+        for layer in model.predictor.mask_embed.layers:
+            layer.weight.mul_(5)
+    source = str(model.save_pretrained(tmp_path / "model"))
     tta = ["--scales", "0.75,1,1.25", "--flip"]
     out = tmp_path / "pred"
     images = str(data / "images" / "val")
@@ -131,4 +140,4 @@ def test_multi_scale_eval_scores_what_multi_scale_predict_writes(sources, tmp_pa
     assert multi["mIoU"] == from_files["mIoU"] and multi["pACC"] == from_files["pACC"]
     assert main(["eval", "--model", source, "--data", str(data), "--out", str(tmp_path / "single.json")]) == 0
     single = json.loads((tmp_path / "single.json").read_text())
-    assert single["IoU"] != multi["IoU"]
+    assert single["IoU"] != multi["IoU"] and single["pACC"] != multi["pACC"]

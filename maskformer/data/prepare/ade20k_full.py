@@ -31,8 +31,16 @@ from PIL import Image
 
 from ...model.atomic import atomic_path
 from ...model.weights.safe_pickle import load_pickle
-from ..io import write_png
-from .common import WORK_DIR, classes_json, finish, link_or_copy, resumable, write_json
+from .common import (
+    WORK_DIR,
+    classes_json,
+    finish,
+    link_or_copy,
+    resumable,
+    semantic_done,
+    write_json,
+    write_semantic,
+)
 
 IGNORE = 65535
 MAX_SIZE = 512
@@ -115,13 +123,10 @@ def prepare(raw: Path, out: Path, progress: bool = True) -> None:
             for object_id in np.unique(objects).tolist():
                 if object_id in table:
                     labels[objects == object_id] = table[object_id]
-            write_png(labels, out / "labels" / split / f"{image.stem}.png")
-            return {"image": image.name, "label": f"{image.stem}.png"}
+            return write_semantic(out, split, image, labels, link_image=False)
 
         def done(record: dict, split: str = split) -> bool:
-            return (out / "labels" / split / record["label"]).exists() and (
-                out / "images" / split / record["image"]
-            ).exists()
+            return semantic_done(out, split, record)
 
         items = [(image.stem, image) for image, s in frames if s == split]
         resumable(items, out / WORK_DIR / "ade20k-full" / split, one, done, f"ade20k-full {split}", progress)

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..io import write_png
-from .common import WORK_DIR, classes_json, finish, link_or_copy, resumable, write_json
+from .common import WORK_DIR, classes_json, finish, resumable, semantic_done, write_json, write_semantic
 
 SPLITS = {"train": "train", "val": "test"}
 
@@ -61,14 +60,10 @@ def prepare(raw: Path, out: Path, progress: bool = True) -> None:
             with Image.open(image) as img:
                 size = img.size
             labels = (_read_s(mat, size).astype(np.uint8) - np.uint8(2)).astype(np.uint8)
-            write_png(labels, out / "labels" / split / f"{image.stem}.png")
-            link_or_copy(image, out / "images" / split / image.name)
-            return {"image": image.name, "label": f"{image.stem}.png"}
+            return write_semantic(out, split, image, labels)
 
         def done(record: dict, split: str = split) -> bool:
-            return (out / "labels" / split / record["label"]).exists() and (
-                out / "images" / split / record["image"]
-            ).exists()
+            return semantic_done(out, split, record)
 
         resumable(items, out / WORK_DIR / "coco-stuff-10k" / split, one, done, f"coco-stuff-10k {split}", progress)
     write_json(classes_json("coco_stuff_171"), out / "classes.json")

@@ -9,9 +9,11 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from ...model.atomic import atomic_path
+from ..io import write_png
 from ..metadata import builtin_metadata
 
 # Per-image records of an unfinished preparation live here until the dataset's JSON is written.
@@ -67,6 +69,20 @@ def resumable(
             write_json(record, path)
         records[key] = record
     return records
+
+
+def write_semantic(out: Path, split: str, image: Path, labels: np.ndarray, link_image: bool = True) -> dict:
+    """Write one sample of the generic semantic layout: ``labels`` as labels/{split}/<stem>.png and, when
+    ``link_image``, the image linked as images/{split}/<name>; returns the record :func:`semantic_done` checks."""
+    write_png(labels, out / "labels" / split / f"{image.stem}.png")
+    if link_image:
+        link_or_copy(image, out / "images" / split / image.name)
+    return {"image": image.name, "label": f"{image.stem}.png"}
+
+
+def semantic_done(out: Path, split: str, record: dict) -> bool:
+    """Whether a :func:`write_semantic` record's label and image are written."""
+    return (out / "labels" / split / record["label"]).exists() and (out / "images" / split / record["image"]).exists()
 
 
 def finish(out: Path) -> None:

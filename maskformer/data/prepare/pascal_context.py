@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..io import write_png
 from ..metadata import default_colors
-from .common import WORK_DIR, finish, link_or_copy, resumable, write_json
+from .common import WORK_DIR, finish, resumable, semantic_done, write_json, write_semantic
 
 # labels.txt ids of the 59 classes, in train-id order (their names' alphabetical order).
 IDS_59 = (
@@ -133,14 +132,10 @@ def _prepare(raw: Path, out: Path, progress: bool, classes: int) -> None:
             image, mat = paths
             with Image.open(image) as img:
                 size = img.size
-            write_png(convert(read_label_map(mat, size)), out / "labels" / split / f"{image.stem}.png")
-            link_or_copy(image, out / "images" / split / image.name)
-            return {"image": image.name, "label": f"{image.stem}.png"}
+            return write_semantic(out, split, image, convert(read_label_map(mat, size)))
 
         def done(record: dict, split: str = split) -> bool:
-            return (out / "labels" / split / record["label"]).exists() and (
-                out / "images" / split / record["image"]
-            ).exists()
+            return semantic_done(out, split, record)
 
         resumable(items, out / WORK_DIR / dataset / split, one, done, f"{dataset} {split}", progress)
         if progress and unannotated:
