@@ -112,3 +112,32 @@ def test_a_broken_annotation_is_named(tmp_path, capsys):
 @pytest.mark.parametrize("classes", [59, 459])
 def test_prepared_pascal_context_trains_and_scores(prepared, tmp_path, capsys, classes):
     assert "mIoU" in train_and_score(prepared[classes], tmp_path / "run", f"r50_pascal_context_{classes}", capsys)
+
+
+def test_interrupted_prepare_resumes_to_the_same_files(raw, tmp_path, monkeypatch):
+    """A semantic-layout preparation killed after two images resumes to the uninterrupted run's files."""
+    from maskformer.data.prepare import pascal_context
+
+    root = str(raw[0])
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert main(["data", "prepare", "pascal-context-459", "--raw", root, "--out", str(whole), "--quiet"]) == 0
+    read, calls = pascal_context.read_label_map, []
+
+    def interrupted(path, size):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return read(path, size)
+
+    monkeypatch.setattr(pascal_context, "read_label_map", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["data", "prepare", "pascal-context-459", "--raw", root, "--out", str(resumed), "--quiet"])
+    assert len(list((resumed / ".prepare").rglob("*.json"))) == 2 and not (resumed / "classes.json").exists()
+    monkeypatch.setattr(pascal_context, "read_label_map", read)
+    done_before = {p: p.stat().st_mtime_ns for p in (resumed / "labels").rglob("*.png")}
+    assert main(["data", "prepare", "pascal-context-459", "--raw", root, "--out", str(resumed), "--quiet"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in done_before.items()), "finished images are not redone"
+    files = sorted(p.relative_to(whole) for p in whole.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(resumed) for p in resumed.rglob("*") if p.is_file())
+    for rel in files:
+        assert (whole / rel).read_bytes() == (resumed / rel).read_bytes(), rel
