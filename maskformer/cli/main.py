@@ -29,14 +29,14 @@ def _count_parameters(config: MaskFormerConfig) -> int:
 def cmd_presets(args: argparse.Namespace) -> int:
     from ..training.config import paper_model
 
-    print(f"{'preset':<25} {'family':<12} {'starts from':<50} {'pixel decoder':<20} {'classes':>7} {'params':>8}")
+    width = max(map(len, PRESETS)) + 1
+    print(f"{'preset':<{width}} {'family':<12} {'starts from':<50} {'pixel decoder':<20} {'classes':>7} {'params':>8}")
     for name in PRESETS:
         cfg = paper_model(name)
         weights = f"ImageNet: {cfg.backbone.name}" if cfg.backbone.pretrained else "scratch (no timm weights)"
         params = f"{_count_parameters(cfg) / 1e6:.1f}M" if args.count else "-"
-        print(
-            f"{name:<25} {cfg.family:<12} {weights:<50} {cfg.pixel_decoder.type:<20} {cfg.num_classes:>7} {params:>8}"
-        )
+        decoder = cfg.pixel_decoder.type
+        print(f"{name:<{width}} {cfg.family:<12} {weights:<50} {decoder:<20} {cfg.num_classes:>7} {params:>8}")
     return 0
 
 

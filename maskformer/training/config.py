@@ -134,7 +134,7 @@ def paper_model(name: str) -> MaskFormerConfig:
     fetched once through the Hugging Face hub cache). R101c is the exception: its DeepLab stem's weights
     (detectron2's R-103.pkl) have no timm counterpart, so it starts from scratch."""
     config = preset(name)
-    config.backbone.pretrained = name != "r101c"
+    config.backbone.pretrained = not name.startswith("r101c")
     return config
 
 
