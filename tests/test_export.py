@@ -96,7 +96,7 @@ def test_readme_onnxruntime_example_equals_model_predict(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_swin_onnx_matches_pytorch(tmp_path):
-    """Swin pads to whole windows with shape arithmetic that must survive export (about 2 minutes here)."""
+    """Swin pads to whole windows with shape arithmetic that must survive export (about 30 s here)."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from maskformer.export import export_onnx

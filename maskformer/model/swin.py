@@ -66,14 +66,15 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        """x: [B, H, W, C]; mask: shift mask for the padded size, or None. Returns [B, H, W, C]."""
+    def forward(self, x: Tensor, mask: Tensor, padded: tuple[int, int]) -> Tensor:
+        """x: [B, H, W, C]; mask: shift mask for the ``padded`` size (H, W rounded up to whole windows), used
+        by shifted blocks. Returns [B, H, W, C]."""
         h, w = x.shape[1:3]
         win = self.window_size
-        y = self.norm1(x)
-        pad_h, pad_w = (win - h % win) % win, (win - w % win) % win
-        y = F.pad(y, (0, 0, 0, pad_w, 0, pad_h))
-        hp, wp = h + pad_h, w + pad_w
+        hp, wp = padded
+        # The stage's padded size, not one recomputed here: each recomputation is another symbolic expression
+        # for the exporter to prove equal (most of a Swin export's time).
+        y = F.pad(self.norm1(x), (0, 0, 0, wp - w, 0, hp - h))
         if self.shift_size:
             y = torch.roll(y, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
         y = self.attn(window_partition(y, win), mask=mask if self.shift_size else None)
@@ -95,7 +96,7 @@ class PatchMerging(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """[B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 2C]."""
         _, h, w, _ = x.shape
-        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = F.pad(x, (0, 0, 0, (w + 1) // 2 * 2 - w, 0, (h + 1) // 2 * 2 - h))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         return self.reduction(self.norm(x))
 
@@ -137,7 +138,7 @@ class SwinStage(nn.Module):
         hp, wp = (h + win - 1) // win * win, (w + win - 1) // win * win
         mask = shift_attention_mask(hp, wp, win, self.shift_size, x.device).to(x.dtype)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask, (hp, wp))
         return x
 
 
@@ -154,7 +155,7 @@ class PatchEmbed(nn.Module):
         """[B, 3, H, W] -> [B, ceil(H/p), ceil(W/p), C]."""
         p = self.patch_size
         h, w = x.shape[-2:]
-        x = F.pad(x, (0, (p - w % p) % p, 0, (p - h % p) % p))
+        x = F.pad(x, (0, (w + p - 1) // p * p - w, 0, (h + p - 1) // p * p - h))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
