@@ -361,8 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val", type=int, default=100)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_synth)
-    s = data_sub.add_parser("prepare", help="a paper's dataset from its raw download to a layout to train on")
-    s.add_argument("name", choices=sorted(PREPARATIONS), help="the dataset")
+    datasets = "\n".join(f"  {p.name:<20} {p.summary}" for p in sorted(PREPARATIONS.values(), key=lambda p: p.name))
+    s = data_sub.add_parser(
+        "prepare",
+        help="a paper's dataset from its raw download to a layout to train on",
+        epilog=f"datasets:\n{datasets}\n\nREADME's datasets table names each one's raw layout and presets.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("name", choices=sorted(PREPARATIONS), metavar="NAME", help="the dataset (listed below)")
     s.add_argument("--raw", required=True, help="the extracted raw download")
     s.add_argument("--out", required=True, help="where to write (an interrupted run resumes here)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
