@@ -111,6 +111,17 @@ def resnet18_model(
     return config
 
 
+def prepare_dataset(tmp_path_factory, name: str, write_raw) -> tuple[Path, Path]:
+    """``write_raw(folder)`` builds a raw dataset, ``maskformer data prepare NAME`` prepares it; returns
+    (raw, prepared) folders."""
+    from maskformer.cli.main import main
+
+    raw = write_raw(tmp_path_factory.mktemp(f"{name}_raw"))
+    out = tmp_path_factory.mktemp(name)
+    assert main(["data", "prepare", name, "--raw", str(raw), "--out", str(out), "--quiet"]) == 0
+    return raw, out
+
+
 def train_and_score(data: Path, run: Path, preset: str, capsys) -> dict:
     """``maskformer train --preset PRESET --data DATA`` (the recipe names the layout and the ignore value),
     shrunk to a tiny model of the preset's family and 2 steps, then ``maskformer eval`` on the recipe's layout;

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskformer.cli.main import main
 from maskformer.data.prepare.ade20k_full import object_id_to_train_id
-from tests.helpers import train_and_score
+from tests.helpers import prepare_dataset, train_and_score
 
 # (object id, train id) of a few of the 847 classes: wall, building, sky, person, and the last one.
 KNOWN = {2978: 0, 312: 1, 2420: 2, 1831: 11, 3148: 846}
@@ -80,10 +79,7 @@ def _official(seg: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    raw = _write_raw(tmp_path_factory.mktemp("ade_full_raw"))
-    out = tmp_path_factory.mktemp("ade_full")
-    assert main(["data", "prepare", "ade20k-full", "--raw", str(raw), "--out", str(out), "--quiet"]) == 0
-    return raw, out
+    return prepare_dataset(tmp_path_factory, "ade20k-full", _write_raw)
 
 
 def test_labels_equal_the_official_rules(prepared):

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskformer.cli.main import main
-from tests.helpers import train_and_score
+from tests.helpers import prepare_dataset, train_and_score
 
 h5py = pytest.importorskip("h5py")
 
@@ -42,10 +41,7 @@ def _write_raw(root, seed=0):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    raw = _write_raw(tmp_path_factory.mktemp("cocostuff-10k-v1.0"))
-    out = tmp_path_factory.mktemp("coco_stuff_10k")
-    assert main(["data", "prepare", "coco-stuff-10k", "--raw", str(raw), "--out", str(out), "--quiet"]) == 0
-    return raw, out
+    return prepare_dataset(tmp_path_factory, "coco-stuff-10k", _write_raw)
 
 
 def test_labels_equal_the_official_rule(prepared):

@@ -13,7 +13,7 @@ from PIL import Image
 from maskformer.cli.main import main
 from maskformer.data.io import id_to_rgb
 from maskformer.data.metadata import builtin_metadata
-from tests.helpers import train_and_score
+from tests.helpers import prepare_dataset, train_and_score
 
 
 def _write_raw(root, seed=0):
@@ -68,10 +68,7 @@ def _write_raw(root, seed=0):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    raw = _write_raw(tmp_path_factory.mktemp("vistas_raw"))
-    out = tmp_path_factory.mktemp("vistas")
-    assert main(["data", "prepare", "mapillary-vistas", "--raw", str(raw), "--out", str(out), "--quiet"]) == 0
-    return raw, out
+    return prepare_dataset(tmp_path_factory, "mapillary-vistas", _write_raw)
 
 
 def test_labels_and_panoptic_as_released(prepared, capsys):

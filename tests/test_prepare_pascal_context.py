@@ -99,6 +99,7 @@ def test_labels_equal_the_repositories_rules(raw, prepared, classes):
     else:
         assert len(names) == 59 and names[0] == "aeroplane" and names[-1] == "wood"
         assert names[2] == "class 18" and classes_json["ignore_value"] == 255
+    assert [c["id"] for c in classes_json["classes"]] == (MAPPING_59 if classes == 59 else list(range(1, 460)))
 
 
 def test_a_broken_annotation_is_named(tmp_path, capsys):

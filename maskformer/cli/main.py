@@ -114,14 +114,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from ..data.check import check_reader
     from ..training import DataConfig
-    from ..training.datamodule import build_reader, class_file_ignore_value, default_splits
+    from ..training.datamodule import build_reader, default_ignore_value, default_splits
 
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"{args.data}: data folder not found")
     args.format = _data_format(args)
     ignore = args.ignore_value
     if ignore is None:
-        ignore = class_file_ignore_value(args.format, args.data, args.class_file or "")
+        ignore = default_ignore_value(args.format, args.data, args.class_file or "")
     cfg = DataConfig(
         format=args.format,
         root=args.data,
@@ -188,7 +188,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from ..predict import load_model
     from ..training import DataConfig
-    from ..training.datamodule import class_file_ignore_value
+    from ..training.datamodule import default_ignore_value
     from ..training.evaluate import evaluate
 
     if not Path(args.data).is_dir():
@@ -197,7 +197,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data_format = _data_format(args)
     ignore = args.ignore_value
     if ignore is None:
-        ignore = class_file_ignore_value(data_format, args.data, args.class_file or "")
+        ignore = default_ignore_value(data_format, args.data, args.class_file or "")
     data = DataConfig(
         format=data_format,
         root=args.data,

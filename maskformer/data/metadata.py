@@ -62,6 +62,27 @@ def metadata_from_json(data: dict, source: str) -> MetadataConfig:
     )
 
 
+def _read_class_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object with a 'classes' list")
+    return data
+
+
+def class_file_ignore_value(path: str | Path) -> int | None:
+    """The ``"ignore_value"`` a JSON class file names (``data prepare`` writes it), None when it names none."""
+    path = Path(path)
+    if path.suffix.lower() != ".json" or not path.exists():
+        return None
+    value = _read_class_json(path).get("ignore_value")
+    if value is not None and (not isinstance(value, int) or not 0 <= value <= 65535):
+        raise ValueError(f"{path}: ignore_value must be an integer 0-65535, got {value!r}")
+    return value
+
+
 def load_class_file(path: str | Path) -> MetadataConfig:
     """A class list: ``.json`` in the built-in schema, or text with one class name per line (``#`` comments
     and blank lines skipped; a trailing ``:thing`` or ``:stuff`` marks the kind)."""
@@ -69,11 +90,7 @@ def load_class_file(path: str | Path) -> MetadataConfig:
     if not path.exists():
         raise FileNotFoundError(f"{path}: class file not found")
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
-        return metadata_from_json(data, str(path))
+        return metadata_from_json(_read_class_json(path), str(path))
     names, things, marked = [], [], False
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()

@@ -89,12 +89,12 @@ def _coco(backbone: BackboneConfig, six_enc: bool = False) -> MaskFormerConfig:
     )
 
 
-def _semantic(backbone: BackboneConfig, classes: int, short: int, long: int) -> MaskFormerConfig:
-    """A MaskFormer semantic config. Its thresholds stay the defaults: the official semantic configs leave
-    them unset (0.0) and unused, since they run semantic inference alone."""
+def _semantic(backbone: str, classes: int, short: int, long: int) -> MaskFormerConfig:
+    """A MaskFormer semantic config on ResNet ``backbone``. Its thresholds stay the defaults: the official
+    semantic configs leave them unset (0.0) and unused, since they run semantic inference alone."""
     return MaskFormerConfig(
         num_classes=classes,
-        backbone=backbone,
+        backbone=_RESNETS[backbone](),
         inference=InferenceConfig(test_shortest_edge=short, test_max_size=long),
     )
 
@@ -149,9 +149,7 @@ PRESETS: dict[str, Callable[[], MaskFormerConfig]] = {
 }
 PRESETS.update(
     {
-        f"{backbone}_{dataset}": functools.partial(
-            lambda b, c, short, long: _semantic(_RESNETS[b](), c, short, long), backbone, classes, short, long
-        )
+        f"{backbone}_{dataset}": functools.partial(_semantic, backbone, classes, short, long)
         for dataset, (classes, short, long, backbones) in _MF_SEMANTIC.items()
         for backbone in backbones
     }
@@ -200,9 +198,9 @@ def _mask2former(backbone: str, dataset: str) -> Mask2FormerConfig:
 
 
 def preset_dataset(name: str) -> str:
-    """The dataset of a preset name: "m2f_swin_t_coco_instance" -> "coco_instance", "r50_ade_full" ->
-    "ade_full"; "" for the ADE20K-150 and COCO panoptic MaskFormer presets named by backbone alone."""
-    datasets = [*_M2F_DATASETS, *_MF_SEMANTIC, "ade_panoptic"]
+    """The dataset suffix of a preset name: "m2f_swin_t_coco_instance" -> "coco_instance", "r50_ade_full" ->
+    "ade_full", "swin_t_coco" -> "coco"; "" for the names without one ("r50", "r50+6enc")."""
+    datasets = [*_M2F_DATASETS, *_MF_SEMANTIC]
     return next((d for d in sorted(datasets, key=len, reverse=True) if name.endswith("_" + d)), "")
 
 

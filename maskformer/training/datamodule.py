@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import datasets as D
 from ..data.check import check_reader
+from ..data.metadata import class_file_ignore_value
 from ..data.sampling import AugmentedDataset, ResumableSampler
 from ..data.transforms import detr_panoptic_train_transform, large_scale_jitter_transform, semantic_train_transform
 from ..model.config import InferenceConfig, MetadataConfig
@@ -84,22 +84,13 @@ def build_reader(cfg: DataConfig, split: str):
     raise ValueError(f"unknown data format {cfg.format!r}")
 
 
-def class_file_ignore_value(data_format: str, root: str | Path, class_file: str = "") -> int:
-    """The ignore value a semantic layout's JSON class file names (``"ignore_value"``, as ``data prepare``
-    writes it), else 255."""
+def default_ignore_value(data_format: str, root: str | Path, class_file: str = "") -> int:
+    """The semantic layout's ignore value when none is given: its JSON class file's ``"ignore_value"`` (as
+    ``data prepare`` writes it), else 255."""
     if data_format != "semantic":
         return 255
-    path = Path(class_file) if class_file else Path(root) / "classes.json"
-    if path.suffix.lower() != ".json" or not path.exists():
-        return 255
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    value = data.get("ignore_value", 255) if isinstance(data, dict) else 255
-    if not isinstance(value, int) or not 0 <= value <= 65535:
-        raise ValueError(f"{path}: ignore_value must be an integer 0-65535, got {value!r}")
-    return value
+    named = class_file_ignore_value(class_file or Path(root) / "classes.json")
+    return 255 if named is None else named
 
 
 def _first(root: Path, names: list[str]) -> Path:

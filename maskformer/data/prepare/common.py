@@ -121,7 +121,13 @@ def coco_categories(name: str) -> list[dict]:
     ]
 
 
+def class_file(dataset: str, categories: list[dict], ignore_value: int = 255) -> dict:
+    """The generic semantic layout's class file (``classes.json``) from COCO-style ``categories`` (id, name,
+    isthing, color), with the labels' ignore value."""
+    classes = [{"index": i, **c, "isthing": bool(c["isthing"])} for i, c in enumerate(categories)]
+    return {"dataset": dataset, "ignore_value": ignore_value, "classes": classes}
+
+
 def classes_json(name: str, ignore_value: int = 255) -> dict:
-    """The class file (``classes.json``) of built-in dataset ``name`` for the generic semantic layout."""
-    classes = [{"index": i, **c, "isthing": bool(c["isthing"])} for i, c in enumerate(coco_categories(name))]
-    return {"dataset": name, "ignore_value": ignore_value, "classes": classes}
+    """The class file of built-in dataset ``name``."""
+    return class_file(name, coco_categories(name), ignore_value)

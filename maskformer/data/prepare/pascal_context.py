@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..metadata import default_colors
-from .common import WORK_DIR, finish, resumable, semantic_done, write_json, write_semantic
+from .common import WORK_DIR, class_file, finish, resumable, semantic_done, write_json, write_semantic
 
 # labels.txt ids of the 59 classes, in train-id order (their names' alphabetical order).
 IDS_59 = (
@@ -99,15 +99,6 @@ def labels_59(label_map: np.ndarray) -> np.ndarray:
     return lookup[label_map]
 
 
-def _classes_json(dataset: str, names: list[str], ignore_value: int) -> dict:
-    colors = default_colors(len(names))
-    classes = [
-        {"index": i, "id": i, "name": name, "isthing": False, "color": list(color)}
-        for i, (name, color) in enumerate(zip(names, colors))
-    ]
-    return {"dataset": dataset, "ignore_value": ignore_value, "classes": classes}
-
-
 def _prepare(raw: Path, out: Path, progress: bool, classes: int) -> None:
     root = _root(raw)
     names = read_labels_txt(root)
@@ -140,8 +131,10 @@ def _prepare(raw: Path, out: Path, progress: bool, classes: int) -> None:
         resumable(items, out / WORK_DIR / dataset / split, one, done, f"{dataset} {split}", progress)
         if progress and unannotated:
             print(f"{dataset} {split}: {len(items)} images; {unannotated} listed without a context annotation left out")
-    chosen = names if classes == NUM_FULL else [names[i - 1] for i in IDS_59]
-    write_json(_classes_json(dataset, chosen, 255 if classes == 59 else IGNORE_FULL), out / "classes.json")
+    ids = list(range(1, NUM_FULL + 1)) if classes == NUM_FULL else list(IDS_59)  # labels.txt ids
+    colors = default_colors(len(ids))
+    categories = [{"id": i, "name": names[i - 1], "isthing": 0, "color": list(c)} for i, c in zip(ids, colors)]
+    write_json(class_file(dataset, categories, 255 if classes == 59 else IGNORE_FULL), out / "classes.json")
     finish(out)
 
 
