@@ -4,16 +4,47 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from maskformer.data.io import encode_rle, rgb_to_id
 from maskformer.model import HungarianMatcher, LossConfig, MaskFormerConfig, SetCriterion
 from maskformer.model.config import BackboneConfig, Mask2FormerConfig, PixelDecoderConfig, TransformerConfig
+
+# A tiny ResNet-18 Mask2Former and two steps on 48 x 48 crops, as overrides of a preset.
+TINY_M2F = [
+    "model.backbone.name=resnet18",
+    "model.backbone.pretrained=false",
+    "model.backbone.norm=bn",
+    "model.pixel_decoder.conv_dim=32",
+    "model.pixel_decoder.mask_dim=32",
+    "model.pixel_decoder.encoder_layers=1",
+    "model.pixel_decoder.encoder_heads=4",
+    "model.pixel_decoder.encoder_ffn_dim=64",
+    "model.transformer.hidden_dim=32",
+    "model.transformer.num_queries=6",
+    "model.transformer.num_layers=3",
+    "model.transformer.num_heads=4",
+    "model.transformer.ffn_dim=64",
+    "model.loss.num_points=256",
+    "model.inference.test_shortest_edge=64",
+    "model.inference.test_max_size=128",
+    "data.crop_size=[48,48]",
+    "data.num_workers=0",
+    "data.max_val_images=2",
+    "train.max_steps=2",
+    "train.batch_size=2",
+    "train.val_every=2",
+    "train.accelerator=cpu",
+    "train.devices=1",
+]
 
 
 def make_criterion(num_classes: int, **loss: Any) -> SetCriterion:
@@ -128,7 +159,6 @@ def train_and_score(data: Path, run: Path, preset: str, capsys) -> dict:
     returns the metrics."""
     from maskformer.cli.main import main
     from maskformer.training.config import recipe
-    from tests.test_cli_training import TINY_M2F
 
     # The tiny sizes; data.base_size 0 scales from the tiny crop (Cityscapes' and Vistas' recipes start from
     # 1024 and 2048), and MaskFormer keeps its full-resolution mask loss.
@@ -140,3 +170,164 @@ def train_and_score(data: Path, run: Path, preset: str, capsys) -> dict:
     evaluate = ["eval", "--model", str(run), "--data", str(data), "--format", recipe(preset).data.format]
     assert main(evaluate) == 0
     return json.loads(capsys.readouterr().out)
+
+
+HEAD = "sem_seg_head."
+PD = HEAD + "pixel_decoder."
+PRED = HEAD + "predictor."
+
+
+def hf_to_detectron2(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers MaskFormer names -> the official repository's detectron2 names."""
+    out: dict[str, torch.Tensor] = {}
+    fused: dict[str, dict[int, torch.Tensor]] = {}
+    for key, value in hf_state.items():
+        if key.endswith("num_batches_tracked") or ".model.layernorm." in key:
+            continue
+        k = key.replace("model.pixel_level_module.encoder.", "ENC.").replace("model.transformer_module.", "TM.")
+        k = k.replace("model.pixel_level_module.decoder.", "PXD.")
+        new = None
+        if m := re.fullmatch(r"ENC\.model\.embeddings\.patch_embeddings\.projection\.(\w+)", k):
+            new = f"backbone.patch_embed.proj.{m[1]}"
+        elif m := re.fullmatch(r"ENC\.model\.embeddings\.norm\.(\w+)", k):
+            new = f"backbone.patch_embed.norm.{m[1]}"
+        elif m := re.fullmatch(r"ENC\.model\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.+)", k):
+            base = f"backbone.layers.{m[1]}.blocks.{m[2]}."
+            rest = m[3]
+            if q := re.fullmatch(r"attention\.self\.(query|key|value)\.(\w+)", rest):
+                fused.setdefault(base + f"attn.qkv.{q[2]}", {})[["query", "key", "value"].index(q[1])] = value
+                continue
+            table = {
+                "layernorm_before": "norm1",
+                "layernorm_after": "norm2",
+                "attention.output.dense": "attn.proj",
+                "intermediate.dense": "mlp.fc1",
+                "output.dense": "mlp.fc2",
+                "attention.self.relative_position_bias_table": "attn.relative_position_bias_table",
+                "attention.self.relative_position_index": "attn.relative_position_index",
+            }
+            for src, dst in table.items():
+                if rest == src or rest.startswith(src + "."):
+                    new = base + dst + rest[len(src) :]
+                    break
+        elif m := re.fullmatch(r"ENC\.model\.encoder\.layers\.(\d+)\.downsample\.(.+)", k):
+            new = f"backbone.layers.{m[1]}.downsample.{m[2]}"  # detectron2: end of stage i, same index
+        elif m := re.fullmatch(r"ENC\.hidden_states_norms\.(\d)\.(\w+)", k):
+            new = f"backbone.norm{m[1]}.{m[2]}"
+        elif m := re.fullmatch(r"ENC\.embedder\.embedder\.convolution\.weight", k):
+            new = "backbone.stem.conv1.weight"
+        elif m := re.fullmatch(r"ENC\.embedder\.embedder\.normalization\.(\w+)", k):
+            new = f"backbone.stem.conv1.norm.{m[1]}"
+        elif m := re.fullmatch(r"ENC\.encoder\.stages\.(\d)\.layers\.(\d+)\.(.+)", k):
+            base = f"backbone.res{int(m[1]) + 2}.{m[2]}."
+            rest = m[3]
+            if r := re.fullmatch(r"shortcut\.convolution\.weight", rest):
+                new = base + "shortcut.weight"
+            elif r := re.fullmatch(r"shortcut\.normalization\.(\w+)", rest):
+                new = base + f"shortcut.norm.{r[1]}"
+            elif r := re.fullmatch(r"layer\.(\d)\.convolution\.weight", rest):
+                new = base + f"conv{int(r[1]) + 1}.weight"
+            elif r := re.fullmatch(r"layer\.(\d)\.normalization\.(\w+)", rest):
+                new = base + f"conv{int(r[1]) + 1}.norm.{r[2]}"
+        elif m := re.fullmatch(r"PXD\.fpn\.stem\.0\.weight", k):
+            new = PD + "layer_4.weight"
+        elif m := re.fullmatch(r"PXD\.fpn\.stem\.1\.(\w+)", k):
+            new = PD + f"layer_4.norm.{m[1]}"
+        elif m := re.fullmatch(r"PXD\.fpn\.layers\.(\d)\.(proj|block)\.(\d)\.(\w+)", k):
+            level = 3 - int(m[1])
+            name = "adapter" if m[2] == "proj" else "layer"
+            new = PD + (f"{name}_{level}.{m[4]}" if m[3] == "0" else f"{name}_{level}.norm.{m[4]}")
+        elif m := re.fullmatch(r"PXD\.mask_projection\.(\w+)", k):
+            new = PD + f"mask_features.{m[1]}"
+        elif m := re.fullmatch(r"TM\.queries_embedder\.weight", k):
+            new = PRED + "query_embed.weight"
+        elif m := re.fullmatch(r"TM\.input_projection\.(\w+)", k):
+            new = PRED + f"input_proj.{m[1]}"
+        elif m := re.fullmatch(r"TM\.decoder\.layernorm\.(\w+)", k):
+            new = PRED + f"transformer.decoder.norm.{m[1]}"
+        elif m := re.fullmatch(r"TM\.decoder\.layers\.(\d+)\.(.+)", k):
+            base = PRED + f"transformer.decoder.layers.{m[1]}."
+            rest = m[2]
+            if q := re.fullmatch(r"(self_attn|encoder_attn)\.([qkv])_proj\.(weight|bias)", rest):
+                attn = "self_attn" if q[1] == "self_attn" else "multihead_attn"
+                fused.setdefault(base + f"{attn}.in_proj_{q[3]}", {})["qkv".index(q[2])] = value
+                continue
+            table = {
+                "self_attn.o_proj": "self_attn.out_proj",
+                "encoder_attn.o_proj": "multihead_attn.out_proj",
+                "self_attn_layer_norm": "norm1",
+                "encoder_attn_layer_norm": "norm2",
+                "final_layer_norm": "norm3",
+                "mlp.fc1": "linear1",
+                "mlp.fc2": "linear2",
+            }
+            for src, dst in table.items():
+                if rest.startswith(src + "."):
+                    new = base + dst + rest[len(src) :]
+                    break
+        elif m := re.fullmatch(r"class_predictor\.(\w+)", k):
+            new = PRED + f"class_embed.{m[1]}"
+        elif m := re.fullmatch(r"mask_embedder\.(\d)\.0\.(\w+)", k):
+            new = PRED + f"mask_embed.layers.{m[1]}.{m[2]}"
+        elif k == "criterion.empty_weight":
+            new = k
+        assert new is not None, f"unmapped transformers key {key}"
+        out[new] = value
+    for name, parts in fused.items():
+        out[name] = torch.cat([parts[i] for i in sorted(parts)])
+    return out
+
+
+def write_zoo_pickle(state: dict[str, torch.Tensor], path) -> None:
+    blob = {"model": {k: v.detach().numpy().copy() for k, v in state.items()}, "__author__": "test"}
+    with open(path, "wb") as f:
+        pickle.dump(blob, f)
+
+
+def tiny_transformers_model(family: str, class_names: list[str], seed: int = 0, backbone: str = "resnet"):
+    """A small randomly initialised transformers MaskFormer or Mask2Former (a basic-block ResNet of widths
+    16-128, or a Swin of width 32; 64 channels, 12 queries) whose classes are ``class_names``, in eval mode."""
+    import transformers
+
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    if backbone == "swin":
+        backbone = transformers.SwinConfig(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=2,
+                                           out_features=stages, drop_path_rate=0.0)  # fmt: skip
+    else:
+        backbone = transformers.ResNetConfig(embedding_size=64, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+                                             layer_type="basic", out_features=stages)  # fmt: skip
+    labels = {"id2label": dict(enumerate(class_names)), "label2id": {n: i for i, n in enumerate(class_names)}}
+    if family == "maskformer":
+        decoder = transformers.DetrConfig(d_model=64, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=96,
+                                          num_queries=12, dropout=0.0)  # fmt: skip
+        config = transformers.MaskFormerConfig(backbone_config=backbone, decoder_config=decoder, fpn_feature_size=64,
+                                               mask_feature_size=64, num_labels=len(class_names), **labels)  # fmt: skip
+        model_class = transformers.MaskFormerForInstanceSegmentation
+    else:
+        config = transformers.Mask2FormerConfig(
+            backbone_config=backbone, num_labels=len(class_names), num_queries=12, feature_size=64,
+            mask_feature_size=64, hidden_dim=64, num_attention_heads=4, encoder_layers=1, encoder_feedforward_dim=96,
+            decoder_layers=3, dim_feedforward=96, **labels,
+        )  # fmt: skip
+        model_class = transformers.Mask2FormerForUniversalSegmentation
+    torch.manual_seed(seed)
+    return model_class(config).eval()
+
+
+def relabelled_dataset(synth: Path, out: Path, names: dict[int, str], extra: list[str]) -> Path:
+    """The synthetic panoptic dataset (``write_dataset``) with other classes: category id ``i`` renamed
+    ``names[i]`` (the others keep their names) and the classes ``extra`` added, as a user's own data would
+    differ from a trained model's. The images and annotations are the same files."""
+    shutil.copytree(synth, out)
+    for split in ("train", "val"):
+        file = out / f"panoptic_{split}.json"
+        data = json.loads(file.read_text())
+        for category in data["categories"]:
+            category["name"] = names.get(category["id"], category["name"])
+        top = max(c["id"] for c in data["categories"])
+        data["categories"] += [
+            {"id": top + 1 + i, "name": name, "isthing": 1, "color": [90, 90, 90 + i], "supercategory": "shape"}
+            for i, name in enumerate(extra)
+        ]
+        file.write_text(json.dumps(data))
+    return out

@@ -11,7 +11,7 @@ from PIL import Image
 from maskformer.cli.main import main
 from maskformer.data.io import id_to_rgb
 from maskformer.data.synth import write_dataset
-from tests.helpers import official_layouts
+from tests.helpers import TINY_M2F, official_layouts
 
 
 def test_synth_train_eval(tmp_path, capsys):
@@ -103,34 +103,6 @@ def test_eval_files_panoptic(tmp_path, capsys):
         main(["eval-files", "panoptic", "--pred", str(tmp_path / "pred.json"), "--gt", str(tmp_path / "gt.json")]) == 0
     )
     assert json.loads(capsys.readouterr().out)["All"]["pq"] == 1.0
-
-
-TINY_M2F = [
-    "model.backbone.name=resnet18",
-    "model.backbone.pretrained=false",
-    "model.backbone.norm=bn",
-    "model.pixel_decoder.conv_dim=32",
-    "model.pixel_decoder.mask_dim=32",
-    "model.pixel_decoder.encoder_layers=1",
-    "model.pixel_decoder.encoder_heads=4",
-    "model.pixel_decoder.encoder_ffn_dim=64",
-    "model.transformer.hidden_dim=32",
-    "model.transformer.num_queries=6",
-    "model.transformer.num_layers=3",
-    "model.transformer.num_heads=4",
-    "model.transformer.ffn_dim=64",
-    "model.loss.num_points=256",
-    "model.inference.test_shortest_edge=64",
-    "model.inference.test_max_size=128",
-    "data.crop_size=[48,48]",
-    "data.num_workers=0",
-    "data.max_val_images=2",
-    "train.max_steps=2",
-    "train.batch_size=2",
-    "train.val_every=2",
-    "train.accelerator=cpu",
-    "train.devices=1",
-]
 
 
 @pytest.fixture(scope="module")

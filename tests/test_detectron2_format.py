@@ -7,7 +7,6 @@ the package's reader, then loaded with ``MaskFormer.from_pretrained`` and compar
 from __future__ import annotations
 
 import pickle
-import re
 
 import numpy as np
 import pytest
@@ -15,117 +14,7 @@ import torch
 
 from maskformer import MaskFormer
 from maskformer.model.weights import UnsafePickleError, load_pickle
-
-HEAD = "sem_seg_head."
-PD = HEAD + "pixel_decoder."
-PRED = HEAD + "predictor."
-
-
-def hf_to_detectron2(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers MaskFormer names -> the official repository's detectron2 names."""
-    out: dict[str, torch.Tensor] = {}
-    fused: dict[str, dict[int, torch.Tensor]] = {}
-    for key, value in hf_state.items():
-        if key.endswith("num_batches_tracked") or ".model.layernorm." in key:
-            continue
-        k = key.replace("model.pixel_level_module.encoder.", "ENC.").replace("model.transformer_module.", "TM.")
-        k = k.replace("model.pixel_level_module.decoder.", "PXD.")
-        new = None
-        if m := re.fullmatch(r"ENC\.model\.embeddings\.patch_embeddings\.projection\.(\w+)", k):
-            new = f"backbone.patch_embed.proj.{m[1]}"
-        elif m := re.fullmatch(r"ENC\.model\.embeddings\.norm\.(\w+)", k):
-            new = f"backbone.patch_embed.norm.{m[1]}"
-        elif m := re.fullmatch(r"ENC\.model\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.+)", k):
-            base = f"backbone.layers.{m[1]}.blocks.{m[2]}."
-            rest = m[3]
-            if q := re.fullmatch(r"attention\.self\.(query|key|value)\.(\w+)", rest):
-                fused.setdefault(base + f"attn.qkv.{q[2]}", {})[["query", "key", "value"].index(q[1])] = value
-                continue
-            table = {
-                "layernorm_before": "norm1",
-                "layernorm_after": "norm2",
-                "attention.output.dense": "attn.proj",
-                "intermediate.dense": "mlp.fc1",
-                "output.dense": "mlp.fc2",
-                "attention.self.relative_position_bias_table": "attn.relative_position_bias_table",
-                "attention.self.relative_position_index": "attn.relative_position_index",
-            }
-            for src, dst in table.items():
-                if rest == src or rest.startswith(src + "."):
-                    new = base + dst + rest[len(src) :]
-                    break
-        elif m := re.fullmatch(r"ENC\.model\.encoder\.layers\.(\d+)\.downsample\.(.+)", k):
-            new = f"backbone.layers.{m[1]}.downsample.{m[2]}"  # detectron2: end of stage i, same index
-        elif m := re.fullmatch(r"ENC\.hidden_states_norms\.(\d)\.(\w+)", k):
-            new = f"backbone.norm{m[1]}.{m[2]}"
-        elif m := re.fullmatch(r"ENC\.embedder\.embedder\.convolution\.weight", k):
-            new = "backbone.stem.conv1.weight"
-        elif m := re.fullmatch(r"ENC\.embedder\.embedder\.normalization\.(\w+)", k):
-            new = f"backbone.stem.conv1.norm.{m[1]}"
-        elif m := re.fullmatch(r"ENC\.encoder\.stages\.(\d)\.layers\.(\d+)\.(.+)", k):
-            base = f"backbone.res{int(m[1]) + 2}.{m[2]}."
-            rest = m[3]
-            if r := re.fullmatch(r"shortcut\.convolution\.weight", rest):
-                new = base + "shortcut.weight"
-            elif r := re.fullmatch(r"shortcut\.normalization\.(\w+)", rest):
-                new = base + f"shortcut.norm.{r[1]}"
-            elif r := re.fullmatch(r"layer\.(\d)\.convolution\.weight", rest):
-                new = base + f"conv{int(r[1]) + 1}.weight"
-            elif r := re.fullmatch(r"layer\.(\d)\.normalization\.(\w+)", rest):
-                new = base + f"conv{int(r[1]) + 1}.norm.{r[2]}"
-        elif m := re.fullmatch(r"PXD\.fpn\.stem\.0\.weight", k):
-            new = PD + "layer_4.weight"
-        elif m := re.fullmatch(r"PXD\.fpn\.stem\.1\.(\w+)", k):
-            new = PD + f"layer_4.norm.{m[1]}"
-        elif m := re.fullmatch(r"PXD\.fpn\.layers\.(\d)\.(proj|block)\.(\d)\.(\w+)", k):
-            level = 3 - int(m[1])
-            name = "adapter" if m[2] == "proj" else "layer"
-            new = PD + (f"{name}_{level}.{m[4]}" if m[3] == "0" else f"{name}_{level}.norm.{m[4]}")
-        elif m := re.fullmatch(r"PXD\.mask_projection\.(\w+)", k):
-            new = PD + f"mask_features.{m[1]}"
-        elif m := re.fullmatch(r"TM\.queries_embedder\.weight", k):
-            new = PRED + "query_embed.weight"
-        elif m := re.fullmatch(r"TM\.input_projection\.(\w+)", k):
-            new = PRED + f"input_proj.{m[1]}"
-        elif m := re.fullmatch(r"TM\.decoder\.layernorm\.(\w+)", k):
-            new = PRED + f"transformer.decoder.norm.{m[1]}"
-        elif m := re.fullmatch(r"TM\.decoder\.layers\.(\d+)\.(.+)", k):
-            base = PRED + f"transformer.decoder.layers.{m[1]}."
-            rest = m[2]
-            if q := re.fullmatch(r"(self_attn|encoder_attn)\.([qkv])_proj\.(weight|bias)", rest):
-                attn = "self_attn" if q[1] == "self_attn" else "multihead_attn"
-                fused.setdefault(base + f"{attn}.in_proj_{q[3]}", {})["qkv".index(q[2])] = value
-                continue
-            table = {
-                "self_attn.o_proj": "self_attn.out_proj",
-                "encoder_attn.o_proj": "multihead_attn.out_proj",
-                "self_attn_layer_norm": "norm1",
-                "encoder_attn_layer_norm": "norm2",
-                "final_layer_norm": "norm3",
-                "mlp.fc1": "linear1",
-                "mlp.fc2": "linear2",
-            }
-            for src, dst in table.items():
-                if rest.startswith(src + "."):
-                    new = base + dst + rest[len(src) :]
-                    break
-        elif m := re.fullmatch(r"class_predictor\.(\w+)", k):
-            new = PRED + f"class_embed.{m[1]}"
-        elif m := re.fullmatch(r"mask_embedder\.(\d)\.0\.(\w+)", k):
-            new = PRED + f"mask_embed.layers.{m[1]}.{m[2]}"
-        elif k == "criterion.empty_weight":
-            new = k
-        assert new is not None, f"unmapped transformers key {key}"
-        out[new] = value
-    for name, parts in fused.items():
-        out[name] = torch.cat([parts[i] for i in sorted(parts)])
-    return out
-
-
-def write_zoo_pickle(state: dict[str, torch.Tensor], path) -> None:
-    blob = {"model": {k: v.detach().numpy().copy() for k, v in state.items()}, "__author__": "test"}
-    with open(path, "wb") as f:
-        pickle.dump(blob, f)
+from tests.helpers import PD, PRED, hf_to_detectron2, write_zoo_pickle
 
 
 @pytest.mark.parametrize("backbone", ["swin", "r50"])

@@ -21,6 +21,7 @@ ALLOWED_TOP_LEVEL = {
     "io",
     "itertools",
     "json",
+    "logging",
     "math",
     "os",
     "pathlib",
@@ -67,7 +68,8 @@ LAYERS: dict[str, set[str]] = {
     "visualize": {"data", "model"},
     "export": {"model"},
     "predict": {"data", "model", "visualize"},
-    "training": {"data", "evaluation", "model", "visualize"},
+    # Training starts from any model source (model.weights), which predict's zoo resolves.
+    "training": {"data", "evaluation", "model", "predict", "visualize"},
     "demo": {"data", "model", "predict", "training", "visualize"},
     "serve": {"data", "model", "predict"},
     "cli": {"data", "demo", "evaluation", "export", "model", "predict", "serve", "training", "visualize"},

@@ -21,7 +21,7 @@ INTERRUPTED = 130
 def _count_parameters(config: MaskFormerConfig) -> int:
     # Building on the meta device allocates nothing, so even Swin-L counts instantly (and fetches no weights).
     config = MaskFormerConfig.from_dict(config.to_dict())
-    config.backbone.pretrained = False
+    config.backbone.pretrained, config.backbone.weights = False, ""
     with torch.device("meta"):
         return MaskFormer(config).num_parameters
 
@@ -154,8 +154,16 @@ def _run_config(args: argparse.Namespace):
         config = RunConfig.from_yaml(args.config)
     elif args.preset:
         config = recipe(args.preset)
+    elif source := _weights_source(args.overrides):
+        from ..predict import load_model
+        from ..training.config import finetune_recipe
+
+        # As detectron2's config + weights and transformers' from_pretrained: the architecture is the source's.
+        config = finetune_recipe(load_model(source).config, source)
+        if args.data and not args.format:
+            args.format = _data_format(args)
     else:
-        raise ValueError("give --preset NAME or --config FILE.yaml")
+        raise ValueError("give --preset NAME, --config FILE.yaml, or model.weights=SOURCE to fine-tune a trained model")
     if args.data:
         config.data.root = args.data
     if args.format:
@@ -163,12 +171,21 @@ def _run_config(args: argparse.Namespace):
     return config.override(args.overrides)
 
 
+def _weights_source(overrides: list[str]) -> str:
+    """The value of a ``model.weights=SOURCE`` override, or ""."""
+    from ..training import RunConfig
+
+    given = [item for item in overrides if item.split("=", 1)[0].strip() == "model.weights"]
+    return RunConfig().override(given).model.weights
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ..training import train
     from ..training.console import TrainingInterrupted
 
     config = _run_config(args)
-    out = args.out or str(Path("runs") / (args.preset or Path(args.config).stem))
+    name = args.preset or (Path(args.config).stem if args.config else f"{Path(config.model.weights).name}-finetuned")
+    out = args.out or str(Path("runs") / name)
     try:
         summary = train(config, out, resume=args.resume)
     except TrainingInterrupted as stop:
@@ -386,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (Lightning; multi-GPU / multi-node through train.* options)")
     p.add_argument("--preset", help="model preset with its paper recipe (see `maskformer presets`)")
     p.add_argument("--config", help="run config YAML (model, data, train sections)")
+    p.epilog = (
+        "Fine-tune a trained model: model.weights=SOURCE (any --model source) without --preset/--config "
+        "trains the source's architecture with the fine-tuning recipe; with them, the weights must fit."
+    )
     p.add_argument("--data", help="dataset root folder (data.root)")
     p.add_argument("--format", choices=FORMATS, help="dataset layout (default: the preset's or config's)")
     p.add_argument("--out", help="run folder (default: runs/PRESET or runs/CONFIG-NAME)")
@@ -509,11 +530,24 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     return args
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler writing to ``sys.stderr`` as it is when each message comes, not when the handler was made
+    (a caller, or a test capturing output, may have replaced it since)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _show_progress_messages() -> None:
     """The package's progress messages (its "maskformer" logger) on stderr, as plain lines."""
     logger = logging.getLogger("maskformer")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

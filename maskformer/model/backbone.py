@@ -8,14 +8,18 @@ dilated timm model made with ``output_stride``, e.g. 4, 8, 16, 16), and exposes 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import timm
+import torch
 from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
 from .config import BackboneConfig
 from .swin import SwinBackbone
+from .weights.files import read_tensors
+from .weights.fit import StateDiff
 
 STRIDES = (4, 8, 16, 32)
 
@@ -30,12 +34,19 @@ class TimmBackbone(nn.Module):
         norm: str = "frozen_bn",
         stride_in_1x1: bool = False,
         drop_path_rate: float = 0.0,
+        weights: str = "",
         **timm_kwargs,
     ):
         super().__init__()
+        if weights:
+            # timm maps the file's names into its feature wrapper (and applies the model's own checkpoint
+            # filter), as for its downloads; it loads a feature wrapper leniently, so the file is checked first.
+            state = timm_state_dict(name, weights, timm_kwargs)
+            timm_kwargs = {**timm_kwargs, "pretrained_cfg_overlay": {"state_dict": state}}
+            pretrained = True
         if drop_path_rate > 0:
             timm_kwargs["drop_path_rate"] = drop_path_rate
-        with imagenet_weights(name, pretrained):
+        with imagenet_weights(name, pretrained and not weights), _quiet_timm_loading(bool(weights)):
             self.body = timm.create_model(name, pretrained=pretrained, features_only=True, **timm_kwargs)
         reductions = list(self.body.feature_info.reduction())
         if all(s in reductions for s in STRIDES):
@@ -78,6 +89,20 @@ def _move_stride_to_1x1(body: nn.Module) -> None:
 
 
 @contextlib.contextmanager
+def _quiet_timm_loading(quiet: bool) -> Iterator[None]:
+    """timm logs the layers a feature wrapper leaves out (e.g. EfficientNet's last conv) as unexpected keys
+    of every load; a checked file's load has nothing to report."""
+    logger = logging.getLogger("timm.models._builder")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def imagenet_weights(name: str, pretrained: bool) -> Iterator[None]:
     """Fetching a backbone's ImageNet weights (timm, through the Hugging Face hub cache): a failure, offline
     for one, becomes one line that names the weights and how to do without them."""
@@ -106,8 +131,12 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
             qkv_bias=cfg.qkv_bias,
             drop_path_rate=cfg.drop_path_rate,
         )
-        if cfg.pretrained:
-            load_timm_swin_weights(backbone, cfg.name)
+        if cfg.weights:
+            load_swin_state(backbone, read_tensors(cfg.weights), cfg.weights)
+        elif cfg.pretrained:
+            with imagenet_weights(cfg.name, True):
+                source = timm.create_model(cfg.name, pretrained=True)
+            load_swin_state(backbone, source.state_dict(), f"timm weights {cfg.name!r}")
         return backbone
     if cfg.type == "timm":
         return TimmBackbone(
@@ -116,28 +145,43 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
             norm=cfg.norm,
             stride_in_1x1=cfg.stride_in_1x1,
             drop_path_rate=cfg.drop_path_rate,
+            weights=cfg.weights,
             **cfg.timm_kwargs,
         )
     raise ValueError(f"unknown backbone type {cfg.type!r} (expected 'timm' or 'swin')")
 
 
-def load_timm_swin_weights(backbone: SwinBackbone, timm_name: str) -> None:
-    """Copy the ImageNet weights of timm's ``timm_name`` into ``backbone`` (downloads when not cached).
-
-    timm's Swin uses the same parameter names; its classifier head and final norm have no counterpart, and
-    the per-stage output norms are new (they keep their LayerNorm initialisation, as in the original).
-    """
-    with imagenet_weights(timm_name, True):
-        source = timm.create_model(timm_name, pretrained=True)
+def load_swin_state(backbone: SwinBackbone, state: dict[str, Tensor], source: str) -> None:
+    """Copy a timm-format Swin state dict into ``backbone``, strictly: timm's Swin uses the same parameter
+    names; its classifier head and final norm have no counterpart here, and the per-stage output norms are
+    new (they keep their LayerNorm initialisation, as in the original)."""
     state = {
         k: v
-        for k, v in source.state_dict().items()
+        for k, v in state.items()
         if not k.startswith(("head.", "norm.")) and "attn_mask" not in k and "relative_position_index" not in k
     }
-    result = backbone.load_state_dict(state, strict=False)
-    unexpected = list(result.unexpected_keys)
-    missing = [k for k in result.missing_keys if not k.startswith("norms.")]
-    if unexpected or missing:
-        raise RuntimeError(
-            f"timm weights {timm_name!r} do not fit this Swin: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+    diff = StateDiff.between({k: v for k, v in backbone.state_dict().items() if not k.startswith("norms.")}, state)
+    if diff:
+        raise ValueError(f"{source}: not a backbone state dict for this Swin ({diff.summary()})")
+    backbone.load_state_dict(state, strict=False)
+
+
+def timm_state_dict(name: str, path: str, timm_kwargs: dict) -> dict[str, Tensor]:
+    """The state dict in ``path``, checked against timm's model ``name`` built with ``timm_kwargs``: every
+    weight present with its shape, none foreign; the classifier (timm's ``pretrained_cfg["classifier"]``)
+    may be absent or of any size, and is dropped."""
+    state = read_tensors(path)
+    # On the meta device the reference model allocates nothing, so even a large model is checked at once.
+    with torch.device("meta"):
+        reference = timm.create_model(name, pretrained=False, **timm_kwargs)
+    heads = reference.pretrained_cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+
+    def is_head(key: str) -> bool:
+        return any(key.startswith(f"{h}.") for h in heads)
+
+    state = {k: v for k, v in state.items() if not is_head(k)}
+    diff = StateDiff.between({k: v for k, v in reference.state_dict().items() if not is_head(k)}, state)
+    if diff:
+        raise ValueError(f"{path}: not a backbone state dict for timm's {name} ({diff.summary()})")
+    return state

@@ -38,8 +38,9 @@ class BackboneConfig:
     """Backbone producing res2..res5 at strides 4, 8, 16, 32.
 
     ``type="swin"`` builds the Swin Transformer of the original (padding to whole windows, one LayerNorm
-    per output stage); ``name`` then names the timm model whose ImageNet weights ``pretrained`` loads.
-    ``type="timm"`` wraps any timm model through its multi-scale feature API.
+    per output stage); ``name`` then names the timm model whose ImageNet weights ``pretrained`` loads, and
+    whose format ``weights`` files have. ``type="timm"`` wraps any timm model through its multi-scale feature
+    API.
     """
 
     BOUNDS: ClassVar[Bounds] = {
@@ -50,6 +51,10 @@ class BackboneConfig:
     type: Literal["timm", "swin"] = "timm"
     name: str = "resnet50"
     pretrained: bool = False
+    # A backbone state dict to start from instead of ``pretrained``'s download: a .safetensors file or a torch
+    # file (.pth, .pt, .bin; read weights-only) in timm's format for timm's model ``name`` (what
+    # ``timm.create_model(name).state_dict()`` holds; its classifier is left out), loaded strictly.
+    weights: str = ""
     # CNN options: "frozen_bn" like the original (detectron2 FrozenBatchNorm), "bn" or "syncbn".
     norm: Literal["frozen_bn", "bn", "syncbn"] = "frozen_bn"
     # detectron2 MSRA-style ResNets put the stride in the first 1x1 conv of a bottleneck.
@@ -254,6 +259,11 @@ class MaskFormerConfig(YamlConfig):
     metadata: MetadataConfig = field(default_factory=MetadataConfig)
     pixel_mean: tuple[float, float, float] = ADE_MEAN
     pixel_std: tuple[float, float, float] = ADE_STD
+    # The trained model a run starts from (any model source: a name from `maskformer models`, a hub id, a
+    # model-zoo URL or .pkl, a transformers or save_pretrained folder, a run folder or .ckpt); its class head
+    # is adapted to num_classes by class name. Read by training (maskformer.training.finetune), not by
+    # building the network; "" starts from the backbone's weights alone.
+    weights: str = ""
 
 
 @dataclass

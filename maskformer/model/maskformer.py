@@ -143,6 +143,11 @@ class MaskFormer(nn.Module):
         return not (self.config.backbone.type == "swin" and self.config.family == "maskformer")
 
     @property
+    def class_head(self) -> nn.Linear:
+        """The K+1-way classifier (its last row: no object): the one part that depends on the classes."""
+        return self.predictor.class_embed
+
+    @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

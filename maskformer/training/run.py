@@ -31,9 +31,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from ..model.atomic import atomic_path
 from ..model.distributed import world_size
 from ..model.weights import load_lightning_checkpoint
+from ..model.weights.fit import StateDiff
 from .config import RunConfig
 from .console import GracefulInterrupt, StepProgressBar, TrainingInterrupted, quiet_lightning
 from .datamodule import MaskFormerDataModule
+from .finetune import starting_model
 from .module import MaskFormerModule
 
 log = logging.getLogger("maskformer")
@@ -189,9 +191,17 @@ def find_resume(run_dir: Path, resume: str | None) -> str | None:
     return resume
 
 
-def checkpoint_step(path: str) -> int:
-    """The global step a checkpoint was saved at."""
-    return int(load_lightning_checkpoint(path)["global_step"])
+def resume_step(path: str, module: MaskFormerModule) -> int:
+    """The global step the checkpoint ``path`` was saved at, once it is known to fit ``module``: a run config
+    that differs from the checkpoint's in its model (another class count, backbone or size) is one line."""
+    checkpoint = load_lightning_checkpoint(path)
+    diff = StateDiff.between(module.state_dict(), checkpoint.get("state_dict", {}))
+    if diff:
+        raise ValueError(
+            f"{path}: the run config's model does not fit this checkpoint ({diff.summary(1)}); resume with the "
+            "config the run was started with"
+        )
+    return int(checkpoint["global_step"])
 
 
 def resume_command(run_dir: Path) -> str:
@@ -218,10 +228,13 @@ def train(
     config.model.metadata = datamodule.metadata
     config.to_yaml(run_dir / "config.yaml")
     ckpt_path = find_resume(run_dir, resume)
-    start = checkpoint_step(ckpt_path) if ckpt_path else 0
     with quiet_lightning():
-        module = MaskFormerModule(config, run_dir)
+        model, initialisation = starting_model(config.model, resume=ckpt_path is not None)
+        module = MaskFormerModule(config, run_dir, model=model)
+        start = resume_step(ckpt_path, module) if ckpt_path else 0
         trainer = build_trainer(config, run_dir, callbacks, resume_step=start)
+        if trainer.is_global_zero and initialisation:
+            log.info("%s", initialisation)
         if trainer.is_global_zero:
             log.info(
                 "%s %s (%.1fM parameters) on %s: %d training / %d validation images, steps %d-%d, batch %d, %s; "

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlparse
 
 import torch
-from safetensors.torch import load_file, save_file
-from torch import Tensor
+from safetensors.torch import save_file
 
 from ..atomic import atomic_path
 from ..config import MaskFormerConfig
 from .detectron2_format import config_from_detectron2, convert_detectron2_state_dict, model_state_from_checkpoint
+from .files import read_tensors, read_torch
 from .renaming import Renamed
 from .safe_pickle import load_pickle
 from .transformers_format import config_from_transformers, convert_transformers_state_dict
@@ -135,7 +135,7 @@ def read_checkpoint(source: str | Path, config: MaskFormerConfig | None = None) 
     if path.is_dir():
         if (path / CONFIG_FILE).exists():
             cfg = config or MaskFormerConfig.from_yaml(path / CONFIG_FILE)
-            return cfg, Renamed(_load_tensors(path / WEIGHTS_FILE))
+            return cfg, Renamed(read_tensors(path / WEIGHTS_FILE))
         if (path / "config.json").exists():
             data = json.loads((path / "config.json").read_text())
             if config is None:
@@ -143,19 +143,19 @@ def read_checkpoint(source: str | Path, config: MaskFormerConfig | None = None) 
                 _read_preprocessor(path, config)
             cfg = config
             weights = _first_existing(path, ["model.safetensors", "pytorch_model.bin"])
-            return cfg, convert_transformers_state_dict(_load_tensors(weights), cfg)
+            return cfg, convert_transformers_state_dict(read_tensors(weights), cfg)
         raise ValueError(f"{path}: folder holds neither {CONFIG_FILE} (maskformer) nor config.json (transformers)")
     suffix = path.suffix.lower()
     if suffix == ".pkl":
         state = model_state_from_checkpoint(load_pickle(path), str(path))
     elif suffix in (".pth", ".pt", ".bin"):
-        state = model_state_from_checkpoint(_torch_load(path), str(path))
+        state = model_state_from_checkpoint(read_torch(path), str(path))
     elif suffix == ".ckpt":
         return _read_lightning_checkpoint(path, config)
     elif suffix == ".safetensors":
         if config is None:
             raise ValueError(f"{path}: a bare .safetensors file needs a config (pass config=...)")
-        return config, Renamed(_load_tensors(path))
+        return config, Renamed(read_tensors(path))
     else:
         raise ValueError(f"{path}: unknown checkpoint format {suffix!r} (expected .pkl, .pth, .ckpt or a folder)")
     cfg = config or config_from_detectron2(state, str(path))
@@ -167,9 +167,9 @@ def load_pretrained(
 ) -> M:
     """Build the model described by ``source`` and load its weights (see module docstring)."""
     cfg, renamed = read_checkpoint(source, config)
-    # Every weight comes from the checkpoint: building must not fetch ImageNet weights first.
+    # Every weight comes from the checkpoint: building must not fetch ImageNet weights or read a backbone file.
     cfg = copy.deepcopy(cfg)
-    cfg.backbone.pretrained = False
+    cfg.backbone.pretrained, cfg.backbone.weights = False, ""
     model = cls(cfg)
     own = model.state_dict()
     state = dict(renamed.state_dict)
@@ -245,24 +245,6 @@ def _first_existing(folder: Path, names: list[str]) -> Path:
         if (folder / name).exists():
             return folder / name
     raise FileNotFoundError(f"{folder}: none of {names} found")
-
-
-def _load_tensors(path: Path) -> dict[str, Tensor]:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: weights file not found")
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except Exception as err:
-            raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
-    return dict(_torch_load(path))
-
-
-def _torch_load(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a loadable weights-only torch checkpoint ({err})") from err
 
 
 def _read_preprocessor(folder: Path, config: MaskFormerConfig) -> None:

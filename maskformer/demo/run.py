@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .data.datasets import COCOPanopticDataset, semantic_label
-from .data.synth import write_dataset
-from .model.config import (
+from ..data.datasets import COCOPanopticDataset, semantic_label
+from ..data.synth import write_dataset
+from ..model.config import (
     BackboneConfig,
     InferenceConfig,
     LossConfig,
@@ -27,10 +27,10 @@ from .model.config import (
     PixelDecoderConfig,
     TransformerConfig,
 )
-from .predict import LoadedImage, PredictionWriter, Predictor
-from .predict.writers import coco_image_ids
-from .training import DataConfig, RunConfig, TrainConfig, train
-from .visualize import prediction_grid, training_curves
+from ..predict import LoadedImage, PredictionWriter, Predictor
+from ..predict.writers import coco_image_ids
+from ..training import DataConfig, RunConfig, TrainConfig, train
+from ..visualize import prediction_grid, training_curves
 
 # The family `make demo` trains, and the steps that fit its budget on two CPU cores: about 7 minutes of
 # training and validation for either (docs/demo.md compares them).
