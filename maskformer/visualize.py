@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +44,10 @@ def overlay(
     segments: Tensor | np.ndarray | None = None,
     alpha: float = 0.55,
     ignore_value: int = 255,
+    void_color: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Blend class colours over the image; outline regions (segments when given, else classes).
-    Pixels of ``ignore_value`` (or negative) stay as in the image."""
+    Pixels of ``ignore_value`` (or negative) stay as in the image, or take ``void_color`` when given."""
     img = image_hwc(image)
     cls = _np(classes).astype(np.int64)
     palette = np.asarray(colors, dtype=np.float32)
@@ -54,6 +56,8 @@ def overlay(
     # float32 on the coloured pixels only: a 6000x4000 photo stays well under a second.
     blended = (1 - alpha) * img[known].astype(np.float32) + alpha * palette[cls[known]]
     out[known] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    if void_color is not None:
+        out[~known] = np.asarray(void_color, dtype=np.uint8)
     edges = boundaries(_np(segments) if segments is not None else cls)
     out[edges] = 255
     return out
@@ -82,18 +86,54 @@ def instance_classes(result: InstanceResult, score_threshold: float = 0.5) -> tu
     return classes, ids
 
 
+# Pixels no segment claims (and ground-truth void): a flat dark grey no class colour uses, named in the legend,
+# so that they do not show the image's own colours, which would read as a prediction.
+VOID_COLOR = (64, 64, 64)
+
+
+@dataclass
+class Label:
+    """Text drawn at pixel (``x``, ``y``) of a panel, e.g. a segment's class name and score."""
+
+    x: int
+    y: int
+    text: str
+
+
+@dataclass
+class GridRow:
+    """One row of :func:`prediction_grid`: the ``image`` [3, H, W] (or [H, W, 3]), the ground truth's and the
+    prediction's class maps [H, W] (negative or the ignore value: void), optionally the prediction's segment
+    ids [H, W] (outlined) and ``labels`` drawn on the prediction."""
+
+    image: Tensor | np.ndarray
+    truth: Tensor | np.ndarray
+    prediction: Tensor | np.ndarray
+    segments: Tensor | np.ndarray | None = None
+    labels: Sequence[Label] = ()
+
+
+def segment_labels(segmentation: Tensor | np.ndarray, segments: Sequence, things_only: bool = True) -> list[Label]:
+    """A :class:`Label` "name score" near the centre of each segment of a panoptic result (records with
+    ``id``, ``name``, ``score`` and ``isthing``, as :class:`maskformer.predict.Segment`)."""
+    wanted = [s for s in segments if s.isthing or not things_only]
+    points = _label_points(_np(segmentation).astype(np.int64), [s.id for s in wanted])
+    return [Label(*points[s.id], f"{s.name} {s.score:.2f}") for s in wanted if s.id in points]
+
+
 def prediction_grid(
-    rows: Sequence[tuple],
+    rows: Sequence[GridRow],
     metadata: MetadataConfig,
     path: str | Path,
     titles: Sequence[str] = ("image", "ground truth", "prediction"),
     ignore_value: int = 255,
 ) -> Path:
-    """Save a grid: per row an image and class maps (``(image, gt_classes, pred_classes[, pred_segments])``)
-    drawn as overlays, with a legend of the classes that appear."""
+    """Save a grid: per row the image, the ground truth and the prediction drawn as class colours over it
+    (void in :data:`VOID_COLOR`), with the rows' labels and a legend of the classes that appear."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patheffects as effects
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -102,17 +142,19 @@ def prediction_grid(
     n = len(rows)
     fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n + 0.8), squeeze=False)
     present: set[int] = set()
+    void = False
     for r, row in enumerate(rows):
-        image, gt, pred = row[:3]
-        pred_segments = row[3] if len(row) > 3 else None
-        present |= {int(v) for v in np.unique(_np(gt)) if 0 <= v < len(names)}
-        present |= {int(v) for v in np.unique(_np(pred)) if 0 <= v < len(names)}
+        truth, pred = _np(row.truth).astype(np.int64), _np(row.prediction).astype(np.int64)
+        present |= {int(v) for v in np.unique(truth) if 0 <= v < len(names) and v != ignore_value}
+        present |= {int(v) for v in np.unique(pred) if 0 <= v < len(names) and v != ignore_value}
+        void |= bool(((truth < 0) | (truth == ignore_value)).any() or ((pred < 0) | (pred == ignore_value)).any())
         # Strong colours: on busy images a light tint is hard to tell from the image's own colours.
         panels = [
-            image_hwc(image),
-            overlay(image, gt, colors, alpha=0.8, ignore_value=ignore_value),
-            overlay(image, pred, colors, segments=pred_segments, alpha=0.8, ignore_value=ignore_value),
-        ]
+            image_hwc(row.image),
+            overlay(row.image, truth, colors, alpha=0.8, ignore_value=ignore_value, void_color=VOID_COLOR),
+            overlay(row.image, pred, colors, segments=row.segments, alpha=0.8, ignore_value=ignore_value,
+                    void_color=VOID_COLOR),
+        ]  # fmt: skip
         for c, panel in enumerate(panels):
             ax = axes[r][c]
             ax.imshow(panel)
@@ -120,9 +162,47 @@ def prediction_grid(
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(titles[c])
+        for label in row.labels:
+            axes[r][2].text(label.x, label.y, label.text, fontsize=7, color="white", ha="center", va="center",
+                            path_effects=[effects.withStroke(linewidth=2, foreground="black")])  # fmt: skip
     handles = [Patch(color=np.asarray(colors[i]) / 255, label=names[i]) for i in sorted(present)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(6, max(1, len(handles))), frameon=False)
+    if void:
+        handles.append(Patch(color=np.asarray(VOID_COLOR) / 255, label="void (no segment)"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(7, max(1, len(handles))), frameon=False)
     fig.tight_layout(rect=(0, 0.8 / (3 * n + 0.8), 1, 1))
+    return _save(fig, path)
+
+
+def confusion_plot(counts: np.ndarray, rows: Sequence[str], columns: Sequence[str], path: str | Path,
+                   title: str) -> Path:  # fmt: skip
+    """Save a confusion matrix: ``counts`` [len(rows), len(columns)], each cell's count written in it and
+    coloured by its share of its row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(counts)
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 2, 0.7 * len(rows) + 1.8))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            ax.text(j, i, str(int(counts[i, j])), ha="center", va="center",
+                    color="white" if shares[i, j] > 0.6 else "black")  # fmt: skip
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), [f"{name} ({int(n)})" for name, n in zip(rows, counts.sum(1))])
+    ax.set_xlabel("predicted as")
+    ax.set_ylabel("ground truth (count)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure to ``path`` (folders created) and free it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -163,11 +243,7 @@ def training_curves(
     right.legend()
     right.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def to_tensor_image(array: np.ndarray) -> Tensor:

@@ -43,17 +43,25 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path):
 def test_demo_smoke(tmp_path, capsys, family):
     """The demo end to end at toy size, for each family (the real run is `make demo`)."""
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--steps", "4", "--train-images", "8", "--val-images", "6"]
+    args = ["demo", "--out", str(out), "--steps", "4", "--backbone-steps", "3", "--train-images", "10",
+            "--val-images", "6"]  # fmt: skip
     assert main([*args, "--family", family, "--device", "cpu"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"mIoU", "PQ", "AP", "wall_time_s", "steps"} <= set(metrics) and metrics["steps"] == 4
-    assert metrics["family"] == family and metrics["device"] == "cpu"
-    for name in ("training.png", "predictions.png", "run/model/model.safetensors", "data/classes.json",
-                 "predictions/panoptic.json", "predictions/overlays/000000.png"):  # fmt: skip
+    assert metrics["family"] == family and metrics["device"] == "cpu" and metrics["backbone_steps"] == 3
+    for name in ("training.png", "predictions.png", "confusion.png", "run/model/model.safetensors",
+                 "data/classes.json", "predictions/panoptic.json", "predictions/overlays/000000.png",
+                 "backbone/resnet18.safetensors"):  # fmt: skip
         assert (out / name).exists(), name
-    assert f"family: {family}" in (out / "run" / "config.yaml").read_text()
+    config = (out / "run" / "config.yaml").read_text()
+    assert f"family: {family}" in config and f"weights: {out / 'backbone' / 'resnet18.safetensors'}" in config
+    # Every shape of the validation images is counted once in the confusion matrix.
+    shapes = sum(sum(row.values()) for row in metrics["thing_confusion"].values())
+    val = json.loads((out / "data" / "panoptic_val.json").read_text())
+    thing_ids = {c["id"] for c in val["categories"] if c["isthing"]}
+    assert shapes == sum(s["category_id"] in thing_ids for a in val["annotations"] for s in a["segments_info"])
     console = capsys.readouterr().out
-    assert "[demo] mIoU" in console and "on the CPU" in console
+    assert "[demo] mIoU" in console and "on the CPU" in console and "stage 1:" in console and "stage 2:" in console
 
 
 def test_demo_on_cuda_without_a_gpu_says_so(tmp_path, capsys, monkeypatch):

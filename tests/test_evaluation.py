@@ -109,6 +109,27 @@ def test_pq_crowd_and_void_rules():
         ev.update(gt, segments, np.full((10, 10), 7), [])
 
 
+def test_confusion_counts_what_each_segment_was_called_whatever_its_class():
+    ev = PanopticEvaluator({c["id"]: c for c in CATEGORIES})
+    gt = np.zeros((10, 12), dtype=np.int64)
+    gt[:, :4], gt[:, 4:8], gt[:, 8:] = 1, 2, 3  # a person, a car, a crowd of people
+    segments = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 2, "iscrowd": 0},
+                {"id": 3, "category_id": 1, "iscrowd": 1}]  # fmt: skip
+    pred = np.zeros((10, 12), dtype=np.int64)
+    pred[:, :4] = 5  # the person's pixels, called a car
+    pred[:, 4:6] = 6  # half the car: IoU 0.5 is not a match
+    pred[:, 8:] = 7  # the crowd: never counted
+    ev.update(gt, segments, pred, [{"id": 5, "category_id": 2}, {"id": 6, "category_id": 2},
+                                   {"id": 7, "category_id": 1}])  # fmt: skip
+    person, car, none = ev.index[1], ev.index[2], len(ev.index)
+    expected = np.zeros_like(ev.confusion)
+    expected[person, car] = 1
+    expected[car, none] = 1
+    assert np.array_equal(ev.confusion, expected)
+    # The same-class matching is unchanged: nothing matched, one false positive (the person called a car).
+    assert ev.compute()["per_class"][2]["rq"] == 0.0
+
+
 def test_miou_equals_naive_computation(tmp_path):
     rng = np.random.default_rng(1)
     k, ignore = 5, 255

@@ -70,7 +70,7 @@ LAYERS: dict[str, set[str]] = {
     "predict": {"data", "model", "visualize"},
     # Training starts from any model source (model.weights), which predict's zoo resolves.
     "training": {"data", "evaluation", "model", "predict", "visualize"},
-    "demo": {"data", "model", "predict", "training", "visualize"},
+    "demo": {"data", "evaluation", "model", "predict", "training", "visualize"},
     "serve": {"data", "model", "predict"},
     "cli": {"data", "demo", "evaluation", "export", "model", "predict", "serve", "training", "visualize"},
 }

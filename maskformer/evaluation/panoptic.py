@@ -33,6 +33,10 @@ class PanopticEvaluator:
 
     def reset(self) -> None:
         self.stats = np.zeros((len(self.index), 4), dtype=np.float64)  # tp, fp, fn, iou
+        # Rows: each non-crowd ground-truth segment's category; columns: the category of the predicted segment
+        # it matches with IoU > 0.5 whatever its category (unique, as in the same-category matching), or,
+        # in the last column, none.
+        self.confusion = np.zeros((len(self.index), len(self.index) + 1), dtype=np.int64)
 
     def update(
         self,
@@ -74,14 +78,19 @@ class PanopticEvaluator:
         gt_pred = {(int(p // OFFSET), int(p % OFFSET)): int(c) for p, c in zip(pairs.tolist(), inter.tolist())}
 
         gt_matched, pred_matched = set(), set()
+        called: dict[int, int] = {}
         for (gt_label, pred_label), intersection in gt_pred.items():
             if gt_label not in gt_segms or pred_label not in pred_segms:
                 continue
             gt, pred = gt_segms[gt_label], pred_segms[pred_label]
-            if gt.get("iscrowd", 0) == 1 or gt["category_id"] != pred["category_id"]:
+            if gt.get("iscrowd", 0) == 1:
                 continue
             union = pred["area"] + gt["area"] - intersection - gt_pred.get((VOID, pred_label), 0)
             iou = intersection / union
+            if iou > 0.5:
+                called[gt_label] = self.index[pred["category_id"]]
+            if gt["category_id"] != pred["category_id"]:
+                continue
             if iou > 0.5:
                 row = self.index[gt["category_id"]]
                 self.stats[row, 0] += 1
@@ -91,6 +100,8 @@ class PanopticEvaluator:
 
         crowd = {}
         for gt_label, gt in gt_segms.items():
+            if gt.get("iscrowd", 0) != 1:
+                self.confusion[self.index[gt["category_id"]], called.get(gt_label, len(self.index))] += 1
             if gt_label in gt_matched:
                 continue
             if gt.get("iscrowd", 0) == 1:
@@ -114,6 +125,9 @@ class PanopticEvaluator:
             stats = torch.from_numpy(self.stats).to(device)
             dist.all_reduce(stats)
             self.stats = stats.cpu().numpy()
+            confusion = torch.from_numpy(self.confusion).to(device)
+            dist.all_reduce(confusion)
+            self.confusion = confusion.cpu().numpy()
 
     def compute(self) -> dict:
         """{"All"|"Things"|"Stuff": {pq, sq, rq, n}, "per_class": {category_id: {pq, sq, rq}}}, in 0..1."""

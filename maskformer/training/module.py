@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
 from ..model import MaskFormer, SetCriterion, inference
-from ..visualize import instance_classes, panoptic_classes, prediction_grid, to_tensor_image
+from ..visualize import GridRow, instance_classes, panoptic_classes, prediction_grid, to_tensor_image
 from .config import RunConfig, TrainConfig
 from .optim import build_optimizer
 
@@ -135,7 +135,7 @@ class MaskFormerModule(L.LightningModule):
             {i: {"isthing": int(i in things), "name": n} for i, n in enumerate(meta.class_names)}
         )
         self.instance_eval = InstanceEvaluator(sorted(things))
-        self.val_rows: list[tuple] = []
+        self.val_rows: list[GridRow] = []
 
     def validation_step(self, batch: list[dict], batch_idx: int) -> None:
         meta = self.config.model.metadata
@@ -179,12 +179,12 @@ class MaskFormerModule(L.LightningModule):
             image = F.interpolate(item["image"][None].float(), size=item["size"], mode="bilinear")[0]
             if panoptic:
                 pred = panoptic_classes(panoptic[i].segmentation, panoptic[i].segments)
-                self.val_rows.append((image, item["semantic"], pred, panoptic[i].segmentation.cpu()))
+                self.val_rows.append(GridRow(image, item["semantic"], pred, panoptic[i].segmentation.cpu()))
             elif "semantic" in results:
-                self.val_rows.append((image, item["semantic"], results["semantic"][i].cpu()))
+                self.val_rows.append(GridRow(image, item["semantic"], results["semantic"][i].cpu()))
             else:
                 pred, segmentation = instance_classes(results["instance"][i])
-                self.val_rows.append((image, item["semantic"], pred, segmentation))
+                self.val_rows.append(GridRow(image, item["semantic"], pred, segmentation))
 
     def _semantic_augmented(self, image: Tensor, size: tuple[int, int]) -> Tensor:
         """RGB image as read [3, H, W] -> labels [*size] from class probabilities averaged over the module's
