@@ -80,8 +80,7 @@ def _describe(config: MaskFormerConfig) -> str:
 def initialise_from(model: MaskFormer, source: str) -> Initialisation:
     """Load ``source`` into ``model`` (in place, before training starts): see the module docstring. A source
     whose architecture differs from the model's is refused in one line."""
-    with torch.no_grad():
-        src = load_model(source)
+    src = load_model(source)
     if src.load_report.missing:
         raise ValueError(f"{src.load_report}: fine-tuning needs every weight")
     ours, theirs = model.state_dict(), src.state_dict()
