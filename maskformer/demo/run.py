@@ -194,7 +194,7 @@ def run_demo(
     print(
         f"[demo] mIoU {metrics.get('mIoU', 0):.3f}  PQ {metrics.get('PQ', 0):.3f}  "
         f"PQ things {metrics.get('PQ_th', 0):.3f}  AP {metrics.get('AP', 0):.3f}  "
-        f"in {metrics['wall_time_s']:.0f} s; results in {out}/",
+        f"in {metrics['wall_time_s']:.0f} s; results in {out}/ (look at predictions.png and confusion.png)",
         flush=True,
     )
     return metrics
