@@ -245,4 +245,4 @@ def test_readme_finetuning_example_runs_as_written(sources, data, tmp_path, monk
     err = capsys.readouterr().err
     assert "starting from demo-output/run:" in err and "rows of 5 kept by class name" in err
     summary = json.loads((tmp_path / "runs" / "my-shapes" / "summary.json").read_text())
-    assert summary["steps"] == 200 and "PQ" in summary["metrics"]
+    assert summary["steps"] == 100 and "PQ" in summary["metrics"]
