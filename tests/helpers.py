@@ -17,6 +17,7 @@ from PIL import Image
 from maskformer.data.io import encode_rle, rgb_to_id
 from maskformer.model import HungarianMatcher, LossConfig, MaskFormerConfig, SetCriterion
 from maskformer.model.config import BackboneConfig, Mask2FormerConfig, PixelDecoderConfig, TransformerConfig
+from maskformer.training import DataConfig, RunConfig, TrainConfig
 
 # A tiny ResNet-18 Mask2Former and two steps on 48 x 48 crops, as overrides of a preset.
 TINY_M2F = [
@@ -331,3 +332,28 @@ def relabelled_dataset(synth: Path, out: Path, names: dict[int, str], extra: lis
         ]
         file.write_text(json.dumps(data))
     return out
+
+
+FAMILIES = ["maskformer", "mask2former"]
+
+
+def run_config(root, steps: int, family: str = "maskformer", **train_kw) -> RunConfig:
+    model = resnet18_model(family, width=32, queries=8, layers=2 if family == "maskformer" else 3, ffn=64, points=512)
+    model.inference.test_shortest_edge = 64
+    data = DataConfig(
+        format="panoptic", root=str(root), crop_size=(48, 48), num_workers=0, min_scale=0.75, max_scale=1.25
+    )
+    settings = dict(
+        max_steps=steps,
+        batch_size=2,
+        lr=3e-4,
+        backbone_lr_multiplier=1.0,
+        val_every=steps,
+        checkpoint_every=1000,
+        log_every=1,
+        accelerator="cpu",
+        devices=1,
+        num_val_images=2,
+    )
+    settings.update(train_kw)
+    return RunConfig(model=model, data=data, train=TrainConfig(**settings))

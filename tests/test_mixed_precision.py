@@ -10,8 +10,7 @@ import torch
 from maskformer.data.synth import write_dataset
 from maskformer.model.matcher import pad_targets
 from maskformer.training import train
-from tests.helpers import make_criterion, make_matcher
-from tests.test_training import FAMILIES, run_config
+from tests.helpers import FAMILIES, make_criterion, make_matcher, run_config
 
 
 @pytest.fixture(scope="module")

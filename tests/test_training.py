@@ -14,39 +14,14 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
 from maskformer.data.synth import write_dataset
-from maskformer.training import DataConfig, RunConfig, TrainConfig, train
+from maskformer.training import train
 from maskformer.training.datamodule import MaskFormerDataModule
-from tests.helpers import resnet18_model
+from tests.helpers import FAMILIES, run_config
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("synth"), 12, 4, seed=1, size_range=(48, 64))
-
-
-FAMILIES = ["maskformer", "mask2former"]
-
-
-def run_config(root, steps: int, family: str = "maskformer", **train_kw) -> RunConfig:
-    model = resnet18_model(family, width=32, queries=8, layers=2 if family == "maskformer" else 3, ffn=64, points=512)
-    model.inference.test_shortest_edge = 64
-    data = DataConfig(
-        format="panoptic", root=str(root), crop_size=(48, 48), num_workers=0, min_scale=0.75, max_scale=1.25
-    )
-    settings = dict(
-        max_steps=steps,
-        batch_size=2,
-        lr=3e-4,
-        backbone_lr_multiplier=1.0,
-        val_every=steps,
-        checkpoint_every=1000,
-        log_every=1,
-        accelerator="cpu",
-        devices=1,
-        num_val_images=2,
-    )
-    settings.update(train_kw)
-    return RunConfig(model=model, data=data, train=TrainConfig(**settings))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -18,7 +18,7 @@ from maskformer.data.synth import write_dataset
 from maskformer.model import MaskFormer
 from maskformer.predict import Predictor, load_model
 from maskformer.training import RunConfig, train
-from tests.test_training import run_config
+from tests.helpers import run_config
 
 
 @pytest.fixture(scope="module")

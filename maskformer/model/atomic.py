@@ -1,6 +1,7 @@
 """The one way this package writes a file that must never be seen half-written (weights, checkpoints,
 predictions): write beside it under a temporary name, flush it to disk, rename it over the target, flush the
-folder."""
+folder. The file ends with the mode an ordinary write would give it: the old file's, or for a new file the
+one the umask allows (some writers, safetensors among them, create their files private)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        mode = _ordinary_mode(path, tmp)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
         if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
             fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -30,3 +33,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
                 os.close(fd)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _ordinary_mode(path: Path, tmp: Path) -> int:
+    """The permission bits ``open(path, "w")`` would leave: the existing file's, else 0o666 less the umask
+    (read by creating ``tmp`` as an ordinary write would, since the umask cannot be read without setting it)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o666)
+        os.close(fd)
+        return tmp.stat().st_mode & 0o7777

@@ -78,7 +78,7 @@ class TrainConfig:
         "poly_power": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE, "warmup_factor": FRACTION,
         "step_milestones": AT_LEAST_1, "step_gamma": NON_NEGATIVE, "clip_grad_norm": NON_NEGATIVE,
         "num_nodes": AT_LEAST_1, "seed": NON_NEGATIVE, "val_every": AT_LEAST_1, "checkpoint_every": AT_LEAST_1,
-        "log_every": AT_LEAST_1, "num_val_images": NON_NEGATIVE,
+        "log_every": AT_LEAST_1, "num_val_images": NON_NEGATIVE, "keep_checkpoints": (-1, None),
     }  # fmt: skip
 
     max_steps: int = 160_000
@@ -107,6 +107,8 @@ class TrainConfig:
     deterministic: bool = False
     val_every: int = 5000
     checkpoint_every: int = 5000
+    # Periodic checkpoints kept, the newest (-1: all); the best validation's and last.ckpt are kept besides.
+    keep_checkpoints: int = 1
     log_every: int = 20
     num_val_images: int = 4
     # A non-finite loss stops the run ("stop", naming the step) or skips that step ("skip", counted).

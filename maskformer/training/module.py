@@ -71,6 +71,13 @@ class MaskFormerModule(L.LightningModule):
             self.tasks = ["semantic"]
         self.skipped_samples = 0
         self.skipped_steps = 0
+        self.last_metrics: dict = {}
+
+    @property
+    def selection_metric(self) -> str:
+        """The validation metric that picks the best checkpoint: PQ, else mIoU, else AP (by the tasks)."""
+        metric = {"panoptic": "PQ", "semantic": "mIoU", "instance": "AP"}
+        return next(metric[task] for task in metric if task in self.tasks)
 
     # ---- training -------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
@@ -258,7 +265,9 @@ class MaskFormerModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["maskformer_history"] = self.history
         checkpoint["maskformer_skipped"] = [self.skipped_samples, self.skipped_steps]
+        checkpoint["maskformer_last_metrics"] = self.last_metrics
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = checkpoint.get("maskformer_history", [])
         self.skipped_samples, self.skipped_steps = checkpoint.get("maskformer_skipped", [0, 0])
+        self.last_metrics = checkpoint.get("maskformer_last_metrics", {})

@@ -3,7 +3,8 @@
 Layout of ``run_dir``::
 
     config.yaml            the resolved RunConfig (class count and metadata taken from the data)
-    checkpoints/           step-NNNNNNN.ckpt every ``checkpoint_every`` steps, last.ckpt at the end or on exit
+    checkpoints/           step-NNNNNNN.ckpt every ``checkpoint_every`` steps (the newest ``keep_checkpoints``
+                           kept), best-step-NNNNNNN.ckpt at the best validation, last.ckpt at the end or on exit
     tensorboard/, csv/     Lightning's TensorBoard and CSV logs
     metrics.jsonl          one record per validation
     val_images/            prediction grids per validation
@@ -64,6 +65,15 @@ class LastCheckpoint(Callback):
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if trainer.global_step > 0 and not isinstance(exception, FloatingPointError):
             trainer.save_checkpoint(self.directory / "last.ckpt", weights_only=False)
+
+
+class ValidateAtEnd(Callback):
+    """Validate after the last step when ``max_steps`` is not a multiple of ``val_every``, so that every run
+    ends with its metrics (as detectron2 and mmseg do): Lightning validates a step that asks to stop."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
+        if trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -127,17 +137,34 @@ def ranks_in_sync(model: torch.nn.Module) -> bool:
 
 
 def build_trainer(
-    config: RunConfig, run_dir: Path, callbacks: list[Callback] | None = None, resume_step: int = 0
+    config: RunConfig,
+    run_dir: Path,
+    callbacks: list[Callback] | None = None,
+    resume_step: int = 0,
+    selection_metric: str = "PQ",
 ) -> L.Trainer:
     """The Lightning trainer of a run; ``resume_step`` > 0 continues the logs of a run resumed at that step
-    (rows and events from the interrupted part at or after it are replaced by the new ones)."""
+    (rows and events from the interrupted part at or after it are replaced by the new ones).
+    ``selection_metric``: the validation metric whose best step's checkpoint is kept."""
     t = config.train
     checkpoints = run_dir / "checkpoints"
+    # The newest keep_checkpoints periodic checkpoints ("step" is always among Lightning's monitored values).
     periodic = ModelCheckpoint(
         dirpath=checkpoints,
         filename="step-{step:07d}",
         every_n_train_steps=t.checkpoint_every,
-        save_top_k=-1,
+        save_top_k=t.keep_checkpoints,
+        monitor=None if t.keep_checkpoints in (-1, 0) else "step",
+        mode="max",
+        auto_insert_metric_name=False,
+    )
+    best = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="best-step-{step:07d}",
+        monitor=f"val/{selection_metric}",
+        mode="max",
+        save_top_k=1,
+        save_on_train_epoch_end=False,
         auto_insert_metric_name=False,
     )
     return L.Trainer(
@@ -161,7 +188,9 @@ def build_trainer(
             ResumableCSVLogger(run_dir, name="", version="csv", resume_step=resume_step),
         ],
         callbacks=[
+            ValidateAtEnd(),
             periodic,
+            best,
             LastCheckpoint(checkpoints),
             LearningRateMonitor("step"),
             StepProgressBar(),
@@ -174,21 +203,26 @@ def build_trainer(
 
 
 def find_resume(run_dir: Path, resume: str | None) -> str | None:
-    """``resume``: None (fresh), "auto" (run_dir's last checkpoint if any) or a checkpoint path."""
+    """``resume``: None (fresh), "auto" (run_dir's newest readable checkpoint if any: last.ckpt, else the
+    periodic checkpoints newest first, saying which unreadable ones were passed over) or a checkpoint path."""
     if resume is None:
         return None
-    if resume == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if last.exists():
-            return str(last)
-        steps = sorted((run_dir / "checkpoints").glob("step-*.ckpt"))
-        if steps:
-            return str(steps[-1])
-        log.info("--resume auto: no checkpoint in %s; starting a new run", run_dir / "checkpoints")
-        return None
-    if not Path(resume).exists():
-        raise FileNotFoundError(f"{resume}: checkpoint to resume from not found")
-    return resume
+    if resume != "auto":
+        if not Path(resume).exists():
+            raise FileNotFoundError(f"{resume}: checkpoint to resume from not found")
+        return resume
+    folder = run_dir / "checkpoints"
+    candidates = [folder / "last.ckpt", *sorted(folder.glob("step-*.ckpt"), reverse=True)]
+    candidates = [path for path in candidates if path.exists()]
+    for path in candidates:
+        try:
+            load_lightning_checkpoint(path)
+        except ValueError as err:
+            log.warning("--resume auto: %s; trying the next newest checkpoint", err)
+            continue
+        return str(path)
+    log.info("--resume auto: no %scheckpoint in %s; starting a new run", "readable " if candidates else "", folder)
+    return None
 
 
 def resume_step(path: str, module: MaskFormerModule) -> int:
@@ -202,6 +236,14 @@ def resume_step(path: str, module: MaskFormerModule) -> int:
             "config the run was started with"
         )
     return int(checkpoint["global_step"])
+
+
+def finished_summary(run_dir: Path, step: int) -> dict:
+    """A resumed run whose checkpoint is at ``train.max_steps`` already: nothing to train, nothing rewritten;
+    its summary as written when it finished."""
+    log.info("%s: already finished at step %d, nothing to do (raise train.max_steps to train on)", run_dir, step)
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {"steps": step, "metrics": {}}
 
 
 def resume_command(run_dir: Path) -> str:
@@ -219,20 +261,24 @@ def train(
     """
     config = RunConfig.from_dict(config.to_dict())
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     datamodule = MaskFormerDataModule(config)
     datamodule.check()
     # The data decides the classes: a model preset's head is resized to the dataset's class count.
     config.model.num_classes = len(datamodule.metadata.class_names)
     config.model.metadata = datamodule.metadata
-    config.to_yaml(run_dir / "config.yaml")
     ckpt_path = find_resume(run_dir, resume)
     with quiet_lightning():
         model, initialisation = starting_model(config.model, resume=ckpt_path is not None)
         module = MaskFormerModule(config, run_dir, model=model)
         start = resume_step(ckpt_path, module) if ckpt_path else 0
-        trainer = build_trainer(config, run_dir, callbacks, resume_step=start)
+        if start >= config.train.max_steps:
+            return finished_summary(run_dir, start)
+        # Nothing is written before the data, the model and the checkpoint have passed their checks, so a
+        # command that stops on an error leaves no run folder behind.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.to_yaml(run_dir / "config.yaml")
+        trainer = build_trainer(config, run_dir, callbacks, resume_step=start, selection_metric=module.selection_metric)
         if trainer.is_global_zero and initialisation:
             log.info("%s", initialisation)
         if trainer.is_global_zero:
@@ -276,7 +322,7 @@ def train(
         "seconds": round(time.time() - began, 1),
         "skipped_samples": module.skipped_samples,
         "skipped_steps": module.skipped_steps,
-        "metrics": getattr(module, "last_metrics", {}),
+        "metrics": module.last_metrics,
     }
     if trainer.is_global_zero:
         module.model.save_pretrained(run_dir / "model")

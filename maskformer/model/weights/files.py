@@ -27,10 +27,21 @@ def read_tensors(path: str | Path) -> dict[str, Tensor]:
     return dict(data)
 
 
-def read_torch(path: str | Path) -> Any:
-    """A torch file loaded weights-only (tensors and plain containers)."""
+def read_torch(path: str | Path, allowed: list | None = None, kind: str = "torch file") -> Any:
+    """A torch file loaded weights-only (tensors and plain containers, and the classes in ``allowed``);
+    ``kind`` names what the file should be in the error."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(allowed or []):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a loadable weights-only torch file ({reason})") from err
+        raise ValueError(f"{path}: not a readable {kind}, truncated or of another kind ({load_error(err)})") from err
+
+
+def load_error(err: Exception) -> str:
+    """What broke, in one line, from ``torch.load``'s error: for the weights-only unpickler its own reason,
+    not the paragraph of advice around it."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines) if lines else type(err).__name__

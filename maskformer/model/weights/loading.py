@@ -222,11 +222,7 @@ def load_lightning_checkpoint(path: str | Path) -> dict:
 
     scalar = importlib.import_module("numpy._core.multiarray").scalar  # numpy 1.26 has this alias too
     dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
-    try:
-        with torch.serialization.safe_globals([scalar, np.dtype, *dtypes]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a loadable weights-only Lightning checkpoint ({err})") from err
+    return read_torch(path, [scalar, np.dtype, *dtypes], kind="checkpoint")
 
 
 def _read_lightning_checkpoint(path: Path, config: MaskFormerConfig | None) -> tuple[MaskFormerConfig, Renamed]:
