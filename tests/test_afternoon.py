@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,3 +123,174 @@ def test_saved_weights_have_the_mode_of_an_ordinary_write(tmp_path, umask):
     with atomic_path(target) as tmp:
         torch.save({}, tmp)
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+# ---- 3. one unreadable image does not stop predict, or stops it with complete outputs ------------------------
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    from maskformer.data.synth import metadata_json
+    from maskformer.model.config import MetadataConfig
+    from tests.conftest import tiny_config
+
+    config = tiny_config(num_classes=6)
+    meta = metadata_json()
+    config.metadata = MetadataConfig(
+        class_names=[c["name"] for c in meta["classes"]],
+        thing_classes=[c["index"] for c in meta["classes"] if c["isthing"]],
+    )
+    folder = tmp_path_factory.mktemp("small_model")
+    torch.manual_seed(0)
+    MaskFormer(config).save_pretrained(folder)
+    return folder
+
+
+def _images_with_bad_ones(folder):
+    from PIL import Image
+
+    folder.mkdir()
+    for name in ("a", "c", "e"):
+        Image.new("RGB", (40, 30), (200, 50, 50)).save(folder / f"{name}.png")
+    (folder / "b.png").write_text("this is not an image\n")
+    good = (folder / "a.png").read_bytes()
+    (folder / "d.png").write_bytes(good[: len(good) // 2])  # truncated
+    return folder
+
+
+def test_predict_skips_unreadable_images_and_finishes_the_others(small_model, tmp_path, capsys):
+    from maskformer.cli.main import main
+
+    images = _images_with_bad_ones(tmp_path / "images")
+    out = tmp_path / "out"
+    code = main(["predict", str(images), "--model", str(small_model), "--task", "panoptic", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"skipped {images / 'b.png'}: cannot read image" in err and f"skipped {images / 'd.png'}" in err
+    assert "skipped 2 unreadable files" in err
+    written = json.loads((out / "panoptic.json").read_text())
+    assert [Path(im["file_name"]).name for im in written["images"]] == ["a.png", "c.png", "e.png"]
+    assert sorted(p.name for p in (out / "panoptic").iterdir()) == ["a.png", "c.png", "e.png"]
+    assert sorted(p.stem for p in (out / "overlays").iterdir()) == ["a", "c", "e"]
+
+
+def test_predict_can_stop_at_the_first_unreadable_image_keeping_what_it_wrote(small_model, tmp_path, capsys):
+    from maskformer.cli.main import main
+
+    images = _images_with_bad_ones(tmp_path / "images")
+    out = tmp_path / "out"
+    argv = ["predict", str(images), "--model", str(small_model), "--task", "panoptic", "--out", str(out)]
+    assert main([*argv, "--on-error", "stop"]) == 2
+    assert f"{images / 'b.png'}: cannot read image" in capsys.readouterr().err
+    assert [Path(im["file_name"]).name for im in json.loads((out / "panoptic.json").read_text())["images"]] == ["a.png"]
+
+
+# ---- 10 and 11. options are checked before anything loads, in the option's own words -----------------------
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--task", "panoptic", "--scales", "0.5,1"], "apply to task='semantic' only"),
+        (["--task", "instance", "--flip"], "apply to task='semantic' only"),
+        (["--score-threshold", "1.5"], "argument --score-threshold: expected a number in [0, 1], got '1.5'"),
+        (["--overlap-threshold", "x"], "argument --overlap-threshold: expected a number in [0, 1], got 'x'"),
+        (["--device", "cuda:7"], "device 'cuda:7': "),
+        (["--device", "gpu"], "device 'gpu': expected cpu, cuda, cuda:N or mps"),
+    ],
+)
+def test_predict_options_are_refused_before_the_model_loads(tmp_path, capsys, options, message):
+    from maskformer.cli.main import main
+
+    if "cuda:7" in options and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    (tmp_path / "a.png").write_bytes(b"")
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(SystemExit) if "argument" in message else _no_raise():
+        main(["predict", str(tmp_path / "a.png"), "--model", str(missing), *options])
+    err = capsys.readouterr().err
+    assert message in err and "no-such-model" not in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _no_raise():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+# ---- 10. messages ------------------------------------------------------------------------------------------
+def test_a_mistyped_backbone_is_named_with_close_names(synth, tmp_path):
+    config = run_config(synth, 2)
+    config.model.backbone.name = "resnet81"
+    with pytest.raises(
+        ValueError, match=r"^model.backbone.name 'resnet81': not a timm model \(did you mean 'resnet18'"
+    ):
+        train(config, tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--preset", "r5O"], "unknown preset 'r5O' (did you mean 'r50'"),
+        (
+            ["train", "--preset", "r50", "train.max_step=3"],
+            "unknown key 'train.max_step' (did you mean 'train.max_steps'",
+        ),
+        (["train", "--preset", "r50", "trian.max_steps=3"], "unknown section 'trian' (did you mean 'train'?)"),
+    ],
+)
+def test_mistyped_names_get_a_suggestion(tmp_path, capsys, argv, message):
+    from maskformer.cli.main import main
+
+    assert main([*argv, "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_unreadable_bytes_are_named_without_pillows_file_object(tmp_path):
+    from maskformer.data.io import decode_image, read_image
+
+    with pytest.raises(ValueError) as err:
+        decode_image(b"hello, this is text", "notes.txt")
+    assert str(err.value) == "notes.txt: cannot read image (not an image, or in a format Pillow does not read)"
+    (tmp_path / "notes.png").write_text("hello")
+    with pytest.raises(ValueError) as err:
+        read_image(tmp_path / "notes.png")
+    assert str(err.value).count("notes.png") == 1 and "object at" not in str(err.value)
+
+
+def test_counts_are_in_good_english(synth, tmp_path, capsys):
+    from maskformer.cli.main import main
+    from maskformer.data.messages import plural
+
+    assert [plural(1, "problem"), plural(2, "step"), plural(0, "image")] == ["1 problem", "2 steps", "0 images"]
+    config = run_config(synth, 1, val_every=1)
+    config.to_yaml(tmp_path / "one.yaml")
+    assert main(["train", "--config", str(tmp_path / "one.yaml"), "--out", str(tmp_path / "run")]) == 0
+    assert "trained 1 step in" in capsys.readouterr().out
+    label = synth / "semantic" / "train" / "000000.png"
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(synth, broken)
+    (broken / "panoptic" / "train" / "000000.png").write_bytes(label.read_bytes()[:20])
+    assert main(["data", "check", "--data", str(broken), "--split", "train"]) == 1
+    out = capsys.readouterr().out
+    assert "1 problem\n" in out + "\n" and "FAILED: 1 problem" in out
+
+
+# ---- 8. train finds the layout of --data, as data check does ------------------------------------------------
+def test_train_detects_the_layout_of_its_data(synth, tmp_path, capsys):
+    import shutil
+
+    from maskformer.cli.main import main
+
+    semantic = tmp_path / "semantic_layout"
+    for split in ("train", "val"):
+        shutil.copytree(synth / "images" / split, semantic / "images" / split)
+        shutil.copytree(synth / "semantic" / split, semantic / "labels" / split)
+    shutil.copy(synth / "classes.json", semantic / "classes.json")
+    config = run_config(synth, 1)
+    config.data.format = "ade20k"  # as the ADE20K presets say
+    config.to_yaml(tmp_path / "ade.yaml")
+    argv = ["train", "--config", str(tmp_path / "ade.yaml"), "--data", str(semantic), "--out", str(tmp_path / "run")]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "semantic layout, used instead of the configuration's ade20k" in capsys.readouterr().err
+    assert "format: semantic" in (tmp_path / "run" / "config.yaml").read_text()

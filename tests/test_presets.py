@@ -50,5 +50,5 @@ def test_every_preset_builds_and_the_number_of_classes_is_settable():
 
 
 def test_unknown_preset_is_named():
-    with pytest.raises(KeyError, match="swin_xl.*known presets"):
+    with pytest.raises(KeyError, match="swin_xl.*maskformer presets` lists"):
         preset("swin_xl")

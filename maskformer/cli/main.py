@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.messages import plural
 from ..data.prepare import PREPARATIONS
 from ..model import PRESETS, MaskFormer, MaskFormerConfig, preset
 
@@ -144,7 +145,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"[{split}] {problem}")
         print(f"[{split}] {report.summary()}")
         failed += len(report.problems)
-    print("OK: no problems found" if not failed else f"FAILED: {failed} problems")
+    print("OK: no problems found" if not failed else f"FAILED: {plural(failed, 'problem')}")
     return 1 if failed else 0
 
 
@@ -161,15 +162,30 @@ def _run_config(args: argparse.Namespace):
 
         # As detectron2's config + weights and transformers' from_pretrained: the architecture is the source's.
         config = finetune_recipe(load_model(source).config, source)
-        if args.data and not args.format:
-            args.format = _data_format(args)
     else:
         raise ValueError("give --preset NAME, --config FILE.yaml, or model.weights=SOURCE to fine-tune a trained model")
     if args.data:
         config.data.root = args.data
-    if args.format:
+        config.data.format = args.format or _layout_of(args.data, config.data.format)
+    elif args.format:
         config.data.format = args.format
     return config.override(args.overrides)
+
+
+def _layout_of(data: str, configured: str) -> str:
+    """The layout found in ``data`` where it differs from the ``configured`` format (said on the console,
+    as ``data check`` finds it), else ``configured``; a folder of no known layout is left to the reader's
+    own error."""
+    from ..training.datamodule import detect_format
+
+    try:
+        found = detect_format(data)
+    except ValueError:
+        return configured
+    if found != configured:
+        print(f"{data}: {found} layout, used instead of the configuration's {configured} (give --format to choose)",
+              file=sys.stderr)  # fmt: skip
+    return found
 
 
 def _weights_source(overrides: list[str]) -> str:
@@ -194,7 +210,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return INTERRUPTED
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in summary["metrics"].items() if isinstance(v, float))
     skipped = [f"{summary[k]} {k.replace('_', ' ')}" for k in ("skipped_samples", "skipped_steps") if summary[k]]
-    print(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s; last validation: {metrics or 'none'}")
+    print(
+        f"trained {plural(summary['steps'], 'step')} in {summary['seconds']:.0f} s; last validation: {metrics or 'none'}"
+    )
     if skipped:
         print(f"left out: {', '.join(skipped)} (counted in {out}/summary.json)")
     print(f"run folder {out}: model in {out}/model, metrics in {out}/metrics.jsonl")
@@ -255,30 +273,49 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from ..data.io import read_image
     from ..predict import PredictionWriter, Predictor
+    from ..predict.checks import check_device, check_options
     from ..predict.inputs import LoadedImage, expand_paths
     from ..predict.predictor import with_thresholds
-    from ..predict.writers import coco_image_ids, plural
+    from ..predict.writers import coco_image_ids
 
     kinds = [k.strip() for k in args.outputs.split(",")] if args.outputs else None
     image_ids = coco_image_ids(args.gt_json) if args.gt_json else None
     # Settings are checked before the model loads: a mistake costs no download.
     writer = PredictionWriter(args.out, args.task, kinds, image_ids=image_ids)
+    scales = args.scales or [1.0]
+    check_options(args.task, scales, args.flip, args.window, args.window_stride)
+    check_device(args.device)
     files = expand_paths(args.inputs)
     predictor = Predictor.from_pretrained(
         args.model, device=args.device, precision=args.precision, batch_size=args.batch_size
     )
     inference = with_thresholds(predictor.model.config.inference, args.score_threshold, args.overlap_threshold)
-    scales = args.scales or [1.0]
-    with tqdm(total=len(files), unit="img", desc=args.task, disable=args.quiet) as bar:
-        for start in range(0, len(files), predictor.batch_size):
-            chunk = [LoadedImage(read_image(p), p.stem, p) for p in files[start : start + predictor.batch_size]]
-            for item, result in predictor.predict_loaded(
-                chunk, args.task, scales, args.flip, args.window, args.window_stride, inference
-            ):
-                writer.add(item.image, result)
-                bar.update(1)
-    writer.close()
-    print(f"{args.task} predictions for {plural(len(files), 'image')}: wrote {writer.summary()} under {args.out}")
+    skipped = 0
+    try:
+        with tqdm(total=len(files), unit="img", desc=args.task, disable=args.quiet) as bar:
+            for start in range(0, len(files), predictor.batch_size):
+                chunk = []
+                for path in files[start : start + predictor.batch_size]:
+                    try:
+                        chunk.append(LoadedImage(read_image(path), path.stem, path))
+                    except (OSError, ValueError) as err:  # unreadable, not an image, over the pixel limit
+                        if args.on_error == "stop":
+                            raise
+                        skipped += 1
+                        bar.write(f"maskformer: skipped {err}", file=sys.stderr)
+                        bar.update(1)
+                for item, result in predictor.predict_loaded(
+                    chunk, args.task, scales, args.flip, args.window, args.window_stride, inference
+                ):
+                    writer.add(item.image, result)
+                    bar.update(1)
+    finally:
+        writer.close()  # the images predicted so far get complete outputs, whatever stopped the loop
+    done = len(files) - skipped
+    print(f"{args.task} predictions for {plural(done, 'image')}: wrote {writer.summary()} under {args.out}")
+    if skipped:
+        print(f"maskformer: skipped {plural(skipped, 'unreadable file')} (named above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -295,6 +332,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ..predict.checks import check_device
     from ..serve import ServeConfig, serve
 
     # Settings are checked before the model loads: a mistake costs no download. Options not given keep
@@ -303,6 +341,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
              "max_queue": args.max_queue, "max_request_mb": args.max_request_mb, "timeout_s": args.timeout,
              "token": args.token}  # fmt: skip
     config = ServeConfig(**{k: v for k, v in given.items() if v is not None})
+    check_device(args.device)
     serve(args.model, config, device=args.device, precision=args.precision)
     return 0
 
@@ -327,6 +366,16 @@ def _scales(text: str) -> list[float]:
         return [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -493,8 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="semantic: also average horizontally flipped views")
     p.add_argument("--window", type=int, help="semantic: sliding-window size in pixels (on the resized image)")
     p.add_argument("--window-stride", type=int, help="sliding-window stride (default 2/3 of the window)")
-    p.add_argument("--score-threshold", type=float, help="panoptic: drop queries scoring at most this (model's)")
-    p.add_argument("--overlap-threshold", type=float, help="panoptic: keep segments with this visible share")
+    p.add_argument("--score-threshold", type=_fraction, help="panoptic: drop queries scoring at most this (model's)")
+    p.add_argument("--overlap-threshold", type=_fraction, help="panoptic: keep segments with this visible share")
+    p.add_argument(
+        "--on-error", choices=["skip", "stop"], default="skip",
+        help="an unreadable image: skip it, name it and exit 1 at the end (default), or stop there",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from .datasets import COCOInstanceDataset, COCOPanopticDataset, SemanticDataset
 from .io import IMAGE_SUFFIXES, decode_segmentation, read_image, read_panoptic_png
+from .messages import plural
 
 
 @dataclass
@@ -46,7 +47,7 @@ class CheckReport:
 
     def summary(self) -> str:
         kinds = Counter(p.message.split(":")[0].split(" (")[0] for p in self.problems)
-        head = f"checked {self.checked} of {self.total} samples: {len(self.problems)} problems"
+        head = f"checked {self.checked} of {self.total} samples: {plural(len(self.problems), 'problem')}"
         return head + "".join(f"\n  {n} x {kind}" for kind, n in kinds.most_common())
 
 

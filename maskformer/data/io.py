@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from ..model.atomic import atomic_path
@@ -66,7 +66,7 @@ def read_image(path: str | Path) -> Tensor:
     except ImageTooLarge as err:
         raise ImageTooLarge(f"{path}: {err}") from None
     except Exception as err:
-        raise ValueError(f"{path}: cannot read image ({err})") from err
+        raise ValueError(f"{path}: cannot read image ({_reason(err)})") from err
 
 
 def decode_image(data: bytes, name: str) -> Tensor:
@@ -81,7 +81,14 @@ def decode_image(data: bytes, name: str) -> Tensor:
     except ImageTooLarge as err:
         raise ImageTooLarge(f"{name}: {err}") from None
     except Exception as err:
-        raise ValueError(f"{name}: cannot read image ({err})") from None
+        raise ValueError(f"{name}: cannot read image ({_reason(err)})") from None
+
+
+def _reason(err: Exception) -> str:
+    """Why Pillow could not read an image, without the file object's repr Pillow puts in its message."""
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image, or in a format Pillow does not read"
+    return str(err) or type(err).__name__
 
 
 def pil_to_tensor(img: Image.Image) -> Tensor:

@@ -31,6 +31,7 @@ from ..model.config import (
     TransformerConfig,
 )
 from ..predict import LoadedImage, PredictionWriter, Predictor
+from ..predict.checks import check_device
 from ..predict.writers import coco_image_ids
 from ..training import DataConfig, RunConfig, TrainConfig, train
 from ..visualize import GridRow, confusion_plot, prediction_grid, segment_labels, training_curves
@@ -117,9 +118,7 @@ def demo_device(device: str = "auto") -> str:
     """ "cuda" or "cpu": ``device``, where "auto" takes a CUDA GPU when there is one."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA GPU is available to PyTorch here")
-    return device
+    return check_device(device).type
 
 
 def run_demo(

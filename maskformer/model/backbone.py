@@ -16,7 +16,7 @@ import torch
 from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
-from .config import BackboneConfig
+from .config import BackboneConfig, did_you_mean
 from .swin import SwinBackbone
 from .weights.files import read_tensors
 from .weights.fit import StateDiff
@@ -119,6 +119,16 @@ def imagenet_weights(name: str, pretrained: bool) -> Iterator[None]:
         ) from err
 
 
+def check_timm_name(name: str) -> None:
+    """Refuse a name timm does not know (its own error is "Unknown model (resnet81)"), naming the setting
+    and the closest names; hub and local-folder names (``hf-hub:...``) are timm's to resolve."""
+    if ":" in name or timm.is_model(name):
+        return
+    raise ValueError(
+        f"model.backbone.name {name!r}: not a timm model{did_you_mean(name.split('.')[0], timm.list_models())}"
+    )
+
+
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
     if cfg.type == "swin":
         backbone = SwinBackbone(
@@ -139,6 +149,7 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
             load_swin_state(backbone, source.state_dict(), f"timm weights {cfg.name!r}")
         return backbone
     if cfg.type == "timm":
+        check_timm_name(cfg.name)
         return TimmBackbone(
             cfg.name,
             pretrained=cfg.pretrained,

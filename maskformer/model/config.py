@@ -12,7 +12,9 @@ MaskFormer, as files written before Mask2Former). Presets named after the papers
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import UnionType
@@ -289,6 +291,12 @@ class Mask2FormerConfig(MaskFormerConfig):
 MaskFormerConfig.FAMILIES.update(maskformer=MaskFormerConfig, mask2former=Mask2FormerConfig)
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """ " (did you mean 'x'?)" naming the choices closest to a mistyped ``name``, or "" when none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
 def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
     """Set ``section.key=value`` entries (values parsed as YAML) in nested plain ``data``, in place."""
     for item in assignments:
@@ -299,10 +307,13 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
         parts = key.strip().split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise ValueError(f"override {item!r}: unknown section {part!r}")
+                sections = [k for k, v in node.items() if isinstance(v, dict)]
+                raise ValueError(f"override {item!r}: unknown section {part!r}{did_you_mean(part, sections)}")
             node = node[part]
         if parts[-1] not in node:
-            raise ValueError(f"override {item!r}: unknown key {key!r}")
+            prefix = key.strip()[: -len(parts[-1])]
+            hint = did_you_mean(key.strip(), [prefix + name for name in node])
+            raise ValueError(f"override {item!r}: unknown key {key!r}{hint}")
         try:
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
@@ -335,7 +346,8 @@ def config_from_dict(cls: type[T], data: dict[str, Any], path: str, base: T | No
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}")
+        suggestions = "".join(did_you_mean(key, known) for key in unknown)
+        raise ValueError(f"{path}: unknown keys {unknown}{suggestions}")
     kwargs: dict[str, Any] = {}
     defaults = base if base is not None else cls()
     hints = get_type_hints(cls)

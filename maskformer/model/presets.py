@@ -28,6 +28,7 @@ from .config import (
     Mask2FormerConfig,
     MaskFormerConfig,
     PixelDecoderConfig,
+    did_you_mean,
 )
 
 # Architectures recognised in foreign checkpoints, and the timm weights their backbones start from.
@@ -213,8 +214,15 @@ PRESETS.update(
 )
 
 
+def check_preset(name: str) -> None:
+    """Refuse a name that is not in :data:`PRESETS`, suggesting the closest."""
+    if name not in PRESETS:
+        raise KeyError(
+            f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; `maskformer presets` lists the known presets"
+        )
+
+
 def preset(name: str) -> MaskFormerConfig:
     """Return a fresh config for a named preset (see :data:`PRESETS`)."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    check_preset(name)
     return copy.deepcopy(PRESETS[name]())

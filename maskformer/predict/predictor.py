@@ -20,11 +20,11 @@ from ..model import MaskFormer
 from ..model import inference as post
 from ..model.config import InferenceConfig, MetadataConfig, config_from_dict
 from ..model.inference import MAX_POSTPROCESS_ELEMENTS, augmented_semantic_probabilities, resize_argmax, resize_for_test
+from .checks import check_device, check_options
 from .inputs import ImageInput, LoadedImage, load_inputs
 from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult, class_name
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-TASKS = ("semantic", "panoptic", "instance")
 
 
 def complete_metadata(meta: MetadataConfig, num_classes: int) -> MetadataConfig:
@@ -65,7 +65,7 @@ class Predictor:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.device = torch.device(device)
+        self.device = check_device(device)
         # The predictor moves, lays out and switches to eval mode a model of its own: by default a copy, so
         # that the caller's model stays as it was (``copy_model=False`` hands it over, saving the memory).
         model = copy.deepcopy(model) if copy_model else model
@@ -129,20 +129,8 @@ class Predictor:
 
         ``inference`` replaces the model's post-processing thresholds (``object_mask_threshold``,
         ``overlap_threshold``, ``instance_topk``) for this call; the model's config is not changed."""
-        if task not in TASKS:
-            raise ValueError(f"task {task!r}: expected one of {', '.join(TASKS)}")
+        check_options(task, scales, flip, window, window_stride)
         augmented = tuple(scales) != (1.0,) or flip or window is not None
-        if augmented and task != "semantic":
-            raise ValueError(
-                "multi-scale, flip and sliding-window inference average class probabilities and apply to "
-                f"task='semantic' only (got task={task!r})"
-            )
-        if any(s <= 0 for s in scales):
-            raise ValueError(f"scales must be positive, got {list(scales)}")
-        if window is not None and window < 1:
-            raise ValueError(f"window must be a positive number of pixels, got {window}")
-        if window_stride is not None and (window is None or window_stride < 1):
-            raise ValueError("window_stride needs a window and must be positive")
         if augmented:
             for item in images:
                 yield item, self._semantic_augmented(item, scales, flip, window, window_stride)

@@ -11,6 +11,7 @@ import numpy as np
 from torch import Tensor
 
 from ..data.io import encode_png, encode_rle, id_to_rgb, mask_box, write_png
+from ..data.messages import plural
 from ..model.atomic import atomic_path
 from ..model.config import MetadataConfig
 from .results import InstanceResult, PanopticResult, Result, SemanticResult
@@ -246,11 +247,6 @@ class PredictionWriter:
         if "instances" in self.kinds:
             _write_json(self.instances, self.out / "instances.json")
             _write_json({"images": self.images, "categories": categories(meta)}, self.out / "images.json")
-
-
-def plural(count: int, noun: str) -> str:
-    """'1 image', '3 images', '2 label PNGs'."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _write_json(data: object, path: Path) -> None:

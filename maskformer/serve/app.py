@@ -31,8 +31,9 @@ from starlette.status import HTTP_401_UNAUTHORIZED
 from ..data.io import ImageTooLarge, decode_image
 from ..model.config import InferenceConfig
 from ..predict import Predictor
+from ..predict.checks import TASKS
 from ..predict.inputs import LoadedImage
-from ..predict.predictor import TASKS, with_thresholds
+from ..predict.predictor import with_thresholds
 from ..predict.results import Result
 from ..predict.writers import category_id, panoptic_png, segment_records, semantic_png
 from ..predict.zoo import known_model

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from ..model.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, Bounds, MaskFormerConfig, YamlConfig
-from ..model.presets import PRESETS, preset, preset_dataset
+from ..model.presets import PRESETS, check_preset, preset, preset_dataset
 
 
 @dataclass
@@ -270,5 +270,5 @@ def recipe(name: str) -> RunConfig:
     if name in PRESETS and preset_dataset(name) in _DATASET_RECIPES:
         return _dataset_recipe(name, preset_dataset(name), "maskformer")
     if name not in RECIPES:
-        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+        check_preset(name)
     return copy.deepcopy(RECIPES[name]())

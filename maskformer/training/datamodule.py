@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import datasets as D
 from ..data.check import check_reader
+from ..data.messages import plural
 from ..data.metadata import class_file_ignore_value
 from ..data.sampling import AugmentedDataset, ResumableSampler
 from ..data.transforms import detr_panoptic_train_transform, large_scale_jitter_transform, semantic_train_transform
@@ -194,7 +195,7 @@ class MaskFormerDataModule(L.LightningDataModule):
             problems += [f"[{split}] {p}" for p in report.problems]
         if problems:
             raise ValueError(
-                f"data check found {len(problems)} problems, the first: {problems[0]} "
+                f"data check found {plural(len(problems), 'problem')}, the first: {problems[0]} "
                 "(`maskformer data check` lists them all; data.check=off skips the check)"
             )
 

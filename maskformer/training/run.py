@@ -309,11 +309,13 @@ def train(
                 raise
             # SIGTERMException: Ctrl-C (or SIGTERM) stopped the run between steps; a bare SystemExit is
             # Lightning's exit after a second Ctrl-C, in the middle of a step.
-            how = "after" if isinstance(stop, SIGTERMException) else "during (a second Ctrl-C: not exactly resumable)"
-            last = run_dir / "checkpoints" / "last.ckpt"
-            raise TrainingInterrupted(
-                f"interrupted {how} step {trainer.global_step}: saved {last}; resume with: {resume_command(run_dir)}"
-            ) from None
+            step, last = trainer.global_step, run_dir / "checkpoints" / "last.ckpt"
+            if isinstance(stop, SIGTERMException):
+                what = f"interrupted after step {step}: saved {last}"
+            else:
+                what = (f"stopped at once by a second Ctrl-C, in the middle of step {step + 1}: saved {last} at step "
+                        f"{step}; a resumed run continues from there, though not exactly as an uninterrupted one")  # fmt: skip
+            raise TrainingInterrupted(f"{what}; resume with: {resume_command(run_dir)}") from None
     in_sync = ranks_in_sync(module.model)
     summary = {
         "steps": trainer.global_step,
