@@ -93,11 +93,11 @@ def test_a_corrupt_checkpoint_is_one_line(synth, tmp_path):
 def test_failed_runs_leave_no_folder(synth, tmp_path):
     config = run_config(synth, 2)
     config.model.backbone.name = "resnet81"
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="resnet81"):
         train(config, tmp_path / "typo")
     assert not (tmp_path / "typo").exists()
     config = run_config(tmp_path / "no-data", 2)
-    with pytest.raises(Exception):
+    with pytest.raises(FileNotFoundError, match="no-data"):
         train(config, tmp_path / "nodata")
     assert not (tmp_path / "nodata").exists()
 

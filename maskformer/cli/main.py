@@ -210,9 +210,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return INTERRUPTED
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in summary["metrics"].items() if isinstance(v, float))
     skipped = [f"{summary[k]} {k.replace('_', ' ')}" for k in ("skipped_samples", "skipped_steps") if summary[k]]
-    print(
-        f"trained {plural(summary['steps'], 'step')} in {summary['seconds']:.0f} s; last validation: {metrics or 'none'}"
-    )
+    trained = plural(summary["steps"], "step")
+    print(f"trained {trained} in {summary['seconds']:.0f} s; last validation: {metrics or 'none'}")
     if skipped:
         print(f"left out: {', '.join(skipped)} (counted in {out}/summary.json)")
     print(f"run folder {out}: model in {out}/model, metrics in {out}/metrics.jsonl")

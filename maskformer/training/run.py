@@ -313,8 +313,10 @@ def train(
             if isinstance(stop, SIGTERMException):
                 what = f"interrupted after step {step}: saved {last}"
             else:
-                what = (f"stopped at once by a second Ctrl-C, in the middle of step {step + 1}: saved {last} at step "
-                        f"{step}; a resumed run continues from there, though not exactly as an uninterrupted one")  # fmt: skip
+                what = (
+                    f"stopped at once by a second Ctrl-C, in the middle of step {step + 1}: saved {last} at step "
+                    f"{step}; a resumed run continues from there, though not exactly as an uninterrupted one"
+                )
             raise TrainingInterrupted(f"{what}; resume with: {resume_command(run_dir)}") from None
     in_sync = ranks_in_sync(module.model)
     summary = {
