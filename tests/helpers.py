@@ -168,7 +168,7 @@ def train_and_score(data: Path, run: Path, preset: str, capsys) -> dict:
         tiny.remove("model.loss.num_points=256")
     assert main(["train", "--preset", preset, "--data", str(data), "--out", str(run), *tiny]) == 0
     capsys.readouterr()
-    evaluate = ["eval", "--model", str(run), "--data", str(data), "--format", recipe(preset).data.format]
+    evaluate = ["eval", "--model", str(run), "--data", str(data), "--format", recipe(preset).data.format, "--json"]
     assert main(evaluate) == 0
     return json.loads(capsys.readouterr().out)
 

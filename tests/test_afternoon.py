@@ -294,3 +294,80 @@ def test_train_detects_the_layout_of_its_data(synth, tmp_path, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     assert "semantic layout, used instead of the configuration's ade20k" in capsys.readouterr().err
     assert "format: semantic" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+# ---- 14. 16-bit images are scaled by their bit depth --------------------------------------------------------
+def test_a_16_bit_copy_of_an_image_reads_as_the_8_bit_one(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from maskformer.data.io import read_image
+
+    gray = (np.arange(40 * 30).reshape(30, 40) % 200).astype(np.uint8)  # peak 199: a peak-stretch changes it
+    Image.fromarray(gray).save(tmp_path / "eight.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    with Image.open(tmp_path / "sixteen.png") as img:
+        assert img.mode.startswith("I")  # read as 16-bit
+    assert torch.equal(read_image(tmp_path / "sixteen.png"), read_image(tmp_path / "eight.png"))
+
+
+# ---- 12. the console: the family in the training line, eval as a table with per-class results by name -------
+@pytest.fixture(scope="module")
+def short_run(synth, tmp_path_factory):
+    run = tmp_path_factory.mktemp("short") / "run"
+    train(run_config(synth, 2), run)
+    return run
+
+
+def test_eval_prints_a_table_with_per_class_results_by_name(synth, short_run, tmp_path, capsys):
+    from maskformer.cli.main import main
+
+    evaluate = ["eval", "--model", str(short_run), "--data", str(synth), "--workers", "0"]
+    assert main(evaluate) == 0
+    table = capsys.readouterr().out
+    assert "mIoU" in table and "(%)" in table and not table.lstrip().startswith("{")
+    header = next(line for line in table.splitlines() if line.startswith("class"))
+    assert header.split() == ["class", "IoU", "PQ", "AP"]
+    assert {line.split()[0] for line in table.splitlines() if line.strip()} >= {"circle", "square", "stripes"}
+    assert main([*evaluate, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics["AP_per_class"]) == {"circle", "square", "triangle"}  # things only
+    assert set(metrics["PQ_per_class"]) == set(metrics["IoU"]) == {"circle", "square", "triangle", "stripes",
+                                                                    "checker", "dots"}  # fmt: skip
+    assert all(v is None or 0 <= v <= 1 for v in metrics["AP_per_class"].values())
+    # eval-files: panopticapi's per-class results, keyed by the ground truth's category names.
+    out = tmp_path / "pred"
+    images = str(synth / "images" / "val")
+    assert main(["predict", images, "--model", str(short_run), "--task", "panoptic", "--out", str(out)]) == 0
+    capsys.readouterr()
+    files = ["eval-files", "panoptic", "--pred", str(out / "panoptic.json"), "--gt", str(synth / "panoptic_val.json")]
+    assert main([*files, "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["per_class"]) == set(metrics["IoU"])
+    assert main(files) == 0
+    assert next(line for line in capsys.readouterr().out.splitlines() if line.startswith("All"))
+
+
+def test_per_class_ap_averages_cocos_precision_as_its_summary_does():
+    import numpy as np
+
+    from maskformer.evaluation.instance import InstanceEvaluator
+
+    evaluator = InstanceEvaluator([1, 2], ["cat", "dog"])
+    a = np.zeros((20, 20), bool)
+    a[2:10, 2:10] = True
+    b = np.zeros((20, 20), bool)
+    b[12:18, 12:18] = True
+    half = np.zeros((20, 20), bool)
+    half[12:18, 12:15] = True  # IoU 0.5 with b
+    evaluator.update([a, b], [1, 2], [False, False], np.stack([a, half]), [1, 2], [0.9, 0.8])
+    result = evaluator.compute()
+    assert result["per_class"]["cat"] == pytest.approx(1.0)
+    # dog: matched at IoU threshold 0.50 only, of the ten 0.50:0.95: AP 0.1; the mean of the two is COCO's AP.
+    assert result["per_class"]["dog"] == pytest.approx(0.1, abs=1e-6)
+    assert result["AP"] == pytest.approx((1.0 + 0.1) / 2, abs=1e-6)
+
+
+def test_the_training_line_names_the_family(synth, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="maskformer"):
+        train(run_config(synth, 1, family="mask2former"), tmp_path / "run")
+    assert "training a Mask2Former with a resnet18 backbone" in caplog.text

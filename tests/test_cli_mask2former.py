@@ -131,7 +131,9 @@ def test_multi_scale_eval_scores_what_multi_scale_predict_writes(sources, tmp_pa
     assert main(["predict", images, "--model", source, "--outputs", "label", "--out", str(out), *tta]) == 0
     capsys.readouterr()
     gt = str(data / "semantic" / "val")
-    assert main(["eval-files", "semantic", "--pred", str(out / "labels"), "--gt", gt, "--num-classes", "6"]) == 0
+    assert (
+        main(["eval-files", "semantic", "--pred", str(out / "labels"), "--gt", gt, "--num-classes", "6", "--json"]) == 0
+    )
     from_files = json.loads(capsys.readouterr().out)
     assert main(["eval", "--model", source, "--data", str(data), *tta, "--out", str(tmp_path / "multi.json")]) == 0
     multi = json.loads((tmp_path / "multi.json").read_text())

@@ -100,7 +100,18 @@ def test_eval_files_panoptic(tmp_path, capsys):
             )
         )
     assert (
-        main(["eval-files", "panoptic", "--pred", str(tmp_path / "pred.json"), "--gt", str(tmp_path / "gt.json")]) == 0
+        main(
+            [
+                "eval-files",
+                "panoptic",
+                "--json",
+                "--pred",
+                str(tmp_path / "pred.json"),
+                "--gt",
+                str(tmp_path / "gt.json"),
+            ]
+        )
+        == 0
     )
     assert json.loads(capsys.readouterr().out)["All"]["pq"] == 1.0
 

@@ -52,7 +52,7 @@ def test_predicted_panoptic_files_score_as_written_and_equal_eval(trained, tmp_p
     # Without --gt-json the files name images by file name: eval-files matches them by PNG name.
     assert main(["predict", images, "--model", str(run), "--task", "panoptic", "--out", str(tmp_path / "p")]) == 0
     capsys.readouterr()
-    assert main(["eval-files", "panoptic", "--pred", str(tmp_path / "p" / "panoptic.json"), "--gt", gt]) == 0
+    assert main(["eval-files", "panoptic", "--json", "--pred", str(tmp_path / "p" / "panoptic.json"), "--gt", gt]) == 0
     assert json.loads(capsys.readouterr().out)["All"]["pq"] == pytest.approx(pq, abs=1e-12)
     # With --gt-json they carry the ground truth's ids, and panopticapi itself scores them.
     pred = tmp_path / "q"
@@ -361,7 +361,7 @@ def test_train_console_is_clean(tmp_path):
     for noise in ("GPU available", "TPU available", "Tip:", "litlogger", "LeafSpec", "FLOPs", "Epoch 0/", "| Name",
                   "Warning", "warn", "Seed set", "Trainer.fit"):  # fmt: skip
         assert noise not in console, noise
-    assert "training resnet18" in result.stderr and "run folder" in result.stderr
+    assert "training a MaskFormer with a resnet18 backbone" in result.stderr and "run folder" in result.stderr
     assert "training: 100%" in result.stderr and "4/4" in result.stderr
     assert result.stdout.startswith("trained 4 steps in ") and "mIoU" in result.stdout
 

@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt
 from lightning.pytorch.callbacks import Callback
 
 from maskformer.data.synth import write_dataset
-from maskformer.demo import CPU_STEPS, FAMILY_NAMES, demo_config
+from maskformer.demo import CPU_STEPS, demo_config
+from maskformer.model import MaskFormerConfig
 from maskformer.training import train
 
 METRICS = ("mIoU", "PQ", "PQ_th")
@@ -63,7 +64,7 @@ def plot(out: Path, path: Path) -> None:
         for col, metric in enumerate(METRICS):
             for row, x in enumerate(("step", "seconds")):
                 ax = axes[row][col]
-                ax.plot([r[x] for r in records], [r[metric] for r in records], marker="o", label=FAMILY_NAMES[family])
+                ax.plot([r[x] for r in records], [r[metric] for r in records], marker="o", label=MaskFormerConfig.FAMILIES[family].TITLE)
                 ax.set_xlabel("training step" if x == "step" else "seconds of training (validations included)")
                 ax.set_title(f"validation {metric.replace('_th', ' things')}")
                 ax.set_ylim(0, 1)

@@ -219,8 +219,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json
-
     from ..predict import load_model
     from ..training import DataConfig
     from ..training.datamodule import default_ignore_value
@@ -244,27 +242,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     scales = args.scales or [1.0]
     metrics = evaluate(model, data, split=args.split or "", batch_size=args.batch_size, scales=scales, flip=args.flip)
+    return _print_metrics(metrics, args)
+
+
+def _print_metrics(metrics: dict, args: argparse.Namespace) -> int:
+    """The metrics as a table (as JSON with --json); --out also writes the JSON."""
+    import json
+
+    from ..evaluation.report import metrics_report
+
     text = json.dumps(metrics, indent=1)
-    print(text)
+    print(text if args.json else metrics_report(metrics))
     if args.out:
         Path(args.out).write_text(text + "\n")
     return 0
 
 
 def cmd_eval_files(args: argparse.Namespace) -> int:
-    import json
-
     from ..evaluation.files import score_panoptic_files, score_semantic_files
 
     if args.task == "semantic":
         metrics = score_semantic_files(args.pred, args.gt, args.num_classes, args.ignore_value, args.label_offset)
     else:
         metrics = score_panoptic_files(args.pred, args.gt, args.pred_folder, args.gt_folder)
-    text = json.dumps(metrics, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return _print_metrics(metrics, args)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -495,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--flip", action="store_true", help="multi-scale mIoU: also average horizontally flipped views")
     p.add_argument("--out", help="also write the metrics JSON here")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("eval-files", help="score prediction files against ground truth, no model needed")
@@ -516,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="semantic: subtract from ground-truth values first (ADE20K: 1, making 0 ignore)",
     )
     p.add_argument("--out", help="also write the metrics JSON here")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     p.set_defaults(func=cmd_eval_files)
 
     p = sub.add_parser("predict", help="segment images with a trained or pretrained model")

@@ -103,8 +103,8 @@ def pil_to_tensor(img: Image.Image) -> Tensor:
 
 def array_to_tensor(array: np.ndarray | Tensor) -> Tensor:
     """Numpy [H, W] or [H, W, C], tensors [H, W] or [C, H, W], C in 1/3/4, of bool, integer or float values
-    -> RGB uint8 [3, H, W]. Floats in [0, 1] are scaled by 255; integers above 255 (16-bit, 12-bit data in
-    16-bit files, 32-bit) by 255 / their peak, so that every such image uses the full range."""
+    -> RGB uint8 [3, H, W]. Floats in [0, 1] are scaled by 255; integers by their bit depth (16-bit values
+    divided by 257, see :func:`_integer_scale`), so a 16-bit copy of an 8-bit image gives the same pixels."""
     if isinstance(array, Tensor):
         t = array.detach().cpu()
         t = t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
@@ -131,12 +131,20 @@ def array_to_tensor(array: np.ndarray | Tensor) -> Tensor:
         scale = 255.0 if a.max(initial=0.0) <= 1.0 else 1.0
         out = np.clip(a * scale, 0, 255).round().astype(np.uint8)
     elif np.issubdtype(a.dtype, np.integer):
-        peak = int(a.max(initial=0))
-        scale = 255.0 / peak if peak > 255 else 1.0
-        out = np.clip(a.astype(np.float64) * scale, 0, 255).round().astype(np.uint8)
+        out = np.clip(a.astype(np.float64) / _integer_scale(a), 0, 255).round().astype(np.uint8)
     else:
         raise ValueError(f"unsupported image dtype {a.dtype}")
     return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
+
+
+def _integer_scale(a: np.ndarray) -> float:
+    """What divides integer pixel values into 0-255, by bit depth as readers of 16-bit photos scale (not by
+    the image's own peak, which would brighten a dim image and make a 16-bit copy of an 8-bit image differ):
+    16-bit types by 257 (65535 -> 255); wider types by their values' depth (8, 16 or 32 bits)."""
+    if a.dtype.itemsize == 2:
+        return 257.0
+    peak = int(a.max(initial=0))
+    return 1.0 if peak <= 255 else 257.0 if peak <= 65535 else 16843009.0  # (2^32 - 1) / 255
 
 
 def read_label(path: str | Path) -> Tensor:

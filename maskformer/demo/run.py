@@ -46,7 +46,6 @@ CPU_STEPS = {"maskformer": 800, "mask2former": 400}
 GPU_STEP_FACTOR = 5
 # Held-out images drawn in predictions.png and written to predictions/.
 GRID_IMAGES = 6
-FAMILY_NAMES = {"maskformer": "MaskFormer", "mask2former": "Mask2Former"}
 
 
 def demo_config(data_dir: Path, steps: int, family: str = DEFAULT_FAMILY, workers: int | None = 0) -> RunConfig:
@@ -166,8 +165,8 @@ def run_demo(
               f"({stage1.thing_accuracy:.2f} of the shapes) in {stage1.seconds:.0f} s", flush=True)  # fmt: skip
         backbone.weights = str(stage1.path)
     start_from = "that backbone (model.backbone.weights)" if stage1 else "scratch"
-    print(f"[demo] stage 2: training a {FAMILY_NAMES[family]} from {start_from} for {steps} steps on the "
-          f"{where}{more}", flush=True)  # fmt: skip
+    title = MaskFormerConfig.FAMILIES[family].TITLE
+    print(f"[demo] stage 2: training a {title} from {start_from} for {steps} steps on the {where}{more}", flush=True)
     summary = train(config, out / "run")
     history = json.loads((out / "run" / "history.json").read_text())
     training_curves(history, out / "training.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..data.io import read_label
@@ -51,5 +52,8 @@ def score_panoptic_files(
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: panoptic JSON not found")
     result = pq_from_files(gt_json, pred_json, gt_folder, pred_folder)
-    result["per_class"] = {str(k): v for k, v in result["per_class"].items()}
+    names = {c["id"]: c.get("name", str(c["id"])) for c in json.loads(Path(gt_json).read_text())["categories"]}
+    repeated = {n for n in names.values() if list(names.values()).count(n) > 1}
+    label = {cid: f"{n} ({cid})" if n in repeated else n for cid, n in names.items()}
+    result["per_class"] = {label[k]: v for k, v in result["per_class"].items()}
     return result

@@ -17,8 +17,10 @@ from ..model.distributed import world_size
 class InstanceEvaluator:
     """Accumulates ground-truth instances and scored predicted masks; ``compute`` runs COCOeval("segm")."""
 
-    def __init__(self, categories: Sequence[int]):
+    def __init__(self, categories: Sequence[int], names: Sequence[str] | None = None):
+        """``categories``: the thing classes' ids; ``names``: their names, which key the per-class APs."""
         self.categories = list(categories)
+        self.names = list(names) if names is not None else [str(c) for c in self.categories]
         self.reset()
 
     def reset(self) -> None:
@@ -78,13 +80,15 @@ class InstanceEvaluator:
             self.dt += [{**d, "image_id": d["image_id"] + offset} for d in dt]
 
     def compute(self) -> dict:
-        """AP, AP50, AP75, APs, APm, APl in 0..1 (COCO's definitions; -1 where undefined)."""
+        """AP, AP50, AP75, APs, APm, APl in 0..1 (COCO's definitions; -1 where undefined), and "per_class":
+        each category's AP (over IoU 0.50:0.95, all areas, 100 detections, as COCO's summary averages it;
+        None for a category without ground truth)."""
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
         keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
         if not self.dt or not self.gt:
-            return dict.fromkeys(keys, 0.0)
+            return {**dict.fromkeys(keys, 0.0), "per_class": dict.fromkeys(self.names, None if not self.gt else 0.0)}
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO()
             coco.dataset = {
@@ -98,4 +102,11 @@ class InstanceEvaluator:
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
-        return {k: float(v) for k, v in zip(keys, evaluator.stats[:6])}
+        # precision: [IoU thresholds, recall points, categories, area ranges (all first), max detections (100 last)]
+        precision = evaluator.eval["precision"][:, :, :, 0, -1]
+        per_class = {}
+        for k, name in enumerate(self.names):
+            values = precision[:, :, k]
+            values = values[values > -1]
+            per_class[name] = float(values.mean()) if values.size else None
+        return {**{k: float(v) for k, v in zip(keys, evaluator.stats[:6])}, "per_class": per_class}

@@ -250,6 +250,7 @@ class MaskFormerConfig(YamlConfig):
     BOUNDS: ClassVar[Bounds] = {"num_classes": AT_LEAST_1}
     # The discriminating field and the config class of each of its values (filled in below).
     FAMILIES: ClassVar[dict[str, type[MaskFormerConfig]]] = {}
+    TITLE: ClassVar[str] = "MaskFormer"  # the family's name in messages
 
     family: Literal["maskformer", "mask2former"] = "maskformer"
     num_classes: int = 150
@@ -272,6 +273,8 @@ class MaskFormerConfig(YamlConfig):
 class Mask2FormerConfig(MaskFormerConfig):
     """A whole Mask2Former model: the MSDeformAttn pixel decoder, the masked-attention decoder (9 layers,
     dropout 0) and the point-sampled loss (class 2, BCE 5, dice 5 on 12544 points); mask2former-facts.md."""
+
+    TITLE: ClassVar[str] = "Mask2Former"
 
     family: Literal["maskformer", "mask2former"] = "mask2former"
     pixel_decoder: PixelDecoderConfig = field(

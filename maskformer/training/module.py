@@ -141,7 +141,7 @@ class MaskFormerModule(L.LightningModule):
         self.panoptic_eval = PanopticEvaluator(
             {i: {"isthing": int(i in things), "name": n} for i, n in enumerate(meta.class_names)}
         )
-        self.instance_eval = InstanceEvaluator(sorted(things))
+        self.instance_eval = InstanceEvaluator(sorted(things), [meta.class_names[i] for i in sorted(things)])
         self.val_rows: list[GridRow] = []
 
     def validation_step(self, batch: list[dict], batch_idx: int) -> None:
@@ -212,6 +212,7 @@ class MaskFormerModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         record: dict = {"step": self.global_step}
+        per_class: dict = {}  # per-class results by class name, kept out of the scalar history
         if "semantic" in self.tasks:
             self.semantic_eval.sync()
             sem = self.semantic_eval.compute()
@@ -228,17 +229,21 @@ class MaskFormerModule(L.LightningModule):
                     "PQ_st": pq["Stuff"]["pq"],
                 }
             )
+            names = self.config.model.metadata.class_names
+            per_class["PQ_per_class"] = {names[c]: v["pq"] for c, v in pq["per_class"].items()}
         if "instance" in self.tasks:
             self.instance_eval.sync()
             if self.global_rank == 0:
-                record.update(self.instance_eval.compute())
+                instance = self.instance_eval.compute()
+                per_class["AP_per_class"] = instance.pop("per_class")
+                record.update(instance)
         # Plain floats: numpy scalars in the history would make checkpoints unloadable with weights_only.
         record = {k: (int(v) if k == "step" else float(v)) for k, v in record.items()}
         self.log_dict({f"val/{k}": v for k, v in record.items() if k != "step"}, sync_dist=False)
         if self.global_rank != 0:
             return
         self.history.append(record)
-        self.last_metrics = {**record, **({"IoU": sem["IoU"]} if "semantic" in self.tasks else {})}
+        self.last_metrics = {**record, **({"IoU": sem["IoU"]} if "semantic" in self.tasks else {}), **per_class}
         if self.run_dir is not None:
             with (self.run_dir / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -283,9 +283,10 @@ def train(
             log.info("%s", initialisation)
         if trainer.is_global_zero:
             log.info(
-                "%s %s (%.1fM parameters) on %s: %d training / %d validation images, steps %d-%d, batch %d, %s; "
-                "run folder %s",
+                "%s a %s with a %s backbone (%.1fM parameters) on %s: %d training / %d validation images, steps "
+                "%d-%d, batch %d, %s; run folder %s",
                 "resuming" if start else "training",
+                type(config.model).TITLE,
                 config.model.backbone.name or config.model.backbone.type,
                 module.model.num_parameters / 1e6,
                 config.data.root,
