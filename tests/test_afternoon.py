@@ -371,3 +371,23 @@ def test_the_training_line_names_the_family(synth, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="maskformer"):
         train(run_config(synth, 1, family="mask2former"), tmp_path / "run")
     assert "training a Mask2Former with a resnet18 backbone" in caplog.text
+
+
+# ---- 15. the README says how to install and activate, and agrees with the command ---------------------------
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_readme_says_how_to_install_and_run_and_agrees_with_the_command(capsys):
+    import re
+
+    from maskformer.cli.main import main
+    from maskformer.training.config import paper_model
+
+    text = README.read_text()
+    assert "source .venv/bin/activate" in text and "pip install ." in text
+    assert "maskformer[" not in text, "no package of that name on PyPI: extras are installed from a clone"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_minutes = re.search(r"demo\s+.*?about (\d+) minutes", capsys.readouterr().out, re.S).group(1)
+    assert f"about {help_minutes} minutes for the demo in all" in text
+    assert not paper_model("r101c").backbone.pretrained and "except the r101c presets" in text

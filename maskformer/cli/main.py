@@ -407,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(
-        "demo", help="pretrain a backbone, train and evaluate a small model on generated data (8 minutes on 2 cores)"
+        "demo",
+        help="pretrain a backbone, train and evaluate a small model on generated data (about 7 minutes on 2 CPU cores)",
     )
     p.add_argument("--out", default="demo-output")
     p.add_argument(
