@@ -272,6 +272,38 @@ def _label_points(ids: np.ndarray, wanted: Sequence[int]) -> dict[int, tuple[int
     return points
 
 
+def dim_void(image: np.ndarray, void: np.ndarray) -> np.ndarray:
+    """``image`` with the ``void`` pixels in a dim grey of their own brightness: still readable as the
+    photo, but no class colour (the blended colours are saturated; these are neutral and dark)."""
+    out = image.copy()
+    luma = image[void].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    out[void] = (40 + 0.3 * luma + 0.5).astype(np.uint8)[:, None]
+    return out
+
+
+def place_labels(
+    points: Sequence[tuple[int, int]], sizes: Sequence[tuple[int, int]], bounds: tuple[int, int]
+) -> list[tuple[int, int] | None]:
+    """Centres for labels of ``sizes`` (width, height) near ``points``, in order (the first are placed
+    first): each at its point or moved up or down by whole label heights, inside ``bounds`` (width, height)
+    and clear of the labels placed before it; None where no such place is found (the legend still names
+    the class)."""
+    placed: list[tuple[float, float, float, float]] = []
+    out: list[tuple[int, int] | None] = []
+    for (x, y), (w, h) in zip(points, sizes):
+        found = None
+        for shift in (0, 1, -1, 2, -2, 3, -3):
+            cx = min(max(x, w / 2), bounds[0] - w / 2)
+            cy = min(max(y + shift * h, h / 2), bounds[1] - h / 2)
+            box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+            if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in placed):
+                found = (round(cx), round(cy))
+                placed.append(box)
+                break
+        out.append(found)
+    return out
+
+
 def draw_segmentation(
     image: Tensor | np.ndarray,
     classes: np.ndarray,
@@ -281,12 +313,14 @@ def draw_segmentation(
     alpha: float = 0.5,
     min_side: int = 384,
 ):
-    """A PIL image: class colours blended over ``image``, white segment boundaries, each segment's class name
-    (and score when below 1) at its centre, and below the image a legend of the classes shown. Images with
-    a side under ``min_side`` are enlarged by a whole factor first.
+    """A PIL image: class colours blended over ``image``, pixels of no segment in a dim grey
+    (:func:`dim_void`), white segment boundaries, each segment's class name (and score when below 1) near
+    its centre without overlapping another (largest segments first), and below the image a legend of the
+    classes shown (and of void, where there is any), its text scaled with the image. Images with a side
+    under ``min_side`` are enlarged by a whole factor first.
 
     ``classes`` [H, W] class index per pixel (negative = none), ``ids`` [H, W] segment ids, ``segments`` maps
-    an id to a record with ``class_id``, ``name`` and ``score``.
+    an id to a record with ``class_id``, ``name``, ``score`` and ``area``.
     """
     from PIL import Image, ImageDraw
 
@@ -299,32 +333,49 @@ def draw_segmentation(
     colors = metadata.colors or default_colors(int(classes.max(initial=0)) + 1)
     if int(classes.max(initial=-1)) >= len(colors):
         colors = list(colors) + default_colors(int(classes.max()) + 1)[len(colors) :]
-    drawn = Image.fromarray(overlay(image, classes, colors, segments=ids, alpha=alpha, ignore_value=-1))
+    void = classes < 0
+    drawn = Image.fromarray(overlay(dim_void(image_hwc(image), void), classes, colors, segments=ids, alpha=alpha,
+                                    ignore_value=-1))  # fmt: skip
     h, w = classes.shape
-    size = max(12, min(h, w) // 30)
-    font = _font(size)
+    font_size = max(12, min(h, w) // 30)
+    font = _font(font_size)
     draw = ImageDraw.Draw(drawn)
     points = _label_points(ids, list(segments))
     if min(h, w) >= 32:
-        for sid, (x, y) in points.items():
-            seg = segments[sid]
-            text = seg.name if seg.score >= 1.0 else f"{seg.name} {seg.score:.2f}"
-            draw.text((x, y), text, fill=(255, 255, 255), font=font, anchor="mm", stroke_width=2, stroke_fill=(0, 0, 0))
+        order = sorted(points, key=lambda sid: -segments[sid].area)
+        texts = [segments[sid].name if segments[sid].score >= 1.0 else f"{segments[sid].name} {segments[sid].score:.2f}"
+                 for sid in order]  # fmt: skip
+        boxes = [draw.textbbox((0, 0), text, font=font, anchor="mm", stroke_width=2) for text in texts]
+        gap = font_size // 3  # between neighbouring labels
+        sizes = [(b[2] - b[0] + gap, b[3] - b[1] + gap) for b in boxes]
+        for text, place in zip(texts, place_labels([points[sid] for sid in order], sizes, (w, h))):
+            if place is not None:
+                draw.text(place, text, fill=(255, 255, 255), font=font, anchor="mm", stroke_width=2,
+                          stroke_fill=(0, 0, 0))  # fmt: skip
     # The legend lists the classes of the segments that are visible (not wholly covered by others).
-    shown = sorted({segments[sid].class_id for sid in points})
+    shown = [(tuple(int(v) for v in colors[c]), _class_name(metadata, c))
+             for c in sorted({segments[sid].class_id for sid in points})]  # fmt: skip
+    if void.any():
+        shown.append((VOID_COLOR, "void (no segment)"))
     if not shown:
         return drawn
-    legend_font = _font(14)
-    row_h, item_w = 20, 160
+    # Legend text in proportion to the image (14 px at 512 px a side and below).
+    scale = max(1.0, min(h, w) / 512)
+    legend_font = _font(round(14 * scale))
+    row_h, item_w, swatch = round(20 * scale), round(170 * scale), round(14 * scale)
     width = max(w, item_w)
     per_row = max(1, width // item_w)
     rows = -(-len(shown) // per_row)
-    canvas = Image.new("RGB", (width, h + rows * row_h + 6), (255, 255, 255))
+    canvas = Image.new("RGB", (width, h + rows * row_h + round(6 * scale)), (255, 255, 255))
     canvas.paste(drawn, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    for k, c in enumerate(shown):
-        x, y = (k % per_row) * item_w + 4, h + 4 + (k // per_row) * row_h
-        draw.rectangle((x, y + 2, x + 14, y + 16), fill=tuple(int(v) for v in colors[c]), outline=(0, 0, 0))
-        name = metadata.class_names[c] if c < len(metadata.class_names) else f"class {c}"
-        draw.text((x + 20, y + 1), name[:22], fill=(0, 0, 0), font=legend_font)
+    for k, (color, name) in enumerate(shown):
+        x, y = (k % per_row) * item_w + round(4 * scale), h + round(4 * scale) + (k // per_row) * row_h
+        pad = round(2 * scale)
+        draw.rectangle((x, y + pad, x + swatch, y + pad + swatch), fill=color, outline=(0, 0, 0))
+        draw.text((x + swatch + round(6 * scale), y + pad // 2), name[:22], fill=(0, 0, 0), font=legend_font)
     return canvas
+
+
+def _class_name(metadata: MetadataConfig, c: int) -> str:
+    return metadata.class_names[c] if c < len(metadata.class_names) else f"class {c}"

@@ -391,3 +391,58 @@ def test_the_readme_says_how_to_install_and_run_and_agrees_with_the_command(caps
     help_minutes = re.search(r"demo\s+.*?about (\d+) minutes", capsys.readouterr().out, re.S).group(1)
     assert f"about {help_minutes} minutes for the demo in all" in text
     assert not paper_model("r101c").backbone.pretrained and "except the r101c presets" in text
+
+
+# ---- 9. overlays: void drawn as such, labels apart, a legend that scales with the image ---------------------
+def _crowded_panoptic(size: tuple[int, int]):
+    import numpy as np
+
+    from maskformer.model.config import MetadataConfig
+    from maskformer.predict.results import PanopticResult, Segment
+
+    meta = MetadataConfig(class_names=["circle", "square", "triangle", "stripes"], thing_classes=[0, 1, 2],
+                          colors=[[230, 60, 60], [60, 200, 80], [70, 110, 240], [240, 200, 40]])  # fmt: skip
+    h, w = size
+    seg = torch.zeros(h, w, dtype=torch.int32)
+    segments = []
+    for i in range(6):  # six narrow shapes side by side: their labels would run into each other
+        seg[h // 3 : 2 * h // 3, (1 + 3 * i) * w // 20 : (3 + 3 * i) * w // 20] = i + 1
+        segments.append(Segment(i + 1, i % 3, meta.class_names[i % 3], 0.9, 1, True))
+    seg[3 * h // 4 :] = 7
+    segments.append(Segment(7, 3, "stripes", 0.95, 2, False))
+    image = np.full((h, w, 3), (250, 40, 40), np.uint8)  # the image's own colour is circle-red
+    return PanopticResult("x", size, meta, seg, segments), image
+
+
+def test_overlays_draw_void_apart_from_classes():
+    import numpy as np
+
+    result, image = _crowded_panoptic((400, 500))
+    drawn = np.asarray(result.draw(image))[:400]
+    void = drawn[5:100, 5:100].reshape(-1, 3)  # no segment there
+    assert (void.max(1) - void.min(1) <= 1).all(), "void is a neutral grey, not the image's colour"
+    assert void.max() < 128
+
+
+def test_labels_are_placed_apart():
+    from maskformer.visualize import place_labels
+
+    points = [(100, 100)] * 5 + [(110, 104), (300, 100)]
+    sizes = [(80, 20)] * 7
+    places = place_labels(points, sizes, (400, 300))
+    boxes = [(x - 40, y - 10, x + 40, y + 10) for x, y in (p for p in places if p is not None)]
+    assert len(boxes) == 7
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+        assert 0 <= a[0] and a[2] <= 400 and 0 <= a[1] and a[3] <= 300
+
+
+def test_the_legend_scales_with_the_image():
+    small_result, small_image = _crowded_panoptic((512, 640))
+    big_result, big_image = _crowded_panoptic((3000, 4000))
+    small, big = small_result.draw(small_image), big_result.draw(big_image)
+    # Below each image, the legend: its height in proportion to the image's side.
+    small_legend = small.height - 512
+    big_legend = big.height - 3000
+    assert big_legend >= 3000 / 512 * small_legend * 0.9 and big_legend > 100
