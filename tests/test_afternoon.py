@@ -446,3 +446,65 @@ def test_the_legend_scales_with_the_image():
     small_legend = small.height - 512
     big_legend = big.height - 3000
     assert big_legend >= 3000 / 512 * small_legend * 0.9 and big_legend > 100
+
+
+# ---- 13 and 21. serve: unknown parameters, the model's task, favicon, /docs offline, validated answers ------
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from maskformer.serve import ServeConfig, background_server, create_app
+    from tests.serving import predictor, save_serving_model, write_scene
+
+    root = tmp_path_factory.mktemp("served")
+    model_dir = save_serving_model(root / "model")
+    scene = write_scene(root / "scene.png", seed=3, size_range=(64, 80))
+    with background_server(create_app(predictor(model_dir), ServeConfig(), str(model_dir))) as base:
+        yield base, scene
+
+
+def test_serve_refuses_unknown_parameters_and_answers_what_predict_writes(served, tmp_path):
+    import httpx
+
+    from maskformer.cli.main import main
+
+    base, scene = served
+    answer = httpx.post(f"{base}/predict", params={"tsk": "panoptic"}, content=scene.read_bytes())
+    assert answer.status_code == 422 and "unknown query parameter(s) tsk" in answer.json()["detail"]
+    model = httpx.get(f"{base}/models").json()["models"][0]
+    assert model["task"] == "panoptic"  # things and stuff
+    files = {"image": ("scene.png", scene.read_bytes(), "image/png")}
+    panoptic = httpx.post(f"{base}/predict", params={"task": "panoptic", "coco": "true"}, files=files).json()
+    # The COCO JSON is the one `maskformer predict` writes for the same image and model.
+    out = tmp_path / "pred"
+    assert main(["predict", str(scene), "--model", model["source"], "--task", "panoptic", "--out", str(out)]) == 0
+    written = json.loads((out / "panoptic.json").read_text())
+    assert panoptic["coco"]["categories"] == written["categories"]
+    assert panoptic["coco"]["annotations"][0]["segments_info"] == written["annotations"][0]["segments_info"]
+    assert panoptic["coco"]["annotations"][0]["file_name"] == "scene_panoptic.png"
+    instance = httpx.post(f"{base}/predict", params={"task": "instance", "coco": "true"}, files=files).json()
+    assert [r["score"] for r in instance["coco"]] == [s["score"] for s in instance["segments"]]
+
+
+def test_serve_answers_a_favicon_and_docs_that_need_no_internet(served):
+    import re
+
+    import httpx
+
+    base, _ = served
+    icon = httpx.get(f"{base}/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/png"
+    docs = httpx.get(f"{base}/docs").text
+    assets = re.findall(r"""(?:src|href)=["']([^"']+\.(?:js|css))["']""", docs)
+    assert assets and all(a.startswith("/") for a in assets), assets  # served here, not from a CDN
+    for asset in assets:
+        assert httpx.get(f"{base}{asset}").status_code == 200, asset
+
+
+def test_the_openapi_schema_describes_the_answers(served):
+    import httpx
+
+    base, _ = served
+    schema = httpx.get(f"{base}/openapi.json").json()
+    answer = schema["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/Prediction"}
+    assert set(schema["components"]["schemas"]["Prediction"]["properties"]) >= {"segments", "png", "coco"}
+    assert "models" in schema["components"]["schemas"]["Models"]["properties"]

@@ -99,7 +99,7 @@ def test_bad_sample_found_late_stops_the_run_or_is_skipped(synth, tmp_path):
     root = tmp_path / "data"
     bad = _copy_with_bad_sample(synth, root)
     config = run_config(root, 8)
-    with pytest.raises(ValueError, match="data check found 1 problems.*000007.png: cannot read image"):
+    with pytest.raises(ValueError, match="data check found 1 problem, .*000007.png: cannot read image"):
         train(config, tmp_path / "checked")
     config = run_config(root, 8)
     config.data.check = "off"

@@ -75,7 +75,13 @@ LAYERS: dict[str, set[str]] = {
     "cli": {"data", "demo", "evaluation", "export", "model", "predict", "serve", "training", "visualize"},
 }
 # Third-party libraries that belong to one layer only.
-ONLY_IN = {"lightning": {"training"}, "fastapi": {"serve"}, "starlette": {"serve"}, "uvicorn": {"serve"}}
+ONLY_IN = {
+    "lightning": {"training"},
+    "fastapi": {"serve"},
+    "fastapi_offline": {"serve"},
+    "starlette": {"serve"},
+    "uvicorn": {"serve"},
+}
 
 
 def _layer(file: Path) -> str:

@@ -122,6 +122,10 @@ def test_page_upload_overlay_legend_hover_toggle_download(browser, tmp_path):
         d.get(base)
         _wait(lambda: "6 classes" in d.find_element("id", "model-name").text, "the model description")
         _wait(lambda: len(d.find_elements("css selector", "#examples img")) == 3, "the example images")
+        # The page starts on the task the model was made for (things and stuff: panoptic).
+        assert httpx.get(f"{base}/models").json()["models"][0]["task"] == "panoptic"
+        assert Select(d.find_element("id", "task")).first_selected_option.get_attribute("value") == "panoptic"
+        Select(d.find_element("id", "task")).select_by_value("semantic")
 
         # Upload: the overlay and a legend naming the predicted classes.
         d.find_element("id", "file").send_keys(str(image_path))
@@ -143,6 +147,13 @@ def test_page_upload_overlay_legend_hover_toggle_download(browser, tmp_path):
         ActionChains(d).move_to_element_with_offset(canvas, dx, dy).perform()
         tooltip = _wait(lambda: d.find_element("id", "tooltip").text, "the tooltip")
         assert tooltip.startswith(f"{largest['name']} · score 1.00 · {largest['area']:,} px"), tooltip
+        # A new image (the mouse still over the old one's pixel): no tooltip of the old one stays.
+        other = tmp_path / "other.png"
+        shutil.copy(image_path, other)
+        d.find_element("id", "file").send_keys(str(other))
+        _wait(lambda: not d.find_element("id", "tooltip").is_displayed(), "the old tooltip to go")
+        d.find_element("id", "file").send_keys(str(image_path))
+        _wait(lambda: _status(d).startswith("semantic:"), "the semantic result again")
 
         # Opacity 1 paints the class colour; hiding the class shows the image's own pixel.
         d.execute_script(

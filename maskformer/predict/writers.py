@@ -68,6 +68,12 @@ def panoptic_record(result: PanopticResult, image_id: str, file_name: str) -> di
     return {"image_id": image_id, "file_name": file_name, "segments_info": infos}
 
 
+def panoptic_json(images: list[dict], annotations: list[dict], meta: MetadataConfig) -> dict:
+    """A COCO panoptic JSON: ``images`` (id, file_name, width, height), their ``annotations``
+    (:func:`panoptic_record`) and ``meta``'s categories."""
+    return {"images": images, "annotations": annotations, "categories": categories(meta)}
+
+
 def write_panoptic(result: PanopticResult, path: Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(panoptic_png(result))
@@ -238,12 +244,8 @@ class PredictionWriter:
         if meta is None:
             return
         if self.panoptic:
-            data = {
-                "images": [dict(im, id=rec["image_id"]) for im, rec in zip(self.images, self.panoptic)],
-                "annotations": self.panoptic,
-                "categories": categories(meta),
-            }
-            _write_json(data, self.out / "panoptic.json")
+            images = [dict(im, id=rec["image_id"]) for im, rec in zip(self.images, self.panoptic)]
+            _write_json(panoptic_json(images, self.panoptic, meta), self.out / "panoptic.json")
         if "instances" in self.kinds:
             _write_json(self.instances, self.out / "instances.json")
             _write_json({"images": self.images, "categories": categories(meta)}, self.out / "images.json")

@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartParser
@@ -34,8 +35,16 @@ from ..predict import Predictor
 from ..predict.checks import TASKS
 from ..predict.inputs import LoadedImage
 from ..predict.predictor import with_thresholds
-from ..predict.results import Result
-from ..predict.writers import category_id, panoptic_png, segment_records, semantic_png
+from ..predict.results import InstanceResult, PanopticResult, Result
+from ..predict.writers import (
+    category_id,
+    instance_records,
+    panoptic_json,
+    panoptic_png,
+    panoptic_record,
+    segment_records,
+    semantic_png,
+)
 from ..predict.zoo import known_model
 from .batcher import Batcher, QueueFull
 from .config import ServeConfig
@@ -54,7 +63,15 @@ OverlapParam = Annotated[
     float | None, Query(ge=0, le=1, description="panoptic: keep segments with at least this share of their mask "
                         "visible (default: the model's)")
 ]  # fmt: skip
-PngParam = Annotated[bool, Query(description="also answer the label PNG (semantic) or panoptic PNG, in base64")]
+PngParam = Annotated[
+    bool, Query(description="also answer the label PNG (semantic) or panoptic PNG, in base64; the instance task "
+                "has none (instances overlap) and answers 422")
+]  # fmt: skip
+CocoParam = Annotated[
+    bool, Query(description="also answer the COCO JSON `maskformer predict` writes: the panoptic JSON (its PNG "
+                "named NAME_panoptic.png after the upload's name) or the instance results")
+]  # fmt: skip
+PREDICT_PARAMS = {"task", "score_threshold", "overlap_threshold", "png", "coco"}
 
 
 class Segment(BaseModel):
@@ -75,6 +92,23 @@ class Prediction(BaseModel):
     height: int
     segments: list[Segment]
     png: str | None = None
+    coco: dict | list[dict] | None = None
+
+
+class Models(BaseModel):
+    models: list[dict]
+
+
+def model_task(predictor: Predictor, source: str) -> str:
+    """The task the model was made for: its known checkpoint's, else by its classes (things and stuff:
+    panoptic; things alone: instance; no things: semantic)."""
+    known = known_model(source)
+    if known:
+        return known.task
+    things = predictor.metadata.thing_classes
+    if not things:
+        return "semantic"
+    return "instance" if len(things) == predictor.model.config.num_classes else "panoptic"
 
 
 def model_card(predictor: Predictor, source: str) -> dict:
@@ -94,6 +128,7 @@ def model_card(predictor: Predictor, source: str) -> dict:
         "dataset": known.dataset if known else meta.dataset,
         "licence": known.licence if known else "not stated: the licence is that of the weights' source",
         "tasks": list(TASKS),
+        "task": model_task(predictor, source),
         "num_classes": config.num_classes,
         "classes": classes,
         "device": str(predictor.device),
@@ -167,10 +202,13 @@ def create_app(predictor: Predictor, config: ServeConfig, source: str = "model")
         yield
         await run_in_threadpool(batcher.stop)
 
-    app = FastAPI(
+    # The /docs page's scripts and styles come from the fastapi-offline package, not from a CDN, so that it
+    # works where the server has no internet.
+    app = FastAPIOffline(
         title="maskformer",
         summary=f"{card['name']}: semantic, panoptic and instance segmentation",
         lifespan=lifespan,
+        favicon_url="/favicon.ico",
     )
 
     def authorize(request: Request) -> None:
@@ -196,15 +234,28 @@ def create_app(predictor: Predictor, config: ServeConfig, source: str = "model")
 
     app.mount("/page", StaticFiles(directory=PAGE), name="page")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(PAGE / "favicon.png", media_type="image/png")
+
+    def known_parameters(request: Request) -> None:
+        # FastAPI ignores query parameters it does not know: a misspelt one (?tsk=panoptic) would be lost.
+        unknown = sorted(set(request.query_params) - PREDICT_PARAMS)
+        if unknown:
+            raise HTTPException(
+                422, f"unknown query parameter(s) {', '.join(unknown)}; expected {', '.join(sorted(PREDICT_PARAMS))}"
+            )
+
     @app.get("/health")
     def health() -> dict:
         """The server is up; how many requests wait and run."""
         return {"status": "ok", **batcher.stats()}
 
     @app.get("/models", dependencies=[Depends(authorize)])
-    def models() -> dict:
-        """The loaded model: name, family, dataset, licence, tasks and classes (id, name, thing, colour)."""
-        return {"models": [card]}
+    def models() -> Models:
+        """The loaded model: name, family, dataset, licence, tasks, the task it was made for, and classes
+        (id, name, thing, colour)."""
+        return Models(models=[card])
 
     @app.get("/examples")
     def example_list() -> list[dict]:
@@ -229,14 +280,20 @@ def create_app(predictor: Predictor, config: ServeConfig, source: str = "model")
         }
     }
 
-    @app.post("/predict", dependencies=[Depends(authorize)], response_model=Prediction, openapi_extra=body_doc)
+    @app.post(
+        "/predict",
+        dependencies=[Depends(authorize), Depends(known_parameters)],
+        openapi_extra=body_doc,
+        response_model_exclude_none=True,  # png and coco only when asked for
+    )
     async def predict_endpoint(
         request: Request,
         task: TaskParam = "semantic",
         score_threshold: ScoreParam = None,
         overlap_threshold: OverlapParam = None,
         png: PngParam = False,
-    ) -> JSONResponse:
+        coco: CocoParam = False,
+    ) -> Prediction:
         """Segment one image: multipart field ``image``, or the image file as the raw body."""
         started = time.monotonic()
         if png and task == "instance":
@@ -261,15 +318,22 @@ def create_app(predictor: Predictor, config: ServeConfig, source: str = "model")
             raise HTTPException(504, f"no result within the limit of {config.timeout_s:g} s (--timeout)") from None
         except Exception as err:
             raise HTTPException(500, f"prediction failed: {str(err).splitlines()[0] if str(err) else err!r}") from None
-        return JSONResponse(await run_in_threadpool(_answer, result, task, png))
+        return await run_in_threadpool(_answer, result, task, png, coco, name)
 
     return app
 
 
-def _answer(result: Result, task: str, png: bool) -> dict:
+def _answer(result: Result, task: str, png: bool, coco: bool, name: str) -> Prediction:
     h, w = result.image_size
-    answer = {"task": task, "width": w, "height": h, "segments": segment_records(result)}
+    answer = Prediction(task=task, width=w, height=h, segments=segment_records(result))
     if png:
         data = semantic_png(result) if task == "semantic" else panoptic_png(result)
-        answer["png"] = base64.b64encode(data).decode("ascii")
+        answer.png = base64.b64encode(data).decode("ascii")
+    if coco and isinstance(result, PanopticResult):
+        stem = Path(name).stem if name != RAW_BODY else "image"
+        image = {"id": 1, "file_name": f"{stem}.png", "width": w, "height": h}
+        record = panoptic_record(result, 1, f"{stem}_panoptic.png")
+        answer.coco = panoptic_json([image], [record], result.metadata)
+    elif coco and isinstance(result, InstanceResult):
+        answer.coco = instance_records(result, 1)
     return answer

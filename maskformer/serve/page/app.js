@@ -14,6 +14,7 @@ const state = {
   hidden: new Set(), // class ids toggled off
   request: 0,        // number of the latest request; older answers are dropped
   urls: [],          // object URLs of the current downloads
+  taskPicked: false, // the person chose a task (else the page follows the model's)
 };
 
 function tokenHeaders() {
@@ -41,6 +42,8 @@ async function loadModel() {
   try {
     const model = (await (await api("/models")).json()).models[0];
     state.model = model;
+    // The page starts on the task the model was made for, unless a task was already picked.
+    if (!state.taskPicked && model.task) $("task").value = model.task;
     $("model-name").textContent =
       `${model.name} · ${model.family} · ${model.num_classes} classes · licence: ${model.licence}`;
   } catch (err) {
@@ -65,6 +68,7 @@ async function loadExamples() {
 }
 
 async function useImage(blob, fileName) {
+  $("tooltip").hidden = true; // it described the previous image
   state.blob = blob;
   state.name = fileName.replace(/\.[^.]*$/, "") || "image";
   const url = URL.createObjectURL(blob);
@@ -104,9 +108,13 @@ function decodeCounts(text) {
   return counts;
 }
 
-function visible(segment) {
-  if (state.hidden.has(segment.class_id)) return false;
+// Instances below the page's minimum score are neither drawn nor listed (the other tasks have no such slider).
+function scoreShown(segment) {
   return state.result.task !== "instance" || segment.score >= Number($("min-score").value);
+}
+
+function visible(segment) {
+  return !state.hidden.has(segment.class_id) && scoreShown(segment);
 }
 
 // Which segment shows at each pixel: instances in rising score order, so that the best is on top.
@@ -177,7 +185,7 @@ function drawLegend() {
   legend.replaceChildren();
   const byClass = new Map();
   for (const s of state.result.segments) {
-    if (state.result.task === "instance" && s.score < Number($("min-score").value)) continue;
+    if (!scoreShown(s)) continue;
     const entry = byClass.get(s.class_id) || { name: s.name, area: 0, count: 0 };
     entry.area += s.area;
     entry.count += 1;
@@ -223,30 +231,19 @@ function addDownload(label, fileName, blob) {
   $("download-links").append(a);
 }
 
-function categories() {
-  return (state.model ? state.model.classes : []).map((c) => ({ id: c.category_id, name: c.name, isthing: c.isthing ? 1 : 0 }));
-}
-
+// The files are the server's: the PNG it answers and the COCO JSON `maskformer predict` writes (?coco=true).
 function offerDownloads() {
   for (const url of state.urls) URL.revokeObjectURL(url);
   state.urls = [];
   $("download-links").replaceChildren();
   const r = state.result;
   const json = (data) => new Blob([JSON.stringify(data, null, 1)], { type: "application/json" });
-  const image = { id: 1, file_name: `${state.name}.png`, width: r.width, height: r.height };
   if (r.task === "semantic") addDownload("label PNG", `${state.name}_label.png`, base64Blob(r.png, "image/png"));
   if (r.task === "panoptic") {
-    addDownload("panoptic PNG", `${state.name}_panoptic.png`, base64Blob(r.png, "image/png"));
-    const infos = r.segments.map((s) => ({ id: s.id, category_id: s.category_id, iscrowd: 0, isthing: s.isthing ? 1 : 0,
-      score: s.score, area: s.area, bbox: s.bbox }));
-    addDownload("panoptic JSON", `${state.name}_panoptic.json`, json({ images: [image], categories: categories(),
-      annotations: [{ image_id: 1, file_name: `${state.name}_panoptic.png`, segments_info: infos }] }));
+    addDownload("panoptic PNG", r.coco.annotations[0].file_name, base64Blob(r.png, "image/png"));
+    addDownload("panoptic JSON", `${state.name}_panoptic.json`, json(r.coco));
   }
-  if (r.task === "instance") {
-    const records = r.segments.map((s) => ({ image_id: 1, category_id: s.category_id, segmentation: s.segmentation,
-      score: s.score, bbox: s.bbox, area: s.area }));
-    addDownload("instances JSON", `${state.name}_instances.json`, json(records));
-  }
+  if (r.task === "instance") addDownload("instances JSON", `${state.name}_instances.json`, json(r.coco));
   $("overlay-canvas").toBlob((blob) => addDownload("overlay PNG", `${state.name}_overlay.png`, blob), "image/png");
   $("downloads").hidden = false;
 }
@@ -260,7 +257,7 @@ function redraw() {
 async function segment() {
   if (!state.blob) return;
   const task = $("task").value;
-  const params = new URLSearchParams({ task });
+  const params = new URLSearchParams({ task, coco: "true" });
   if (task !== "instance") params.set("png", "true");
   for (const [id, key] of [["score-threshold", "score_threshold"], ["overlap-threshold", "overlap_threshold"]]) {
     if ($(id).value !== "") params.set(key, $(id).value);
@@ -327,7 +324,7 @@ function wire() {
     const file = [...e.clipboardData.files].find((f) => f.type.startsWith("image/"));
     if (file) useImage(file, file.name || "pasted.png");
   });
-  $("task").addEventListener("change", segment);
+  $("task").addEventListener("change", () => { state.taskPicked = true; segment(); });
   $("score-threshold").addEventListener("change", segment);
   $("overlap-threshold").addEventListener("change", segment);
   $("opacity").addEventListener("input", () => {
