@@ -508,3 +508,45 @@ def test_the_openapi_schema_describes_the_answers(served):
     assert answer == {"$ref": "#/components/schemas/Prediction"}
     assert set(schema["components"]["schemas"]["Prediction"]["properties"]) >= {"segments", "png", "coco"}
     assert "models" in schema["components"]["schemas"]["Models"]["properties"]
+
+
+# ---- 17. one post-processing path, in blocks, above the old size limit -------------------------------------
+@pytest.mark.parametrize("task", ["panoptic", "instance"])
+def test_post_processing_in_blocks_equals_one_block(task):
+    from maskformer.model import inference
+    from maskformer.model.config import InferenceConfig
+
+    generator = torch.Generator().manual_seed(0)
+    queries, classes = 12, 5
+    logits = torch.randn(1, queries, classes + 1, generator=generator) * 3
+    masks = torch.randn(1, queries, 40, 56, generator=generator) * 4
+    config = InferenceConfig(object_mask_threshold=0.1, overlap_threshold=0.0)
+    out = [(2300, 3000)]  # 12 queries x 6.9 MP: above MAX_POSTPROCESS_ELEMENTS, so built in blocks
+    assert queries * 2300 * 3000 > inference.MAX_POSTPROCESS_ELEMENTS
+    blocks = inference.postprocess(task, logits, masks, [(152, 220)], (160, 224), out, config, [0, 1])[0]
+    whole = inference.postprocess(task, logits, masks, [(152, 220)], (160, 224), out, config, [0, 1], 1 << 40)[0]
+    if task == "panoptic":
+        assert blocks.segments == whole.segments and len(blocks.segments) > 2
+        assert torch.equal(blocks.segmentation, whole.segmentation)
+    else:
+        assert torch.equal(blocks.masks, whole.masks) and torch.equal(blocks.scores, whole.scores)
+        assert torch.equal(blocks.labels, whole.labels)
+
+
+def test_the_predictor_post_processes_large_images_as_the_model_does(small_model):
+    from maskformer.predict import Predictor
+
+    model = MaskFormer.from_pretrained(small_model).eval()
+    model.config.inference.object_mask_threshold = 0.0
+    model.config.inference.test_shortest_edge = 64
+    image = torch.randint(0, 256, (3, 2100, 3300), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    # The model's 10 queries at 6.9 MP: above the size at which the predictor used to post-process smaller.
+    predictor = Predictor(model)
+    for task in ("panoptic", "instance"):
+        ours = predictor(image, task)[0]
+        reference = model.predict([image], task)[0]
+        if task == "panoptic":
+            assert torch.equal(ours.segmentation, reference.segmentation.cpu())
+            assert [s.id for s in ours.segments_info] == [s["id"] for s in reference.segments]
+        else:
+            assert torch.equal(ours.masks, reference.masks.cpu()) and torch.equal(ours.scores, reference.scores)

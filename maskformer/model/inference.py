@@ -66,8 +66,9 @@ def resize_for_test(image: Tensor, config: InferenceConfig, scale: float = 1.0) 
     return resize_image(image, test_size(*image.shape[-2:], config, scale))
 
 
-# Largest [N, H, W] float tensor post-processing builds at full output size (256 MiB); larger outputs are
-# post-processed at a reduced size and upsampled (semantic: exactly, in row blocks).
+# Largest [N, H, W] float tensor post-processing builds at the output size (256 MiB): larger outputs are
+# built in blocks (semantic: rows of the resized probabilities; panoptic and instance: groups of queries),
+# which give the same result as one block.
 MAX_POSTPROCESS_ELEMENTS = 1 << 26
 
 
@@ -213,10 +214,20 @@ def semantic_inference(
     image_sizes: Sequence[Size],
     padded_size: Size,
     output_sizes: Sequence[Size] | None = None,
+    max_elements: int = MAX_POSTPROCESS_ELEMENTS,
 ) -> list[Tensor]:
-    """Label maps [H, W] (int64 class indices): argmax over classes of :func:`semantic_probabilities`."""
-    probs = semantic_probabilities(pred_logits, pred_masks, image_sizes, padded_size, output_sizes)
-    return [p.argmax(0) for p in probs]
+    """Label maps [H, W] (int64 class indices): argmax over classes of :func:`semantic_probabilities`,
+    resized to the output size in row blocks of at most ``max_elements`` (:func:`resize_argmax`)."""
+    output_sizes = output_sizes or image_sizes
+    probs = semantic_probabilities(pred_logits, pred_masks, image_sizes, padded_size, image_sizes)
+    return [resize_argmax(p, tuple(out), max_elements) for p, out in zip(probs, output_sizes)]
+
+
+def _query_blocks(count: int, size: Size, max_elements: int) -> list[slice]:
+    """Consecutive groups of ``count`` queries whose masks at ``size`` hold at most ``max_elements`` values
+    (at least one query a group)."""
+    step = max(1, max_elements // max(1, size[0] * size[1]))
+    return [slice(start, start + step) for start in range(0, count, step)]
 
 
 def panoptic_inference(
@@ -228,13 +239,16 @@ def panoptic_inference(
     thing_classes: Sequence[int] | None = None,
     object_mask_threshold: float = 0.8,
     overlap_threshold: float = 0.8,
+    max_elements: int = MAX_POSTPROCESS_ELEMENTS,
 ) -> list[PanopticResult]:
     """The paper's general inference.
 
     Queries predicting no-object or scoring at most ``object_mask_threshold`` are dropped; each pixel goes
     to argmax_i p_i(c_i) * m_i; a segment whose won area is below ``overlap_threshold`` of its own
     m_i >= 0.5 area is dropped (its pixels stay void, id 0); segments of one stuff class are merged.
-    ``thing_classes=None`` means the metadata is unknown and every class is treated as a thing.
+    ``thing_classes=None`` means the metadata is unknown and every class is treated as a thing. Masks are
+    resized to the output size in groups of queries of at most ``max_elements`` values; each mask is resized
+    alone whatever the grouping, so the result does not depend on it.
     """
     output_sizes = output_sizes or image_sizes
     num_classes = pred_logits.shape[-1] - 1
@@ -247,12 +261,21 @@ def panoptic_inference(
         if not keep.any():
             results.append(PanopticResult(segmentation, []))
             continue
-        cur_scores, cur_classes = scores[keep], labels[keep]
-        # Channels-last: each pixel's argmax over segments reads contiguous memory.
-        cur_masks = resize_mask_logits(masks[keep], padded_size, size, out, channels_last=True).float().sigmoid()
-        winner = (cur_scores[:, None, None] * cur_masks).argmax(0)
+        cur_scores, cur_classes, kept_masks = scores[keep], labels[keep], masks[keep]
+        best = winner = None
+        own_area: list[int] = []
+        for block in _query_blocks(len(cur_scores), out, max_elements):
+            cur_masks = resize_mask_logits(kept_masks[block], padded_size, size, out).float().sigmoid()
+            own_area += (cur_masks >= 0.5).sum((1, 2)).tolist()
+            weighted = cur_scores[block, None, None] * cur_masks
+            index = weighted.argmax(0)  # the first query of the highest value, as over all queries at once
+            value = weighted.gather(0, index[None])[0]
+            if best is None:
+                best, winner = value, index
+            else:  # a later block wins a pixel only with a strictly higher value: argmax's first-wins rule
+                better = value > best
+                best, winner = torch.where(better, value, best), torch.where(better, index + block.start, winner)
         won_area = torch.bincount(winner.flatten(), minlength=len(cur_scores)).tolist()
-        own_area = (cur_masks >= 0.5).sum((1, 2)).tolist()
         # Decide every query on small per-query numbers, then paint all pixels with one lookup.
         lut = [0] * len(cur_scores)
         segments: list[dict] = []
@@ -285,9 +308,12 @@ def instance_inference(
     output_sizes: Sequence[Size] | None = None,
     topk: int = 100,
     thing_classes: Sequence[int] | None = None,
+    max_elements: int = MAX_POSTPROCESS_ELEMENTS,
 ) -> list[InstanceResult]:
     """Mask2Former's instance inference: top-k over queries x classes; binary mask at 0.5; score = class
-    probability x mean mask probability inside the binary mask. ``thing_classes`` restricts to things."""
+    probability x mean mask probability inside the binary mask. ``thing_classes`` restricts to things.
+    Float masks are built in groups of queries of at most ``max_elements`` values (the binary masks of the
+    result are the output)."""
     output_sizes = output_sizes or image_sizes
     results = []
     for logits, masks, size, out in zip(pred_logits, pred_masks, image_sizes, output_sizes):
@@ -304,10 +330,15 @@ def instance_inference(
         labels, queries = flat % num_classes, flat // num_classes
         # A query often makes several of the top k (with several classes): resize each mask once.
         unique, inverse = queries.unique(return_inverse=True)
-        m = resize_mask_logits(masks[unique], padded_size, size, out).float()
-        binary_unique = m > 0
-        # The mean mask probability inside the binary mask, without a float copy of the mask.
-        score_unique = (m.sigmoid_() * binary_unique).sum((1, 2)) / (binary_unique.sum((1, 2)) + 1e-6)
+        binaries, mask_scores = [], []
+        for block in _query_blocks(len(unique), out, max_elements):
+            m = resize_mask_logits(masks[unique[block]], padded_size, size, out).float()
+            binary = m > 0
+            # The mean mask probability inside the binary mask, without a float copy of the mask.
+            mask_scores.append((m.sigmoid_() * binary).sum((1, 2)) / (binary.sum((1, 2)) + 1e-6))
+            binaries.append(binary)
+        binary_unique = torch.cat(binaries) if binaries else masks.new_zeros((0, *out), dtype=torch.bool)
+        score_unique = torch.cat(mask_scores) if mask_scores else masks.new_zeros(0)
         final = top_scores * score_unique[inverse]
         order = final.argsort(descending=True)
         results.append(InstanceResult(binary_unique[inverse[order]], labels[order], final[order]))
@@ -323,15 +354,17 @@ def postprocess(
     output_sizes: Sequence[Size],
     config: InferenceConfig,
     thing_classes: Sequence[int] | None = None,
+    max_elements: int = MAX_POSTPROCESS_ELEMENTS,
 ) -> list[Tensor] | list[PanopticResult] | list[InstanceResult]:
     """The one entry from model outputs to results for ``task`` (semantic, panoptic or instance), used by
     ``MaskFormer.predict``, validation, evaluation and the Predictor so that they cannot disagree.
 
     ``thing_classes`` decide panoptic stuff merging (None: unknown, every class is a thing) and restrict
-    instance results to things (None or empty: every class).
+    instance results to things (None or empty: every class). ``max_elements`` bounds the float tensors
+    built at the output size (blocks; the results do not depend on it).
     """
     if task == "semantic":
-        return semantic_inference(pred_logits, pred_masks, image_sizes, padded_size, output_sizes)
+        return semantic_inference(pred_logits, pred_masks, image_sizes, padded_size, output_sizes, max_elements)
     if task == "panoptic":
         return panoptic_inference(
             pred_logits,
@@ -342,10 +375,11 @@ def postprocess(
             thing_classes=thing_classes,
             object_mask_threshold=config.object_mask_threshold,
             overlap_threshold=config.overlap_threshold,
+            max_elements=max_elements,
         )
     if task == "instance":
         return instance_inference(
             pred_logits, pred_masks, image_sizes, padded_size, output_sizes, topk=config.instance_topk,
-            thing_classes=thing_classes or None,
+            thing_classes=thing_classes or None, max_elements=max_elements,
         )  # fmt: skip
     raise ValueError(f"unknown task {task!r} (expected semantic, panoptic or instance)")

@@ -7,19 +7,17 @@ import contextlib
 import copy
 import dataclasses
 import functools
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.metadata import default_colors
 from ..model import MaskFormer
 from ..model import inference as post
 from ..model.config import InferenceConfig, MetadataConfig, config_from_dict
-from ..model.inference import MAX_POSTPROCESS_ELEMENTS, augmented_semantic_probabilities, resize_argmax, resize_for_test
+from ..model.inference import augmented_semantic_probabilities, resize_argmax, resize_for_test
 from .checks import check_device, check_options
 from .inputs import ImageInput, LoadedImage, load_inputs
 from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult, class_name
@@ -194,26 +192,13 @@ class Predictor:
     ) -> Result:
         logits, masks, sizes, padded = outputs
         meta = self.metadata
+        # The one post-processing path (model/inference.py), at the input's own size: it builds its full-size
+        # tensors in blocks, so camera images stay within memory with the result validation would give.
+        (res,) = post.postprocess(task, logits, masks, sizes, padded, [out_size], cfg, meta.thing_classes)
         if task == "semantic":
-            if (logits.shape[-1] - 1) * out_size[0] * out_size[1] <= MAX_POSTPROCESS_ELEMENTS:
-                (probs,) = post.semantic_probabilities(logits, masks, sizes, padded, [out_size])
-                labels = probs.argmax(0)
-            else:  # at the input size, then resized in row blocks
-                (probs,) = post.semantic_probabilities(logits, masks, sizes, padded, sizes, channels_last=False)
-                labels = resize_argmax(probs, out_size)
-            return SemanticResult(item.name, out_size, meta, labels.cpu(), path=item.path)
-        # [N, H, W] at full size can be far too large for camera images; post-process at a size that fits
-        # and upsample the result (nearest).
-        n = masks.shape[1] if task == "panoptic" else min(cfg.instance_topk, masks.shape[1] * (logits.shape[-1] - 1))
-        work = out_size
-        if n * out_size[0] * out_size[1] > MAX_POSTPROCESS_ELEMENTS:
-            f = math.sqrt(MAX_POSTPROCESS_ELEMENTS / (n * out_size[0] * out_size[1]))
-            work = (max(1, int(out_size[0] * f)), max(1, int(out_size[1] * f)))
-        (res,) = post.postprocess(task, logits, masks, sizes, padded, [work], cfg, meta.thing_classes)
+            return SemanticResult(item.name, out_size, meta, res.cpu(), path=item.path)
         if task == "panoptic":
             seg = res.segmentation
-            if work != out_size:
-                seg = F.interpolate(seg[None, None].float(), size=out_size, mode="nearest")[0, 0].to(torch.int32)
             areas = torch.bincount(seg.flatten().long(), minlength=len(res.segments) + 1).tolist()
             segments = [
                 Segment(s["id"], c, class_name(meta, c), s["score"], areas[s["id"]], s["isthing"])
@@ -221,15 +206,8 @@ class Predictor:
                 for c in [s["category_id"]]
             ]
             return PanopticResult(item.name, out_size, meta, seg.cpu(), segments, path=item.path)
-        binary = res.masks
-        if work != out_size:
-            binary = (
-                F.interpolate(binary[None].float(), size=out_size, mode="nearest")[0] > 0.5
-                if len(binary)
-                else binary.new_zeros((0, *out_size))
-            )
         labels, scores = res.labels.cpu(), res.scores.cpu()
-        return InstanceResult(item.name, out_size, meta, binary.cpu(), labels, scores, path=item.path)
+        return InstanceResult(item.name, out_size, meta, res.masks.cpu(), labels, scores, path=item.path)
 
     def _semantic_augmented(
         self,
