@@ -154,10 +154,57 @@ def prepare_dataset(tmp_path_factory, name: str, write_raw) -> tuple[Path, Path]
     return raw, out
 
 
+def ground_truth_scores(data: Path, preset: str) -> dict:
+    """The validation split's ground truth scored as its own prediction by the package's readers and
+    evaluators, with the recipe's layout and ignore value: mIoU for semantic data, PQ for panoptic data, AP
+    for instance data (1.0 each when the prepared files are consistent)."""
+    from maskformer.evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
+    from maskformer.training.config import recipe
+    from maskformer.training.datamodule import MaskFormerDataModule
+
+    config = recipe(preset)
+    config.data.root = str(data)
+    reader = MaskFormerDataModule(config).val_reader
+    names = reader.metadata.class_names
+    semantic = SemanticEvaluator(len(names), config.data.ignore_value)
+    panoptic = PanopticEvaluator({i: {"isthing": 1, "name": n} for i, n in enumerate(names)})
+    instance = InstanceEvaluator(list(range(len(names))))
+    kinds = set()
+    for index in range(len(reader)):
+        sample = reader.load(index)
+        kinds.add(sample["kind"])
+        if sample["kind"] == "semantic":
+            semantic.update(sample["label"], sample["label"])
+            continue
+        if sample["kind"] == "instance":
+            masks = sample["masks"].numpy().astype(bool)
+            classes = [s.category for s in sample["instances"]]
+            crowd = [s.iscrowd for s in sample["instances"]]
+            kept = [i for i, c in enumerate(crowd) if not c]
+            instance.update(list(masks), classes, crowd, masks[kept], [classes[i] for i in kept], [1.0] * len(kept))
+            continue
+        ids = sample["label"].numpy()
+        segments = [
+            {"id": i, "category_id": s.category, "iscrowd": int(s.iscrowd)} for i, s in sample["segments"].items()
+        ]
+        predicted = ids.copy()
+        for s in segments:
+            if s["iscrowd"]:  # a crowd region is no segment of a prediction
+                predicted[ids == s["id"]] = 0
+        panoptic.update(ids, segments, predicted, [s for s in segments if not s["iscrowd"]])
+    scores = {"mIoU": semantic.compute()["mIoU"]} if "semantic" in kinds else {}
+    if "panoptic" in kinds:
+        scores["PQ"] = panoptic.compute()["All"]["pq"]
+    if "instance" in kinds:
+        scores["AP"] = instance.compute()["AP"]
+    return scores
+
+
 def train_and_score(data: Path, run: Path, preset: str, capsys) -> dict:
     """``maskformer train --preset PRESET --data DATA`` (the recipe names the layout and the ignore value),
     shrunk to a tiny model of the preset's family and 2 steps, then ``maskformer eval`` on the recipe's layout;
-    returns the metrics."""
+    returns the metrics, after checking that the data's ground truth scores 1.0 as its own prediction and
+    that every metric of the model is a fraction."""
     from maskformer.cli.main import main
     from maskformer.training.config import recipe
 
@@ -170,7 +217,11 @@ def train_and_score(data: Path, run: Path, preset: str, capsys) -> dict:
     capsys.readouterr()
     evaluate = ["eval", "--model", str(run), "--data", str(data), "--format", recipe(preset).data.format, "--json"]
     assert main(evaluate) == 0
-    return json.loads(capsys.readouterr().out)
+    metrics = json.loads(capsys.readouterr().out)
+    assert all(v == 1.0 for v in ground_truth_scores(data, preset).values()) and ground_truth_scores(data, preset)
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    assert scalars and all(0.0 <= v <= 1.0 or (k.startswith("AP") and v == -1.0) for k, v in scalars.items())
+    return metrics
 
 
 HEAD = "sem_seg_head."
