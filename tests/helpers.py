@@ -7,12 +7,16 @@ import json
 import pickle
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from maskformer.data.io import encode_rle, rgb_to_id
 from maskformer.model import HungarianMatcher, LossConfig, MaskFormerConfig, SetCriterion
@@ -107,40 +111,71 @@ def official_layouts(synth: Path, out: Path) -> dict[str, Path]:
     return layouts
 
 
-def resnet18_model(
-    family: str, width: int, queries: int, layers: int, ffn: int, points: int, dropout: float | None = None
+def small_config(
+    family: str = "maskformer",
+    backbone: str = "swin",
+    num_classes: int = 5,
+    width: int = 64,
+    queries: int = 10,
+    layers: int = 3,
+    ffn: int = 128,
+    encoder_layers: int = 2,
+    points: int = 256,
+    dropout: float | None = None,
+    norm: str | None = None,
 ) -> MaskFormerConfig:
-    """A small ResNet-18 model of either family for 6 classes: MaskFormer's FPN and DETR decoder, or
-    Mask2Former's one-layer deformable encoder, masked-attention decoder and point loss on ``points`` points.
-    ``dropout`` None keeps the family's default."""
-    backbone = BackboneConfig(type="timm", name="resnet18", norm="bn")
+    """The tests' one builder of small but complete models of either family: a tiny Swin (embed 32, depths
+    1-1-2-1) or timm ``backbone`` (its ``norm``, default timm's frozen BN); MaskFormer's FPN and DETR decoder,
+    or Mask2Former's deformable encoder (``encoder_layers``), masked-attention decoder and point loss on
+    ``points`` points; ``width`` channels, ``layers`` decoder layers, ``ffn`` feed-forward width. ``dropout``
+    None keeps the family's default."""
+    if backbone == "swin":
+        bb = BackboneConfig(type="swin", name="", embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8),
+                            window_size=7, drop_path_rate=0.0)  # fmt: skip
+    else:
+        bb = BackboneConfig(type="timm", name=backbone, **({"norm": norm} if norm else {}))
     if family == "maskformer":
         transformer = TransformerConfig(
             hidden_dim=width, num_queries=queries, num_heads=4, ffn_dim=ffn, num_layers=layers
         )
-        if dropout is not None:
-            transformer.dropout = dropout
-        return MaskFormerConfig(
-            num_classes=6,
-            backbone=backbone,
+        config = MaskFormerConfig(
+            num_classes=num_classes,
+            backbone=bb,
             pixel_decoder=PixelDecoderConfig(conv_dim=width, mask_dim=width),
             transformer=transformer,
         )
-    base = Mask2FormerConfig()
-    config = Mask2FormerConfig(
-        num_classes=6,
-        backbone=backbone,
-        pixel_decoder=dataclasses.replace(
-            base.pixel_decoder, conv_dim=width, mask_dim=width, encoder_layers=1, encoder_heads=4, encoder_ffn_dim=ffn
-        ),
-        transformer=dataclasses.replace(
-            base.transformer, hidden_dim=width, num_queries=queries, num_heads=4, ffn_dim=ffn, num_layers=layers
-        ),
-        loss=dataclasses.replace(base.loss, num_points=points),
-    )
+    else:
+        base = Mask2FormerConfig()
+        config = Mask2FormerConfig(
+            num_classes=num_classes,
+            backbone=bb,
+            pixel_decoder=dataclasses.replace(base.pixel_decoder, conv_dim=width, mask_dim=width,
+                                              encoder_layers=encoder_layers, encoder_heads=4, encoder_ffn_dim=ffn),
+            transformer=dataclasses.replace(base.transformer, hidden_dim=width, num_queries=queries, num_heads=4,
+                                            ffn_dim=ffn, num_layers=layers),
+            loss=dataclasses.replace(base.loss, num_points=points),
+        )  # fmt: skip
     if dropout is not None:
         config.transformer.dropout = dropout
     return config
+
+
+def tiny_config(num_classes: int = 5, backbone: str = "swin", queries: int = 10) -> MaskFormerConfig:
+    """A small but complete MaskFormer for fast tests."""
+    return small_config("maskformer", backbone, num_classes, queries=queries)
+
+
+def tiny_m2f_config(num_classes: int = 5, queries: int = 10) -> Mask2FormerConfig:
+    """A small but complete Mask2Former (MSDeformAttn pixel decoder, masked-attention decoder) for fast tests."""
+    return small_config("mask2former", "swin", num_classes, queries=queries)
+
+
+def resnet18_model(
+    family: str, width: int, queries: int, layers: int, ffn: int, points: int, dropout: float | None = None
+) -> MaskFormerConfig:
+    """A small ResNet-18 model (batch norm) of either family for the synthetic dataset's 6 classes, with one
+    deformable encoder layer for Mask2Former."""
+    return small_config(family, "resnet18", 6, width, queries, layers, ffn, 1, points, dropout, norm="bn")
 
 
 def prepare_dataset(tmp_path_factory, name: str, write_raw) -> tuple[Path, Path]:
@@ -408,3 +443,163 @@ def run_config(root, steps: int, family: str = "maskformer", **train_kw) -> RunC
     )
     settings.update(train_kw)
     return RunConfig(model=model, data=data, train=TrainConfig(**settings))
+
+
+NUM_CLASSES = 150
+
+
+def randomize_norms(model: nn.Module, generator: torch.Generator) -> None:
+    """Give every norm layer non-trivial affine parameters and statistics, so a weight mapped to the wrong
+    place changes the outputs."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)):
+                module.weight.copy_(1 + 0.2 * torch.randn(module.weight.shape, generator=generator))
+                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.copy_(0.2 * torch.randn(module.running_mean.shape, generator=generator))
+                module.running_var.copy_(1 + 0.5 * torch.rand(module.running_var.shape, generator=generator))
+            if isinstance(module, nn.Embedding):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
+
+
+def build_hf_model(backbone: str, seed: int = 0):
+    """A randomly initialised transformers MaskFormerForInstanceSegmentation (Swin-T or ResNet-50)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(seed)
+    if backbone == "swin":
+        bb = transformers.SwinConfig(
+            embed_dim=96,
+            depths=[2, 2, 6, 2],
+            num_heads=[3, 6, 12, 24],
+            window_size=7,
+            drop_path_rate=0.3,
+            out_features=["stage1", "stage2", "stage3", "stage4"],
+        )
+    else:
+        bb = transformers.ResNetConfig(
+            depths=[3, 4, 6, 3],
+            hidden_sizes=[256, 512, 1024, 2048],
+            layer_type="bottleneck",
+            out_features=["stage1", "stage2", "stage3", "stage4"],
+        )
+    id2label = {i: f"class_{i}" for i in range(NUM_CLASSES)}
+    config = transformers.MaskFormerConfig(
+        backbone_config=bb, num_labels=NUM_CLASSES, id2label=id2label, label2id={v: k for k, v in id2label.items()}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = transformers.MaskFormerForInstanceSegmentation(config)
+    randomize_norms(model, torch.Generator().manual_seed(seed + 1))
+    return model.eval()
+
+
+def hf_to_official(hf_state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """transformers Mask2Former names (Swin or ResNet backbone) -> the official repository's detectron2 names, as its
+    image checkpoints store them (query features as ``static_query``). Written from the official source,
+    apart from the package's reader."""
+    swin = {
+        "layernorm_before": "norm1",
+        "layernorm_after": "norm2",
+        "attention.o_proj": "attn.proj",
+        "mlp.fc1": "mlp.fc1",
+        "mlp.fc2": "mlp.fc2",
+        "attention.relative_position_bias.relative_position_bias_table": "attn.relative_position_bias_table",
+    }
+    encoder = {"self_attn_layer_norm": "norm1", "final_layer_norm": "norm2", "fc1": "linear1", "fc2": "linear2"}
+    head = {"queries_features.weight": "static_query.weight", "queries_embedder.weight": "query_embed.weight",
+            "level_embed.weight": "level_embed.weight", "decoder.layernorm": "decoder_norm"}  # fmt: skip
+    out, qkv = {}, {}
+    for key, value in hf_state.items():
+        new = None
+        if key.startswith("criterion.") or ".swin.layernorm." in key:
+            continue
+        if key.endswith("num_batches_tracked"):
+            continue
+        if m := re.fullmatch(r"model\.pixel_level_module\.encoder\.embedder\.embedder\.(\w+)\.(\w+)", key):
+            new = "backbone.stem.conv1." + ("weight" if m[1] == "convolution" else f"norm.{m[2]}")
+        elif m := re.fullmatch(r"model\.pixel_level_module\.encoder\.encoder\.stages\.(\d)\.layers\.(\d+)\.(.+)", key):
+            block = f"backbone.res{int(m[1]) + 2}.{m[2]}."
+            part = re.sub(r"^layer\.(\d)\.", lambda c: f"conv{int(c[1]) + 1}.", m[3]).replace("shortcut.", "shortcut.")
+            new = block + part.replace(".convolution.weight", ".weight").replace(".normalization.", ".norm.")
+        elif m := re.fullmatch(r"model\.pixel_level_module\.encoder\.swin\.(.+)", key):
+            rest = m[1].replace("embeddings.patch_embeddings.projection", "patch_embed.proj")
+            rest = rest.replace("embeddings.norm", "patch_embed.norm").replace("encoder.layers", "layers")
+            if q := re.fullmatch(r"(layers\.\d+\.blocks\.\d+)\.attention\.([qkv])_proj\.(\w+)", rest):
+                qkv.setdefault(f"backbone.{q[1]}.attn.qkv.{q[3]}", {})["qkv".index(q[2])] = value
+                continue
+            rest += "."
+            for src, dst in swin.items():
+                rest = rest.replace(f".{src}.", f".{dst}.")
+            new = "backbone." + rest[:-1]
+        elif m := re.fullmatch(r"model\.pixel_level_module\.encoder\.hidden_states_norms\.stage(\d)\.(\w+)", key):
+            new = f"backbone.norm{int(m[1]) - 1}.{m[2]}"
+        elif m := re.fullmatch(r"model\.pixel_level_module\.decoder\.(.+)", key):
+            rest = m[1]
+            if e := re.fullmatch(r"encoder\.layers\.(\d+)\.(\w+)\.(\w+)(?:\.(\w+))?", rest):
+                name = encoder.get(e[2], e[2])
+                rest = f"transformer.encoder.layers.{e[1]}.{name}.{e[3]}" + (f".{e[4]}" if e[4] else "")
+            rest = rest.replace("input_projections", "input_proj").replace("level_embed", "transformer.level_embed")
+            rest = rest.replace("mask_projection", "mask_features")
+            rest = re.sub(r"^(adapter_1|layer_1)\.0\.", r"\1.", rest)
+            rest = re.sub(r"^(adapter_1|layer_1)\.1\.", r"\1.norm.", rest)
+            new = "sem_seg_head.pixel_decoder." + rest
+        elif m := re.fullmatch(r"model\.transformer_module\.(.+)", key):
+            rest = m[1]
+            if d := re.fullmatch(r"decoder\.layers\.(\d+)\.(.+)", rest):
+                i, part = d[1], d[2]
+                if a := re.fullmatch(r"self_attn\.([qkv])_proj\.(\w+)", part):
+                    name = f"transformer_self_attention_layers.{i}.self_attn.in_proj_{a[2]}"
+                    qkv.setdefault("sem_seg_head.predictor." + name, {})["qkv".index(a[1])] = value
+                    continue
+                part = part.replace("self_attn.o_proj", "self_attn.out_proj")
+                if part.startswith("self_attn"):
+                    rest = f"transformer_self_attention_layers.{i}.{part.replace('self_attn_layer_norm', 'norm')}"
+                elif part.startswith("cross_attn"):
+                    part = part.replace("cross_attn_layer_norm", "norm").replace("cross_attn.", "multihead_attn.")
+                    rest = f"transformer_cross_attention_layers.{i}.{part}"
+                else:
+                    rest = (
+                        f"transformer_ffn_layers.{i}.{part.replace('fc', 'linear').replace('final_layer_norm', 'norm')}"
+                    )
+            elif p := re.fullmatch(r"decoder\.mask_predictor\.mask_embedder\.(\d)\.0\.(\w+)", rest):
+                rest = f"mask_embed.layers.{p[1]}.{p[2]}"
+            else:
+                for src, dst in head.items():
+                    rest = rest.replace(src, dst)
+            new = "sem_seg_head.predictor." + rest
+        elif m := re.fullmatch(r"class_predictor\.(\w+)", key):
+            new = f"sem_seg_head.predictor.class_embed.{m[1]}"
+        assert new is not None, key
+        out[new] = value
+    for name, parts in qkv.items():
+        out[name] = torch.cat([parts[i] for i in range(3)])
+    return {k: v.detach().numpy().copy() for k, v in out.items()}
+
+
+def naive_cost(logits, masks, target_labels, target_masks, alpha=0.25, gamma=2.0):
+    """The paper's matching cost, one (query, target) pair at a time."""
+    prob = logits.softmax(-1)
+    t = F.interpolate(target_masks[None], size=masks.shape[-2:], mode="nearest")[0]
+    cost = np.zeros((masks.shape[0], t.shape[0]))
+    for i in range(masks.shape[0]):
+        x = masks[i].flatten()
+        p = x.sigmoid()
+        for j in range(t.shape[0]):
+            y = t[j].flatten()
+            ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+            p_t = p * y + (1 - p) * (1 - y)
+            focal = (ce * (1 - p_t) ** gamma * (alpha * y + (1 - alpha) * (1 - y))).mean()
+            dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+            cost[i, j] = -prob[i, target_labels[j]] + 20 * focal + dice
+    return cost
+
+
+# Colours of the label values of the transform tests' blocky samples.
+PALETTE = torch.tensor([[250, 10, 10], [10, 250, 10], [10, 10, 250], [200, 200, 10], [128, 128, 128]])
+
+
+def colour_index(image):
+    """Palette index of every pixel whose colour is exactly a palette colour, else -1."""
+    eq = (image.permute(1, 2, 0)[:, :, None, :].long() == PALETTE[None, None]).all(-1)
+    return torch.where(eq.any(-1), eq.float().argmax(-1), torch.tensor(-1))

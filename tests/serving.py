@@ -14,7 +14,7 @@ from maskformer.data.metadata import metadata_from_json
 from maskformer.data.synth import metadata_json, render
 from maskformer.model import MaskFormer
 from maskformer.predict import Predictor
-from tests.conftest import tiny_config, tiny_m2f_config
+from tests.helpers import tiny_config, tiny_m2f_config
 
 
 def save_serving_model(folder: Path, family: str = "maskformer") -> Path:

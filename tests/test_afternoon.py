@@ -105,7 +105,7 @@ def test_failed_runs_leave_no_folder(synth, tmp_path):
 # ---- 2. files written atomically get the mode an ordinary write gives ---------------------------------------
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_saved_weights_have_the_mode_of_an_ordinary_write(tmp_path, umask):
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     previous = os.umask(umask)
     try:
@@ -130,7 +130,7 @@ def test_saved_weights_have_the_mode_of_an_ordinary_write(tmp_path, umask):
 def small_model(tmp_path_factory):
     from maskformer.data.synth import metadata_json
     from maskformer.model.config import MetadataConfig
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     config = tiny_config(num_classes=6)
     meta = metadata_json()
@@ -550,3 +550,22 @@ def test_the_predictor_post_processes_large_images_as_the_model_does(small_model
             assert [s.id for s in ours.segments_info] == [s["id"] for s in reference.segments]
         else:
             assert torch.equal(ours.masks, reference.masks.cpu()) and torch.equal(ours.scores, reference.scores)
+
+
+# ---- 23. hub ids without evidence are known by their official zoo URLs alone --------------------------------
+def test_models_without_a_hub_page_are_known_by_their_zoo_url():
+    from maskformer.predict.zoo import KNOWN_MODELS
+
+    sources = {m.source for m in KNOWN_MODELS.values()}
+    for unproven in (
+        "facebook/mask2former-swin-base-IN21k-coco-panoptic",
+        "facebook/mask2former-swin-large-ade-instance",
+    ):
+        assert unproven not in sources
+    assert KNOWN_MODELS["zoo-m2f-coco-panoptic-swin-b-in21k"].source.endswith(
+        "coco/panoptic/maskformer2_swin_base_IN21k_384_bs16_50ep/model_final_54b88a.pkl"
+    )
+    assert KNOWN_MODELS["zoo-m2f-ade-instance-swin-l"].source.endswith(
+        "ade20k/instance/maskformer2_swin_large_IN21k_384_bs16_160k/model_final_92dae9.pkl"
+    )
+    assert "facebook/mask2former-swin-base-IN21k-cityscapes-panoptic" in sources

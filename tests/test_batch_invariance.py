@@ -11,7 +11,7 @@ import torch
 from maskformer import MaskFormer
 from maskformer.model import inference
 from maskformer.predict import Predictor
-from tests.conftest import tiny_config, tiny_m2f_config
+from tests.helpers import tiny_config, tiny_m2f_config
 
 # Mixed sizes: two share a padded size, the others do not; all smaller than the test size, so the model sees
 # them resized to different shapes.

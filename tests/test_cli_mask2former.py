@@ -15,8 +15,7 @@ from maskformer import MaskFormer
 from maskformer.cli.main import main
 from maskformer.data.synth import CLASSES, write_dataset
 from maskformer.predict import Predictor, load_model
-from tests.conftest import randomize_norms
-from tests.test_parity_mask2former import hf_to_official
+from tests.helpers import hf_to_official, randomize_norms
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,7 @@ def test_a_known_zoo_model_gets_its_dataset_test_settings_and_licence_notice(sou
 def test_multi_scale_eval_scores_what_multi_scale_predict_writes(sources, tmp_path, capsys):
     """`eval --scales --flip` (the papers' multi-scale mIoU) scores exactly the label maps `predict --scales
     --flip` writes, as the independent file scorer counts them; and it is not the single-scale score."""
-    from tests.conftest import tiny_m2f_config
+    from tests.helpers import tiny_m2f_config
 
     _, data = sources
     torch.manual_seed(0)

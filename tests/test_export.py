@@ -8,7 +8,7 @@ import torch
 
 from maskformer.cli.main import main
 from maskformer.model import MaskFormer
-from tests.conftest import tiny_config, tiny_m2f_config
+from tests.helpers import tiny_config, tiny_m2f_config
 
 # The ONNX graph takes any size and pads as MaskFormer.preprocess does; torch programs take multiples of 32.
 SIZES = [(1, 70, 97), (2, 160, 128), (3, 224, 50)]

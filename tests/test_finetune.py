@@ -27,11 +27,11 @@ from maskformer.predict import load_model
 from maskformer.training import DataConfig, RunConfig, TrainConfig, train
 from maskformer.training.config import finetune_recipe
 from maskformer.training.finetune import match_classes, starting_model
-from tests.conftest import tiny_config
 from tests.helpers import (
     hf_to_detectron2,
     relabelled_dataset,
     resnet18_model,
+    tiny_config,
     tiny_transformers_model,
     write_zoo_pickle,
 )

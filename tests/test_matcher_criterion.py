@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from tests.helpers import make_criterion, make_matcher
+from tests.helpers import make_criterion, make_matcher, naive_cost
 
 K = 6  # classes
 
@@ -35,24 +35,6 @@ def make_targets(counts, size=(48, 64), gen=None):
         masks = F.interpolate(masks[None], size=size, mode="nearest")[0] if n else torch.zeros(0, *size)
         targets.append({"labels": torch.randint(0, K, (n,), generator=gen), "masks": masks})
     return targets
-
-
-def naive_cost(logits, masks, target_labels, target_masks, alpha=0.25, gamma=2.0):
-    """The paper's matching cost, one (query, target) pair at a time."""
-    prob = logits.softmax(-1)
-    t = F.interpolate(target_masks[None], size=masks.shape[-2:], mode="nearest")[0]
-    cost = np.zeros((masks.shape[0], t.shape[0]))
-    for i in range(masks.shape[0]):
-        x = masks[i].flatten()
-        p = x.sigmoid()
-        for j in range(t.shape[0]):
-            y = t[j].flatten()
-            ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-            p_t = p * y + (1 - p) * (1 - y)
-            focal = (ce * (1 - p_t) ** gamma * (alpha * y + (1 - alpha) * (1 - y))).mean()
-            dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
-            cost[i, j] = -prob[i, target_labels[j]] + 20 * focal + dice
-    return cost
 
 
 def test_cost_matrix_equals_naive_pairwise_cost():

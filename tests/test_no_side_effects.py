@@ -13,7 +13,7 @@ from maskformer.model.config import MetadataConfig
 from maskformer.predict import Predictor
 from maskformer.training import DataConfig
 from maskformer.training.evaluate import evaluate
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _state(model: MaskFormer) -> dict:

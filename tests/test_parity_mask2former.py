@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-import re
 import warnings
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from maskformer import MaskFormer, SetCriterion
+from tests.helpers import hf_to_official
 
 # Odd sizes, none a multiple of 32. transformers' Swin shrinks a window to a feature map no larger than it
 # and drops the shift there, where the official Swin pads (peers.md); these sizes keep every map larger.
@@ -128,89 +128,6 @@ def test_equal_loss_under_the_same_sampled_points(m2f_checkpoints, backbone):
     assert len(losses) == 3 * 5
     total = sum(losses.values()).item()
     assert abs(total - ref.loss.item()) <= 1e-5 * abs(total), (total, ref.loss.item())
-
-
-def hf_to_official(hf_state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """transformers Mask2Former names (Swin or ResNet backbone) -> the official repository's detectron2 names, as its
-    image checkpoints store them (query features as ``static_query``). Written from the official source,
-    apart from the package's reader."""
-    swin = {
-        "layernorm_before": "norm1",
-        "layernorm_after": "norm2",
-        "attention.o_proj": "attn.proj",
-        "mlp.fc1": "mlp.fc1",
-        "mlp.fc2": "mlp.fc2",
-        "attention.relative_position_bias.relative_position_bias_table": "attn.relative_position_bias_table",
-    }
-    encoder = {"self_attn_layer_norm": "norm1", "final_layer_norm": "norm2", "fc1": "linear1", "fc2": "linear2"}
-    head = {"queries_features.weight": "static_query.weight", "queries_embedder.weight": "query_embed.weight",
-            "level_embed.weight": "level_embed.weight", "decoder.layernorm": "decoder_norm"}  # fmt: skip
-    out, qkv = {}, {}
-    for key, value in hf_state.items():
-        new = None
-        if key.startswith("criterion.") or ".swin.layernorm." in key:
-            continue
-        if key.endswith("num_batches_tracked"):
-            continue
-        if m := re.fullmatch(r"model\.pixel_level_module\.encoder\.embedder\.embedder\.(\w+)\.(\w+)", key):
-            new = "backbone.stem.conv1." + ("weight" if m[1] == "convolution" else f"norm.{m[2]}")
-        elif m := re.fullmatch(r"model\.pixel_level_module\.encoder\.encoder\.stages\.(\d)\.layers\.(\d+)\.(.+)", key):
-            block = f"backbone.res{int(m[1]) + 2}.{m[2]}."
-            part = re.sub(r"^layer\.(\d)\.", lambda c: f"conv{int(c[1]) + 1}.", m[3]).replace("shortcut.", "shortcut.")
-            new = block + part.replace(".convolution.weight", ".weight").replace(".normalization.", ".norm.")
-        elif m := re.fullmatch(r"model\.pixel_level_module\.encoder\.swin\.(.+)", key):
-            rest = m[1].replace("embeddings.patch_embeddings.projection", "patch_embed.proj")
-            rest = rest.replace("embeddings.norm", "patch_embed.norm").replace("encoder.layers", "layers")
-            if q := re.fullmatch(r"(layers\.\d+\.blocks\.\d+)\.attention\.([qkv])_proj\.(\w+)", rest):
-                qkv.setdefault(f"backbone.{q[1]}.attn.qkv.{q[3]}", {})["qkv".index(q[2])] = value
-                continue
-            rest += "."
-            for src, dst in swin.items():
-                rest = rest.replace(f".{src}.", f".{dst}.")
-            new = "backbone." + rest[:-1]
-        elif m := re.fullmatch(r"model\.pixel_level_module\.encoder\.hidden_states_norms\.stage(\d)\.(\w+)", key):
-            new = f"backbone.norm{int(m[1]) - 1}.{m[2]}"
-        elif m := re.fullmatch(r"model\.pixel_level_module\.decoder\.(.+)", key):
-            rest = m[1]
-            if e := re.fullmatch(r"encoder\.layers\.(\d+)\.(\w+)\.(\w+)(?:\.(\w+))?", rest):
-                name = encoder.get(e[2], e[2])
-                rest = f"transformer.encoder.layers.{e[1]}.{name}.{e[3]}" + (f".{e[4]}" if e[4] else "")
-            rest = rest.replace("input_projections", "input_proj").replace("level_embed", "transformer.level_embed")
-            rest = rest.replace("mask_projection", "mask_features")
-            rest = re.sub(r"^(adapter_1|layer_1)\.0\.", r"\1.", rest)
-            rest = re.sub(r"^(adapter_1|layer_1)\.1\.", r"\1.norm.", rest)
-            new = "sem_seg_head.pixel_decoder." + rest
-        elif m := re.fullmatch(r"model\.transformer_module\.(.+)", key):
-            rest = m[1]
-            if d := re.fullmatch(r"decoder\.layers\.(\d+)\.(.+)", rest):
-                i, part = d[1], d[2]
-                if a := re.fullmatch(r"self_attn\.([qkv])_proj\.(\w+)", part):
-                    name = f"transformer_self_attention_layers.{i}.self_attn.in_proj_{a[2]}"
-                    qkv.setdefault("sem_seg_head.predictor." + name, {})["qkv".index(a[1])] = value
-                    continue
-                part = part.replace("self_attn.o_proj", "self_attn.out_proj")
-                if part.startswith("self_attn"):
-                    rest = f"transformer_self_attention_layers.{i}.{part.replace('self_attn_layer_norm', 'norm')}"
-                elif part.startswith("cross_attn"):
-                    part = part.replace("cross_attn_layer_norm", "norm").replace("cross_attn.", "multihead_attn.")
-                    rest = f"transformer_cross_attention_layers.{i}.{part}"
-                else:
-                    rest = (
-                        f"transformer_ffn_layers.{i}.{part.replace('fc', 'linear').replace('final_layer_norm', 'norm')}"
-                    )
-            elif p := re.fullmatch(r"decoder\.mask_predictor\.mask_embedder\.(\d)\.0\.(\w+)", rest):
-                rest = f"mask_embed.layers.{p[1]}.{p[2]}"
-            else:
-                for src, dst in head.items():
-                    rest = rest.replace(src, dst)
-            new = "sem_seg_head.predictor." + rest
-        elif m := re.fullmatch(r"class_predictor\.(\w+)", key):
-            new = f"sem_seg_head.predictor.class_embed.{m[1]}"
-        assert new is not None, key
-        out[new] = value
-    for name, parts in qkv.items():
-        out[name] = torch.cat([parts[i] for i in range(3)])
-    return {k: v.detach().numpy().copy() for k, v in out.items()}
 
 
 def test_official_checkpoint_equals_transformers(m2f_checkpoints, tmp_path):

@@ -17,8 +17,7 @@ from maskformer.cli.main import main
 from maskformer.data.io import read_panoptic_png
 from maskformer.model import MaskFormer
 from maskformer.predict import Predictor
-from tests.conftest import tiny_config
-from tests.test_detectron2_format import hf_to_detectron2, write_zoo_pickle
+from tests.helpers import hf_to_detectron2, tiny_config, write_zoo_pickle
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,7 @@ from scipy.optimize import linear_sum_assignment
 from maskformer.data.datasets import make_targets
 from maskformer.data.transforms import detr_panoptic_train_transform, semantic_train_transform
 from maskformer.model import inference as post
-from tests.helpers import make_criterion, make_matcher
-from tests.test_matcher_criterion import naive_cost
-from tests.test_transforms import colour_index
+from tests.helpers import PALETTE, colour_index, make_criterion, make_matcher, naive_cost
 
 K = 4
 # Derandomized: CI sees the same examples on every run.
@@ -104,9 +102,6 @@ def test_inference_outputs_are_consistent(problem, out_h, out_w):
     for res in post.instance_inference(logits, masks, sizes, padded, outs, topk=7):
         assert res.masks.shape[1:] == (out_h, out_w) and len(res.masks) == len(res.scores) <= 7
         assert torch.isfinite(res.scores).all() and (res.scores[:-1] >= res.scores[1:]).all()
-
-
-PALETTE = torch.tensor([[250, 10, 10], [10, 250, 10], [10, 10, 250], [200, 200, 10], [128, 128, 128]])
 
 
 def interior(label, radius=4, border=None):

@@ -15,8 +15,7 @@ from maskformer.data.transforms import (
     large_scale_jitter_transform,
     semantic_train_transform,
 )
-
-PALETTE = torch.tensor([[250, 10, 10], [10, 250, 10], [10, 10, 250], [200, 200, 10], [128, 128, 128]])
+from tests.helpers import PALETTE, colour_index
 
 
 def blocky_sample(h=60, w=84, kind="semantic", seed=0):
@@ -30,12 +29,6 @@ def blocky_sample(h=60, w=84, kind="semantic", seed=0):
         sample["label"] = label.long() + 1  # ids 1..4, 0 = void
         sample["segments"] = {i + 1: D.Segment(i, False) for i in range(4)}
     return sample
-
-
-def colour_index(image):
-    """Palette index of every pixel whose colour is exactly a palette colour, else -1."""
-    eq = (image.permute(1, 2, 0)[:, :, None, :].long() == PALETTE[None, None]).all(-1)
-    return torch.where(eq.any(-1), eq.float().argmax(-1), torch.tensor(-1))
 
 
 def interior(label):

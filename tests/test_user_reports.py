@@ -367,7 +367,7 @@ def test_train_console_is_clean(tmp_path):
 
 
 def test_export_console_is_clean(tmp_path):
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     MaskFormer(tiny_config(backbone="resnet18")).save_pretrained(tmp_path / "m")
     result = _cli("export", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "m.onnx"))
