@@ -377,5 +377,25 @@ def draw_segmentation(
     return canvas
 
 
+def image_grid(images: Sequence, columns: int, path: str | Path, cell_width: int = 480) -> Path:
+    """PIL ``images`` scaled to ``cell_width`` pixels wide, in rows of ``columns`` on white, saved as a PNG."""
+    from PIL import Image
+
+    cells = [im.resize((cell_width, max(1, round(im.height * cell_width / im.width)))) for im in images]
+    rows = [cells[i : i + columns] for i in range(0, len(cells), columns)]
+    heights = [max(c.height for c in row) for row in rows]
+    gap = 8
+    grid = Image.new("RGB", (columns * (cell_width + gap) - gap, sum(heights) + gap * (len(rows) - 1)), "white")
+    y = 0
+    for row, height in zip(rows, heights):
+        for k, cell in enumerate(row):
+            grid.paste(cell, (k * (cell_width + gap), y))
+        y += height + gap
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
 def _class_name(metadata: MetadataConfig, c: int) -> str:
     return metadata.class_names[c] if c < len(metadata.class_names) else f"class {c}"

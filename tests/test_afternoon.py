@@ -569,3 +569,44 @@ def test_models_without_a_hub_page_are_known_by_their_zoo_url():
         "ade20k/instance/maskformer2_swin_large_IN21k_384_bs16_160k/model_final_92dae9.pkl"
     )
     assert "facebook/mask2former-swin-base-IN21k-cityscapes-panoptic" in sources
+
+
+# ---- 16. data show, and class statistics in data check ------------------------------------------------------
+def test_data_show_draws_a_grid_of_images_with_their_labels(synth, tmp_path, capsys):
+    from PIL import Image
+
+    from maskformer.cli.main import main
+
+    out = tmp_path / "show.png"
+    assert main(["data", "show", "--data", str(synth), "--count", "2", "--columns", "2", "--out", str(out)]) == 0
+    assert "drew 2 images" in capsys.readouterr().out
+    with Image.open(out) as grid:
+        assert grid.width == 2 * 480 + 8 and grid.height > 300
+
+
+def test_data_check_prints_class_statistics(synth, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from maskformer.cli.main import main
+
+    assert main(["data", "check", "--data", str(synth), "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split() and line.split()[0] in
+            {"circle", "square", "triangle", "stripes", "checker", "dots"}}  # fmt: skip
+    # The ground truth's own counts: images containing each class and its share of the labelled pixels.
+    meta = json.loads((synth / "panoptic_val.json").read_text())
+    names = {c["id"]: c["name"] for c in meta["categories"]}
+    images, pixels, segments = {}, {}, {}
+    for ann in meta["annotations"]:
+        for seg in ann["segments_info"]:
+            name = names[seg["category_id"]]
+            pixels[name] = pixels.get(name, 0) + seg["area"]
+            segments[name] = segments.get(name, 0) + 1
+        for name in {names[s["category_id"]] for s in ann["segments_info"]}:
+            images[name] = images.get(name, 0) + 1
+    total = sum(pixels.values())
+    for name, (n_images, share, n_segments) in rows.items():
+        assert int(n_images) == images.get(name, 0) and int(n_segments) == segments.get(name, 0)
+        assert float(share) == pytest.approx(100 * pixels.get(name, 0) / total, abs=0.006)
+    assert np.asarray(Image.open(synth / "semantic" / "val" / "000000.png")).size  # the data is there

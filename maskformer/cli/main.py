@@ -102,51 +102,70 @@ def _data_format(args: argparse.Namespace) -> str:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from ..data.prepare import prepare
+    from ..training import DataConfig
 
     preparation = prepare(args.name, args.raw, args.out, progress=not args.quiet)
     failed = 0
     for data_format in preparation.formats:
         print(f"{args.name}: wrote the {data_format} layout under {args.out}; checking it")
-        check = argparse.Namespace(data=args.out, format=data_format, split=None, class_file=None,
-                                   label_dir="labels", ignore_value=preparation.ignore_value, sample=None)  # fmt: skip
-        failed += cmd_check(check)
+        failed += check_data(DataConfig(format=data_format, root=args.out, ignore_value=preparation.ignore_value))
     return 1 if failed else 0
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from ..data.check import check_reader
+def _data_config(args: argparse.Namespace):
+    """The DataConfig of a command's --data, --format (found from the folder when not given), --class-file,
+    --label-dir and --ignore-value (default: the class file's, else 255)."""
     from ..training import DataConfig
-    from ..training.datamodule import build_reader, default_ignore_value, default_splits
+    from ..training.datamodule import default_ignore_value
 
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"{args.data}: data folder not found")
-    args.format = _data_format(args)
+    data_format = _data_format(args)
     ignore = args.ignore_value
     if ignore is None:
-        ignore = default_ignore_value(args.format, args.data, args.class_file or "")
-    cfg = DataConfig(
-        format=args.format,
-        root=args.data,
-        class_file=args.class_file or "",
-        label_dir=args.label_dir,
-        ignore_value=ignore,
-    )
-    splits = args.split or list(default_splits(args.format, args.data))
+        ignore = default_ignore_value(data_format, args.data, args.class_file or "")
+    return DataConfig(format=data_format, root=args.data, class_file=args.class_file or "", label_dir=args.label_dir,
+                      ignore_value=ignore)  # fmt: skip
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    return 1 if check_data(_data_config(args), args.split, args.sample) else 0
+
+
+def check_data(cfg, splits: list[str] | None = None, sample: int | None = None) -> int:
+    """Check ``splits`` (default: the format's train and val) of the DataConfig ``cfg``, printing the
+    problems and each split's class statistics; returns the number of problems."""
+    from ..data.check import check_reader
+    from ..training.datamodule import build_reader, default_splits
+
     failed = 0
-    for split in splits:
+    for split in splits or list(default_splits(cfg.format, cfg.root)):
         try:
             reader = build_reader(cfg, split)
         except (FileNotFoundError, ValueError) as err:
             print(f"[{split}] {err}")
             failed += 1
             continue
-        report = check_reader(reader, limit=args.sample)
+        report = check_reader(reader, limit=sample)
         for problem in report.problems:
             print(f"[{split}] {problem}")
         print(f"[{split}] {report.summary()}")
+        if report.checked:
+            print(report.statistics(reader.metadata.class_names))
         failed += len(report.problems)
     print("OK: no problems found" if not failed else f"FAILED: {plural(failed, 'problem')}")
-    return 1 if failed else 0
+    return failed
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ..training.datamodule import build_reader, default_splits
+    from .show import show_dataset
+
+    cfg = _data_config(args)
+    split = args.split or list(default_splits(cfg.format, cfg.root))[-1]
+    shown = show_dataset(build_reader(cfg, split), args.out, args.count, args.columns, args.seed)
+    print(f"drew {plural(shown, 'image')} of {cfg.root} ({split}) with their labels: {args.out}")
+    return 0
 
 
 def _run_config(args: argparse.Namespace):
@@ -219,27 +238,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from ..predict import load_model
-    from ..training import DataConfig
-    from ..training.datamodule import default_ignore_value
     from ..training.evaluate import evaluate
 
-    if not Path(args.data).is_dir():
-        raise FileNotFoundError(f"{args.data}: data folder not found")
-    model = load_model(args.model)
-    data_format = _data_format(args)
-    ignore = args.ignore_value
-    if ignore is None:
-        ignore = default_ignore_value(data_format, args.data, args.class_file or "")
-    data = DataConfig(
-        format=data_format,
-        root=args.data,
-        class_file=args.class_file or "",
-        label_dir=args.label_dir,
-        ignore_value=ignore,
-        num_workers=args.workers,
-        max_val_images=args.max_images,
-    )
+    data = dataclasses.replace(_data_config(args), num_workers=args.workers, max_val_images=args.max_images)
+    model = load_model(args.model)  # after the data's checks: a mistake costs no download
     scales = args.scales or [1.0]
     metrics = evaluate(model, data, split=args.split or "", batch_size=args.batch_size, scales=scales, flip=args.flip)
     return _print_metrics(metrics, args)
@@ -457,6 +462,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ignore-value", type=int, help="semantic: ignore label (default: the class file's, else 255)")
     s.add_argument("--sample", type=int, help="check only this many samples per split (default: all)")
     s.set_defaults(func=cmd_check)
+
+    s = data_sub.add_parser("show", help="draw images of a dataset with their labels, in a grid (a PNG)")
+    s.add_argument("--data", required=True, help="dataset root folder")
+    s.add_argument("--format", choices=FORMATS, help="dataset layout (default: found from the folder)")
+    s.add_argument("--split", help="split to draw (default: the validation split)")
+    s.add_argument("--class-file", help="semantic format: class list (default root/classes.json|txt)")
+    s.add_argument("--label-dir", default="labels", help="semantic format: label folder name")
+    s.add_argument("--ignore-value", type=int, help="semantic: ignore label (default: the class file's, else 255)")
+    s.add_argument("--count", type=int, default=8, help="images to draw, chosen at random (default 8)")
+    s.add_argument("--columns", type=int, default=4, help="images per row (default 4)")
+    s.add_argument("--seed", type=int, default=0, help="which images are chosen")
+    s.add_argument("--out", default="data-show.png", help="the PNG to write (default data-show.png)")
+    s.set_defaults(func=cmd_show)
 
     p = sub.add_parser("train", help="train a model (Lightning; multi-GPU / multi-node through train.* options)")
     p.add_argument("--preset", help="model preset with its paper recipe (see `maskformer presets`)")

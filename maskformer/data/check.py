@@ -32,11 +32,37 @@ class Problem:
 
 @dataclass
 class CheckReport:
-    """Problems found and how many samples were looked at."""
+    """Problems found, how many samples were looked at, and per class (index) of the samples read: the
+    images it appears in, its labelled pixels and its segments (instances; stuff segments for panoptic)."""
 
     checked: int = 0
     total: int = 0
     problems: list[Problem] = field(default_factory=list)
+    images: Counter = field(default_factory=Counter)
+    pixels: Counter = field(default_factory=Counter)
+    segments: Counter = field(default_factory=Counter)
+
+    def count(self, pixels: dict[int, int], segments: dict[int, int] | None = None) -> None:
+        """One image's pixels (and segments) per class index."""
+        present = {c for c, n in pixels.items() if n} | set(segments or {})
+        self.images.update(present)
+        self.pixels.update({c: n for c, n in pixels.items() if n})
+        self.segments.update(segments or {})
+
+    def statistics(self, class_names: list[str]) -> str:
+        """A table of the classes: images, share of labelled pixels, segments; classes never seen last."""
+        total = sum(self.pixels.values()) or 1
+        width = max([len("class"), *(len(n) for n in class_names)])
+        lines = [f"{'class':<{width}} {'images':>7} {'pixels %':>9} {'segments':>9}"]
+        order = sorted(range(len(class_names)), key=lambda c: (-self.pixels[c], -self.segments[c], c))
+        for c in order:
+            segments = str(self.segments[c]) if self.segments else "-"
+            lines.append(f"{class_names[c]:<{width}} {self.images[c]:>7} {100 * self.pixels[c] / total:>9.2f} "
+                         f"{segments:>9}")  # fmt: skip
+        unseen = [class_names[c] for c in order if not self.images[c]]
+        if unseen:
+            lines.append(f"{plural(len(unseen), 'class')} never seen in the {plural(self.checked, 'image')} read")
+        return "\n".join(lines)
 
     @property
     def ok(self) -> bool:
@@ -84,10 +110,13 @@ def _check_semantic(reader: SemanticDataset, limit: int | None, seed: int) -> Ch
             report.add(image_file, f"missing label file: {label_file} not found")
             continue
         try:
-            reader.load(i)
+            label = reader.load(i)["label"]
         except (ValueError, OSError) as err:
             file, _, message = str(err).partition(": ")
             report.add(file or image_file, message or str(err))
+            continue
+        counts = np.bincount(label[label != reader.ignore_value].numpy().ravel(), minlength=0)
+        report.count(dict(enumerate(counts.tolist())))
     return report
 
 
@@ -130,6 +159,15 @@ def _check_panoptic(reader: COCOPanopticDataset, limit: int | None, seed: int) -
             report.add(png, f"PNG ids absent from the JSON: {missing[:10]}")
         if absent:
             report.add(json_file, f"JSON segments absent from the PNG: {absent[:10]} of {png.name}")
+        areas = dict(zip(*(v.tolist() for v in np.unique(ids.numpy(), return_counts=True))))
+        pixels: Counter = Counter()
+        segments: Counter = Counter()
+        for seg in ann["segments_info"]:
+            if seg["category_id"] in reader.category_index:
+                c = reader.category_index[seg["category_id"]]
+                pixels[c] += areas.get(int(seg["id"]), 0)
+                segments[c] += 1
+        report.count(pixels, segments)
     return report
 
 
@@ -161,12 +199,21 @@ def _check_instance(reader: COCOInstanceDataset, limit: int | None, seed: int) -
                 image_file, f"size mismatch: {h} x {w}, the JSON says {info.get('height')} x {info.get('width')}"
             )
             continue
+        pixels: Counter = Counter()
+        segments: Counter = Counter()
         for ann in reader.annotations[i]:
             where = f"annotation {ann.get('id')} of {info['file_name']}"
-            if ann.get("category_id") not in reader.category_index:
+            known = ann.get("category_id") in reader.category_index
+            if not known:
                 report.add(json_file, f"unknown category id: {ann.get('category_id')} ({where})")
             try:
-                decode_segmentation(ann["segmentation"], h, w)
+                mask = decode_segmentation(ann["segmentation"], h, w)
             except (KeyError, ValueError, TypeError) as err:
                 report.add(json_file, f"bad segmentation: {where} ({err})")
+                continue
+            if known:
+                c = reader.category_index[ann["category_id"]]
+                pixels[c] += int(mask.sum())
+                segments[c] += 1
+        report.count(pixels, segments)
     return report
