@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -252,3 +253,17 @@ def list_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: image folder not found")
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def write_json(data: object, path: str | Path) -> None:
+    """``data`` as a JSON file, written atomically (parent folders made)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data))
+
+
+def coco_panoptic_json(images: list[dict], annotations: list[dict], categories: list[dict]) -> dict:
+    """A COCO panoptic JSON: ``images`` (id, file_name, width, height), one annotation per image
+    (image_id, file_name of its PNG, segments_info) and the ``categories``."""
+    return {"images": images, "annotations": annotations, "categories": categories}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from ..data.io import encode_png, encode_rle, id_to_rgb, mask_box, write_png
+from ..data.io import coco_panoptic_json, encode_png, encode_rle, id_to_rgb, mask_box, write_json, write_png
 from ..data.messages import plural
 from ..model.atomic import atomic_path
 from ..model.config import MetadataConfig
@@ -66,12 +66,6 @@ def panoptic_record(result: PanopticResult, image_id: str, file_name: str) -> di
             }
         )
     return {"image_id": image_id, "file_name": file_name, "segments_info": infos}
-
-
-def panoptic_json(images: list[dict], annotations: list[dict], meta: MetadataConfig) -> dict:
-    """A COCO panoptic JSON: ``images`` (id, file_name, width, height), their ``annotations``
-    (:func:`panoptic_record`) and ``meta``'s categories."""
-    return {"images": images, "annotations": annotations, "categories": categories(meta)}
 
 
 def write_panoptic(result: PanopticResult, path: Path) -> None:
@@ -245,12 +239,7 @@ class PredictionWriter:
             return
         if self.panoptic:
             images = [dict(im, id=rec["image_id"]) for im, rec in zip(self.images, self.panoptic)]
-            _write_json(panoptic_json(images, self.panoptic, meta), self.out / "panoptic.json")
+            write_json(coco_panoptic_json(images, self.panoptic, categories(meta)), self.out / "panoptic.json")
         if "instances" in self.kinds:
-            _write_json(self.instances, self.out / "instances.json")
-            _write_json({"images": self.images, "categories": categories(meta)}, self.out / "images.json")
-
-
-def _write_json(data: object, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data))
+            write_json(self.instances, self.out / "instances.json")
+            write_json({"images": self.images, "categories": categories(meta)}, self.out / "images.json")

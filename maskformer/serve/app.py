@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartParser
 from starlette.status import HTTP_401_UNAUTHORIZED
 
-from ..data.io import ImageTooLarge, decode_image
+from ..data.io import ImageTooLarge, coco_panoptic_json, decode_image
 from ..model.config import InferenceConfig
 from ..predict import Predictor
 from ..predict.checks import TASKS
@@ -37,9 +37,9 @@ from ..predict.inputs import LoadedImage
 from ..predict.predictor import with_thresholds
 from ..predict.results import InstanceResult, PanopticResult, Result
 from ..predict.writers import (
+    categories,
     category_id,
     instance_records,
-    panoptic_json,
     panoptic_png,
     panoptic_record,
     segment_records,
@@ -333,7 +333,7 @@ def _answer(result: Result, task: str, png: bool, coco: bool, name: str) -> Pred
         stem = Path(name).stem if name != RAW_BODY else "image"
         image = {"id": 1, "file_name": f"{stem}.png", "width": w, "height": h}
         record = panoptic_record(result, 1, f"{stem}_panoptic.png")
-        answer.coco = panoptic_json([image], [record], result.metadata)
+        answer.coco = coco_panoptic_json([image], [record], categories(result.metadata))
     elif coco and isinstance(result, InstanceResult):
         answer.coco = instance_records(result, 1)
     return answer

@@ -230,7 +230,8 @@ class MaskFormerModule(L.LightningModule):
                 }
             )
             names = self.config.model.metadata.class_names
-            per_class["PQ_per_class"] = {names[c]: v["pq"] for c, v in pq["per_class"].items()}
+            # Plain floats: the checkpoint keeps them, and numpy scalars would make it unloadable weights-only.
+            per_class["PQ_per_class"] = {names[c]: float(v["pq"]) for c, v in pq["per_class"].items()}
         if "instance" in self.tasks:
             self.instance_eval.sync()
             if self.global_rank == 0:

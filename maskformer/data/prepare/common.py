@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...model.atomic import atomic_path
-from ..io import write_png
+from ..io import coco_panoptic_json, write_json, write_png
 from ..metadata import builtin_metadata
 
 # Per-image records of an unfinished preparation live here until the dataset's JSON is written.
@@ -32,12 +32,6 @@ def link_or_copy(source: Path, target: Path) -> None:
     except OSError:
         with atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)
-
-
-def write_json(data: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data))
 
 
 def resumable(
@@ -92,11 +86,8 @@ def finish(out: Path) -> None:
 
 def panoptic_json(records: dict[str, dict], categories: list[dict]) -> dict:
     """COCO panoptic JSON from per-image records {"image": ..., "annotation": ...}."""
-    return {
-        "images": [r["image"] for r in records.values()],
-        "annotations": [r["annotation"] for r in records.values()],
-        "categories": categories,
-    }
+    images = [r["image"] for r in records.values()]
+    return coco_panoptic_json(images, [r["annotation"] for r in records.values()], categories)
 
 
 def instances_json(records: dict[str, dict], categories: list[dict]) -> dict:
