@@ -16,6 +16,7 @@ ALLOWED_TOP_LEVEL = {
     "contextlib",
     "copy",
     "dataclasses",
+    "difflib",
     "types",
     "functools",
     "io",

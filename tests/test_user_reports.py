@@ -379,6 +379,10 @@ def test_predict_errors_start_on_their_own_line(tmp_path, tiny_model):
     tiny_model.save_pretrained(tmp_path / "m")
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"not an image")
-    result = _cli("predict", str(tmp_path), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "out"))
+    argv = ["predict", str(tmp_path), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "out")]
+    result = _cli(*argv, "--on-error", "stop")
     assert result.returncode == 2
     assert any(line.startswith("maskformer: error: ") and "b.png" in line for line in result.stderr.splitlines())
+    result = _cli(*argv)  # skipping (the default): each skipped file on a line of its own
+    assert result.returncode == 1
+    assert any(line.startswith("maskformer: skipped ") and "b.png" in line for line in result.stderr.splitlines())
