@@ -373,6 +373,15 @@ def _scales(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a dataset on disk that :func:`_data_config` reads."""
+    parser.add_argument("--data", required=True, help="dataset root folder")
+    parser.add_argument("--format", choices=FORMATS, help="dataset layout (default: found from the folder)")
+    parser.add_argument("--class-file", help="semantic format: class list (default root/classes.json|txt)")
+    parser.add_argument("--label-dir", default="labels", help="semantic format: label folder name")
+    parser.add_argument("--ignore-value", type=int, help="semantic: ignore label (default: the class file's, else 255)")
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -454,22 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_prepare)
     s = data_sub.add_parser("check", help="check a dataset for problems that would stop training later")
-    s.add_argument("--data", required=True, help="dataset root folder")
-    s.add_argument("--format", choices=FORMATS, help="dataset layout (default: found from the folder)")
+    _data_options(s)
     s.add_argument("--split", action="append", help="split to check (repeatable; default: train and val)")
-    s.add_argument("--class-file", help="semantic format: class list (default root/classes.json|txt)")
-    s.add_argument("--label-dir", default="labels", help="semantic format: label folder name")
-    s.add_argument("--ignore-value", type=int, help="semantic: ignore label (default: the class file's, else 255)")
     s.add_argument("--sample", type=int, help="check only this many samples per split (default: all)")
     s.set_defaults(func=cmd_check)
 
     s = data_sub.add_parser("show", help="draw images of a dataset with their labels, in a grid (a PNG)")
-    s.add_argument("--data", required=True, help="dataset root folder")
-    s.add_argument("--format", choices=FORMATS, help="dataset layout (default: found from the folder)")
+    _data_options(s)
     s.add_argument("--split", help="split to draw (default: the validation split)")
-    s.add_argument("--class-file", help="semantic format: class list (default root/classes.json|txt)")
-    s.add_argument("--label-dir", default="labels", help="semantic format: label folder name")
-    s.add_argument("--ignore-value", type=int, help="semantic: ignore label (default: the class file's, else 255)")
     s.add_argument("--count", type=int, default=8, help="images to draw, chosen at random (default 8)")
     s.add_argument("--columns", type=int, default=4, help="images per row (default 4)")
     s.add_argument("--seed", type=int, default=0, help="which images are chosen")
@@ -492,12 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model on a dataset (mIoU; PQ for panoptic data)")
     p.add_argument("--model", required=True, help="checkpoint: folder, hub id, .pkl/.pth file or URL")
-    p.add_argument("--data", required=True, help="dataset root folder")
-    p.add_argument("--format", choices=FORMATS, help="dataset layout (default: found from the folder)")
+    _data_options(p)
     p.add_argument("--split", help="split to evaluate (default: the format's validation split)")
-    p.add_argument("--class-file", help="class list for the semantic format (default root/classes.json|txt)")
-    p.add_argument("--label-dir", default="labels", help="label folder name for the semantic format")
-    p.add_argument("--ignore-value", type=int, help="semantic: ignore label (default: the class file's, else 255)")
     p.add_argument(
         "--batch-size",
         type=int,
