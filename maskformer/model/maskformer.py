@@ -34,6 +34,18 @@ class Group:
     sizes: list[tuple[int, int]]
     padded: tuple[int, int]
 
+    def image(self, j: int) -> Group:
+        """The group of the ``j``-th image alone, its predictions in float32."""
+        return Group([self.indices[j]], self.logits[j : j + 1].float(), self.masks[j : j + 1].float(),
+                     self.sizes[j : j + 1], self.padded)  # fmt: skip
+
+    def semantic_probabilities(self) -> Tensor:
+        """Class probabilities [K, h, w] of the group's first image at its un-padded size (test-time
+        augmentation sums them over views)."""
+        return inference.semantic_probabilities(
+            self.logits[:1], self.masks[:1], self.sizes[:1], self.padded, self.sizes[:1], channels_last=False
+        )[0]
+
 
 def build_pixel_decoder(config: MaskFormerConfig, in_channels: list[int]) -> nn.Module:
     pd = config.pixel_decoder

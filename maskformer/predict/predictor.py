@@ -18,6 +18,7 @@ from ..model import MaskFormer
 from ..model import inference as post
 from ..model.config import InferenceConfig, MetadataConfig, config_from_dict
 from ..model.inference import augmented_semantic_probabilities, resize_argmax, resize_for_test
+from ..model.maskformer import Group
 from .checks import check_device, check_options
 from .inputs import ImageInput, LoadedImage, load_inputs
 from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult, class_name
@@ -165,17 +166,16 @@ class Predictor:
         return torch.autocast(self.device.type, dtype=torch.float16)
 
     @torch.no_grad()
-    def _forward(self, images: list[Tensor]) -> list[tuple[Tensor, Tensor, list[tuple[int, int]], tuple[int, int]]]:
-        """Float RGB images -> per image (class logits [1, N, K+1], mask logits [1, N, h, w], [size], padded
-        size) in float32, forwarded in groups of equal padded size (batch-invariant)."""
+    def _forward(self, images: list[Tensor]) -> list[Group]:
+        """Float RGB images -> the predictions of each alone (a one-image :class:`Group`, float32), forwarded
+        in groups of equal padded size (batch-invariant)."""
         normalised = [self.model.normalize(img) for img in images]  # in float32
         network = self._network()
         outputs: list = [None] * len(images)
         with self._autocast():
             for group in network.forward_groups(normalised):
                 for j, i in enumerate(group.indices):
-                    logits, masks = group.logits[j : j + 1].float(), group.masks[j : j + 1].float()
-                    outputs[i] = (logits, masks, group.sizes[j : j + 1], group.padded)
+                    outputs[i] = group.image(j)
         return outputs
 
     def _predict_batch(
@@ -188,9 +188,9 @@ class Predictor:
         return [self._postprocess(task, item, out, size, cfg) for item, out, size in zip(items, outputs, originals)]
 
     def _postprocess(
-        self, task: str, item: LoadedImage, outputs: tuple, out_size: tuple[int, int], cfg: InferenceConfig
+        self, task: str, item: LoadedImage, group: Group, out_size: tuple[int, int], cfg: InferenceConfig
     ) -> Result:
-        logits, masks, sizes, padded = outputs
+        logits, masks, sizes, padded = group.logits, group.masks, group.sizes, group.padded
         meta = self.metadata
         # The one post-processing path (model/inference.py), at the input's own size: it builds its full-size
         # tensors in blocks, so camera images stay within memory with the result validation would give.
@@ -230,8 +230,7 @@ class Predictor:
 
     def _probabilities(self, image: Tensor) -> Tensor:
         """Float RGB [3, h, w] -> class probabilities [K, h, w]."""
-        ((logits, masks, sizes, padded),) = self._forward([image])
-        return post.semantic_probabilities(logits, masks, sizes, padded, sizes, channels_last=False)[0]
+        return self._forward([image])[0].semantic_probabilities()
 
     def _windowed(self, image: Tensor, window: int, stride: int | None) -> Tensor:
         """Class probabilities [K, h, w] averaged over ``window``-sized crops ``stride`` apart covering the

@@ -198,11 +198,7 @@ class MaskFormerModule(L.LightningModule):
         scales and flips."""
 
         def probabilities(view: Tensor) -> Tensor:
-            (group,) = self.model.forward_groups([self.model.normalize(view)])
-            sizes = group.sizes
-            return inference.semantic_probabilities(
-                group.logits, group.masks, sizes, group.padded, sizes, channels_last=False
-            )[0]
+            return next(self.model.forward_groups([self.model.normalize(view)])).semantic_probabilities()
 
         cfg = self.config.model.inference
         total = inference.augmented_semantic_probabilities(
