@@ -166,11 +166,11 @@ def test_semantic_augmentation_keeps_masks_aligned(sample_seed, crop):
 @example(labelled_image(27, 26, 24, 200, single=False, all_ignore=False))
 def test_panoptic_augmentation_keeps_segments_aligned(sample_seed):
     sample, seed, checkable = sample_seed
-    from maskformer.data.datasets import Segment
+    from maskformer.data.datasets import Annotation
 
     label = sample["label"]
     sample = {**sample, "kind": "panoptic", "label": torch.where(label == 255, 0, label + 1)}
-    sample["segments"] = {i + 1: Segment(i, False) for i in range(4)}
+    sample["segments"] = {i + 1: Annotation(i, False) for i in range(4)}
     transform = detr_panoptic_train_transform(
         scales=(24, 40, 56), max_size=96, crop_scales=(20, 30), crop_range=(12, 30)
     )

@@ -27,7 +27,7 @@ def blocky_sample(h=60, w=84, kind="semantic", seed=0):
     sample = {"image": image, "label": label.long(), "kind": kind, "file": "x"}
     if kind == "panoptic":
         sample["label"] = label.long() + 1  # ids 1..4, 0 = void
-        sample["segments"] = {i + 1: D.Segment(i, False) for i in range(4)}
+        sample["segments"] = {i + 1: D.Annotation(i, False) for i in range(4)}
     return sample
 
 
@@ -102,7 +102,7 @@ def instance_sample(sample):
     (classes 0 and 1 together), the label marking the image's area."""
     ids = sample["label"]
     masks = torch.stack([ids == k for k in range(1, 5)] + [(ids == 1) | (ids == 2)]).to(torch.uint8)
-    instances = [D.Segment(k, False) for k in range(4)] + [D.Segment(0, False)]
+    instances = [D.Annotation(k, False) for k in range(4)] + [D.Annotation(0, False)]
     return {**sample, "kind": "instance", "label": torch.ones_like(ids), "masks": masks, "instances": instances}
 
 
@@ -139,7 +139,7 @@ def test_large_scale_jitter_keeps_labels_and_instance_masks_aligned():
 
 def test_instance_targets_drop_crowd_and_emptied_objects():
     sample = instance_sample(blocky_sample(kind="panoptic"))
-    sample["instances"][1] = D.Segment(1, True)  # crowd
+    sample["instances"][1] = D.Annotation(1, True)  # crowd
     crop = RandomCrop((12, 12))({**sample}, torch.Generator().manual_seed(0))
     targets = D.make_targets(crop)
     present = [k for k in range(5) if crop["masks"][k].any() and k != 1]

@@ -35,8 +35,11 @@ Transform = Callable[[Sample], Sample]
 
 
 @dataclass
-class Segment:
-    category: int  # contiguous class index
+class Annotation:
+    """A ground-truth segment or instance as read: its contiguous class index and crowd flag (a prediction's
+    segment is :class:`maskformer.predict.results.Segment`)."""
+
+    category: int
     iscrowd: bool
 
 
@@ -214,7 +217,7 @@ class COCOPanopticDataset(Dataset):
                 raise ValueError(
                     f"{self.json_file}: segment {seg['id']} of {png.name} has unknown category {seg['category_id']}"
                 )
-            segments[int(seg["id"])] = Segment(self.category_index[seg["category_id"]], bool(seg.get("iscrowd", 0)))
+            segments[int(seg["id"])] = Annotation(self.category_index[seg["category_id"]], bool(seg.get("iscrowd", 0)))
         return {
             "image": image,
             "label": ids,
@@ -297,7 +300,7 @@ class COCOInstanceDataset(Dataset):
                 masks.append(torch.from_numpy(decode_segmentation(ann["segmentation"], h, w)))
             except (KeyError, ValueError, TypeError) as err:
                 raise ValueError(f"{where}: bad segmentation ({err})") from err
-            instances.append(Segment(self.category_index[ann["category_id"]], bool(ann.get("iscrowd", 0))))
+            instances.append(Annotation(self.category_index[ann["category_id"]], bool(ann.get("iscrowd", 0))))
         return {
             "image": image,
             "label": torch.ones(h, w, dtype=torch.int64),

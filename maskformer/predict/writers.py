@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from torch import Tensor
+from typing_extensions import TypedDict  # pydantic reads it on Python < 3.12 (the API answers these)
 
 from ..data.io import coco_panoptic_json, encode_png, encode_rle, id_to_rgb, mask_box, write_json, write_png
 from ..data.messages import plural
@@ -17,6 +18,20 @@ from ..model.config import MetadataConfig
 from .results import InstanceResult, PanopticResult, Result, SemanticResult
 
 OUTPUT_KINDS = ("label", "panoptic", "instances", "overlay")
+
+
+class SegmentRecord(TypedDict):
+    """A segment as JSON (:func:`segment_records`; the HTTP API answers these)."""
+
+    id: int
+    class_id: int
+    category_id: int
+    name: str
+    isthing: bool
+    score: float
+    area: int
+    bbox: list[float]
+    segmentation: dict
 
 
 def category_id(meta: MetadataConfig, class_id: int) -> int:
@@ -92,7 +107,7 @@ def instance_records(result: InstanceResult, image_id: int | str) -> list[dict]:
     return records
 
 
-def segment_records(result: Result) -> list[dict]:
+def segment_records(result: Result) -> list[SegmentRecord]:
     """Every segment of ``result`` as JSON-ready dicts with the same keys whatever the task: ``id`` (its
     value in the label / panoptic PNG; instances numbered by falling score), ``class_id`` (contiguous),
     ``category_id`` (the dataset's), ``name``, ``isthing``, ``score``, ``area``, ``bbox`` (COCO

@@ -37,6 +37,7 @@ from ..predict.inputs import LoadedImage
 from ..predict.predictor import with_thresholds
 from ..predict.results import InstanceResult, PanopticResult, Result
 from ..predict.writers import (
+    SegmentRecord,
     categories,
     category_id,
     instance_records,
@@ -74,23 +75,11 @@ CocoParam = Annotated[
 PREDICT_PARAMS = {"task", "score_threshold", "overlap_threshold", "png", "coco"}
 
 
-class Segment(BaseModel):
-    id: int
-    class_id: int
-    category_id: int
-    name: str
-    isthing: bool
-    score: float
-    area: int
-    bbox: list[float]
-    segmentation: dict
-
-
 class Prediction(BaseModel):
     task: str
     width: int
     height: int
-    segments: list[Segment]
+    segments: list[SegmentRecord]
     png: str | None = None
     coco: dict | list[dict] | None = None
 
