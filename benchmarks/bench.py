@@ -37,6 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from maskformer.model import MaskFormer, SetCriterion
 from maskformer.model import inference as post
+from maskformer.model.padding import pad_batch, padded_groups
+from maskformer.model.test_resize import resize_for_test
 
 NUM_CLASSES = 150
 
@@ -393,16 +395,16 @@ def batching_cost(device: torch.device, repeats: int) -> dict:
         ours.config.inference.batch_invariant = invariant
         key = "one_at_a_time_s" if invariant else "by_padded_size_s"
         out[key] = median_time(lambda: ours.predict(images, task="semantic"), device, repeats)
-    resized = [ours.normalize(post.resize_for_test(img.to(device), ours.config.inference)) for img in images]
+    resized = [ours.normalize(resize_for_test(img.to(device), ours.config.inference)) for img in images]
 
     def padded_together():
-        batch, sizes = post.pad_batch(resized, ours.config.inference.size_divisibility)
+        batch, sizes = pad_batch(resized, ours.config.inference.size_divisibility)
         with torch.no_grad():
             o = ours(batch, with_aux=False)
         return post.semantic_inference(o["pred_logits"], o["pred_masks"], sizes, tuple(batch.shape[-2:]))
 
     out["padded_together_s"] = median_time(padded_together, device, repeats)
-    out["groups"] = len(post.padded_groups([tuple(r.shape[-2:]) for r in resized], 32))
+    out["groups"] = len(padded_groups([tuple(r.shape[-2:]) for r in resized], 32))
     return out
 
 

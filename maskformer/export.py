@@ -4,7 +4,7 @@ Both take RGB images with values 0-255, float32 [B, 3, H, W], normalise them wit
 and return ``pred_logits`` [B, N, K+1] and ``pred_masks`` [B, N, H'/4, W'/4] (mask logits), where H', W' are
 H, W padded bottom and right to multiples of 32 as ``MaskFormer.preprocess`` pads. The ONNX graph takes any
 H and W and pads itself (with the pixel mean, which is zero after normalising); the torch program takes H
-and W that are multiples of 32 (pad with ``maskformer.model.inference.pad_batch`` after normalising). Batch,
+and W that are multiples of 32 (pad with ``maskformer.model.padding.pad_batch`` after normalising). Batch,
 height and width are dynamic. Post-processing stays in Python:
 :func:`maskformer.model.inference.postprocess` with the padded size.
 """

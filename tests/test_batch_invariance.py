@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from maskformer import MaskFormer
-from maskformer.model import inference
+from maskformer.model import inference, padding, test_resize
 from maskformer.predict import Predictor
 from tests.helpers import tiny_config, tiny_m2f_config
 
@@ -50,8 +50,8 @@ def _alone(model: MaskFormer, image: torch.Tensor, task: str):
     """``image`` by hand: resized for test, normalised, padded to its own padded size, one forward of the
     network, post-processed at its size (no batching, grouping or result-routing code)."""
     cfg = model.config.inference
-    x = model.normalize(inference.resize_for_test(image, cfg))
-    batch, sizes = inference.pad_batch([x], cfg.size_divisibility)
+    x = model.normalize(test_resize.resize_for_test(image, cfg))
+    batch, sizes = padding.pad_batch([x], cfg.size_divisibility)
     with torch.no_grad():
         out = model(batch, with_aux=False)
     padded, size = tuple(batch.shape[-2:]), [tuple(image.shape[-2:])]
@@ -78,7 +78,7 @@ def test_batches_without_invariance_stay_within_the_stated_tolerance(family):
     model = _model(family, batch_invariant=False)
     gen = torch.Generator().manual_seed(2)
     images = [(torch.rand(3, h, w, generator=gen) * 255).round() for h, w in [(90, 120), (96, 125), (70, 110)]]
-    resized = [model.normalize(inference.resize_for_test(i, model.config.inference)) for i in images]
+    resized = [model.normalize(test_resize.resize_for_test(i, model.config.inference)) for i in images]
     assert sorted(len(g.indices) for g in model.forward_groups(resized)) == [1, 2]  # two share a padded size
     batched = model.predict(images, "semantic")
     for image, labels in zip(images, batched):

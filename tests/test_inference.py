@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from maskformer.model import inference
+from maskformer.model import inference, padding
 
 BIG = 12.0  # a logit that makes softmax/sigmoid essentially one-hot
 
@@ -120,7 +120,7 @@ def test_instance_scores_and_topk():
 
 def test_pad_batch_and_predict_restore_sizes(tiny_model):
     images = [torch.rand(3, 37, 53) * 255, torch.rand(3, 64, 20) * 255]
-    batch, sizes = inference.pad_batch(images, 32)
+    batch, sizes = padding.pad_batch(images, 32)
     assert batch.shape == (2, 3, 64, 64) and sizes == [(37, 53), (64, 20)]
     assert torch.equal(batch[0, :, :37, :53], images[0]) and (batch[0, :, 37:] == 0).all()
     semantic = tiny_model.predict(images, task="semantic")

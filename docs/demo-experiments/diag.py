@@ -1,11 +1,16 @@
 """diag.py RUN: per GT thing in val, the best-IoU query: its IoU, argmax class, prob of the true class and of no-object."""
+import collections
 import os
-import sys, torch, collections
-import torch.nn.functional as F
+import sys
 from pathlib import Path
-from maskformer.predict import load_model
+
+import torch
+import torch.nn.functional as F
+
 from maskformer.data.datasets import COCOPanopticDataset
-from maskformer.model import inference
+from maskformer.model.test_resize import resize_for_test
+from maskformer.predict import load_model
+
 model = load_model(sys.argv[1]).eval()
 d = Path(os.environ.get("DEMO_DATA", "demo-output/data"))
 ds = COCOPanopticDataset(d / "images/val", d / "panoptic_val.json", d / "panoptic/val")
@@ -15,7 +20,7 @@ stats = collections.Counter(); ious = []; ptrue = []; pno = []; conf = collectio
 for i in range(100):
     s = ds.load(i)
     img = s["image"].float()
-    x = model.normalize(inference.resize_for_test(img, cfg))
+    x = model.normalize(resize_for_test(img, cfg))
     with torch.no_grad():
         out = model(x[None])
     H, W = img.shape[-2:]
@@ -38,5 +43,6 @@ for i in range(100):
             conf[(seg.category, cls)] += 1
 print(dict(stats))
 import statistics as st
+
 print("thing best iou median", st.median(ious), "p(true) median", st.median(ptrue), "p(noobj) median", st.median(pno))
 print("confusion (gt, pred argmax of best query):", sorted(conf.items()))

@@ -1,12 +1,20 @@
 """Stage 1 variant: crops as in demo/backbone.py, but classified from res4 + upsampled res5 pooled inside the
 segment's mask in the crop (what masked attention reads), not by global pooling."""
+import math
 import os
-import sys, time, math, torch, timm, numpy as np
-import torch.nn.functional as F
+import sys
+import time
 from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
+
 from maskformer.data.datasets import COCOPanopticDataset
 from maskformer.demo import backbone as B
+
 steps, out = int(sys.argv[1]), sys.argv[2]
 d = Path(os.environ.get("DEMO_DATA", "demo-output/data"))
 ds = COCOPanopticDataset(d / "images/train", d / "panoptic_train.json", d / "panoptic/train")

@@ -1,12 +1,17 @@
 """probe.py BACKBONE_SOURCE: mask-pooled res4/res5 features of GT things -> logistic regression (train split things -> val things)."""
 import os
-import sys, torch
-import torch.nn.functional as F
+import sys
 from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
 from maskformer.data.datasets import COCOPanopticDataset
-from maskformer.model import MaskFormer, inference
 from maskformer.demo import demo_config
+from maskformer.model import MaskFormer
+from maskformer.model.test_resize import resize_for_test
 from maskformer.predict import load_model
+
 src = sys.argv[1]
 d = Path(os.environ.get("DEMO_DATA", "demo-output/data"))
 if src.endswith(".safetensors"):
@@ -20,7 +25,7 @@ def feats(split, n):
     X, Y = {2: [], 3: []}, []
     for i in range(n):
         s = ds.load(i)
-        x = model.normalize(inference.resize_for_test(s["image"].float(), model.config.inference))
+        x = model.normalize(resize_for_test(s["image"].float(), model.config.inference))
         H, W = x.shape[-2:]
         with torch.no_grad():
             fs = model.backbone(x[None])

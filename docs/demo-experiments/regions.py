@@ -1,12 +1,19 @@
 """regions.py STEPS OUT [lr]: stage 1 as region classification: mask-pooled res4+res5 features of each GT segment -> linear -> CE."""
+import math
 import os
-import sys, time, math, torch, timm
-import torch.nn.functional as F
+import sys
+import time
 from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
+
 from maskformer.data.datasets import COCOPanopticDataset
-from maskformer.model import inference
 from maskformer.model.config import InferenceConfig
+from maskformer.model.test_resize import resize_for_test
+
 steps, out = int(sys.argv[1]), sys.argv[2]; lr = float(sys.argv[3]) if len(sys.argv) > 3 else 1e-3
 d = Path(os.environ.get("DEMO_DATA", "demo-output/data"))
 ds = COCOPanopticDataset(d / "images/train", d / "panoptic_train.json", d / "panoptic/train")
@@ -16,7 +23,7 @@ t0 = time.time()
 items = []
 for i in range(len(ds)):
     s = ds.load(i)
-    img = inference.resize_for_test(s["image"].float(), cfg)
+    img = resize_for_test(s["image"].float(), cfg)
     H, W = img.shape[-2:]
     ids = F.interpolate(s["label"][None, None].float(), size=(H, W), mode="nearest")[0, 0].long()
     segs = [(sid, seg.category) for sid, seg in s["segments"].items() if not seg.iscrowd]
@@ -25,6 +32,7 @@ print("loaded", time.time() - t0, flush=True)
 held = [it for i, it in enumerate(items) if i % 10 == 9]; train = [it for i, it in enumerate(items) if i % 10 != 9]
 torch.manual_seed(0); g = torch.Generator().manual_seed(0)
 import os
+
 init = os.environ.get("INIT")
 body = timm.create_model("resnet18", features_only=True, out_indices=(3, 4), **({"pretrained": True, "pretrained_cfg_overlay": {"file": init}} if init else {}))
 head = torch.nn.Linear(256 + 512, 6)

@@ -1,16 +1,20 @@
 """Time the demo's stage-2 training step (forward, loss, backward, AdamW) in fp32 / bf16 autocast, NCHW / channels-last."""
 import os
-import time, torch
+import time
 from pathlib import Path
+
+import torch
+
 from maskformer.demo import demo_config
 from maskformer.model import MaskFormer, SetCriterion
-from maskformer.data import datasets as D
 from maskformer.training.datamodule import MaskFormerDataModule
+
 torch.manual_seed(0)
 cfg = demo_config(Path(os.environ.get("DEMO_DATA", "demo-output/data")), 10)
 dm = MaskFormerDataModule(cfg); dm.setup("fit")
 batch = next(iter(dm.train_dataloader()))
 from maskformer.training.module import pad_target
+
 res = {}
 for prec in ("fp32", "bf16"):
     for cl in (False, True):

@@ -18,7 +18,7 @@ from torch import Generator, Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 
-from ..model.inference import resized_size
+from ..model.test_resize import resized_size
 
 Sample = dict
 

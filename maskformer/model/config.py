@@ -29,6 +29,7 @@ ADE_MEAN = (123.675, 116.28, 103.53)
 ADE_STD = (58.395, 57.12, 57.375)
 
 # Allowed ranges of numeric fields, (lowest, highest) with None open; checked on every config read.
+Size = tuple[int, int]  # (height, width) in pixels
 Bounds = dict[str, tuple[float | None, float | None]]
 AT_LEAST_1 = (1, None)
 NON_NEGATIVE = (0, None)

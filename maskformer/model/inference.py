@@ -7,16 +7,14 @@ bilinearly to the padded input size and cropped first.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import InferenceConfig
-
-Size = tuple[int, int]
+from .config import InferenceConfig, Size
 
 
 @dataclass
@@ -35,35 +33,6 @@ class InstanceResult:
     masks: Tensor
     labels: Tensor
     scores: Tensor
-
-
-def resized_size(height: int, width: int, shortest_edge: int, max_size: int) -> tuple[int, int]:
-    """detectron2's ResizeShortestEdge: scale the short side to ``shortest_edge`` unless the long side then
-    exceeds ``max_size``."""
-    scale = shortest_edge / min(height, width)
-    if max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
-
-
-def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """RGB [3, h, w] (uint8 or float) -> float [3, *size], bilinear with antialiasing when shrinking."""
-    image = image.float()
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-
-
-def test_size(height: int, width: int, config: InferenceConfig, scale: float = 1.0) -> Size:
-    """The size an image is resized to before the forward: the config's shortest edge and longest side, both
-    times ``scale`` (multi-scale test-time augmentation)."""
-    return resized_size(height, width, round(config.test_shortest_edge * scale), round(config.test_max_size * scale))
-
-
-def resize_for_test(image: Tensor, config: InferenceConfig, scale: float = 1.0) -> Tensor:
-    """RGB [3, h, w] -> float [3, H, W] at :func:`test_size`: the one test-time resize of ``MaskFormer.predict``,
-    the Predictor and evaluation, so that they score and predict the same pixels."""
-    return resize_image(image, test_size(*image.shape[-2:], config, scale))
 
 
 # Largest [N, H, W] float tensor post-processing builds at the output size (256 MiB): larger outputs are
@@ -96,67 +65,6 @@ def resize_argmax(probs: Tensor, size: tuple[int, int], max_elements: int = MAX_
         block = F.grid_sample(probs[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
         out[start : start + rows] = block[0].argmax(0)
     return out
-
-
-def augmented_semantic_probabilities(
-    image: Tensor,
-    config: InferenceConfig,
-    scales: Sequence[float],
-    flip: bool,
-    probabilities: Callable[[Tensor], Tensor],
-) -> Tensor:
-    """Multi-scale and flip test-time augmentation for semantic segmentation.
-
-    RGB ``image`` [3, H, W] is resized to the test size times each of ``scales`` (and mirrored when ``flip``);
-    ``probabilities`` maps each view [3, h_s, w_s] to class probabilities [K, h_s, w_s]. Returns their sum
-    [K, h, w], each resized bilinearly to the scale-1 test size (h, w) and unmirrored first; its argmax is
-    that of the average.
-    """
-    base = test_size(*image.shape[-2:], config)
-    total = None
-    for scale in scales:
-        resized = resize_for_test(image, config, scale)
-        for flipped in (False, True) if flip else (False,):
-            probs = probabilities(resized.flip(-1) if flipped else resized)
-            if flipped:
-                probs = probs.flip(-1)
-            if tuple(probs.shape[-2:]) != base:
-                probs = F.interpolate(probs[None], size=base, mode="bilinear", align_corners=False)[0]
-            total = probs if total is None else total + probs
-    if total is None:
-        raise ValueError("test-time augmentation needs at least one scale")
-    return total
-
-
-def pad_batch(images: Sequence[Tensor], size_divisibility: int = 32, value: float = 0.0) -> tuple[Tensor, list[Size]]:
-    """Images [C, h_i, w_i] -> batch [B, C, H, W] padded bottom/right to a common multiple of
-    ``size_divisibility``, and the list of (h_i, w_i)."""
-    if not images:
-        raise ValueError("pad_batch needs at least one image")
-    sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-    height, width = padded_size(max(h for h, _ in sizes), max(w for _, w in sizes), size_divisibility)
-    batch = images[0].new_full((len(images), images[0].shape[0], height, width), value)
-    for out, img, (h, w) in zip(batch, images, sizes):
-        out[:, :h, :w].copy_(img)
-    return batch, sizes
-
-
-def padded_size(height: int, width: int, size_divisibility: int) -> Size:
-    """The size :func:`pad_batch` pads an image of ``height`` x ``width`` to when it is alone."""
-    d = max(size_divisibility, 1)
-    return -(-height // d) * d, -(-width // d) * d
-
-
-def padded_groups(sizes: Sequence[Size], size_divisibility: int) -> list[list[int]]:
-    """Indices of images that pad to the same size, in order of first appearance.
-
-    Forwarding each group as one batch makes results batch-invariant: an image is never padded beyond the
-    size it has alone, and padding (through convolutions, attention and normalisation) changes features.
-    """
-    groups: dict[Size, list[int]] = {}
-    for i, (h, w) in enumerate(sizes):
-        groups.setdefault(padded_size(h, w, size_divisibility), []).append(i)
-    return list(groups.values())
 
 
 def resize_mask_logits(

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import inference
+from . import inference, padding, test_resize
 from .backbone import build_backbone
 from .config import MaskFormerConfig, MetadataConfig
 from .heads import MaskFormerHead
@@ -172,22 +172,22 @@ class MaskFormer(nn.Module):
         original) to a multiple of ``inference.size_divisibility``, and the un-padded sizes."""
         device = self.pixel_mean.device
         normalised = [self.normalize(img.to(device)) for img in images]
-        return inference.pad_batch(normalised, self.config.inference.size_divisibility)
+        return padding.pad_batch(normalised, self.config.inference.size_divisibility)
 
     @torch.no_grad()
     def forward_groups(self, images: list[Tensor]) -> Iterator[Group]:
         """Normalised images [3, h_i, w_i] -> final predictions, one forward per image or, without
         ``inference.batch_invariant``, per group of images that pad to the same size
-        (:func:`inference.padded_groups`); an image is never padded beyond its own padded size."""
+        (:func:`padding.padded_groups`); an image is never padded beyond its own padded size."""
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         divisibility = self.config.inference.size_divisibility
         dtype = self.pixel_mean.dtype
         if self.config.inference.batch_invariant:
             groups = [[i] for i in range(len(images))]
         else:
-            groups = inference.padded_groups(sizes, divisibility)
+            groups = padding.padded_groups(sizes, divisibility)
         for indices in groups:
-            batch, group_sizes = inference.pad_batch([images[i].to(dtype) for i in indices], divisibility)
+            batch, group_sizes = padding.pad_batch([images[i].to(dtype) for i in indices], divisibility)
             out = self(batch, with_aux=False)
             yield Group(indices, out["pred_logits"], out["pred_masks"], group_sizes, (batch.shape[-2], batch.shape[-1]))
 
@@ -233,7 +233,7 @@ class MaskFormer(nn.Module):
         cfg = self.config.inference
         originals = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         device = self.pixel_mean.device
-        resized = [self.normalize(inference.resize_for_test(img.to(device), cfg)) for img in images]
+        resized = [self.normalize(test_resize.resize_for_test(img.to(device), cfg)) for img in images]
         return self.segment(resized, [task], output_sizes or originals)[task]
 
     @classmethod

@@ -17,8 +17,10 @@ from ..data.metadata import default_colors
 from ..model import MaskFormer
 from ..model import inference as post
 from ..model.config import InferenceConfig, MetadataConfig, config_from_dict
-from ..model.inference import augmented_semantic_probabilities, resize_argmax, resize_for_test
+from ..model.inference import resize_argmax
 from ..model.maskformer import Group
+from ..model.test_resize import resize_for_test
+from ..model.tta import augmented_semantic_probabilities
 from .checks import check_device, check_options
 from .inputs import ImageInput, LoadedImage, load_inputs
 from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult, class_name

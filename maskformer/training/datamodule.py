@@ -15,7 +15,7 @@ from ..data.metadata import class_file_ignore_value
 from ..data.sampling import AugmentedDataset, ResumableSampler
 from ..data.transforms import detr_panoptic_train_transform, large_scale_jitter_transform, semantic_train_transform
 from ..model.config import InferenceConfig, MetadataConfig
-from ..model.inference import resize_for_test
+from ..model.test_resize import resize_for_test
 from .config import DataConfig, RunConfig, loader_workers
 
 DEFAULT_SPLITS = {

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
-from ..model import MaskFormer, SetCriterion, inference
+from ..model import MaskFormer, SetCriterion, inference, tta
 from ..visualize import GridRow, instance_classes, panoptic_classes, prediction_grid, to_tensor_image
 from .config import RunConfig, TrainConfig
 from .optim import build_optimizer
@@ -43,7 +43,7 @@ def use_channels_last(train: TrainConfig, model: MaskFormer) -> bool:
 
 class MaskFormerModule(L.LightningModule):
     """``scales`` / ``flip`` other than (1.0,) / False validate semantic segmentation alone, with multi-scale
-    and flip test-time augmentation (:func:`inference.augmented_semantic_probabilities`) on validation images
+    and flip test-time augmentation (:func:`tta.augmented_semantic_probabilities`) on validation images
     given as read (``MaskFormerDataModule(resize_val=False)``)."""
 
     def __init__(
@@ -201,9 +201,7 @@ class MaskFormerModule(L.LightningModule):
             return next(self.model.forward_groups([self.model.normalize(view)])).semantic_probabilities()
 
         cfg = self.config.model.inference
-        total = inference.augmented_semantic_probabilities(
-            image.to(self.device), cfg, self.scales, self.flip, probabilities
-        )
+        total = tta.augmented_semantic_probabilities(image.to(self.device), cfg, self.scales, self.flip, probabilities)
         return inference.resize_argmax(total, size)
 
     def on_validation_epoch_end(self) -> None:
