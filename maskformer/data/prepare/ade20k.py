@@ -27,13 +27,12 @@ from PIL import Image
 
 from ..io import encode_rle, id_to_rgb, mask_box, write_png
 from .common import (
-    WORK_DIR,
     coco_categories,
+    convert_splits,
     finish,
     instances_json,
     link_or_copy,
     panoptic_json,
-    resumable,
     write_json,
 )
 
@@ -103,36 +102,36 @@ def panoptic(raw: Path, out: Path, progress: bool = True) -> None:
     panoptic_{train,val}.json (COCO panoptic, 150 categories)."""
     categories, table = coco_categories("ade20k_150"), instance_to_class()
     things = {c["id"] for c in categories if c["isthing"]}
-    for split, folder in SPLITS.items():
 
-        def one(item: tuple[Path, Path, Path], split: str = split) -> dict:
-            image, semantic_file, instance_file = item
-            size = _image_size(image)
-            classes = _read(semantic_file, "L", size) - 1
-            segments = np.zeros(classes.shape, np.int64)
-            infos = []
-            stuff = [(c, classes == c) for c in np.unique(classes).tolist() if c >= 0 and c not in things]
-            for category, mask in stuff + _instances(instance_file, size, table):
-                segment_id = len(infos) + 1
-                segments[mask] = segment_id
-                infos.append({"id": segment_id, "category_id": category, "area": int(mask.sum()),
-                              "bbox": mask_box(mask), "iscrowd": 0})  # fmt: skip
-            png = out / "panoptic" / split / f"{image.stem}.png"
-            write_png(id_to_rgb(segments), png)
-            link_or_copy(image, out / "images" / split / image.name)
-            return {
-                "image": {"id": image.stem, "file_name": image.name, "height": size[1], "width": size[0]},
-                "annotation": {"image_id": image.stem, "file_name": png.name, "segments_info": infos},
-            }
+    def one(item: tuple[Path, Path, Path], split: str) -> dict:
+        image, semantic_file, instance_file = item
+        size = _image_size(image)
+        classes = _read(semantic_file, "L", size) - 1
+        segments = np.zeros(classes.shape, np.int64)
+        infos = []
+        stuff = [(c, classes == c) for c in np.unique(classes).tolist() if c >= 0 and c not in things]
+        for category, mask in stuff + _instances(instance_file, size, table):
+            segment_id = len(infos) + 1
+            segments[mask] = segment_id
+            infos.append({"id": segment_id, "category_id": category, "area": int(mask.sum()),
+                          "bbox": mask_box(mask), "iscrowd": 0})  # fmt: skip
+        png = out / "panoptic" / split / f"{image.stem}.png"
+        write_png(id_to_rgb(segments), png)
+        link_or_copy(image, out / "images" / split / image.name)
+        return {
+            "image": {"id": image.stem, "file_name": image.name, "height": size[1], "width": size[0]},
+            "annotation": {"image_id": image.stem, "file_name": png.name, "segments_info": infos},
+        }
 
-        def done(record: dict, split: str = split) -> bool:
-            return (out / "panoptic" / split / record["annotation"]["file_name"]).exists() and (
-                out / "images" / split / record["image"]["file_name"]
-            ).exists()
+    def done(record: dict, split: str) -> bool:
+        return (out / "panoptic" / split / record["annotation"]["file_name"]).exists() and (
+            out / "images" / split / record["image"]["file_name"]
+        ).exists()
 
-        records = resumable(_frames(raw, folder, True), out / WORK_DIR / "ade20k-panoptic" / split, one, done,
-                            f"ade20k panoptic {split}", progress)  # fmt: skip
-        write_json(panoptic_json(records, categories), out / f"panoptic_{split}.json")
+    items = {split: _frames(raw, folder, True) for split, folder in SPLITS.items()}
+    records = convert_splits("ade20k-panoptic", out, items, one, done, progress)
+    for split, split_records in records.items():
+        write_json(panoptic_json(split_records, categories), out / f"panoptic_{split}.json")
     finish(out)
 
 
@@ -141,23 +140,23 @@ def instance(raw: Path, out: Path, progress: bool = True) -> None:
     (RLE masks; the 100 thing classes, with their 0-based indices of the 150 as category ids)."""
     categories, table = coco_categories("ade20k_150"), instance_to_class()
     thing_categories = [{k: c[k] for k in ("id", "name", "color")} for c in categories if c["isthing"]]
-    for split, folder in SPLITS.items():
 
-        def one(item: tuple[Path, Path, Path], split: str = split) -> dict:
-            image, _, instance_file = item
-            size = _image_size(image)
-            annotations = [
-                {"category_id": category, "iscrowd": 0, "area": int(mask.sum()), "bbox": mask_box(mask),
-                 "segmentation": encode_rle(mask)}
-                for category, mask in _instances(instance_file, size, table)
-            ]  # fmt: skip
-            link_or_copy(image, out / split / image.name)
-            return {"image": {"file_name": image.name, "height": size[1], "width": size[0]}, "annotations": annotations}
+    def one(item: tuple[Path, Path, Path], split: str) -> dict:
+        image, _, instance_file = item
+        size = _image_size(image)
+        annotations = [
+            {"category_id": category, "iscrowd": 0, "area": int(mask.sum()), "bbox": mask_box(mask),
+             "segmentation": encode_rle(mask)}
+            for category, mask in _instances(instance_file, size, table)
+        ]  # fmt: skip
+        link_or_copy(image, out / split / image.name)
+        return {"image": {"file_name": image.name, "height": size[1], "width": size[0]}, "annotations": annotations}
 
-        def done(record: dict, split: str = split) -> bool:
-            return (out / split / record["image"]["file_name"]).exists()
+    def done(record: dict, split: str) -> bool:
+        return (out / split / record["image"]["file_name"]).exists()
 
-        records = resumable(_frames(raw, folder, False), out / WORK_DIR / "ade20k-instance" / split, one, done,
-                            f"ade20k instance {split}", progress)  # fmt: skip
-        write_json(instances_json(records, thing_categories), out / "annotations" / f"instances_{split}.json")
+    items = {split: _frames(raw, folder, False) for split, folder in SPLITS.items()}
+    records = convert_splits("ade20k-instance", out, items, one, done, progress)
+    for split, split_records in records.items():
+        write_json(instances_json(split_records, thing_categories), out / "annotations" / f"instances_{split}.json")
     finish(out)

@@ -32,11 +32,10 @@ from PIL import Image
 from ...model.atomic import atomic_path
 from ...model.weights.safe_pickle import load_pickle
 from .common import (
-    WORK_DIR,
     classes_json,
+    convert_splits,
     finish,
     link_or_copy,
-    resumable,
     semantic_done,
     write_json,
     write_semantic,
@@ -94,41 +93,40 @@ def prepare(raw: Path, out: Path, progress: bool = True) -> None:
     847 classes, 65535 ignore) and classes.json."""
     table = object_id_to_train_id()
     frames = _index(raw)
-    for split in ("train", "val"):
 
-        def one(image: Path, split: str = split) -> dict:
-            seg_file = image.with_name(image.name.replace(".jpg", "_seg.png"))
-            try:
-                with Image.open(seg_file) as img:
-                    seg = np.asarray(img.convert("RGB"))
-            except Exception as err:
-                raise ValueError(f"{seg_file}: cannot read the class PNG ({err})") from None
-            objects = (seg[..., 0] / 10).astype(np.int32) * 256 + seg[..., 1].astype(np.int32)
-            with Image.open(image) as img:
-                w, h = img.size
-            if objects.shape != (h, w):
-                raise ValueError(f"{seg_file}: {objects.shape[1]}x{objects.shape[0]} differs from {image} ({w}x{h})")
-            size = resized_size(h, w)
-            target = out / "images" / split / image.name
-            if size is None:
-                link_or_copy(image, target)
-            else:
-                objects = nearest_resize(objects, size)
-                pixels = torch.from_numpy(np.array(Image.open(image).convert("RGB"))).permute(2, 0, 1)[None]
-                small = F.interpolate(pixels.float(), size=size, mode="bilinear", align_corners=False)
-                array = small[0].round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-                with atomic_path(target) as tmp:
-                    Image.fromarray(array).save(tmp, format="JPEG", quality=95)
-            labels = np.full(objects.shape, IGNORE, np.uint16)
-            for object_id in np.unique(objects).tolist():
-                if object_id in table:
-                    labels[objects == object_id] = table[object_id]
-            return write_semantic(out, split, image, labels, link_image=False)
+    def one(image: Path, split: str) -> dict:
+        seg_file = image.with_name(image.name.replace(".jpg", "_seg.png"))
+        try:
+            with Image.open(seg_file) as img:
+                seg = np.asarray(img.convert("RGB"))
+        except Exception as err:
+            raise ValueError(f"{seg_file}: cannot read the class PNG ({err})") from None
+        objects = (seg[..., 0] / 10).astype(np.int32) * 256 + seg[..., 1].astype(np.int32)
+        with Image.open(image) as img:
+            w, h = img.size
+        if objects.shape != (h, w):
+            raise ValueError(f"{seg_file}: {objects.shape[1]}x{objects.shape[0]} differs from {image} ({w}x{h})")
+        size = resized_size(h, w)
+        target = out / "images" / split / image.name
+        if size is None:
+            link_or_copy(image, target)
+        else:
+            objects = nearest_resize(objects, size)
+            pixels = torch.from_numpy(np.array(Image.open(image).convert("RGB"))).permute(2, 0, 1)[None]
+            small = F.interpolate(pixels.float(), size=size, mode="bilinear", align_corners=False)
+            array = small[0].round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+            with atomic_path(target) as tmp:
+                Image.fromarray(array).save(tmp, format="JPEG", quality=95)
+        labels = np.full(objects.shape, IGNORE, np.uint16)
+        for object_id in np.unique(objects).tolist():
+            if object_id in table:
+                labels[objects == object_id] = table[object_id]
+        return write_semantic(out, split, image, labels, link_image=False)
 
-        def done(record: dict, split: str = split) -> bool:
-            return semantic_done(out, split, record)
+    def done(record: dict, split: str) -> bool:
+        return semantic_done(out, split, record)
 
-        items = [(image.stem, image) for image, s in frames if s == split]
-        resumable(items, out / WORK_DIR / "ade20k-full" / split, one, done, f"ade20k-full {split}", progress)
+    items = {split: [(image.stem, image) for image, s in frames if s == split] for split in ("train", "val")}
+    convert_splits("ade20k-full", out, items, one, done, progress)
     write_json(classes_json("ade20k_full_847", IGNORE), out / "classes.json")
     finish(out)

@@ -26,13 +26,12 @@ from PIL import Image
 
 from ..io import encode_rle, id_to_rgb, mask_box, write_png
 from .common import (
-    WORK_DIR,
     coco_categories,
+    convert_splits,
     finish,
     instances_json,
     link_or_copy,
     panoptic_json,
-    resumable,
     write_json,
 )
 
@@ -74,39 +73,39 @@ def panoptic(raw: Path, out: Path, progress: bool = True) -> None:
     """Write ``out`` in the generic panoptic layout: images/{split}/, panoptic/{split}/*_gtFine_panoptic.png
     and panoptic_{split}.json (COCO panoptic)."""
     categories, evaluated, things = _classes()
-    for split in SPLITS:
 
-        def one(item: tuple[Path, Path], split: str = split) -> dict:
-            ids_file, image = item
-            ids = _read_ids(ids_file)
-            stem = ids_file.name.removesuffix("_gtFine_instanceIds.png")
-            segments = np.zeros(ids.shape, np.int64)
-            infos = []
-            for segment in np.unique(ids).tolist():
-                label, crowd = (segment, 1) if segment < 1000 else (segment // 1000, 0)
-                if label not in evaluated:
-                    continue
-                mask = ids == segment
-                segments[mask] = segment
-                infos.append({"id": segment, "category_id": label, "area": int(mask.sum()), "bbox": mask_box(mask),
-                              "iscrowd": crowd if label in things else 0})  # fmt: skip
-            png = out / "panoptic" / split / f"{stem}_gtFine_panoptic.png"
-            write_png(id_to_rgb(segments), png)
-            link_or_copy(image, out / "images" / split / image.name)
-            h, w = ids.shape
-            return {
-                "image": {"id": stem, "file_name": image.name, "height": h, "width": w},
-                "annotation": {"image_id": stem, "file_name": png.name, "segments_info": infos},
-            }
+    def one(item: tuple[Path, Path], split: str) -> dict:
+        ids_file, image = item
+        ids = _read_ids(ids_file)
+        stem = ids_file.name.removesuffix("_gtFine_instanceIds.png")
+        segments = np.zeros(ids.shape, np.int64)
+        infos = []
+        for segment in np.unique(ids).tolist():
+            label, crowd = (segment, 1) if segment < 1000 else (segment // 1000, 0)
+            if label not in evaluated:
+                continue
+            mask = ids == segment
+            segments[mask] = segment
+            infos.append({"id": segment, "category_id": label, "area": int(mask.sum()), "bbox": mask_box(mask),
+                          "iscrowd": crowd if label in things else 0})  # fmt: skip
+        png = out / "panoptic" / split / f"{stem}_gtFine_panoptic.png"
+        write_png(id_to_rgb(segments), png)
+        link_or_copy(image, out / "images" / split / image.name)
+        h, w = ids.shape
+        return {
+            "image": {"id": stem, "file_name": image.name, "height": h, "width": w},
+            "annotation": {"image_id": stem, "file_name": png.name, "segments_info": infos},
+        }
 
-        def done(record: dict, split: str = split) -> bool:
-            return (out / "panoptic" / split / record["annotation"]["file_name"]).exists() and (
-                out / "images" / split / record["image"]["file_name"]
-            ).exists()
+    def done(record: dict, split: str) -> bool:
+        return (out / "panoptic" / split / record["annotation"]["file_name"]).exists() and (
+            out / "images" / split / record["image"]["file_name"]
+        ).exists()
 
-        records = resumable(_frames(raw, split), out / WORK_DIR / "cityscapes-panoptic" / split, one, done,
-                            f"cityscapes panoptic {split}", progress)  # fmt: skip
-        data = panoptic_json(records, categories)
+    items = {split: _frames(raw, split) for split in SPLITS}
+    records = convert_splits("cityscapes-panoptic", out, items, one, done, progress)
+    for split, split_records in records.items():
+        data = panoptic_json(split_records, categories)
         write_json(data, out / f"panoptic_{split}.json")
     finish(out)
 
@@ -115,32 +114,32 @@ def instance(raw: Path, out: Path, progress: bool = True) -> None:
     """Write ``out`` in the COCO instance layout: {split}/ images and annotations/instances_{split}.json
     (RLE masks; the 8 classes with instances)."""
     categories, _, things = _classes()
-    for split in SPLITS:
 
-        def one(item: tuple[Path, Path], split: str = split) -> dict:
-            ids_file, image = item
-            ids = _read_ids(ids_file)
-            annotations = []
-            for segment in np.unique(ids[ids >= 24]).tolist():
-                label = segment // 1000 if segment >= 1000 else segment
-                if label not in things:
-                    continue
-                mask = ids == segment
-                ys, xs = np.nonzero(mask)
-                if xs.max() <= xs.min() or ys.max() <= ys.min():
-                    continue
-                annotations.append({"category_id": label, "iscrowd": int(segment < 1000), "area": int(mask.sum()),
-                                    "bbox": mask_box(mask), "segmentation": encode_rle(mask)})  # fmt: skip
-            link_or_copy(image, out / split / image.name)
-            h, w = ids.shape
-            return {"image": {"file_name": image.name, "height": h, "width": w}, "annotations": annotations}
+    def one(item: tuple[Path, Path], split: str) -> dict:
+        ids_file, image = item
+        ids = _read_ids(ids_file)
+        annotations = []
+        for segment in np.unique(ids[ids >= 24]).tolist():
+            label = segment // 1000 if segment >= 1000 else segment
+            if label not in things:
+                continue
+            mask = ids == segment
+            ys, xs = np.nonzero(mask)
+            if xs.max() <= xs.min() or ys.max() <= ys.min():
+                continue
+            annotations.append({"category_id": label, "iscrowd": int(segment < 1000), "area": int(mask.sum()),
+                                "bbox": mask_box(mask), "segmentation": encode_rle(mask)})  # fmt: skip
+        link_or_copy(image, out / split / image.name)
+        h, w = ids.shape
+        return {"image": {"file_name": image.name, "height": h, "width": w}, "annotations": annotations}
 
-        def done(record: dict, split: str = split) -> bool:
-            return (out / split / record["image"]["file_name"]).exists()
+    def done(record: dict, split: str) -> bool:
+        return (out / split / record["image"]["file_name"]).exists()
 
-        records = resumable(_frames(raw, split), out / WORK_DIR / "cityscapes-instance" / split, one, done,
-                            f"cityscapes instance {split}", progress)  # fmt: skip
+    items = {split: _frames(raw, split) for split in SPLITS}
+    records = convert_splits("cityscapes-instance", out, items, one, done, progress)
+    for split, split_records in records.items():
         thing_categories = [{k: c[k] for k in ("id", "name", "color")} for c in categories if c["id"] in things]
-        data = instances_json(records, thing_categories)
+        data = instances_json(split_records, thing_categories)
         write_json(data, out / "annotations" / f"instances_{split}.json")
     finish(out)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .common import WORK_DIR, classes_json, finish, resumable, semantic_done, write_json, write_semantic
+from .common import classes_json, convert_splits, finish, semantic_done, write_json, write_semantic
 
 SPLITS = {"train": "train", "val": "test"}
 
@@ -42,29 +42,30 @@ def _read_s(path: Path, size: tuple[int, int]) -> np.ndarray:
 def prepare(raw: Path, out: Path, progress: bool = True) -> None:
     """Write ``out`` in the generic semantic layout: images/{train,val}/, labels/{train,val}/ (171 classes,
     255 ignore) and classes.json."""
+    items: dict[str, list] = {}
     for split, listed in SPLITS.items():
         list_file = raw / "imageLists" / f"{listed}.txt"
         if not list_file.exists():
             raise FileNotFoundError(f"{list_file}: not found; expected the cocostuff-10k-v1.0 release at {raw}")
         names = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
-        items = []
+        items[split] = []
         for name in names:
             image, mat = raw / "images" / f"{name}.jpg", raw / "annotations" / f"{name}.mat"
             for path in (image, mat):
                 if not path.exists():
                     raise FileNotFoundError(f"{path}: missing (listed in {list_file})")
-            items.append((name, (image, mat)))
+            items[split].append((name, (image, mat)))
 
-        def one(paths: tuple[Path, Path], split: str = split) -> dict:
-            image, mat = paths
-            with Image.open(image) as img:
-                size = img.size
-            labels = (_read_s(mat, size).astype(np.uint8) - np.uint8(2)).astype(np.uint8)
-            return write_semantic(out, split, image, labels)
+    def one(paths: tuple[Path, Path], split: str) -> dict:
+        image, mat = paths
+        with Image.open(image) as img:
+            size = img.size
+        labels = (_read_s(mat, size).astype(np.uint8) - np.uint8(2)).astype(np.uint8)
+        return write_semantic(out, split, image, labels)
 
-        def done(record: dict, split: str = split) -> bool:
-            return semantic_done(out, split, record)
+    def done(record: dict, split: str) -> bool:
+        return semantic_done(out, split, record)
 
-        resumable(items, out / WORK_DIR / "coco-stuff-10k" / split, one, done, f"coco-stuff-10k {split}", progress)
+    convert_splits("coco-stuff-10k", out, items, one, done, progress)
     write_json(classes_json("coco_stuff_171"), out / "classes.json")
     finish(out)

@@ -65,6 +65,31 @@ def resumable(
     return records
 
 
+def convert_splits(
+    name: str,
+    out: Path,
+    items: dict[str, Iterable[tuple[str, object]]],
+    convert: Callable[[object, str], dict],
+    written: Callable[[dict, str], bool],
+    progress: bool = True,
+) -> dict[str, dict[str, dict]]:
+    """The one conversion loop of every preparation: for each split of ``items`` (split -> (key, item)),
+    ``convert(item, split)`` each item not done yet, resumably (:func:`resumable`, records under
+    ``out/.prepare/name/split``, ``written(record, split)`` saying an item's files exist); returns split ->
+    key -> record."""
+    records = {}
+    for split, split_items in items.items():
+        records[split] = resumable(
+            split_items,
+            out / WORK_DIR / name / split,
+            lambda item, s=split: convert(item, s),
+            lambda record, s=split: written(record, s),
+            f"{name} {split}",
+            progress,
+        )
+    return records
+
+
 def write_semantic(out: Path, split: str, image: Path, labels: np.ndarray, link_image: bool = True) -> dict:
     """Write one sample of the generic semantic layout: ``labels`` as labels/{split}/<stem>.png and, when
     ``link_image``, the image linked as images/{split}/<name>; returns the record :func:`semantic_done` checks."""

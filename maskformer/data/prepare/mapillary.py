@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..io import write_png
-from .common import WORK_DIR, classes_json, coco_categories, finish, link_or_copy, resumable, write_json
+from ..io import coco_panoptic_json, write_png
+from .common import classes_json, coco_categories, convert_splits, finish, link_or_copy, write_json
 
 SPLITS = {"train": "training", "val": "validation"}
 UNLABELED = 65
@@ -43,43 +43,44 @@ def prepare(raw: Path, out: Path, progress: bool = True) -> None:
     """Write ``out`` in both generic layouts: images/{train,val}/, labels/{train,val}/ + classes.json
     (semantic, 255 = ignore) and panoptic/{train,val}/ + panoptic_{train,val}.json."""
     categories = coco_categories("mapillary_vistas_65")
+    items, listed = {}, {}
     for split, folder in SPLITS.items():
         panoptic = _read_json(raw / folder / "panoptic" / "panoptic_2018.json")
         annotations = {Path(a["file_name"]).stem: a for a in panoptic["annotations"]}
         images = {Path(im["file_name"]).stem: im for im in panoptic.get("images", [])}
-        items = []
+        listed[split] = (annotations, images)
+        items[split] = []
         for stem in sorted(annotations):
             paths = (raw / folder / "images" / f"{stem}.jpg", raw / folder / "labels" / f"{stem}.png",
                      raw / folder / "panoptic" / annotations[stem]["file_name"])  # fmt: skip
             for path in paths:
                 if not path.exists():
                     raise FileNotFoundError(f"{path}: missing (listed in {folder}/panoptic/panoptic_2018.json)")
-            items.append((stem, paths))
+            items[split].append((stem, paths))
 
-        def one(paths: tuple[Path, Path, Path], split: str = split) -> dict:
-            image, label, png = paths
-            try:
-                with Image.open(label) as img:
-                    values = np.asarray(img)
-            except Exception as err:
-                raise ValueError(f"{label}: cannot read the label PNG ({err})") from None
-            converted = np.where(values == UNLABELED, 255, values).astype(np.uint8)
-            write_png(converted, out / "labels" / split / label.name)
-            link_or_copy(image, out / "images" / split / image.name)
-            link_or_copy(png, out / "panoptic" / split / png.name)
-            return {"image": image.name, "label": label.name, "panoptic": png.name}
+    def one(paths: tuple[Path, Path, Path], split: str) -> dict:
+        image, label, png = paths
+        try:
+            with Image.open(label) as img:
+                values = np.asarray(img)
+        except Exception as err:
+            raise ValueError(f"{label}: cannot read the label PNG ({err})") from None
+        converted = np.where(values == UNLABELED, 255, values).astype(np.uint8)
+        write_png(converted, out / "labels" / split / label.name)
+        link_or_copy(image, out / "images" / split / image.name)
+        link_or_copy(png, out / "panoptic" / split / png.name)
+        return {"image": image.name, "label": label.name, "panoptic": png.name}
 
-        def done(record: dict, split: str = split) -> bool:
-            outputs = (("images", "image"), ("labels", "label"), ("panoptic", "panoptic"))
-            return all((out / sub / split / record[key]).exists() for sub, key in outputs)
+    def done(record: dict, split: str) -> bool:
+        outputs = (("images", "image"), ("labels", "label"), ("panoptic", "panoptic"))
+        return all((out / sub / split / record[key]).exists() for sub, key in outputs)
 
-        resumable(items, out / WORK_DIR / "mapillary-vistas" / split, one, done, f"mapillary vistas {split}", progress)
-        data = {
-            "images": [images.get(stem, {"id": annotations[stem]["image_id"], "file_name": f"{stem}.jpg"})
-                       for stem in sorted(annotations)],
-            "annotations": [annotations[stem] for stem in sorted(annotations)],
-            "categories": categories,
-        }  # fmt: skip
+    convert_splits("mapillary-vistas", out, items, one, done, progress)
+    for split, (annotations, images) in listed.items():
+        stems = sorted(annotations)
+        image_records = [images.get(stem, {"id": annotations[stem]["image_id"], "file_name": f"{stem}.jpg"})
+                         for stem in stems]  # fmt: skip
+        data = coco_panoptic_json(image_records, [annotations[stem] for stem in stems], categories)
         write_json(data, out / f"panoptic_{split}.json")
     write_json(classes_json("mapillary_vistas_65"), out / "classes.json")
     finish(out)

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..metadata import default_colors
-from .common import WORK_DIR, class_file, finish, resumable, semantic_done, write_json, write_semantic
+from .common import class_file, convert_splits, finish, semantic_done, write_json, write_semantic
 
 # labels.txt ids of the 59 classes, in train-id order (their names' alphabetical order).
 IDS_59 = (
@@ -104,33 +104,35 @@ def _prepare(raw: Path, out: Path, progress: bool, classes: int) -> None:
     names = read_labels_txt(root)
     dataset = f"pascal-context-{classes}"
     convert = labels_59 if classes == 59 else full_labels
+    items, unannotated = {}, {}
     for split in ("train", "val"):
         list_file = root / "ImageSets" / "Main" / f"{split}.txt"
         if not list_file.exists():
             raise FileNotFoundError(f"{list_file}: not found; expected PASCAL VOC 2010 at {root}")
-        ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
-        items, unannotated = [], 0
-        for image_id in ids:
+        items[split], unannotated[split] = [], 0
+        for image_id in [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]:
             image, mat = root / "JPEGImages" / f"{image_id}.jpg", root / "trainval" / f"{image_id}.mat"
             if not image.exists():
                 raise FileNotFoundError(f"{image}: missing (listed in {list_file})")
             if not mat.exists():
-                unannotated += 1
+                unannotated[split] += 1
                 continue
-            items.append((image_id, (image, mat)))
+            items[split].append((image_id, (image, mat)))
 
-        def one(paths: tuple[Path, Path], split: str = split) -> dict:
-            image, mat = paths
-            with Image.open(image) as img:
-                size = img.size
-            return write_semantic(out, split, image, convert(read_label_map(mat, size)))
+    def one(paths: tuple[Path, Path], split: str) -> dict:
+        image, mat = paths
+        with Image.open(image) as img:
+            size = img.size
+        return write_semantic(out, split, image, convert(read_label_map(mat, size)))
 
-        def done(record: dict, split: str = split) -> bool:
-            return semantic_done(out, split, record)
+    def done(record: dict, split: str) -> bool:
+        return semantic_done(out, split, record)
 
-        resumable(items, out / WORK_DIR / dataset / split, one, done, f"{dataset} {split}", progress)
-        if progress and unannotated:
-            print(f"{dataset} {split}: {len(items)} images; {unannotated} listed without a context annotation left out")
+    convert_splits(dataset, out, items, one, done, progress)
+    for split, left_out in unannotated.items():
+        if progress and left_out:
+            kept = len(items[split])
+            print(f"{dataset} {split}: {kept} images; {left_out} listed without a context annotation left out")
     ids = list(range(1, NUM_FULL + 1)) if classes == NUM_FULL else list(IDS_59)  # labels.txt ids
     colors = default_colors(len(ids))
     categories = [{"id": i, "name": names[i - 1], "isthing": 0, "color": list(c)} for i, c in zip(ids, colors)]
