@@ -1,0 +1,90 @@
+"""``maskformer presets``, ``info``, ``convert`` and ``models``: what the package knows of configurations
+and checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..model import PRESETS, MaskFormer, MaskFormerConfig, preset
+
+
+def _count_parameters(config: MaskFormerConfig) -> int:
+    # Building on the meta device allocates nothing, so even Swin-L counts instantly (and fetches no weights).
+    config = MaskFormerConfig.from_dict(config.to_dict())
+    config.backbone.pretrained, config.backbone.weights = False, ""
+    with torch.device("meta"):
+        return MaskFormer(config).num_parameters
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from ..training.config import paper_model
+
+    width = max(map(len, PRESETS)) + 1
+    print(f"{'preset':<{width}} {'family':<12} {'starts from':<50} {'pixel decoder':<20} {'classes':>7} {'params':>8}")
+    for name in PRESETS:
+        cfg = paper_model(name)
+        weights = f"ImageNet: {cfg.backbone.name}" if cfg.backbone.pretrained else "scratch (no timm weights)"
+        params = f"{_count_parameters(cfg) / 1e6:.1f}M" if args.count else "-"
+        decoder = cfg.pixel_decoder.type
+        print(f"{name:<{width}} {cfg.family:<12} {weights:<50} {decoder:<20} {cfg.num_classes:>7} {params:>8}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    if args.preset:
+        config = preset(args.preset)
+        print(config.to_yaml(), end="")
+        print(f"# parameters: {_count_parameters(config):,}")
+        return 0
+    from ..predict import load_model
+
+    model = load_model(args.model)
+    print(model.config.to_yaml(), end="")
+    print(f"# parameters: {model.num_parameters:,}")
+    print(f"# {model.load_report}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ..predict import load_model
+
+    model = load_model(args.model, strict=args.strict)
+    out = model.save_pretrained(args.out)
+    print(f"{model.load_report}")
+    print(f"wrote {out}/config.yaml and {out}/model.safetensors")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ..predict import KNOWN_MODELS
+
+    print(f"{'name':<50} {'family':<12} {'task':<9} {'dataset':<26} {'score':>11}  {'licence':<13} source")
+    for m in KNOWN_MODELS.values():
+        score = f"{m.metric:>5} {m.score:5.1f}"
+        print(f"{m.name:<50} {m.family:<12} {m.task:<9} {m.dataset:<26} {score}  {m.licence:<13} {m.source}")
+    print(f"{len(KNOWN_MODELS)} models. The official weights (and their hub copies) are licensed CC BY-NC 4.0: "
+          "non-commercial use only.")  # fmt: skip
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """This group's commands on the ``maskformer`` parser."""
+    p = sub.add_parser("presets", help="list the paper's model configurations")
+    p.add_argument("--count", action="store_true", help="also count each preset's parameters")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("info", help="print a model's config and parameter count")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="checkpoint: folder, hub id, .pkl/.pth file or URL")
+    src.add_argument("--preset", choices=list(PRESETS))
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("convert", help="convert any supported checkpoint to this package's format")
+    p.add_argument("--model", required=True, help="checkpoint: folder, hub id, .pkl/.pth file or URL")
+    p.add_argument("--out", required=True, help="output folder (config.yaml + model.safetensors)")
+    p.add_argument("--strict", action="store_true", help="fail when any weight is missing or unused")
+    p.set_defaults(func=cmd_convert)
+    p = sub.add_parser("models", help="list known pretrained checkpoints with their published scores")
+    p.set_defaults(func=cmd_models)
