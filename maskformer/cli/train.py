@@ -119,6 +119,12 @@ def cmd_eval_files(args: argparse.Namespace) -> int:
     return _print_metrics(metrics, args)
 
 
+def _metrics_options(parser: argparse.ArgumentParser) -> None:
+    """How :func:`_print_metrics` shows the metrics."""
+    parser.add_argument("--out", help="also write the metrics JSON here")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """This group's commands on the ``maskformer`` parser."""
     p = sub.add_parser("train", help="train a model (Lightning; multi-GPU / multi-node through train.* options)")
@@ -155,8 +161,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "multi-scale: 0.5,0.75,1,1.25,1.5,1.75 with --flip); scores mIoU alone",
     )
     p.add_argument("--flip", action="store_true", help="multi-scale mIoU: also average horizontally flipped views")
-    p.add_argument("--out", help="also write the metrics JSON here")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    _metrics_options(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("eval-files", help="score prediction files against ground truth, no model needed")
@@ -177,6 +182,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="semantic: subtract from ground-truth values first (ADE20K: 1, making 0 ignore)",
     )
-    p.add_argument("--out", help="also write the metrics JSON here")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    _metrics_options(p)
     p.set_defaults(func=cmd_eval_files)
