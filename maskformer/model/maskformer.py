@@ -12,13 +12,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import inference, padding, test_resize
 from .backbone import build_backbone
 from .config import MaskFormerConfig, MetadataConfig
 from .heads import MaskFormerHead
+from .inference import postprocess, semantic_probabilities
 from .masked_decoder import MaskedAttentionDecoder
 from .msdeformattn import MSDeformAttnPixelDecoder
+from .padding import pad_batch, padded_groups
 from .pixel_decoder import FPNPixelDecoder, PixelDecoderOutput, TransformerEncoderPixelDecoder
+from .test_resize import resize_for_test
 
 LEVELS = ("res2", "res3", "res4", "res5")
 
@@ -42,7 +44,7 @@ class Group:
     def semantic_probabilities(self) -> Tensor:
         """Class probabilities [K, h, w] of the group's first image at its un-padded size (test-time
         augmentation sums them over views)."""
-        return inference.semantic_probabilities(
+        return semantic_probabilities(
             self.logits[:1], self.masks[:1], self.sizes[:1], self.padded, self.sizes[:1], channels_last=False
         )[0]
 
@@ -172,22 +174,22 @@ class MaskFormer(nn.Module):
         original) to a multiple of ``inference.size_divisibility``, and the un-padded sizes."""
         device = self.pixel_mean.device
         normalised = [self.normalize(img.to(device)) for img in images]
-        return padding.pad_batch(normalised, self.config.inference.size_divisibility)
+        return pad_batch(normalised, self.config.inference.size_divisibility)
 
     @torch.no_grad()
     def forward_groups(self, images: list[Tensor]) -> Iterator[Group]:
         """Normalised images [3, h_i, w_i] -> final predictions, one forward per image or, without
         ``inference.batch_invariant``, per group of images that pad to the same size
-        (:func:`padding.padded_groups`); an image is never padded beyond its own padded size."""
+        (:func:`~maskformer.model.padding.padded_groups`); an image is never padded beyond its own padded size."""
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         divisibility = self.config.inference.size_divisibility
         dtype = self.pixel_mean.dtype
         if self.config.inference.batch_invariant:
             groups = [[i] for i in range(len(images))]
         else:
-            groups = padding.padded_groups(sizes, divisibility)
+            groups = padded_groups(sizes, divisibility)
         for indices in groups:
-            batch, group_sizes = padding.pad_batch([images[i].to(dtype) for i in indices], divisibility)
+            batch, group_sizes = pad_batch([images[i].to(dtype) for i in indices], divisibility)
             out = self(batch, with_aux=False)
             yield Group(indices, out["pred_logits"], out["pred_masks"], group_sizes, (batch.shape[-2], batch.shape[-1]))
 
@@ -200,17 +202,15 @@ class MaskFormer(nn.Module):
         metadata: MetadataConfig | None = None,
     ) -> dict[str, list[Any]]:
         """Normalised images [3, h_i, w_i] (at test size) -> {task: one result per image at its output size},
-        through :meth:`forward_groups` and :func:`inference.postprocess`: what ``predict``, validation and
-        evaluation run, so that they cannot disagree and a batch gives the results of its images alone.
+        through :meth:`forward_groups` and :func:`~maskformer.model.inference.postprocess`: what ``predict``,
+        validation and evaluation run, so that they cannot disagree and a batch gives the results of its images alone.
         ``metadata`` (default: the config's) says which classes are things."""
         cfg, things = self.config.inference, (metadata or self.config.metadata).thing_classes
         results: dict[str, list[Any]] = {task: [None] * len(images) for task in tasks}
         for group in self.forward_groups(images):
             outs = [output_sizes[i] for i in group.indices]
             for task in tasks:
-                done = inference.postprocess(
-                    task, group.logits, group.masks, group.sizes, group.padded, outs, cfg, things
-                )
+                done = postprocess(task, group.logits, group.masks, group.sizes, group.padded, outs, cfg, things)
                 for i, result in zip(group.indices, done):
                     results[task][i] = result
         return results
@@ -233,7 +233,7 @@ class MaskFormer(nn.Module):
         cfg = self.config.inference
         originals = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         device = self.pixel_mean.device
-        resized = [self.normalize(test_resize.resize_for_test(img.to(device), cfg)) for img in images]
+        resized = [self.normalize(resize_for_test(img.to(device), cfg)) for img in images]
         return self.segment(resized, [task], output_sizes or originals)[task]
 
     @classmethod
