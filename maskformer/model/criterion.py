@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .config import MaskFormerConfig
 from .distributed import world_size
-from .matcher import HungarianMatcher, Target, pad_targets, point_sample
+from .matcher import HungarianMatcher, Target, check_mask_loss, pad_targets, point_sample
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, weights: Tensor | None, alpha: float, gamma: float) -> Tensor:
@@ -93,9 +93,7 @@ class SetCriterion(nn.Module):
         point_padding: str,
     ):
         super().__init__()
-        if mask_loss not in ("focal", "bce"):
-            raise ValueError(f"mask_loss {mask_loss!r}: expected 'focal' or 'bce'")
-        self.mask_loss = mask_loss
+        self.mask_loss = check_mask_loss(mask_loss)
         self.num_points = num_points
         self.point_padding = point_padding
         self.oversample_ratio = oversample_ratio

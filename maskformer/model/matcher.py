@@ -41,6 +41,23 @@ def pad_targets(
     return labels, masks, valid
 
 
+def _pairwise_mean(pos: Tensor, neg: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor:
+    """Per (query, target) pair the mean over (weighted) points of a loss that is ``pos`` where the target
+    is 1 and ``neg`` where it is 0: pos, neg [B, N, P], targets [B, T, P], weights [B, 1, P] or None."""
+    if weights is not None:
+        pos, neg = pos * weights, neg * weights
+    cost = torch.bmm(pos, targets.transpose(1, 2)) + torch.bmm(neg, (1 - targets).transpose(1, 2))
+    counted = weights.sum(-1, keepdim=True).clamp(min=1) if weights is not None else pos.shape[-1]
+    return cost / counted
+
+
+def check_mask_loss(mask_loss: str) -> str:
+    """``mask_loss`` once known to be one of the mask losses (the matcher's cost and the criterion's loss)."""
+    if mask_loss not in ("focal", "bce"):
+        raise ValueError(f"mask_loss {mask_loss!r}: expected 'focal' or 'bce'")
+    return mask_loss
+
+
 def focal_cost(logits: Tensor, targets: Tensor, weights: Tensor | None, alpha: float, gamma: float) -> Tensor:
     """Pairwise sigmoid focal loss, averaged over (weighted) pixels.
 
@@ -57,11 +74,7 @@ def focal_cost(logits: Tensor, targets: Tensor, weights: Tensor | None, alpha: f
         * prob**gamma
         * F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
     )
-    if weights is not None:
-        pos, neg = pos * weights, neg * weights
-    cost = torch.bmm(pos, targets.transpose(1, 2)) + torch.bmm(neg, (1 - targets).transpose(1, 2))
-    counted = weights.sum(-1, keepdim=True).clamp(min=1) if weights is not None else logits.shape[-1]
-    return cost / counted
+    return _pairwise_mean(pos, neg, targets, weights)
 
 
 def bce_cost(logits: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor:
@@ -71,11 +84,7 @@ def bce_cost(logits: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor:
     """
     pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
     neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    if weights is not None:
-        pos, neg = pos * weights, neg * weights
-    cost = torch.bmm(pos, targets.transpose(1, 2)) + torch.bmm(neg, (1 - targets).transpose(1, 2))
-    counted = weights.sum(-1, keepdim=True).clamp(min=1) if weights is not None else logits.shape[-1]
-    return cost / counted
+    return _pairwise_mean(pos, neg, targets, weights)
 
 
 def dice_cost(logits: Tensor, targets: Tensor, weights: Tensor | None) -> Tensor:
@@ -121,9 +130,7 @@ class HungarianMatcher(nn.Module):
     ):
         super().__init__()
         self.point_padding = point_padding
-        if mask_loss not in ("focal", "bce"):
-            raise ValueError(f"mask_loss {mask_loss!r}: expected 'focal' or 'bce'")
-        self.mask_loss = mask_loss
+        self.mask_loss = check_mask_loss(mask_loss)
         self.num_points = num_points
         self.cost_class = cost_class
         self.cost_mask = cost_mask
