@@ -627,3 +627,26 @@ def test_the_lightning_internals_that_exact_resume_uses_are_there(synth, tmp_pat
     train(run_config(synth, 1), run)
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert "_batches_that_stepped" in checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]
+
+
+# ---- 10. the second Ctrl-C's message ------------------------------------------------------------------------
+def test_a_second_ctrl_c_says_what_was_saved_in_plain_words(synth, tmp_path, monkeypatch):
+    import signal
+
+    from maskformer.training.console import TrainingInterrupted
+    from maskformer.training.module import MaskFormerModule
+
+    original = MaskFormerModule.training_step
+
+    def twice(self, batch, batch_idx):
+        if self.global_step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # the second stops at once, inside step 3
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(MaskFormerModule, "training_step", twice)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(run_config(synth, 6), tmp_path / "run")
+    message = str(stop.value)
+    assert message.startswith("stopped at once by a second Ctrl-C, in the middle of step 3: saved ")
+    assert "last.ckpt at step 2" in message and "resume with: maskformer train --config" in message
