@@ -650,3 +650,26 @@ def test_a_second_ctrl_c_says_what_was_saved_in_plain_words(synth, tmp_path, mon
     message = str(stop.value)
     assert message.startswith("stopped at once by a second Ctrl-C, in the middle of step 3: saved ")
     assert "last.ckpt at step 2" in message and "resume with: maskformer train --config" in message
+
+
+# ---- 19. one record per dataset: presets, recipes, the zoo and the preparations name it by its key ---------
+def test_every_name_of_a_dataset_comes_from_its_catalog_record():
+    from maskformer.data.catalog import DATASETS
+    from maskformer.data.metadata import BUILTIN
+    from maskformer.data.prepare import PREPARATIONS
+    from maskformer.model.presets import PRESET_DATASETS, PRESETS, preset
+    from maskformer.predict.zoo import KNOWN_MODELS
+
+    assert set(PRESET_DATASETS) == set(PRESETS) and set(PRESET_DATASETS.values()) <= set(DATASETS)
+    for key, record in DATASETS.items():
+        assert record.metadata in (*BUILTIN, ""), key
+        assert record.preparation in (*PREPARATIONS, ""), key
+    assert {p.name for p in PREPARATIONS.values()} == {d.preparation for d in DATASETS.values()} - {""}
+    titles = {(d.task, d.title) for d in DATASETS.values()}
+    assert all((m.task, m.dataset) in titles for m in KNOWN_MODELS.values())
+    # A preset's class count is its dataset's (the built-in class list's, where the package has one).
+    from maskformer.data.metadata import builtin_metadata
+
+    for name, key in PRESET_DATASETS.items():
+        if DATASETS[key].metadata and DATASETS[key].task != "instance":
+            assert preset(name).num_classes == len(builtin_metadata(DATASETS[key].metadata).class_names), name

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..model.config import MetadataConfig
+from .catalog import DATASETS
 from .io import decode_segmentation, list_images, read_image, read_label, read_panoptic_png
 from .metadata import (
     builtin_metadata,
@@ -132,7 +133,12 @@ def ade20k(root: str | Path, split: str = "training", **kwargs) -> SemanticDatas
     root = Path(root)
     lut = torch.cat([torch.tensor([255]), torch.arange(150), torch.full((105,), -1)])
     return SemanticDataset(
-        root / "images" / split, root / "annotations" / split, builtin_metadata("ade20k_150"), 255, lut, **kwargs
+        root / "images" / split,
+        root / "annotations" / split,
+        builtin_metadata(DATASETS["ade"].metadata),
+        255,
+        lut,
+        **kwargs,
     )
 
 
@@ -155,7 +161,7 @@ def cityscapes(root: str | Path, split: str = "train", **kwargs) -> SemanticData
     return SemanticDataset(
         image_dir,
         root / "gtFine" / split,
-        builtin_metadata("cityscapes_19"),
+        builtin_metadata(DATASETS["cityscapes"].metadata),
         255,
         lut,
         label_name=label_name,
@@ -241,8 +247,10 @@ def coco_panoptic(root: str | Path, split: str = "val2017", **kwargs) -> COCOPan
         root / "annotations" / f"panoptic_{split}",
         **kwargs,
     )
-    if len(ds.categories) == 133 and [c["id"] for c in ds.categories] == sorted(category_ids("coco_panoptic_133")):
-        ds.metadata = builtin_metadata("coco_panoptic_133")
+    if len(ds.categories) == 133 and [c["id"] for c in ds.categories] == sorted(
+        category_ids(DATASETS["coco"].metadata)
+    ):
+        ds.metadata = builtin_metadata(DATASETS["coco"].metadata)
     return ds
 
 

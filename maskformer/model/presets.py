@@ -199,10 +199,8 @@ def _mask2former(backbone: str, dataset: str) -> Mask2FormerConfig:
 
 
 def preset_dataset(name: str) -> str:
-    """The dataset suffix of a preset name: "m2f_swin_t_coco_instance" -> "coco_instance", "r50_ade_full" ->
-    "ade_full", "swin_t_coco" -> "coco"; "" for the names without one ("r50", "r50+6enc")."""
-    datasets = [*_M2F_DATASETS, *_MF_SEMANTIC]
-    return next((d for d in sorted(datasets, key=len, reverse=True) if name.endswith("_" + d)), "")
+    """The dataset key of preset ``name`` (:data:`PRESET_DATASETS`), "" for an unknown name."""
+    return PRESET_DATASETS.get(name, "")
 
 
 PRESETS.update(
@@ -212,6 +210,15 @@ PRESETS.update(
         for dataset in _M2F_DATASETS
     }
 )
+# The dataset each preset is configured for, by its key in maskformer.data.catalog.DATASETS: recorded where
+# the presets are made, not parsed back from their names.
+PRESET_DATASETS: dict[str, str] = {
+    **dict.fromkeys(["r50", "r101", "r101c", "swin_t", "swin_s", "swin_b", "swin_l"], "ade"),
+    **dict.fromkeys(["r50+6enc", "r101+6enc", "swin_t_coco", "swin_s_coco", "swin_b_coco", "swin_l_coco"], "coco"),
+    **dict.fromkeys(["r50_ade_panoptic", "r101_ade_panoptic"], "ade_panoptic"),
+    **{f"{b}_{dataset}": dataset for dataset, (*_, backbones) in _MF_SEMANTIC.items() for b in backbones},
+    **{f"m2f_{b}_{dataset}": dataset for b in _M2F_BACKBONES for dataset in _M2F_DATASETS},
+}
 
 
 def check_preset(name: str) -> None:

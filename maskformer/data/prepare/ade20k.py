@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..catalog import DATASETS
 from ..io import encode_rle, id_to_rgb, mask_box, write_png
 from .common import (
     coco_categories,
@@ -100,7 +101,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 def panoptic(raw: Path, out: Path, progress: bool = True) -> None:
     """Write ``out`` in the generic panoptic layout: images/{train,val}/, panoptic/{train,val}/*.png and
     panoptic_{train,val}.json (COCO panoptic, 150 categories)."""
-    categories, table = coco_categories("ade20k_150"), instance_to_class()
+    categories, table = coco_categories(DATASETS["ade_panoptic"].metadata), instance_to_class()
     things = {c["id"] for c in categories if c["isthing"]}
 
     def one(item: tuple[Path, Path, Path], split: str) -> dict:
@@ -138,7 +139,7 @@ def panoptic(raw: Path, out: Path, progress: bool = True) -> None:
 def instance(raw: Path, out: Path, progress: bool = True) -> None:
     """Write ``out`` in the COCO instance layout: {train,val}/ images and annotations/instances_{split}.json
     (RLE masks; the 100 thing classes, with their 0-based indices of the 150 as category ids)."""
-    categories, table = coco_categories("ade20k_150"), instance_to_class()
+    categories, table = coco_categories(DATASETS["ade_panoptic"].metadata), instance_to_class()
     thing_categories = [{k: c[k] for k in ("id", "name", "color")} for c in categories if c["isthing"]]
 
     def one(item: tuple[Path, Path, Path], split: str) -> dict:

@@ -31,6 +31,7 @@ from PIL import Image
 
 from ...model.atomic import atomic_path
 from ...model.weights.safe_pickle import load_pickle
+from ..catalog import DATASETS
 from .common import (
     classes_json,
     convert_splits,
@@ -128,5 +129,5 @@ def prepare(raw: Path, out: Path, progress: bool = True) -> None:
 
     items = {split: [(image.stem, image) for image, s in frames if s == split] for split in ("train", "val")}
     convert_splits("ade20k-full", out, items, one, done, progress)
-    write_json(classes_json("ade20k_full_847", IGNORE), out / "classes.json")
+    write_json(classes_json(DATASETS["ade_full"].metadata, IGNORE), out / "classes.json")
     finish(out)

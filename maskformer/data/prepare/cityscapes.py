@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..catalog import DATASETS
 from ..io import encode_rle, id_to_rgb, mask_box, write_png
 from .common import (
     coco_categories,
@@ -40,7 +41,7 @@ SPLITS = ("train", "val")
 
 def _classes() -> tuple[list[dict], set[int], set[int]]:
     """The 19 evaluated classes as COCO categories (id = Cityscapes label id), their ids, the thing ids."""
-    categories = coco_categories("cityscapes_19")
+    categories = coco_categories(DATASETS["cityscapes_panoptic"].metadata)
     return categories, {c["id"] for c in categories}, {c["id"] for c in categories if c["isthing"]}
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..catalog import DATASETS
 from .common import classes_json, convert_splits, finish, semantic_done, write_json, write_semantic
 
 SPLITS = {"train": "train", "val": "test"}
@@ -67,5 +68,5 @@ def prepare(raw: Path, out: Path, progress: bool = True) -> None:
         return semantic_done(out, split, record)
 
     convert_splits("coco-stuff-10k", out, items, one, done, progress)
-    write_json(classes_json("coco_stuff_171"), out / "classes.json")
+    write_json(classes_json(DATASETS["coco_stuff"].metadata), out / "classes.json")
     finish(out)

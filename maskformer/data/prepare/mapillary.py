@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..catalog import DATASETS
 from ..io import coco_panoptic_json, write_png
 from .common import classes_json, coco_categories, convert_splits, finish, link_or_copy, write_json
 
@@ -42,7 +43,7 @@ def _read_json(path: Path) -> dict:
 def prepare(raw: Path, out: Path, progress: bool = True) -> None:
     """Write ``out`` in both generic layouts: images/{train,val}/, labels/{train,val}/ + classes.json
     (semantic, 255 = ignore) and panoptic/{train,val}/ + panoptic_{train,val}.json."""
-    categories = coco_categories("mapillary_vistas_65")
+    categories = coco_categories(DATASETS["vistas_panoptic"].metadata)
     items, listed = {}, {}
     for split, folder in SPLITS.items():
         panoptic = _read_json(raw / folder / "panoptic" / "panoptic_2018.json")
@@ -82,5 +83,5 @@ def prepare(raw: Path, out: Path, progress: bool = True) -> None:
                          for stem in stems]  # fmt: skip
         data = coco_panoptic_json(image_records, [annotations[stem] for stem in stems], categories)
         write_json(data, out / f"panoptic_{split}.json")
-    write_json(classes_json("mapillary_vistas_65"), out / "classes.json")
+    write_json(classes_json(DATASETS["vistas"].metadata), out / "classes.json")
     finish(out)
