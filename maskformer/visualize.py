@@ -44,20 +44,19 @@ def overlay(
     segments: Tensor | np.ndarray | None = None,
     alpha: float = 0.55,
     ignore_value: int = 255,
-    void_color: Sequence[int] | None = None,
+    mark_void: bool = False,
 ) -> np.ndarray:
     """Blend class colours over the image; outline regions (segments when given, else classes).
-    Pixels of ``ignore_value`` (or negative) stay as in the image, or take ``void_color`` when given."""
+    Pixels of ``ignore_value`` (or negative) stay as in the image, or with ``mark_void`` turn a dim grey
+    (:func:`dim_void`), so that no one takes them for a class."""
     img = image_hwc(image)
     cls = _np(classes).astype(np.int64)
     palette = np.asarray(colors, dtype=np.float32)
     known = (cls >= 0) & (cls < len(palette)) & (cls != ignore_value)
-    out = img.copy()
+    out = dim_void(img, ~known) if mark_void else img.copy()
     # float32 on the coloured pixels only: a 6000x4000 photo stays well under a second.
     blended = (1 - alpha) * img[known].astype(np.float32) + alpha * palette[cls[known]]
     out[known] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-    if void_color is not None:
-        out[~known] = np.asarray(void_color, dtype=np.uint8)
     edges = boundaries(_np(segments) if segments is not None else cls)
     out[edges] = 255
     return out
@@ -86,8 +85,8 @@ def instance_classes(result: InstanceResult, score_threshold: float = 0.5) -> tu
     return classes, ids
 
 
-# Pixels no segment claims (and ground-truth void): a flat dark grey no class colour uses, named in the legend,
-# so that they do not show the image's own colours, which would read as a prediction.
+# Pixels no segment claims (and ground-truth void) are drawn in a dim grey (dim_void), so that they do not show
+# the image's own colours, which would read as a prediction; this is their swatch in the legends.
 VOID_COLOR = (64, 64, 64)
 
 
@@ -129,7 +128,7 @@ def prediction_grid(
     ignore_value: int = 255,
 ) -> Path:
     """Save a grid: per row the image, the ground truth and the prediction drawn as class colours over it
-    (void in :data:`VOID_COLOR`), with the rows' labels and a legend of the classes that appear."""
+    (void in a dim grey), with the rows' labels and a legend of the classes that appear."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,9 +150,9 @@ def prediction_grid(
         # Strong colours: on busy images a light tint is hard to tell from the image's own colours.
         panels = [
             image_hwc(row.image),
-            overlay(row.image, truth, colors, alpha=0.8, ignore_value=ignore_value, void_color=VOID_COLOR),
+            overlay(row.image, truth, colors, alpha=0.8, ignore_value=ignore_value, mark_void=True),
             overlay(row.image, pred, colors, segments=row.segments, alpha=0.8, ignore_value=ignore_value,
-                    void_color=VOID_COLOR),
+                    mark_void=True),
         ]  # fmt: skip
         for c, panel in enumerate(panels):
             ax = axes[r][c]
@@ -334,8 +333,7 @@ def draw_segmentation(
     if int(classes.max(initial=-1)) >= len(colors):
         colors = list(colors) + default_colors(int(classes.max()) + 1)[len(colors) :]
     void = classes < 0
-    drawn = Image.fromarray(overlay(dim_void(image_hwc(image), void), classes, colors, segments=ids, alpha=alpha,
-                                    ignore_value=-1))  # fmt: skip
+    drawn = Image.fromarray(overlay(image, classes, colors, segments=ids, alpha=alpha, ignore_value=-1, mark_void=True))
     h, w = classes.shape
     font_size = max(12, min(h, w) // 30)
     font = _font(font_size)
