@@ -176,8 +176,8 @@ def panoptic_inference(
             cur_masks = resize_mask_logits(kept_masks[block], padded_size, size, out).float().sigmoid()
             own_area += (cur_masks >= 0.5).sum((1, 2)).tolist()
             weighted = cur_scores[block, None, None] * cur_masks
-            index = weighted.argmax(0)  # the first query of the highest value, as over all queries at once
-            value = weighted.gather(0, index[None])[0]
+            # max over dim 0 returns the first index of the highest value (argmax's rule) in one pass.
+            value, index = weighted.max(0)
             if best is None:
                 best, winner = value, index
             else:  # a later block wins a pixel only with a strictly higher value: argmax's first-wins rule
