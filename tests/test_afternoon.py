@@ -3,6 +3,7 @@ run folders and checkpoints, file modes, predict on bad files, overlays, message
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -202,17 +203,11 @@ def test_predict_options_are_refused_before_the_model_loads(tmp_path, capsys, op
         pytest.skip("this machine has 8 GPUs")
     (tmp_path / "a.png").write_bytes(b"")
     missing = tmp_path / "no-such-model"
-    with pytest.raises(SystemExit) if "argument" in message else _no_raise():
+    with pytest.raises(SystemExit) if "argument" in message else contextlib.nullcontext():
         main(["predict", str(tmp_path / "a.png"), "--model", str(missing), *options])
     err = capsys.readouterr().err
     assert message in err and "no-such-model" not in err, err
     assert len(err.strip().splitlines()) == 1
-
-
-def _no_raise():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 # ---- 10. messages ------------------------------------------------------------------------------------------

@@ -20,14 +20,23 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def data_format_of(args: argparse.Namespace) -> str:
-    """--format, or the layout found in --data (said on the console)."""
+def found_layout(data: str, configured: str | None = None) -> str:
+    """The layout found in ``data``, said on the console. Against a ``configured`` format (a preset's or a
+    config's): said only where it differs, and a folder of no known layout keeps ``configured``, left to the
+    reader's own error."""
     from ..training.datamodule import detect_format
 
-    if args.format:
-        return args.format
-    found = detect_format(args.data)
-    print(f"{args.data}: {found} layout (give --format to choose another)", file=sys.stderr)
+    try:
+        found = detect_format(data)
+    except ValueError:
+        if configured is None:
+            raise
+        return configured
+    if configured is None:
+        print(f"{data}: {found} layout (give --format to choose another)", file=sys.stderr)
+    elif found != configured:
+        print(f"{data}: {found} layout, used instead of the configuration's {configured} (give --format to choose)",
+              file=sys.stderr)  # fmt: skip
     return found
 
 
@@ -51,7 +60,7 @@ def data_config(args: argparse.Namespace):
 
     if not Path(args.data).is_dir():
         raise FileNotFoundError(f"{args.data}: data folder not found")
-    data_format = data_format_of(args)
+    data_format = args.format or found_layout(args.data)
     ignore = args.ignore_value
     if ignore is None:
         ignore = default_ignore_value(data_format, args.data, args.class_file or "")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..data.messages import plural
-from .data import FORMATS, data_config, data_options
+from .data import FORMATS, data_config, data_options, found_layout
 from .predict import scale_list
 
 # Exit status after Ctrl-C, as shells report a process stopped by SIGINT.
@@ -31,26 +31,10 @@ def _run_config(args: argparse.Namespace):
         raise ValueError("give --preset NAME, --config FILE.yaml, or model.weights=SOURCE to fine-tune a trained model")
     if args.data:
         config.data.root = args.data
-        config.data.format = args.format or _layout_of(args.data, config.data.format)
+        config.data.format = args.format or found_layout(args.data, config.data.format)
     elif args.format:
         config.data.format = args.format
     return config.override(args.overrides)
-
-
-def _layout_of(data: str, configured: str) -> str:
-    """The layout found in ``data`` where it differs from the ``configured`` format (said on the console,
-    as ``data check`` finds it), else ``configured``; a folder of no known layout is left to the reader's
-    own error."""
-    from ..training.datamodule import detect_format
-
-    try:
-        found = detect_format(data)
-    except ValueError:
-        return configured
-    if found != configured:
-        print(f"{data}: {found} layout, used instead of the configuration's {configured} (give --format to choose)",
-              file=sys.stderr)  # fmt: skip
-    return found
 
 
 def _weights_source(overrides: list[str]) -> str:

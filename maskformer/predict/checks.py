@@ -34,9 +34,10 @@ def check_options(
     flip: bool = False,
     window: int | None = None,
     window_stride: int | None = None,
-) -> None:
+) -> bool:
     """Refuse, in one line, a task this package does not have or test-time augmentation it does not apply
-    to the task (multi-scale, flip and sliding windows average class probabilities: semantic only)."""
+    to the task (multi-scale, flip and sliding windows average class probabilities: semantic only); returns
+    whether any is asked for."""
     if task not in TASKS:
         raise ValueError(f"task {task!r}: expected one of {', '.join(TASKS)}")
     augmented = tuple(scales) != (1.0,) or flip or window is not None
@@ -51,3 +52,4 @@ def check_options(
         raise ValueError(f"window must be a positive number of pixels, got {window}")
     if window_stride is not None and (window is None or window_stride < 1):
         raise ValueError("window_stride needs a window and must be positive")
+    return augmented

@@ -130,8 +130,7 @@ class Predictor:
 
         ``inference`` replaces the model's post-processing thresholds (``object_mask_threshold``,
         ``overlap_threshold``, ``instance_topk``) for this call; the model's config is not changed."""
-        check_options(task, scales, flip, window, window_stride)
-        augmented = tuple(scales) != (1.0,) or flip or window is not None
+        augmented = check_options(task, scales, flip, window, window_stride)
         if augmented:
             for item in images:
                 yield item, self._semantic_augmented(item, scales, flip, window, window_stride)

@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -202,7 +203,15 @@ def build_trainer(
     )
 
 
-def find_resume(run_dir: Path, resume: str | None) -> str | None:
+@dataclass
+class ResumePoint:
+    """The checkpoint a run resumes from: its ``path`` and its contents, read once."""
+
+    path: str
+    checkpoint: dict
+
+
+def find_resume(run_dir: Path, resume: str | None) -> ResumePoint | None:
     """``resume``: None (fresh), "auto" (run_dir's newest readable checkpoint if any: last.ckpt, else the
     periodic checkpoints newest first, saying which unreadable ones were passed over) or a checkpoint path."""
     if resume is None:
@@ -210,32 +219,29 @@ def find_resume(run_dir: Path, resume: str | None) -> str | None:
     if resume != "auto":
         if not Path(resume).exists():
             raise FileNotFoundError(f"{resume}: checkpoint to resume from not found")
-        return resume
+        return ResumePoint(resume, load_lightning_checkpoint(resume))
     folder = run_dir / "checkpoints"
     candidates = [folder / "last.ckpt", *sorted(folder.glob("step-*.ckpt"), reverse=True)]
     candidates = [path for path in candidates if path.exists()]
     for path in candidates:
         try:
-            load_lightning_checkpoint(path)
+            return ResumePoint(str(path), load_lightning_checkpoint(path))
         except ValueError as err:
             log.warning("--resume auto: %s; trying the next newest checkpoint", err)
-            continue
-        return str(path)
     log.info("--resume auto: no %scheckpoint in %s; starting a new run", "readable " if candidates else "", folder)
     return None
 
 
-def resume_step(path: str, module: MaskFormerModule) -> int:
-    """The global step the checkpoint ``path`` was saved at, once it is known to fit ``module``: a run config
-    that differs from the checkpoint's in its model (another class count, backbone or size) is one line."""
-    checkpoint = load_lightning_checkpoint(path)
-    diff = StateDiff.between(module.state_dict(), checkpoint.get("state_dict", {}))
+def resume_step(point: ResumePoint, module: MaskFormerModule) -> int:
+    """The global step the checkpoint was saved at, once it is known to fit ``module``: a run config that
+    differs from the checkpoint's in its model (another class count, backbone or size) is one line."""
+    diff = StateDiff.between(module.state_dict(), point.checkpoint.get("state_dict", {}))
     if diff:
         raise ValueError(
-            f"{path}: the run config's model does not fit this checkpoint ({diff.summary(1)}); resume with the "
-            "config the run was started with"
+            f"{point.path}: the run config's model does not fit this checkpoint ({diff.summary(1)}); resume with "
+            "the config the run was started with"
         )
-    return int(checkpoint["global_step"])
+    return int(point.checkpoint["global_step"])
 
 
 def finished_summary(run_dir: Path, step: int) -> dict:
@@ -267,11 +273,13 @@ def train(
     # The data decides the classes: a model preset's head is resized to the dataset's class count.
     config.model.num_classes = len(datamodule.metadata.class_names)
     config.model.metadata = datamodule.metadata
-    ckpt_path = find_resume(run_dir, resume)
+    point = find_resume(run_dir, resume)
+    ckpt_path = point.path if point else None
     with quiet_lightning():
-        model, initialisation = starting_model(config.model, resume=ckpt_path is not None)
+        model, initialisation = starting_model(config.model, resume=point is not None)
         module = MaskFormerModule(config, run_dir, model=model)
-        start = resume_step(ckpt_path, module) if ckpt_path else 0
+        start = resume_step(point, module) if point else 0
+        point = None  # Lightning reads the checkpoint again: do not hold two copies
         if start >= config.train.max_steps:
             return finished_summary(run_dir, start)
         # Nothing is written before the data, the model and the checkpoint have passed their checks, so a
