@@ -292,7 +292,7 @@ def test_skipped_samples_are_reported(tmp_path):
 def test_ctrl_c_mid_step_then_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     """SIGINT arrives in the middle of step 6, a validation and checkpoint step: the step completes with its
     validation and checkpoint, and the resumed run ends with the uninterrupted run's weights, buffers,
-    metrics and logs."""
+    metrics and logs (losses logged every second step, so that a shifted step count would show)."""
     import signal
 
     from safetensors.torch import load_file
@@ -303,7 +303,7 @@ def test_ctrl_c_mid_step_then_resume_equals_the_uninterrupted_run(tmp_path, monk
     data = write_dataset(tmp_path / "d", 12, 4, seed=1, size_range=(48, 64))
 
     def config():
-        return run_config(data, 9, val_every=3, checkpoint_every=3)
+        return run_config(data, 9, val_every=3, checkpoint_every=3, log_every=2)
 
     train(config(), tmp_path / "straight")
     original = MaskFormerModule.training_step

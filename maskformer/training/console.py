@@ -19,7 +19,8 @@ log = logging.getLogger("maskformer")
 
 # Lightning's messages that say nothing about this run (device availability, cloud-logging tips,
 # deprecations inside Lightning itself, loader-worker advice where the worker count was chosen on purpose,
-# and the skipped step that a bad batch or a non-finite loss makes on purpose, counted in the run's logs).
+# the skipped step that a bad batch or a non-finite loss makes on purpose, counted in the run's logs, and
+# the module's own batch hook, which is where a Ctrl-C stops between steps).
 _NOISE = (
     r".*LeafSpec.*",
     r".*`training_step` returned `None`.*",
@@ -27,6 +28,7 @@ _NOISE = (
     r".*is smaller than the logging interval.*",
     r".*Experiment logs directory .* exists and is not empty.*",
     r".*Checkpoint directory .* exists and is not empty.*",
+    r".*overridden `on_before_batch_transfer` in `LightningModule` but have passed in a `LightningDataModule`.*",
 )
 
 
@@ -116,15 +118,19 @@ class StepProgressBar(ProgressBar):
             self._bar = None
 
 
+class StopRequested(Exception):
+    """Raised by :class:`GracefulInterrupt` between two steps: the run stops there, ``last.ckpt`` is written."""
+
+
 class GracefulInterrupt(Callback):
-    """Ctrl-C (SIGINT) while training finishes the current step, then stops: ``last.ckpt`` is written at a
-    step boundary, so resuming continues exactly. All processes stop at the same step. A second Ctrl-C
-    stops at once."""
+    """Ctrl-C (SIGINT) while training finishes the current step (its validation and checkpoints included),
+    then stops before the next (:meth:`stop_between_steps`): ``last.ckpt`` is written at that step boundary,
+    so resuming continues exactly. All processes stop at the same step. A second Ctrl-C stops at once."""
 
     def __init__(self) -> None:
         self.requested = False
+        self._agreed = False  # every process has seen a request (after the step all of them finished)
         self._previous = None
-        self._validated = False
 
     @staticmethod
     def of(trainer: L.Trainer) -> GracefulInterrupt:
@@ -142,39 +148,19 @@ class GracefulInterrupt(Callback):
         log.warning("\nCtrl-C: stopping after this step (Ctrl-C again stops at once)")
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
-        requested = self.requested
         if trainer.world_size > 1:  # every process stops after the same step
-            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
-        if requested:
-            self.requested = True
-            # Lightning's own stop for SIGTERM: it completes the step (logs, validation, scheduler, loop
-            # counters) and then raises SIGTERMException, so that the checkpoint sits at a step boundary.
-            self._set_stop(trainer, True)
-
-    # Lightning's validation loop gives up half-way when the stop flag is set; the step's validation
-    # must complete (a resumed run does not repeat it), so the flag is lowered while it runs.
-    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.state.fn == "fit" and self.requested:
-            self._set_stop(trainer, False)
-
-    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._validated = True
-        if trainer.state.fn == "fit" and self.requested:
-            self._set_stop(trainer, True)
-
-    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
-        self._validated = False
-
-    def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
-        # Resuming after a step that validated, Lightning assumes the checkpoint was written before the step
-        # count of its loggers went up and adds one; this checkpoint is written after, so it records one less
-        # (otherwise the resumed run's logs are labelled a step late).
-        if self.requested and self._validated:
-            checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+            self._agreed = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
+            self.requested = self.requested or self._agreed
 
     @staticmethod
-    def _set_stop(trainer: L.Trainer, value: bool) -> None:
-        trainer._signal_connector.received_sigterm = value
+    def stop_between_steps(trainer: L.Trainer) -> None:
+        """Raise :class:`StopRequested` if a Ctrl-C asked to stop. Called by the module's first hook of a
+        step (``on_before_batch_transfer``), where the step before has completed everything Lightning does
+        after a step (validation, checkpoints, learning-rate update, loop counters) and the next one does not
+        yet count as begun: the run stops at a step boundary from which a resumed run continues exactly."""
+        interrupt = next((c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
+        if interrupt is not None and (interrupt._agreed if trainer.world_size > 1 else interrupt.requested):
+            raise StopRequested
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._restore()

@@ -16,6 +16,7 @@ from ..evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
 from ..model import MaskFormer, SetCriterion, inference, tta
 from ..visualize import GridRow, instance_classes, panoptic_classes, prediction_grid, to_tensor_image
 from .config import RunConfig, TrainConfig
+from .console import GracefulInterrupt
 from .optim import build_optimizer
 
 # Losses shown as curves besides the total (the deep-supervision terms only add up into it).
@@ -80,6 +81,11 @@ class MaskFormerModule(L.LightningModule):
         return next(metric[task] for task in metric if task in self.tasks)
 
     # ---- training -------------------------------------------------------------------------------------
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        if self.trainer.training:
+            GracefulInterrupt.stop_between_steps(self.trainer)
+        return batch
+
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # Dropout and drop-path draw from a generator seeded by the step: resuming reproduces them exactly.
         seed = self.config.train.seed * 1_000_003 + self.global_step * 4099 + self.global_rank
@@ -88,11 +94,12 @@ class MaskFormerModule(L.LightningModule):
     def training_step(self, batch: list[dict], batch_idx: int) -> Tensor | None:
         train = self.config.train
         expected = max(1, train.batch_size // self.trainer.world_size)
+        row: dict[str, float] = {}
         if len(batch) < expected:  # samples left out as bad (data.skip_bad_samples)
             self.skipped_samples += expected - len(batch)
-            self.log("train/skipped_samples", float(self.skipped_samples), batch_size=expected)
+            row["train/skipped_samples"] = float(self.skipped_samples)
         if not batch:
-            return self._skip()
+            return self._skip(row)
         x, _ = self.model.preprocess([item["image"] for item in batch])
         targets = [pad_target(item["targets"], tuple(x.shape[-2:]), x.device) for item in batch]
         # The forward pass updates BatchNorm statistics; a skipped step must not keep non-finite ones.
@@ -107,22 +114,42 @@ class MaskFormerModule(L.LightningModule):
                     for buffer, old in zip((b for b in self.model.buffers() if b.is_floating_point()), saved):
                         buffer.copy_(old)
                 self.skipped_steps += 1
-                self.log("train/skipped_steps", float(self.skipped_steps), batch_size=len(batch))
-                return self._skip()
+                row["train/skipped_steps"] = float(self.skipped_steps)
+                return self._skip(row)
             raise FloatingPointError(
                 f"non-finite loss ({loss.item()}) at step {self.global_step}; the run stops here and its last "
                 "periodic checkpoint is intact (train.nonfinite_loss=skip skips such steps instead)"
             )
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        self.log_dict({f"train/{k}": losses[k] for k in MAIN_LOSSES}, batch_size=len(batch))
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[-1]["lr"], batch_size=len(batch))
+        self.log("train/loss", loss, prog_bar=True, logger=False, batch_size=len(batch))
+        if self._logs_this_step():
+            row["train/loss"] = float(loss.detach())
+            row.update({f"train/{k}": float(losses[k].detach()) for k in MAIN_LOSSES})
+            lr = self.trainer.optimizers[0].param_groups[-1]["lr"]
+            row.update({"train/lr": lr, "train/lr_backbone": lr * train.backbone_lr_multiplier})
+        self._log_row(row, self.global_step + 1)
         if self.global_rank == 0:
             self.history.append({"step": self.global_step, "loss": float(loss.detach())})
         return loss
 
-    def _skip(self) -> Tensor | None:
-        """No update for this step. Alone, return None (Lightning skips the optimizer step). Under DDP every
-        process must join the gradient all-reduce, so a loss with zero gradients takes its place there."""
+    def _logs_this_step(self) -> bool:
+        """Losses and learning rates are written every ``train.log_every`` steps (counts as they change)."""
+        return (self.global_step + 1) % self.config.train.log_every == 0
+
+    def _log_row(self, row: dict[str, float], step: int) -> None:
+        """One row of the run's logs (CSV, TensorBoard) at ``step``, counted from 1: a training step's values
+        at its own number, a validation at the step it follows. The module numbers its rows itself, through
+        the loggers' public ``log_metrics``, so that a run stopped between steps and resumed logs as an
+        uninterrupted one whatever Lightning's loop counters say."""
+        if row:
+            for logger in self.loggers:
+                logger.log_metrics(row, step=step)
+                logger.save()  # on disk at once, as Lightning's own logging does
+
+    def _skip(self, row: dict[str, float]) -> Tensor | None:
+        """No update for this step (its counts logged). Alone, return None (Lightning skips the optimizer
+        step). Under DDP every process must join the gradient all-reduce, so a loss with zero gradients takes
+        its place there."""
+        self._log_row(row, self.global_step + 1)
         if self.trainer.world_size == 1:
             return None
         return sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
@@ -234,7 +261,9 @@ class MaskFormerModule(L.LightningModule):
                 record.update(instance)
         # Plain floats: numpy scalars in the history would make checkpoints unloadable with weights_only.
         record = {k: (int(v) if k == "step" else float(v)) for k, v in record.items()}
-        self.log_dict({f"val/{k}": v for k, v in record.items() if k != "step"}, sync_dist=False)
+        scalars = {f"val/{k}": v for k, v in record.items() if k != "step"}
+        self.log_dict(scalars, sync_dist=False, logger=False)  # for the best-checkpoint callback
+        self._log_row(scalars, self.global_step)
         if self.global_rank != 0:
             return
         self.history.append(record)

@@ -24,7 +24,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.distributed as dist
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
@@ -35,7 +35,7 @@ from ..model.distributed import world_size
 from ..model.weights import load_lightning_checkpoint
 from ..model.weights.fit import StateDiff
 from .config import RunConfig
-from .console import GracefulInterrupt, StepProgressBar, TrainingInterrupted, quiet_lightning
+from .console import GracefulInterrupt, StepProgressBar, StopRequested, TrainingInterrupted, quiet_lightning
 from .datamodule import MaskFormerDataModule
 from .finetune import starting_model
 from .module import MaskFormerModule
@@ -79,8 +79,9 @@ class ValidateAtEnd(Callback):
 
 class ResumableCSVLogger(CSVLogger):
     """Lightning's CSV logger, which deletes an existing metrics.csv when it starts; resuming at
-    ``resume_step`` keeps the rows logged before that step instead, so that an interrupted and resumed run
-    ends with the log of an uninterrupted one."""
+    ``resume_step`` keeps the rows of that step and those before it instead (rows are numbered by the step
+    they belong to, :meth:`MaskFormerModule._log_row`), so that an interrupted and resumed run ends with the
+    log of an uninterrupted one."""
 
     def __init__(self, *args, resume_step: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -96,7 +97,7 @@ class ResumableCSVLogger(CSVLogger):
             with path.open(newline="") as f:
                 reader = csv.DictReader(f)
                 fields = list(reader.fieldnames or [])
-                kept = [row for row in reader if row.get("step") and int(float(row["step"])) < self.resume_step]
+                kept = [row for row in reader if row.get("step") and int(float(row["step"])) <= self.resume_step]
         experiment = super().experiment  # removes metrics.csv
         if fields:
             with path.open("w", newline="") as f:
@@ -145,7 +146,7 @@ def build_trainer(
     selection_metric: str = "PQ",
 ) -> L.Trainer:
     """The Lightning trainer of a run; ``resume_step`` > 0 continues the logs of a run resumed at that step
-    (rows and events from the interrupted part at or after it are replaced by the new ones).
+    (rows and events of the interrupted part after it are replaced by the new ones).
     ``selection_metric``: the validation metric whose best step's checkpoint is kept."""
     t = config.train
     checkpoints = run_dir / "checkpoints"
@@ -185,7 +186,9 @@ def build_trainer(
         deterministic=t.deterministic,
         use_distributed_sampler=False,
         logger=[
-            TensorBoardLogger(run_dir, name="", version="tensorboard", purge_step=resume_step or None),
+            TensorBoardLogger(
+                run_dir, name="", version="tensorboard", purge_step=resume_step + 1 if resume_step else None
+            ),
             ResumableCSVLogger(run_dir, name="", version="csv", resume_step=resume_step),
         ],
         callbacks=[
@@ -193,7 +196,6 @@ def build_trainer(
             periodic,
             best,
             LastCheckpoint(checkpoints),
-            LearningRateMonitor("step"),
             StepProgressBar(),
             GracefulInterrupt(),
             *(callbacks or []),
@@ -312,14 +314,16 @@ def train(
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except torch.OutOfMemoryError as err:
             raise RuntimeError(out_of_memory_message(config)) from err
-        except (SIGTERMException, SystemExit) as stop:
+        except (StopRequested, SIGTERMException, SystemExit) as stop:
             requested = GracefulInterrupt.of(trainer).requested
-            if not requested and not isinstance(stop, SIGTERMException):
+            between_steps = isinstance(stop, (StopRequested, SIGTERMException))
+            if not requested and not between_steps:
                 raise
-            # SIGTERMException: Ctrl-C (or SIGTERM) stopped the run between steps; a bare SystemExit is
-            # Lightning's exit after a second Ctrl-C, in the middle of a step.
+            # StopRequested: Ctrl-C stopped the run between steps (SIGTERMException: Lightning's own stop for
+            # SIGTERM, also between steps); a bare SystemExit is Lightning's exit after a second Ctrl-C, in the
+            # middle of a step.
             step, last = trainer.global_step, run_dir / "checkpoints" / "last.ckpt"
-            if isinstance(stop, SIGTERMException):
+            if between_steps:
                 what = f"interrupted after step {step}: saved {last}"
             else:
                 what = (
