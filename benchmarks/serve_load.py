@@ -44,7 +44,7 @@ from maskformer.data.io import encode_png
 from maskformer.data.synth import render
 from maskformer.demo import demo_config
 from maskformer.model import MaskFormer
-from maskformer.model.config import MaskFormerConfig
+from maskformer.model import MaskFormerConfig
 
 ROOT = Path(__file__).resolve().parent
 

@@ -7,6 +7,7 @@ from .model import (
     Mask2FormerConfig,
     MaskFormer,
     MaskFormerConfig,
+    ModelConfig,
     SetCriterion,
     preset,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "Mask2FormerConfig",
     "MaskFormer",
     "MaskFormerConfig",
+    "ModelConfig",
     "SetCriterion",
     "__version__",
     "preset",

@@ -20,7 +20,8 @@ from torch import nn
 
 from maskformer.data.io import encode_rle, rgb_to_id
 from maskformer.model import HungarianMatcher, LossConfig, MaskFormerConfig, SetCriterion
-from maskformer.model.config import BackboneConfig, Mask2FormerConfig, PixelDecoderConfig, TransformerConfig
+from maskformer.model import Mask2FormerConfig
+from maskformer.model.config import BackboneConfig, PixelDecoderConfig, TransformerConfig
 from maskformer.training import DataConfig, RunConfig, TrainConfig
 
 # A tiny ResNet-18 Mask2Former and two steps on 48 x 48 crops, as overrides of a preset.

@@ -234,7 +234,7 @@ def test_data_check_and_eval_find_the_layout(tmp_path, capsys):
 def test_offline_download_names_the_url(tmp_path, monkeypatch):
     from urllib.error import URLError
 
-    from maskformer.model.weights.loading import resolve_source
+    from maskformer.model.loading import resolve_source
 
     def offline(*args, **kwargs):
         raise URLError("[Errno -2] Name or service not known")

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from maskformer import MaskFormer
-from maskformer.model.weights import loading
+from maskformer.model import loading
 
 
 def test_save_and_load_round_trip(tiny_model, tmp_path):

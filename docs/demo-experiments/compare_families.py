@@ -4,7 +4,7 @@ and against seconds of training (validations included), drawn to docs/demo-famil
     .venv/bin/python docs/demo-experiments/compare_families.py --out runs/families [--val-every-share 8]
 
 Each family trains its demo configuration (maskformer.demo.demo_config) for its demo steps
-(maskformer.demo.CPU_STEPS), validating on all 100 validation images more often than the demo does.
+(each family's ``demo.cpu_steps``), validating on all 100 validation images more often than the demo does.
 ``--plot-only`` redraws from the run folders.
 """
 
@@ -22,8 +22,8 @@ import matplotlib.pyplot as plt
 from lightning.pytorch.callbacks import Callback
 
 from maskformer.data.synth import write_dataset
-from maskformer.demo import CPU_STEPS, demo_config
-from maskformer.model import MaskFormerConfig
+from maskformer.demo import demo_config
+from maskformer.model import FAMILIES, family
 from maskformer.training import train
 
 METRICS = ("mIoU", "PQ", "PQ_th")
@@ -46,25 +46,25 @@ class ValidationClock(Callback):
 
 def run(out: Path, validations: int, families: list[str]) -> None:
     data = write_dataset(out / "data", 800, 100, seed=0)
-    for family in families:
-        steps = CPU_STEPS[family]
-        config = demo_config(data, steps, family)
+    for name in families:
+        steps = family(name).demo.cpu_steps
+        config = demo_config(data, steps, name)
         config.train.val_every = max(1, steps // validations)
-        (out / family).mkdir(parents=True, exist_ok=True)
-        train(config, out / family, callbacks=[ValidationClock(out / family / "seconds.json")])
+        (out / name).mkdir(parents=True, exist_ok=True)
+        train(config, out / name, callbacks=[ValidationClock(out / name / "seconds.json")])
 
 
 def plot(out: Path, path: Path) -> None:
     fig, axes = plt.subplots(2, len(METRICS), figsize=(4 * len(METRICS), 7), squeeze=False)
-    for family in CPU_STEPS:
-        records = [json.loads(line) for line in (out / family / "metrics.jsonl").read_text().splitlines()]
-        seconds = json.loads((out / family / "seconds.json").read_text())
+    for name in [f.name for f in FAMILIES]:
+        records = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+        seconds = json.loads((out / name / "seconds.json").read_text())
         for record in records:
             record["seconds"] = seconds[str(record["step"])]
         for col, metric in enumerate(METRICS):
             for row, x in enumerate(("step", "seconds")):
                 ax = axes[row][col]
-                ax.plot([r[x] for r in records], [r[metric] for r in records], marker="o", label=MaskFormerConfig.FAMILIES[family].TITLE)
+                ax.plot([r[x] for r in records], [r[metric] for r in records], marker="o", label=family(name).title)
                 ax.set_xlabel("training step" if x == "step" else "seconds of training (validations included)")
                 ax.set_title(f"validation {metric.replace('_th', ' things')}")
                 ax.set_ylim(0, 1)
@@ -82,7 +82,13 @@ def main() -> None:
     parser.add_argument("--validations", type=int, default=8, help="validations per run")
     parser.add_argument("--plot", type=Path, default=Path(__file__).parents[1] / "demo-families.png")
     parser.add_argument("--plot-only", action="store_true")
-    parser.add_argument("--families", nargs="+", choices=list(CPU_STEPS), default=list(CPU_STEPS), help="to (re)train")
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        choices=[f.name for f in FAMILIES],
+        default=[f.name for f in FAMILIES],
+        help="to (re)train",
+    )
     args = parser.parse_args()
     if not args.plot_only:
         run(args.out, args.validations, args.families)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..model.families import DEMO_FAMILY, names
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
@@ -28,7 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo-output")
     p.add_argument(
-        "--family", choices=["maskformer", "mask2former"], help="model family (default: the one that does best here)"
+        "--family", choices=names(), help=f"model family (default: {DEMO_FAMILY.name}, the one that does best here)"
     )
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: a CUDA GPU when there is one"

@@ -7,12 +7,12 @@ import argparse
 
 import torch
 
-from ..model import PRESETS, MaskFormer, MaskFormerConfig, preset
+from ..model import PRESETS, MaskFormer, ModelConfig, preset
 
 
-def _count_parameters(config: MaskFormerConfig) -> int:
+def _count_parameters(config: ModelConfig) -> int:
     # Building on the meta device allocates nothing, so even Swin-L counts instantly (and fetches no weights).
-    config = MaskFormerConfig.from_dict(config.to_dict())
+    config = ModelConfig.from_dict(config.to_dict())
     config.backbone.pretrained, config.backbone.weights = False, ""
     with torch.device("meta"):
         return MaskFormer(config).num_parameters
@@ -58,14 +58,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from ..model.families.family import NON_COMMERCIAL
     from ..predict import KNOWN_MODELS
 
     print(f"{'name':<50} {'family':<12} {'task':<9} {'dataset':<26} {'score':>11}  {'licence':<13} source")
     for m in KNOWN_MODELS.values():
         score = f"{m.metric:>5} {m.score:5.1f}"
         print(f"{m.name:<50} {m.family:<12} {m.task:<9} {m.dataset:<26} {score}  {m.licence:<13} {m.source}")
-    print(f"{len(KNOWN_MODELS)} models. The official weights (and their hub copies) are licensed CC BY-NC 4.0: "
-          "non-commercial use only.")  # fmt: skip
+    print(f"{len(KNOWN_MODELS)} models. The official weights (and their hub copies) are licensed "
+          f"{NON_COMMERCIAL}: non-commercial use only.")  # fmt: skip
     return 0
 
 

@@ -3,11 +3,9 @@ a classifier of object and texture crops (:mod:`.backbone`, the demo's ImageNet)
 segmentation model from it (:mod:`.run`)."""
 
 from .backbone import PretrainedBackbone, pretrain_backbone
-from .run import CPU_STEPS, DEFAULT_FAMILY, demo_config, demo_device, run_demo
+from .run import demo_config, demo_device, run_demo
 
 __all__ = [
-    "CPU_STEPS",
-    "DEFAULT_FAMILY",
     "PretrainedBackbone",
     "demo_config",
     "demo_device",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,15 +20,9 @@ import torch
 from ..data.datasets import COCOPanopticDataset, semantic_label
 from ..data.synth import write_dataset
 from ..evaluation import PanopticEvaluator
-from ..model.config import (
-    BackboneConfig,
-    InferenceConfig,
-    LossConfig,
-    Mask2FormerConfig,
-    MaskFormerConfig,
-    PixelDecoderConfig,
-    TransformerConfig,
-)
+from ..model.config import InferenceConfig
+from ..model.families import DEMO_FAMILY
+from ..model.families import family as family_named
 from ..predict import LoadedImage, PredictionWriter, Predictor
 from ..predict.checks import check_device
 from ..predict.writers import coco_image_ids
@@ -37,52 +30,23 @@ from ..training import DataConfig, RunConfig, TrainConfig, train
 from ..visualize import GridRow, confusion_plot, prediction_grid, segment_labels, training_curves
 from .backbone import pretrain_backbone
 
-# The family `make demo` trains, and the steps that fit its budget on two CPU cores (docs/demo.md): stage 1's
-# classifier steps (about 100 s), then stage 2's (about 250 s for Mask2Former with its validations).
-DEFAULT_FAMILY = "mask2former"
+# Stage 1's classifier steps that fit the demo's budget on two CPU cores (about 100 s; docs/demo.md); stage 2's
+# are each family's (``Family.demo``).
 BACKBONE_STEPS = 300
-CPU_STEPS = {"maskformer": 800, "mask2former": 400}
 # A CUDA GPU runs several times the steps of both stages in the same wall time.
 GPU_STEP_FACTOR = 5
 # Held-out images drawn in predictions.png and written to predictions/.
 GRID_IMAGES = 6
 
 
-def demo_config(data_dir: Path, steps: int, family: str = DEFAULT_FAMILY, workers: int | None = 0) -> RunConfig:
-    """A ResNet-18 model of ``family`` sized for two CPU cores; its backbone starts from random weights
-    (nothing is downloaded) unless ``model.backbone.weights`` is set, as :func:`run_demo` does with stage 1's.
-
-    Two departures from the papers' recipes were made for a from-scratch model and are kept: the class term
-    weighs 5 (loss and matching cost, against MaskFormer's 1 and Mask2Former's 2) so that the features learn
-    shapes and textures and not only the colour edges the mask losses need, and scale augmentation stays
-    within 0.75-1.5 so that textures keep periods the features can resolve.
-    Mask2Former keeps the paper's 9 masked-attention layers (three rounds over strides 32, 16, 8) and point
-    loss, on 1024 points (one per stride-4 pixel of a 128 crop; the paper's 12544 are for 1024 crops), with
-    one deformable encoder layer of width 128, and trains at twice MaskFormer's learning rate.
-    """
-    if family == "maskformer":
-        model: MaskFormerConfig = MaskFormerConfig(
-            num_classes=6,
-            backbone=BackboneConfig(type="timm", name="resnet18", norm="bn"),
-            pixel_decoder=PixelDecoderConfig(conv_dim=128, mask_dim=128),
-            transformer=TransformerConfig(
-                hidden_dim=128, num_queries=20, num_heads=4, ffn_dim=512, num_layers=3, dropout=0.0
-            ),
-            loss=LossConfig(class_weight=5.0, cost_class=5.0),
-        )
-    elif family == "mask2former":
-        base = Mask2FormerConfig()
-        model = Mask2FormerConfig(
-            num_classes=6,
-            backbone=BackboneConfig(type="timm", name="resnet18", norm="bn"),
-            pixel_decoder=replace(
-                base.pixel_decoder, conv_dim=128, mask_dim=128, encoder_layers=1, encoder_heads=4, encoder_ffn_dim=512
-            ),
-            transformer=replace(base.transformer, hidden_dim=128, num_queries=20, num_heads=4, ffn_dim=512),
-            loss=replace(base.loss, class_weight=5.0, cost_class=5.0, num_points=1024),
-        )
-    else:
-        raise ValueError(f"unknown family {family!r}: choose maskformer or mask2former")
+def demo_config(data_dir: Path, steps: int, family: str = DEMO_FAMILY.name, workers: int | None = 0) -> RunConfig:
+    """The demo model of ``family`` (``Family.demo``: a ResNet-18 model sized for two CPU cores; its backbone
+    starts from random weights, nothing is downloaded, unless ``model.backbone.weights`` is set, as
+    :func:`run_demo` does with stage 1's), and its training on the demo's data. Besides the family's class
+    weight of 5, scale augmentation stays within 0.75-1.5 so that textures keep periods the features can
+    resolve: the departures from the papers' recipes made for a model that learns from few steps."""
+    recipe = family_named(family).demo
+    model = recipe.model()
     model.inference = InferenceConfig(
         object_mask_threshold=0.5, overlap_threshold=0.8, test_shortest_edge=128, test_max_size=512
     )
@@ -97,10 +61,10 @@ def demo_config(data_dir: Path, steps: int, family: str = DEFAULT_FAMILY, worker
     train_cfg = TrainConfig(
         max_steps=steps,
         batch_size=8,
-        lr=3e-4 if family == "maskformer" else 6e-4,
+        lr=recipe.lr,
         weight_decay=1e-4,
         backbone_lr_multiplier=1.0,
-        warmup_steps=50 if family == "maskformer" else 100,
+        warmup_steps=recipe.warmup_steps,
         warmup_factor=0.01,
         val_every=max(1, steps // 4),
         checkpoint_every=steps,
@@ -126,12 +90,12 @@ def run_demo(
     train_images: int = 800,
     val_images: int = 100,
     seed: int = 0,
-    family: str = DEFAULT_FAMILY,
+    family: str = DEMO_FAMILY.name,
     device: str = "auto",
     backbone_steps: int | None = None,
 ) -> dict:
     """Generate the data, pretrain the backbone (``backbone_steps``: by default BACKBONE_STEPS; 0 skips stage
-    1 and trains from scratch), train ``family`` from it (``steps``: by default CPU_STEPS[family]), both
+    1 and trains from scratch), train ``family`` from it (``steps``: by default the family's demo steps), both
     GPU_STEP_FACTOR times longer on a CUDA GPU, evaluate and draw; returns the metrics."""
     start = time.time()
     device = demo_device(device)
@@ -139,7 +103,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     factor = GPU_STEP_FACTOR if device == "cuda" else 1
     if steps is None:
-        steps = CPU_STEPS[family] * factor
+        steps = family_named(family).demo.cpu_steps * factor
     backbone_steps = BACKBONE_STEPS * factor if backbone_steps is None else backbone_steps
     data_dir = write_dataset(out / "data", train_images, val_images, seed=seed)
     print(f"[demo] wrote {train_images} training and {val_images} validation images to {data_dir}", flush=True)
@@ -165,7 +129,7 @@ def run_demo(
               f"({stage1.thing_accuracy:.2f} of the shapes) in {stage1.seconds:.0f} s", flush=True)  # fmt: skip
         backbone.weights = str(stage1.path)
     start_from = "that backbone (model.backbone.weights)" if stage1 else "scratch"
-    title = MaskFormerConfig.FAMILIES[family].TITLE
+    title = family_named(family).title
     print(f"[demo] stage 2: training a {title} from {start_from} for {steps} steps on the {where}{more}", flush=True)
     summary = train(config, out / "run")
     history = json.loads((out / "run" / "history.json").read_text())

@@ -4,21 +4,25 @@ from .config import (
     BackboneConfig,
     InferenceConfig,
     LossConfig,
-    Mask2FormerConfig,
-    MaskFormerConfig,
     MetadataConfig,
+    ModelConfig,
     PixelDecoderConfig,
     TransformerConfig,
 )
 from .criterion import SetCriterion
+from .families import FAMILIES, Family, family, family_of
+from .families.mask2former import Mask2FormerConfig
+from .families.maskformer import MaskFormerConfig
 from .inference import InstanceResult, PanopticResult
 from .maskformer import MaskFormer
 from .matcher import HungarianMatcher
 from .presets import PRESETS, preset
 
 __all__ = [
+    "FAMILIES",
     "PRESETS",
     "BackboneConfig",
+    "Family",
     "HungarianMatcher",
     "InferenceConfig",
     "InstanceResult",
@@ -27,9 +31,12 @@ __all__ = [
     "MaskFormer",
     "MaskFormerConfig",
     "MetadataConfig",
+    "ModelConfig",
     "PanopticResult",
     "PixelDecoderConfig",
     "SetCriterion",
     "TransformerConfig",
+    "family",
+    "family_of",
     "preset",
 ]

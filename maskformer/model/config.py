@@ -1,12 +1,10 @@
 """Typed configuration of a mask-classification model, with YAML in and out.
 
-One :class:`MaskFormerConfig` describes a whole model: backbone, pixel decoder, transformer decoder, loss,
-inference thresholds, input normalisation and the dataset metadata (class names, thing/stuff) that
-panoptic inference and visualisation need. Its ``family`` field discriminates the two model families:
-:class:`MaskFormerConfig` itself (MaskFormer, NeurIPS 2021) and :class:`Mask2FormerConfig` (Mask2Former,
-CVPR 2022), which differ only in their parts' defaults; reading a file picks the class by ``family`` (absent:
-MaskFormer, as files written before Mask2Former). Presets named after the papers' configurations live in
-:mod:`maskformer.model.presets`.
+The sections every model is made of (backbone, pixel decoder, transformer decoder, loss, inference
+thresholds, dataset metadata) and :class:`ModelConfig`, what every family's whole-model config has. Each
+family's config class (:mod:`maskformer.model.families`) composes these sections with its own defaults;
+reading a file picks the class by its ``family`` value. Presets named after the papers' configurations live
+in :mod:`maskformer.model.presets`.
 """
 
 from __future__ import annotations
@@ -134,8 +132,8 @@ class TransformerConfig:
 
 @dataclass
 class LossConfig:
-    """Matching costs and loss weights. The defaults are MaskFormer's (paper sections 3.2 / 4.1);
-    :class:`Mask2FormerConfig` sets Mask2Former's."""
+    """Matching costs and loss weights. The defaults are MaskFormer's (paper sections 3.2 / 4.1); each
+    family's config sets its own."""
 
     BOUNDS: ClassVar[Bounds] = {
         **dict.fromkeys(["class_weight", "mask_weight", "dice_weight", "cost_class", "cost_mask", "cost_dice"],
@@ -245,19 +243,17 @@ class YamlConfig:
 
 
 @dataclass
-class MaskFormerConfig(YamlConfig):
-    """A whole model of the MaskFormer family (and the base of :class:`Mask2FormerConfig`)."""
+class ModelConfig(YamlConfig):
+    """What every family's whole-model config has: the sections below, which each family composes with its
+    own parts and defaults (:mod:`maskformer.model.families`). ``family`` names the family; it is set by the
+    family's config class, not by an argument, and picks that class when a file is read (absent: MaskFormer,
+    as files written before the other families)."""
 
     BOUNDS: ClassVar[Bounds] = {"num_classes": AT_LEAST_1}
-    # The discriminating field and the config class of each of its values (filled in below).
-    FAMILIES: ClassVar[dict[str, type[MaskFormerConfig]]] = {}
-    TITLE: ClassVar[str] = "MaskFormer"  # the family's name in messages
 
-    family: Literal["maskformer", "mask2former"] = "maskformer"
+    family: str = field(default="", init=False)
     num_classes: int = 150
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
-    transformer: TransformerConfig = field(default_factory=TransformerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     metadata: MetadataConfig = field(default_factory=MetadataConfig)
@@ -269,30 +265,21 @@ class MaskFormerConfig(YamlConfig):
     # building the network; "" starts from the backbone's weights alone.
     weights: str = ""
 
+    @staticmethod
+    def family_class(name: Any, path: str) -> type[ModelConfig]:
+        """The config class of the family ``name`` (a config file's ``family`` value)."""
+        # Imported here: the families' modules are built on this one.
+        from .families import FAMILIES
 
-@dataclass
-class Mask2FormerConfig(MaskFormerConfig):
-    """A whole Mask2Former model: the MSDeformAttn pixel decoder, the masked-attention decoder (9 layers,
-    dropout 0) and the point-sampled loss (class 2, BCE 5, dice 5 on 12544 points); mask2former-facts.md."""
+        by_name = {f.name: f.config for f in FAMILIES}
+        return by_name[_scalar(name, Literal[tuple(by_name)], f"{path}.family")]
 
-    TITLE: ClassVar[str] = "Mask2Former"
+    @staticmethod
+    def default_class() -> type[ModelConfig]:
+        """The class of a config file without ``family``: the first family's, MaskFormer."""
+        from .families import FAMILIES
 
-    family: Literal["maskformer", "mask2former"] = "mask2former"
-    pixel_decoder: PixelDecoderConfig = field(
-        default_factory=lambda: PixelDecoderConfig(type="msdeformattn", encoder_ffn_dim=1024, encoder_dropout=0.0)
-    )
-    transformer: TransformerConfig = field(
-        default_factory=lambda: TransformerConfig(type="masked_attention", num_layers=9, dropout=0.0)
-    )
-    loss: LossConfig = field(
-        default_factory=lambda: LossConfig(
-            class_weight=2.0, mask_weight=5.0, dice_weight=5.0, cost_class=2.0, cost_mask=5.0, cost_dice=5.0,
-            mask_loss="bce", num_points=12544, point_padding="zeros",
-        )
-    )  # fmt: skip
-
-
-MaskFormerConfig.FAMILIES.update(maskformer=MaskFormerConfig, mask2former=Mask2FormerConfig)
+        return FAMILIES[0].config
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
@@ -338,15 +325,18 @@ def config_from_dict(cls: type[T], data: dict[str, Any], path: str, base: T | No
     """Build dataclass ``cls`` from plain data, recursing into nested dataclasses; unknown keys are errors.
 
     Keys absent from ``data`` keep their value in ``base`` (default ``cls()``), so that a section of a
-    Mask2Former config keeps Mask2Former's defaults. A class with ``FAMILIES`` is chosen by ``data["family"]``.
+    family's config keeps that family's defaults. A model config's class is chosen by ``data["family"]``.
     """
     if not isinstance(data, dict):
         raise TypeError(f"{path}: expected a mapping, got {type(data).__name__}")
-    families = getattr(cls, "FAMILIES", None)
-    if families and "family" in data:
-        family = _scalar(data["family"], Literal[tuple(families)], f"{path}.family")
-        if type(base) is not families[family]:
-            cls, base = families[family], None
+    if isinstance(cls, type) and issubclass(cls, ModelConfig):
+        data = dict(data)
+        family = data.pop("family", None)
+        chosen = ModelConfig.family_class(family, path) if family is not None else None
+        if chosen is None and cls is ModelConfig:
+            chosen = ModelConfig.default_class()
+        if chosen is not None and type(base) is not chosen:
+            cls, base = chosen, None
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import MaskFormerConfig
+from .config import ModelConfig
 from .distributed import world_size
 from .matcher import HungarianMatcher, Target, check_mask_loss, pad_targets, point_sample
 
@@ -110,7 +110,7 @@ class SetCriterion(nn.Module):
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     @classmethod
-    def from_config(cls, config: MaskFormerConfig) -> SetCriterion:
+    def from_config(cls, config: ModelConfig) -> SetCriterion:
         """The criterion (and its matcher) that a model config's ``loss`` describes."""
         loss = config.loss
         return cls(

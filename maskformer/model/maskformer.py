@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .backbone import build_backbone
-from .config import MaskFormerConfig, MetadataConfig
+from .config import MetadataConfig, ModelConfig
 from .heads import MaskFormerHead
 from .inference import postprocess, semantic_probabilities
 from .masked_decoder import MaskedAttentionDecoder
@@ -49,7 +49,7 @@ class Group:
         )[0]
 
 
-def build_pixel_decoder(config: MaskFormerConfig, in_channels: list[int]) -> nn.Module:
+def build_pixel_decoder(config: ModelConfig, in_channels: list[int]) -> nn.Module:
     pd = config.pixel_decoder
     if pd.type == "fpn":
         return FPNPixelDecoder(in_channels, pd.conv_dim, pd.mask_dim, pd.num_groups)
@@ -69,7 +69,7 @@ def build_pixel_decoder(config: MaskFormerConfig, in_channels: list[int]) -> nn.
     )
 
 
-def transformer_in_feature(config: MaskFormerConfig) -> str:
+def transformer_in_feature(config: ModelConfig) -> str:
     """What the transformer decoder attends to: "multi_scale" (the pixel decoder's stride-32/16/8 maps) for a
     masked-attention decoder; for a DETR decoder, ``TransformerConfig.in_feature`` resolved."""
     if config.transformer.type == "masked_attention":
@@ -85,7 +85,7 @@ def transformer_in_feature(config: MaskFormerConfig) -> str:
     return name
 
 
-def build_transformer_decoder(config: MaskFormerConfig, in_channels: int) -> nn.Module:
+def build_transformer_decoder(config: ModelConfig, in_channels: int) -> nn.Module:
     t = config.transformer
     sizes = {
         "hidden_dim": t.hidden_dim, "num_queries": t.num_queries, "num_heads": t.num_heads, "ffn_dim": t.ffn_dim,
@@ -109,7 +109,7 @@ class MaskFormer(nn.Module):
     ``predict`` runs the whole pipeline on raw images of mixed sizes.
     """
 
-    def __init__(self, config: MaskFormerConfig):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.backbone = build_backbone(config.backbone)
@@ -131,7 +131,7 @@ class MaskFormer(nn.Module):
         config = preset(name)
         for key, value in changes.items():
             if not hasattr(config, key):
-                raise ValueError(f"MaskFormerConfig has no field {key!r}")
+                raise ValueError(f"{type(config).__name__} has no field {key!r}")
             setattr(config, key, value)
         return cls(config)
 
@@ -152,9 +152,10 @@ class MaskFormer(nn.Module):
     @property
     def prefers_channels_last(self) -> bool:
         """Whether channels-last weights and activations run this model faster (benchmarks/RESULTS.md): yes for
-        CNN backbones and for Mask2Former, whose pixel decoder is convolutions and gathers; not for a Swin
-        MaskFormer, whose training step on a CPU was 0.94x transformers' in channels-last, 1.18x without."""
-        return not (self.config.backbone.type == "swin" and self.config.family == "maskformer")
+        CNN backbones and for Mask2Former's parts, whose pixel decoder is convolutions and gathers; not for a
+        Swin with MaskFormer's FPN and DETR decoder, whose training step on a CPU was 0.94x transformers' in
+        channels-last, 1.18x without."""
+        return not (self.config.backbone.type == "swin" and self.config.transformer.type == "detr")
 
     @property
     def class_head(self) -> nn.Linear:
@@ -237,18 +238,16 @@ class MaskFormer(nn.Module):
         return self.segment(resized, [task], output_sizes or originals)[task]
 
     @classmethod
-    def from_pretrained(
-        cls, source: str | Path, config: MaskFormerConfig | None = None, strict: bool = False
-    ) -> MaskFormer:
+    def from_pretrained(cls, source: str | Path, config: ModelConfig | None = None, strict: bool = False) -> MaskFormer:
         """Load weights from a transformers folder or hub id, an official model-zoo .pkl (or its URL), or a
         folder written by :meth:`save_pretrained`. Missing or unexpected keys are reported by name (an error
         when ``strict``)."""
-        from .weights import load_pretrained
+        from .loading import load_pretrained
 
         return load_pretrained(cls, source, config=config, strict=strict)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.yaml`` and ``model.safetensors`` into ``directory``."""
-        from .weights import save_pretrained
+        from .loading import save_pretrained
 
         return save_pretrained(self, directory)

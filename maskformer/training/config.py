@@ -7,8 +7,18 @@ import os
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from ..model.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, Bounds, MaskFormerConfig, YamlConfig
-from ..model.presets import PRESETS, check_preset, preset, preset_dataset
+from ..model.config import (
+    AT_LEAST_1,
+    FRACTION,
+    NON_NEGATIVE,
+    Bounds,
+    ModelConfig,
+    YamlConfig,
+    config_from_dict,
+    to_plain,
+)
+from ..model.families import family_of
+from ..model.presets import check_preset, preset, preset_dataset
 
 
 @dataclass
@@ -126,12 +136,12 @@ def loader_workers(configured: int | None) -> int:
 
 @dataclass
 class RunConfig(YamlConfig):
-    model: MaskFormerConfig = field(default_factory=MaskFormerConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig.default_class()())
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def paper_model(name: str) -> MaskFormerConfig:
+def paper_model(name: str) -> ModelConfig:
     """A model preset starting, as in the papers, from its backbone's ImageNet weights (timm's copies,
     fetched once through the Hugging Face hub cache). R101c is the exception: its DeepLab stem's weights
     (detectron2's R-103.pkl) have no timm counterpart, so it starts from scratch."""
@@ -140,111 +150,42 @@ def paper_model(name: str) -> MaskFormerConfig:
     return config
 
 
-def _ade(model: str, swin: bool = False, crop: int = 512) -> RunConfig:
-    train = TrainConfig()
-    if swin:
-        train = TrainConfig(
-            lr=6e-5, weight_decay=0.01, backbone_lr_multiplier=1.0, warmup_steps=1500, warmup_factor=1e-6
-        )
-    data = DataConfig(format="ade20k", crop_size=(crop, crop))
-    return RunConfig(model=paper_model(model), data=data, train=train)
-
-
-def _coco(model: str) -> RunConfig:
-    train = TrainConfig(max_steps=554_000, batch_size=64, schedule="step", step_milestones=(369_600,))
-    if model.startswith("swin"):
-        train.weight_decay, train.backbone_lr_multiplier = 0.01, 1.0
-    data = DataConfig(format="coco_panoptic", augmentation="detr")
-    return RunConfig(model=paper_model(model), data=data, train=train)
-
-
-# The other datasets' data and schedules, for both families: (format, crop (h, w), base size, ignore value,
-# iterations and batch of MaskFormer's config, of Mask2Former's). Sources: MaskFormer's
-# configs/{ade20k-full-847,coco-stuff-10k-171,cityscapes-19,mapillary-vistas-65,ade20k-150-panoptic}/*.yaml and
-# appendix A; Mask2Former's configs/{ade20k,cityscapes,mapillary-vistas}/*/Base-*.yaml and appendix B. The
-# Pascal Context rows are not the papers' (neither trains on it, neither repository has a config): they
-# follow mmsegmentation's configs/_base_/datasets/pascal_context_59.py (480 crops, 16 images a batch over
-# 4 GPUs, 80k iterations) with MaskFormer's optimiser, and test with the longer side at 520 (set in the model
-# presets).
-_DATASET_RECIPES: dict[str, tuple] = {
-    "ade_full": ("semantic", (512, 512), 0, 65535, (200_000, 16), None),
-    "coco_stuff": ("semantic", (640, 640), 0, 255, (60_000, 32), None),
-    "cityscapes": ("cityscapes", (512, 1024), 1024, 255, (90_000, 16), (90_000, 16)),
-    "vistas": ("semantic", (1280, 1280), 2048, 255, (300_000, 16), (300_000, 16)),
-    "ade_panoptic": ("panoptic", (640, 640), 0, 255, (720_000, 16), (160_000, 16)),
-    "ade_instance": ("coco_instance", (640, 640), 0, 255, None, (160_000, 16)),
-    "cityscapes_panoptic": ("panoptic", (512, 1024), 1024, 255, None, (90_000, 16)),
-    "cityscapes_instance": ("coco_instance", (512, 1024), 1024, 255, None, (90_000, 16)),
-    "vistas_panoptic": ("panoptic", (1024, 1024), 2048, 255, None, (300_000, 16)),
-    "pascal_context_59": ("semantic", (480, 480), 0, 255, (80_000, 16), None),
-    "pascal_context_459": ("semantic", (480, 480), 0, 65535, (80_000, 16), None),
+# Each dataset's own data settings, the same in every family's recipe: (format, crop, base size, ignore value
+# and scales where they are not the defaults). Sources: the papers' configs/<dataset>/Base-*.yaml and appendices.
+# The Pascal Context rows follow mmsegmentation's configs/_base_/datasets/pascal_context_59.py (480 crops; the
+# model presets test with the longer side at 520); neither paper trains on it.
+DATASET_DATA: dict[str, dict] = {
+    "ade": {"format": "ade20k"},
+    "coco": {"format": "coco_panoptic"},
+    "coco_instance": {"format": "coco_instance"},
+    "ade_full": {"format": "semantic", "crop_size": (512, 512), "ignore_value": 65535},
+    # MIN_SIZE_TRAIN int(x * 0.1 * 640) for x in range(5, 16)
+    "coco_stuff": {"format": "semantic", "crop_size": (640, 640), "max_scale": 1.5, "num_scales": 11},
+    "cityscapes": {"format": "cityscapes", "crop_size": (512, 1024), "base_size": 1024},
+    "vistas": {"format": "semantic", "crop_size": (1280, 1280), "base_size": 2048},
+    "ade_panoptic": {"format": "panoptic", "crop_size": (640, 640)},
+    "ade_instance": {"format": "coco_instance", "crop_size": (640, 640)},
+    "cityscapes_panoptic": {"format": "panoptic", "crop_size": (512, 1024), "base_size": 1024},
+    "cityscapes_instance": {"format": "coco_instance", "crop_size": (512, 1024), "base_size": 1024},
+    "vistas_panoptic": {"format": "panoptic", "crop_size": (1024, 1024), "base_size": 2048},
+    "pascal_context_59": {"format": "semantic", "crop_size": (480, 480)},
+    "pascal_context_459": {"format": "semantic", "crop_size": (480, 480), "ignore_value": 65535},
 }
 
 
-def _dataset_recipe(name: str, dataset: str, family: str) -> RunConfig:
-    """A dataset's recipe (:data:`_DATASET_RECIPES`) with the family's optimiser: MaskFormer's (AdamW 1e-4, weight
-    decay 1e-4) or Mask2Former's (weight decay 0.05); both backbone x0.1, poly 0.9, clipping 0.01."""
-    data_format, crop, base, ignore, mf_schedule, m2f_schedule = _DATASET_RECIPES[dataset]
-    schedule = m2f_schedule if family == "mask2former" else mf_schedule
-    steps, batch = schedule
-    train = TrainConfig(max_steps=steps, batch_size=batch, weight_decay=0.05 if family == "mask2former" else 1e-4)
-    data = DataConfig(format=data_format, crop_size=crop, base_size=base, ignore_value=ignore)
-    if family == "mask2former" and dataset == "vistas":
-        data.crop_size = (1024, 1024)  # MaskFormer's is 1280
-    if dataset == "coco_stuff":
-        data.max_scale, data.num_scales = 1.5, 11  # MIN_SIZE_TRAIN int(x * 0.1 * 640) for x in range(5, 16)
-    return RunConfig(model=paper_model(name), data=data, train=train)
-
-
-RECIPES = {
-    "r50": lambda: _ade("r50"),
-    "r101": lambda: _ade("r101"),
-    "r101c": lambda: _ade("r101c"),
-    "swin_t": lambda: _ade("swin_t", swin=True),
-    "swin_s": lambda: _ade("swin_s", swin=True),
-    "swin_b": lambda: _ade("swin_b", swin=True, crop=640),
-    "swin_l": lambda: _ade("swin_l", swin=True, crop=640),
-    "r50+6enc": lambda: _coco("r50+6enc"),
-    "r101+6enc": lambda: _coco("r101+6enc"),
-    "swin_t_coco": lambda: _coco("swin_t_coco"),
-    "swin_s_coco": lambda: _coco("swin_s_coco"),
-    "swin_b_coco": lambda: _coco("swin_b_coco"),
-    "swin_l_coco": lambda: _coco("swin_l_coco"),
-}
-
-
-def _mask2former(name: str) -> RunConfig:
-    """Mask2Former's recipe (mask2former-facts.md): AdamW lr 1e-4, weight decay 0.05, backbone x0.1, gradient
-    clipping 0.01, batch 16; ADE20K semantic 160k iterations of 512 crops (640 for the Swin-B/L "res640" configs),
-    poly 0.9; COCO panoptic and instance 50 epochs (368,750 iterations; Swin-L 100 epochs, 737,500) of large-scale
-    jitter (scale 0.1-2.0, 1024 crop), the learning rate x0.1 at 88.9% and 96.3% of them; the other datasets as
-    :data:`_DATASET_RECIPES` says."""
-    dataset = preset_dataset(name)
-    if dataset not in ("ade", "coco", "coco_instance"):
-        return _dataset_recipe(name, dataset, "mask2former")
+def recipe(name: str) -> RunConfig:
+    """The paper's training recipe for a model preset: its dataset's data settings, and its family's schedule,
+    optimiser and augmentation for that preset (see :mod:`maskformer.model.families` for the names)."""
+    check_preset(name)
     model = paper_model(name)
-    train = TrainConfig(lr=1e-4, weight_decay=0.05, backbone_lr_multiplier=0.1, batch_size=16, clip_grad_norm=0.01)
-    if dataset == "ade":
-        crop = 640 if model.inference.test_shortest_edge == 640 else 512
-        train.max_steps, data = 160_000, DataConfig(format="ade20k", crop_size=(crop, crop))
-    else:
-        # configs/coco/*/Base-COCO-*.yaml: detectron2's default WarmupMultiStepLR (its 10 warm-up steps at
-        # factor 1.0 change nothing); the Swin-L configs double the schedule.
-        long = name.startswith("m2f_swin_l_")
-        train.max_steps = 737_500 if long else 368_750
-        train.schedule = "step"
-        train.step_milestones = (655_556, 710_184) if long else (327_778, 355_092)
-        data = DataConfig(
-            format="coco_panoptic" if dataset == "coco" else "coco_instance",
-            augmentation="lsj",
-            crop_size=(1024, 1024),
-            min_scale=0.1,
-            max_scale=2.0,
-        )
+    dataset = preset_dataset(name)
+    steps = family_of(model).recipe(name, dataset)
+    data = config_from_dict(DataConfig, to_plain({**DATASET_DATA[dataset], **steps.data}), f"{name} recipe data")
+    train = config_from_dict(TrainConfig, to_plain(dict(steps.train)), f"{name} recipe train")
     return RunConfig(model=model, data=data, train=train)
 
 
-def finetune_recipe(model: MaskFormerConfig, source: str) -> RunConfig:
+def finetune_recipe(model: ModelConfig, source: str) -> RunConfig:
     """Fine-tuning the trained model ``source`` (whose config is ``model``) on other data, as ``maskformer train
     model.weights=SOURCE`` does without --preset or --config: the source's architecture, normalisation and
     test sizes; training crops of its test size; the family's optimiser (AdamW 1e-4, weight decay 1e-4 for
@@ -256,19 +197,7 @@ def finetune_recipe(model: MaskFormerConfig, source: str) -> RunConfig:
     model.backbone.pretrained, model.backbone.weights = False, ""
     crop = model.inference.test_shortest_edge
     train = TrainConfig(
-        max_steps=2000, batch_size=8, lr=1e-4, weight_decay=0.05 if model.family == "mask2former" else 1e-4,
-        backbone_lr_multiplier=0.1, warmup_steps=100, warmup_factor=0.01, val_every=500, checkpoint_every=500,
+        max_steps=2000, batch_size=8, lr=1e-4, backbone_lr_multiplier=0.1, warmup_steps=100, warmup_factor=0.01,
+        val_every=500, checkpoint_every=500, **family_of(model).optimizer,
     )  # fmt: skip
     return RunConfig(model=model, data=DataConfig(crop_size=(crop, crop)), train=train)
-
-
-def recipe(name: str) -> RunConfig:
-    """The paper's training recipe for a model preset: data format and augmentation, schedule and optimiser
-    (see :mod:`maskformer.model.presets` for the names)."""
-    if name.startswith("m2f_") and name in PRESETS:
-        return _mask2former(name)
-    if name in PRESETS and preset_dataset(name) in _DATASET_RECIPES:
-        return _dataset_recipe(name, preset_dataset(name), "maskformer")
-    if name not in RECIPES:
-        check_preset(name)
-    return copy.deepcopy(RECIPES[name]())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..model import MaskFormer, MaskFormerConfig
+from ..model import MaskFormer, ModelConfig
 from ..model.weights.fit import StateDiff
 from ..predict.zoo import load_model
 
@@ -72,7 +72,7 @@ def match_classes(source: list[str], target: list[str]) -> dict[int, int]:
     return matches
 
 
-def _describe(config: MaskFormerConfig) -> str:
+def _describe(config: ModelConfig) -> str:
     backbone = config.backbone.name if config.backbone.type == "timm" else f"Swin ({config.backbone.name or 'custom'})"
     return f"{config.family} with a {backbone} backbone"
 
@@ -118,7 +118,7 @@ def initialise_from(model: MaskFormer, source: str) -> Initialisation:
     )
 
 
-def starting_model(config: MaskFormerConfig, resume: bool = False) -> tuple[MaskFormer, Initialisation | None]:
+def starting_model(config: ModelConfig, resume: bool = False) -> tuple[MaskFormer, Initialisation | None]:
     """The network a run trains: ``config.weights`` loaded into it when set, else as ``config`` builds it
     (ImageNet or ``backbone.weights`` for the backbone). A resumed run, and a run from ``weights``, build
     without a download or a backbone file: every weight comes from the checkpoint or the source."""

@@ -32,7 +32,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..model.atomic import atomic_path
 from ..model.distributed import world_size
-from ..model.weights import load_lightning_checkpoint
+from ..model.families import family_of
+from ..model.loading import load_lightning_checkpoint
 from ..model.weights.fit import StateDiff
 from .config import RunConfig
 from .console import GracefulInterrupt, StepProgressBar, StopRequested, TrainingInterrupted, quiet_lightning
@@ -296,7 +297,7 @@ def train(
                 "%s a %s with a %s backbone (%.1fM parameters) on %s: %d training / %d validation images, steps "
                 "%d-%d, batch %d, %s; run folder %s",
                 "resuming" if start else "training",
-                type(config.model).TITLE,
+                family_of(config.model).title,
                 config.model.backbone.name or config.model.backbone.type,
                 module.model.num_parameters / 1e6,
                 config.data.root,

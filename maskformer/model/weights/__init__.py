@@ -1,22 +1,6 @@
-"""Weight import and export: transformers and official model-zoo formats, and this package's own."""
+"""Foreign and own weight formats: reading files, renaming state dicts, and what every family's files share
+(each family's module reads the rest; :mod:`maskformer.model.loading` puts them together)."""
 
-from .loading import (
-    LoadReport,
-    load_lightning_checkpoint,
-    load_pretrained,
-    read_checkpoint,
-    resolve_source,
-    save_pretrained,
-)
 from .safe_pickle import UnsafePickleError, load_pickle
 
-__all__ = [
-    "LoadReport",
-    "UnsafePickleError",
-    "load_lightning_checkpoint",
-    "load_pickle",
-    "load_pretrained",
-    "read_checkpoint",
-    "resolve_source",
-    "save_pretrained",
-]
+__all__ = ["UnsafePickleError", "load_pickle"]

@@ -16,26 +16,25 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import torch
 from safetensors.torch import save_file
+from torch import Tensor, nn
 
-from ..atomic import atomic_path
-from ..config import MaskFormerConfig
-from .detectron2_format import config_from_detectron2, convert_detectron2_state_dict, model_state_from_checkpoint
-from .files import read_tensors, read_torch
-from .renaming import Renamed
-from .safe_pickle import load_pickle
-from .transformers_format import config_from_transformers, convert_transformers_state_dict
+from .atomic import atomic_path
+from .config import ModelConfig
+from .families import by_detectron2_state, by_transformers_type, family_of
+from .weights import detectron2_format, transformers_format
+from .weights.files import read_tensors, read_torch
+from .weights.renaming import Renamed, rename_state_dict
+from .weights.safe_pickle import load_pickle
 
-if TYPE_CHECKING:
-    from ..maskformer import MaskFormer
-
-M = TypeVar("M", bound="MaskFormer")
+M = TypeVar("M", bound=nn.Module)
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -127,14 +126,14 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_checkpoint(source: str | Path, config: MaskFormerConfig | None = None) -> tuple[MaskFormerConfig, Renamed]:
+def read_checkpoint(source: str | Path, config: ModelConfig | None = None) -> tuple[ModelConfig, Renamed]:
     """Config and renamed state dict for any supported ``source``; ``config`` overrides the stored one."""
     path = resolve_source(source)
     if path.is_dir() and _is_run_folder(path):
         path = _run_weights(path)
     if path.is_dir():
         if (path / CONFIG_FILE).exists():
-            cfg = config or MaskFormerConfig.from_yaml(path / CONFIG_FILE)
+            cfg = config or ModelConfig.from_yaml(path / CONFIG_FILE)
             return cfg, Renamed(read_tensors(path / WEIGHTS_FILE))
         if (path / "config.json").exists():
             data = json.loads((path / "config.json").read_text())
@@ -143,13 +142,13 @@ def read_checkpoint(source: str | Path, config: MaskFormerConfig | None = None) 
                 _read_preprocessor(path, config)
             cfg = config
             weights = _first_existing(path, ["model.safetensors", "pytorch_model.bin"])
-            return cfg, convert_transformers_state_dict(read_tensors(weights), cfg)
+            return cfg, convert_transformers_state_dict(read_tensors(weights), cfg, str(path / "config.json"))
         raise ValueError(f"{path}: folder holds neither {CONFIG_FILE} (maskformer) nor config.json (transformers)")
     suffix = path.suffix.lower()
     if suffix == ".pkl":
-        state = model_state_from_checkpoint(load_pickle(path), str(path))
+        state = detectron2_format.model_state_from_checkpoint(load_pickle(path), str(path))
     elif suffix in (".pth", ".pt", ".bin"):
-        state = model_state_from_checkpoint(read_torch(path), str(path))
+        state = detectron2_format.model_state_from_checkpoint(read_torch(path), str(path))
     elif suffix == ".ckpt":
         return _read_lightning_checkpoint(path, config)
     elif suffix == ".safetensors":
@@ -162,9 +161,35 @@ def read_checkpoint(source: str | Path, config: MaskFormerConfig | None = None) 
     return cfg, convert_detectron2_state_dict(state, cfg)
 
 
-def load_pretrained(
-    cls: type[M], source: str | Path, config: MaskFormerConfig | None = None, strict: bool = False
-) -> M:
+def config_from_transformers(data: Mapping[str, Any], source: str = "config.json") -> ModelConfig:
+    """The model config of a transformers ``config.json`` of any family's model_type."""
+    fmt = by_transformers_type(data.get("model_type"), source).transformers
+    return fmt.config(data, transformers_format.read_common(data, source), source)
+
+
+def convert_transformers_state_dict(state: Mapping[str, Tensor], config: ModelConfig, source: str = "") -> Renamed:
+    """Rename a transformers state dict of ``config``'s family to this package's names."""
+    fmt = family_of(config).transformers
+    if fmt is None:
+        raise ValueError(f"{source}: {family_of(config).title} models have no transformers format")
+    return rename_state_dict(state, transformers_format.backbone_rules(config) + fmt.rules())
+
+
+def config_from_detectron2(state: Mapping[str, Tensor], source: str = "checkpoint") -> ModelConfig:
+    """The model config of an official model-zoo state dict, read off its names and shapes."""
+    fmt = by_detectron2_state(state, source).detectron2
+    return fmt.config(state, detectron2_format.backbone_config(state, source), source)
+
+
+def convert_detectron2_state_dict(state: Mapping[str, Tensor], config: ModelConfig, source: str = "") -> Renamed:
+    """Rename an official model-zoo state dict of ``config``'s family to this package's names."""
+    fmt = family_of(config).detectron2
+    if fmt is None:
+        raise ValueError(f"{source}: {family_of(config).title} models have no official model-zoo format")
+    return rename_state_dict(state, detectron2_format.backbone_rules(config) + fmt.rules())
+
+
+def load_pretrained(cls: type[M], source: str | Path, config: ModelConfig | None = None, strict: bool = False) -> M:
     """Build the model described by ``source`` and load its weights (see module docstring)."""
     cfg, renamed = read_checkpoint(source, config)
     # Every weight comes from the checkpoint: building must not fetch ImageNet weights or read a backbone file.
@@ -187,7 +212,7 @@ def load_pretrained(
     return model
 
 
-def save_pretrained(model: MaskFormer, directory: str | Path) -> Path:
+def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
     """Write ``config.yaml`` and ``model.safetensors`` into ``directory`` (created if needed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -225,11 +250,11 @@ def load_lightning_checkpoint(path: str | Path) -> dict:
     return read_torch(path, [scalar, np.dtype, *dtypes], kind="checkpoint")
 
 
-def _read_lightning_checkpoint(path: Path, config: MaskFormerConfig | None) -> tuple[MaskFormerConfig, Renamed]:
+def _read_lightning_checkpoint(path: Path, config: ModelConfig | None) -> tuple[ModelConfig, Renamed]:
     """A checkpoint of ``maskformer train``: the run config's model section and the model's weights."""
     checkpoint = load_lightning_checkpoint(path)
     try:
-        cfg = config or MaskFormerConfig.from_dict(checkpoint["hyper_parameters"]["config"]["model"])
+        cfg = config or ModelConfig.from_dict(checkpoint["hyper_parameters"]["config"]["model"])
         state = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a maskformer training checkpoint ({err})") from err
@@ -243,7 +268,7 @@ def _first_existing(folder: Path, names: list[str]) -> Path:
     raise FileNotFoundError(f"{folder}: none of {names} found")
 
 
-def _read_preprocessor(folder: Path, config: MaskFormerConfig) -> None:
+def _read_preprocessor(folder: Path, config: ModelConfig) -> None:
     """Take normalisation statistics from a transformers preprocessor_config.json when present."""
     file = folder / "preprocessor_config.json"
     if not file.exists():

@@ -1,0 +1,105 @@
+"""The record that makes a model family: everything the rest of the package needs to know about one, so
+that no other module spells a family's name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from ..config import BackboneConfig, ModelConfig
+from ..weights.renaming import Rule
+from ..weights.transformers_format import Common
+
+
+@dataclass(frozen=True)
+class TransformersFormat:
+    """A family's models as Hugging Face transformers saves them: ``model_type`` in their config.json;
+    ``config`` reads the rest of a config.json into the family's config (the backbone, class count and names
+    already read, :func:`~maskformer.model.weights.transformers_format.read_common`); ``rules`` rename its
+    weights other than the backbone's to this package's names."""
+
+    model_type: str
+    config: Callable[[Mapping[str, Any], Common, str], ModelConfig]
+    rules: Callable[[], list[Rule]]
+
+
+@dataclass(frozen=True)
+class Detectron2Format:
+    """A family's checkpoints of the official (detectron2) model zoo: ``recognises`` a state dict as the
+    family's by its names; ``config`` reads the architecture off the names and shapes (the backbone already
+    read); ``rules`` rename its weights other than the backbone's."""
+
+    recognises: Callable[[Mapping[str, Tensor]], bool]
+    config: Callable[[Mapping[str, Tensor], BackboneConfig, str], ModelConfig]
+    rules: Callable[[], list[Rule]]
+
+
+# The official model zoos' downloads; both papers' weights (and the hub copies converted from them) are
+# licensed for non-commercial use.
+FAIR_ZOO = "https://dl.fbaipublicfiles.com/maskformer"
+NON_COMMERCIAL = "CC BY-NC 4.0"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A published checkpoint of a family: ``name`` in ``maskformer models``; ``source`` a hub id or a
+    model-zoo URL; ``dataset`` its key in ``maskformer.data.catalog.DATASETS``; ``score`` the published
+    single-scale ``metric`` on that dataset's validation set; ``classes``: give it the dataset's built-in
+    class list (its file has none, or one the built-in list names better); ``licence`` of the weights."""
+
+    name: str
+    source: str
+    dataset: str
+    metric: str
+    score: float
+    classes: bool = False
+    licence: str = NON_COMMERCIAL
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A paper's training settings for one preset as plain values of a run config's sections, checked when
+    the training layer builds the run config from them: ``train`` sets TrainConfig fields, ``data`` adds to
+    the dataset's own data settings (format, crops) what the family's recipe does differently."""
+
+    train: Mapping[str, Any]
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """The family in ``maskformer demo``: ``model`` its configuration for two CPU cores and the synthetic
+    data's six classes (a ResNet-18 from random weights unless the demo's stage 1 gives one), and what the
+    demo's training does differently per family: learning rate, warm-up steps and the steps that fit the
+    demo's budget on two CPU cores (docs/demo.md)."""
+
+    model: Callable[[], ModelConfig]
+    lr: float
+    warmup_steps: int
+    cpu_steps: int
+
+
+@dataclass(frozen=True)
+class Family:
+    """``name``: the ``family`` value of its config files; ``title``: its name in messages; ``config``: its
+    whole-model config class; ``presets``: its named configurations of the papers, by name, and
+    ``preset_datasets`` the dataset each is configured for (a key of ``maskformer.data.catalog.DATASETS``);
+    ``checkpoints``: its published weights; ``recipe``: the paper's training recipe of a preset (by its name
+    and dataset key); ``optimizer``: the family's AdamW settings besides the training defaults, also for
+    fine-tuning; ``demo``: its configuration in ``maskformer demo``; ``transformers`` and ``detectron2``: how
+    its checkpoints in those formats are read."""
+
+    name: str
+    title: str
+    config: type[ModelConfig]
+    presets: Mapping[str, Callable[[], ModelConfig]]
+    preset_datasets: Mapping[str, str]
+    checkpoints: tuple[Checkpoint, ...]
+    recipe: Callable[[str, str], Recipe]
+    optimizer: Mapping[str, Any]
+    demo: DemoRecipe
+    transformers: TransformersFormat | None = None
+    detectron2: Detectron2Format | None = None
