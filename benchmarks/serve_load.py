@@ -43,8 +43,7 @@ import torch
 from maskformer.data.io import encode_png
 from maskformer.data.synth import render
 from maskformer.demo import demo_config
-from maskformer.model import MaskFormer
-from maskformer.model import MaskFormerConfig
+from maskformer.model import MaskFormer, MaskFormerConfig
 
 ROOT = Path(__file__).resolve().parent
 

@@ -19,8 +19,7 @@ from PIL import Image
 from torch import nn
 
 from maskformer.data.io import encode_rle, rgb_to_id
-from maskformer.model import HungarianMatcher, LossConfig, MaskFormerConfig, SetCriterion
-from maskformer.model import Mask2FormerConfig
+from maskformer.model import HungarianMatcher, LossConfig, Mask2FormerConfig, MaskFormerConfig, SetCriterion
 from maskformer.model.config import BackboneConfig, PixelDecoderConfig, TransformerConfig
 from maskformer.training import DataConfig, RunConfig, TrainConfig
 

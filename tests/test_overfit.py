@@ -16,8 +16,7 @@ from torch import Tensor
 
 from maskformer.data import datasets as D
 from maskformer.data.synth import write_dataset
-from maskformer.model import MaskFormer, SetCriterion, inference
-from maskformer.model import MaskFormerConfig
+from maskformer.model import MaskFormer, MaskFormerConfig, SetCriterion, inference
 from tests.helpers import resnet18_model
 
 SIZE = 64

@@ -1,5 +1,4 @@
 """diag.py RUN: per GT thing in val, the best-IoU query: its IoU, argmax class, prob of the true class and of no-object."""
-
 import collections
 import os
 import sys
@@ -17,11 +16,7 @@ d = Path(os.environ.get("DEMO_DATA", "demo-output/data"))
 ds = COCOPanopticDataset(d / "images/val", d / "panoptic_val.json", d / "panoptic/val")
 cfg = model.config.inference
 things = set(model.config.metadata.thing_classes)
-stats = collections.Counter()
-ious = []
-ptrue = []
-pno = []
-conf = collections.Counter()
+stats = collections.Counter(); ious = []; ptrue = []; pno = []; conf = collections.Counter()
 for i in range(100):
     s = ds.load(i)
     img = s["image"].float()
@@ -34,8 +29,7 @@ for i in range(100):
     probs = out["pred_logits"][0].softmax(-1)
     for seg_id, seg in s["segments"].items():
         gt = s["label"] == seg_id
-        inter = (masks & gt).sum((1, 2)).float()
-        union = (masks | gt).sum((1, 2)).float()
+        inter = (masks & gt).sum((1, 2)).float(); union = (masks | gt).sum((1, 2)).float()
         iou = inter / union.clamp(min=1)
         q = int(iou.argmax())
         kind = "thing" if seg.category in things else "stuff"
@@ -45,9 +39,7 @@ for i in range(100):
         stats[(kind, "argmax right")] += int(cls == seg.category)
         stats[(kind, "argmax noobj")] += int(cls == probs.shape[1] - 1)
         if kind == "thing":
-            ious.append(float(iou[q]))
-            ptrue.append(float(probs[q, seg.category]))
-            pno.append(float(probs[q, -1]))
+            ious.append(float(iou[q])); ptrue.append(float(probs[q, seg.category])); pno.append(float(probs[q, -1]))
             conf[(seg.category, cls)] += 1
 print(dict(stats))
 import statistics as st

@@ -1,13 +1,11 @@
 """Stage 1 with thing crops of varied context: the box times a random margin from 1.15 to 3 (the shape
 filling a sixth to all of the crop, with its neighbours), resized to 64. Throwaway experiment."""
-
 import sys, time
 import numpy as np
 import torch
 from maskformer.demo import backbone as B
 
 rng = np.random.default_rng(0)
-
 
 def jittered(image, mask):
     ys, xs = torch.nonzero(mask, as_tuple=True)
@@ -18,8 +16,7 @@ def jittered(image, mask):
     top = round(min(max(cy - side / 2, 0), h - side))
     left = round(min(max(cx - side / 2, 0), w - side))
     side = round(side)
-    return B._resize(image[:, top : top + side, left : left + side])
-
+    return B._resize(image[:, top:top + side, left:left + side])
 
 B._thing_crop = jittered
 t = time.time()

@@ -49,10 +49,8 @@ def main(two: Path, one: Path, plot: Path = Path("docs/demo-two-stage.png")) -> 
     print("| run | step | seconds | mIoU | PQ | PQ things | PQ stuff | AP |\n|---|---|---|---|---|---|---|---|")
     for name, rows in runs.items():
         for r in rows:
-            print(
-                f"| {name.split(' (')[0]} | {r['step']} | {r['seconds']:.0f} | {r['mIoU']:.3f} | {r['PQ']:.3f} | "
-                f"{r['PQ_th']:.3f} | {r['PQ_st']:.3f} | {r['AP']:.3f} |"
-            )
+            print(f"| {name.split(' (')[0]} | {r['step']} | {r['seconds']:.0f} | {r['mIoU']:.3f} | {r['PQ']:.3f} | "
+                  f"{r['PQ_th']:.3f} | {r['PQ_st']:.3f} | {r['AP']:.3f} |")
 
 
 if __name__ == "__main__":
