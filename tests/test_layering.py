@@ -1,4 +1,6 @@
-"""The model core is plain PyTorch + timm: it imports nothing from the training, data or CLI layers."""
+"""The model core is plain PyTorch + timm: it imports nothing from the training, data or CLI layers. Inside it,
+the family modules (model/families/) sit between the parts and the registry's readers; nothing imports in a
+circle."""
 
 from __future__ import annotations
 
@@ -124,3 +126,71 @@ def test_every_layer_imports_only_the_layers_below_it():
             elif parts[0] in ONLY_IN:
                 assert layer in ONLY_IN[parts[0]], f"{file.relative_to(PACKAGE)} imports {name}"
     assert seen == set(LAYERS)
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Each package module's imports of other package modules, function-level imports included (not those
+    under ``if TYPE_CHECKING``)."""
+    modules = {_module(f): f for f in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(n) for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)
+        }  # fmt: skip
+        targets = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join([*package[: len(package) - node.level + 1], node.module or ""]).strip(".")
+                base = base if node.level else node.module
+                targets |= {base} | {f"{base}.{a.name}" for a in node.names}
+        resolved = set()
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                resolved.add(target)
+        graph[name] = resolved
+    return graph
+
+
+def test_no_import_circle_in_the_package():
+    graph = _import_graph()
+    circles = []
+    for start in graph:
+        seen, frontier = set(), [start]
+        while frontier:
+            node = frontier.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    circles.append(start)
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    frontier.append(nxt)
+    assert not sorted(set(circles)), sorted(set(circles))
+
+
+def test_the_families_sit_between_the_parts_and_the_readers_of_the_registry():
+    """Family modules build on the model's parts and the weight formats; only the registry's readers (the
+    loader, the presets, the package's API) import the families, and no family imports them."""
+    graph = _import_graph()
+    families = {m for m in graph if m.startswith("maskformer.model.families")}
+    readers = {"maskformer.model", "maskformer.model.loading", "maskformer.model.presets"}
+    inside_model = {m for m in graph if m.startswith("maskformer.model")} - families
+    for module in inside_model:
+        if graph[module] & families:
+            assert module in readers, f"{module} imports the families"
+    for module in families:
+        assert not graph[module] & readers, f"{module} imports {graph[module] & readers}"

@@ -246,10 +246,12 @@ class YamlConfig:
 class ModelConfig(YamlConfig):
     """What every family's whole-model config has: the sections below, which each family composes with its
     own parts and defaults (:mod:`maskformer.model.families`). ``family`` names the family; it is set by the
-    family's config class, not by an argument, and picks that class when a file is read (absent: MaskFormer,
-    as files written before the other families)."""
+    family's config class, not by an argument, and picks that class when a file is read (absent: the class
+    marked ``FILE_DEFAULT``, MaskFormer's, as files written before the other families)."""
 
     BOUNDS: ClassVar[Bounds] = {"num_classes": AT_LEAST_1}
+    # The family of a config file that names none (files written before there were several).
+    FILE_DEFAULT: ClassVar[bool] = False
 
     family: str = field(default="", init=False)
     num_classes: int = 150
@@ -267,19 +269,15 @@ class ModelConfig(YamlConfig):
 
     @staticmethod
     def family_class(name: Any, path: str) -> type[ModelConfig]:
-        """The config class of the family ``name`` (a config file's ``family`` value)."""
-        # Imported here: the families' modules are built on this one.
-        from .families import FAMILIES
-
-        by_name = {f.name: f.config for f in FAMILIES}
+        """The config class of the family ``name`` (a config file's ``family`` value): the family modules'
+        classes, known once :mod:`maskformer.model.families` is imported, as the package does."""
+        by_name = {c.__dataclass_fields__["family"].default: c for c in ModelConfig.__subclasses__()}
         return by_name[_scalar(name, Literal[tuple(by_name)], f"{path}.family")]
 
     @staticmethod
     def default_class() -> type[ModelConfig]:
-        """The class of a config file without ``family``: the first family's, MaskFormer."""
-        from .families import FAMILIES
-
-        return FAMILIES[0].config
+        """The class of a config file without ``family`` (its ``FILE_DEFAULT``)."""
+        return next(c for c in ModelConfig.__subclasses__() if c.FILE_DEFAULT)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
-from ..model import MaskFormer, SetCriterion, inference, tta
+from ..model import MaskFormer, SetCriterion, family_of, inference, tta
 from ..visualize import GridRow, instance_classes, panoptic_classes, prediction_grid, to_tensor_image
 from .config import RunConfig, TrainConfig
 from .console import GracefulInterrupt
@@ -90,6 +90,9 @@ class MaskFormerModule(L.LightningModule):
         # Dropout and drop-path draw from a generator seeded by the step: resuming reproduces them exactly.
         seed = self.config.train.seed * 1_000_003 + self.global_step * 4099 + self.global_rank
         torch.manual_seed(seed % (2**63))
+        hook = family_of(self.config.model).on_train_step
+        if hook is not None:
+            hook(self.model, self.global_step, self.config.train.max_steps)
 
     def training_step(self, batch: list[dict], batch_idx: int) -> Tensor | None:
         train = self.config.train

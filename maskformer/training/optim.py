@@ -5,15 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..model.families import family_of
 from .config import TrainConfig
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Backbone parameters get the backbone learning-rate multiplier; norms, embeddings and relative-position
-    tables their own weight decay (detectron2's build_optimizer). Parameters with equal settings share a
-    group, so the fused AdamW update stays a few large kernels."""
+    """Each parameter's learning rate is the run's times its family's factor (``Family.lr_factor``: the
+    backbone multiplier for the backbone's, in the papers); norms, embeddings and relative-position tables get
+    their own weight decay (detectron2's build_optimizer). Parameters with equal settings share a group, so
+    the fused AdamW update stays a few large kernels."""
+    lr_factor = family_of(model.config).lr_factor
     groups: dict[tuple[float, float], dict] = {}
     seen: set[int] = set()
     for module_name, module in model.named_modules():
@@ -21,7 +24,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
-            lr = cfg.lr * (cfg.backbone_lr_multiplier if module_name.startswith("backbone") else 1.0)
+            lr = cfg.lr * lr_factor(f"{module_name}.{name}" if module_name else name, cfg.backbone_lr_multiplier)
             wd = cfg.weight_decay
             if isinstance(module, _NORMS):
                 wd = cfg.weight_decay_norm

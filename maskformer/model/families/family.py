@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..config import BackboneConfig, ModelConfig
 from ..weights.renaming import Rule
@@ -82,6 +82,11 @@ class DemoRecipe:
     cpu_steps: int
 
 
+def backbone_lr_factor(name: str, backbone_multiplier: float) -> float:
+    """The papers' rule: the backbone's parameters learn at the run's backbone multiplier, the rest at 1."""
+    return backbone_multiplier if name.startswith("backbone.") else 1.0
+
+
 @dataclass(frozen=True)
 class Family:
     """``name``: the ``family`` value of its config files; ``title``: its name in messages; ``config``: its
@@ -90,7 +95,12 @@ class Family:
     ``checkpoints``: its published weights; ``recipe``: the paper's training recipe of a preset (by its name
     and dataset key); ``optimizer``: the family's AdamW settings besides the training defaults, also for
     fine-tuning; ``demo``: its configuration in ``maskformer demo``; ``transformers`` and ``detectron2``: how
-    its checkpoints in those formats are read."""
+    its checkpoints in those formats are read.
+
+    Hooks into training, so that a family's schedule needs no change to the training layer: ``lr_factor``
+    gives a parameter's learning-rate factor from its name and the run's backbone multiplier (layer-wise
+    decay, for example); ``on_train_step(model, step, max_steps)`` runs before every training step's forward
+    (an annealing schedule, for example), with ``step`` the number of steps done."""
 
     name: str
     title: str
@@ -103,3 +113,5 @@ class Family:
     demo: DemoRecipe
     transformers: TransformersFormat | None = None
     detectron2: Detectron2Format | None = None
+    lr_factor: Callable[[str, float], float] = backbone_lr_factor
+    on_train_step: Callable[[nn.Module, int, int], None] | None = None

@@ -17,7 +17,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -33,6 +33,8 @@ from .family import FAIR_ZOO, Checkpoint, DemoRecipe, Detectron2Format, Family, 
 class MaskFormerConfig(ModelConfig):
     """A whole MaskFormer model: the shared sections with MaskFormer's defaults (FPN pixel decoder, 6 DETR
     decoder layers with dropout 0.1; class 1, focal 20, dice 1)."""
+
+    FILE_DEFAULT: ClassVar[bool] = True  # config files written before Mask2Former name no family
 
     family: str = field(default="maskformer", init=False)
     pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
