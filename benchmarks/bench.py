@@ -186,7 +186,7 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
         r["bf16_fraction_of_ceiling"] = r["gflops_forward"] / r["ours_eval_b1_bf16_s"] / ceilings["bf16"]
         # Post-processing of one 512 x 512 image from the same raw outputs.
         out = ours(x1)
-        logits, masks = out["pred_logits"], out["pred_masks"]
+        logits, masks = out.logits, out.masks
         sizes, padded = [(size, size)], (size, size)
         r["ours_semantic_s"] = median_time(
             lambda: post.semantic_inference(logits, masks, sizes, padded), device, repeats
@@ -401,7 +401,7 @@ def batching_cost(device: torch.device, repeats: int) -> dict:
         batch, sizes = pad_batch(resized, ours.config.inference.size_divisibility)
         with torch.no_grad():
             o = ours(batch, with_aux=False)
-        return post.semantic_inference(o["pred_logits"], o["pred_masks"], sizes, tuple(batch.shape[-2:]))
+        return post.semantic_inference(o.logits, o.masks, sizes, tuple(batch.shape[-2:]))
 
     out["padded_together_s"] = median_time(padded_together, device, repeats)
     out["groups"] = len(padded_groups([tuple(r.shape[-2:]) for r in resized], 32))

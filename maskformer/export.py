@@ -36,7 +36,7 @@ class ExportableMaskFormer(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """images RGB 0-255 [B, 3, H, W] -> (pred_logits [B, N, K+1], pred_masks [B, N, H/4, W/4])."""
         out = self.model(self.model.normalize(images), with_aux=False)
-        return out["pred_logits"], out["pred_masks"]
+        return out.logits, out.masks
 
 
 def _dynamic_shapes(max_side: int) -> dict:

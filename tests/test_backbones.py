@@ -60,7 +60,7 @@ def test_any_timm_backbone():
     model = MaskFormer(config).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 96, 64))
-    assert out["pred_masks"].shape == (1, 10, 24, 16)
+    assert out.masks.shape == (1, 10, 24, 16)
 
 
 def test_dilated_timm_backbone():
@@ -72,7 +72,7 @@ def test_dilated_timm_backbone():
     model = MaskFormer(config).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 96))
-    assert out["pred_masks"].shape == (1, 10, 16, 24)
+    assert out.masks.shape == (1, 10, 16, 24)
 
 
 def test_backbone_without_stride_4_is_refused():
@@ -103,9 +103,9 @@ def test_deep_stem_r101c():
 def test_aux_outputs_and_training_mode(tiny_model):
     tiny_model.train()
     out = tiny_model(torch.randn(2, 3, 64, 64))
-    assert len(out["aux_outputs"]) == 2  # 3 decoder layers
-    for aux in out["aux_outputs"]:
-        assert aux["pred_logits"].shape == (2, 10, 6) and aux["pred_masks"].shape == (2, 10, 16, 16)
+    assert len(out.aux) == 2  # 3 decoder layers
+    for aux in out.aux:
+        assert aux.logits.shape == (2, 10, 6) and aux.masks.shape == (2, 10, 16, 16)
     tiny_model.eval()
-    assert tiny_model(torch.randn(1, 3, 64, 64))["aux_outputs"] == []
-    assert len(tiny_model(torch.randn(1, 3, 64, 64), with_aux=True)["aux_outputs"]) == 2
+    assert tiny_model(torch.randn(1, 3, 64, 64)).aux == []
+    assert len(tiny_model(torch.randn(1, 3, 64, 64), with_aux=True).aux) == 2

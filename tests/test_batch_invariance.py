@@ -56,7 +56,7 @@ def _alone(model: MaskFormer, image: torch.Tensor, task: str):
         out = model(batch, with_aux=False)
     padded, size = tuple(batch.shape[-2:]), [tuple(image.shape[-2:])]
     things = model.config.metadata.thing_classes
-    return inference.postprocess(task, out["pred_logits"], out["pred_masks"], sizes, padded, size, cfg, things)[0]
+    return inference.postprocess(task, out.logits, out.masks, sizes, padded, size, cfg, things)[0]
 
 
 @pytest.mark.parametrize("family", ["maskformer", "mask2former"])
@@ -110,5 +110,5 @@ def test_grouped_batches_never_mix_padded_sizes(family):
             assert torch.allclose(group.masks[j], alone.masks[0], atol=1e-4)
     padded, _ = model.preprocess(images)  # everything padded to the largest image, as before
     with torch.no_grad():
-        leaked = model(padded)["pred_logits"][0]
+        leaked = model(padded).logits[0]
     assert not torch.allclose(leaked, groups[0].logits[0], atol=1e-3)

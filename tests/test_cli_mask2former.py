@@ -74,7 +74,7 @@ def test_commands_run_on_mask2former_checkpoints(sources, kind, tmp_path, capsys
     x = torch.rand(1, 3, 96, 128) * 255
     with torch.no_grad():
         logits, _ = program(x)
-        expected = reference(reference.normalize(x), with_aux=False)["pred_logits"]
+        expected = reference(reference.normalize(x), with_aux=False).logits
     assert (logits - expected).abs().max() <= 1e-4
 
 

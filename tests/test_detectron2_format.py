@@ -29,8 +29,8 @@ def test_official_checkpoint_equals_transformers(hf_checkpoints, tmp_path, backb
     with torch.no_grad():
         ref = hf(pixel_values=x)
         out = model(x)
-    assert (out["pred_logits"] - ref.class_queries_logits).abs().max() <= 1e-4
-    assert (out["pred_masks"] - ref.masks_queries_logits).abs().max() <= 1e-4
+    assert (out.logits - ref.class_queries_logits).abs().max() <= 1e-4
+    assert (out.masks - ref.masks_queries_logits).abs().max() <= 1e-4
 
 
 def test_six_encoder_checkpoint(hf_checkpoints, tmp_path):
@@ -75,8 +75,8 @@ def test_six_encoder_checkpoint(hf_checkpoints, tmp_path):
     assert torch.equal(model.pixel_decoder.output_convs[0].conv.weight, state[PD + "layer_4.weight"])
     assert isinstance(model.predictor.input_proj, torch.nn.Identity)
     out = model(torch.randn(1, 3, 64, 96))
-    assert out["pred_masks"].shape == (1, 100, 16, 24)
-    assert torch.isfinite(out["pred_masks"]).all()
+    assert out.masks.shape == (1, 100, 16, 24)
+    assert torch.isfinite(out.masks).all()
 
 
 def test_torch_pth_checkpoint(hf_checkpoints, tmp_path):

@@ -30,7 +30,7 @@ def _eager(model, images):
     with torch.no_grad():
         batch, _ = model.preprocess(list(images))
         out = model(batch, with_aux=False)
-    return out["pred_logits"], out["pred_masks"]
+    return out.logits, out.masks
 
 
 def test_onnx_matches_pytorch_at_several_sizes(model, tmp_path):

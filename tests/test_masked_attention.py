@@ -54,6 +54,6 @@ def test_first_layer_is_unmasked_and_later_layers_differ():
         plain = _head(False)([features], mask_features, with_aux=True)
         masked = _head(True)([features], mask_features, with_aux=True)
     assert len(plain) == len(masked) == 3
-    for key in ("pred_logits", "pred_masks"):
-        assert torch.allclose(plain[0][key], masked[0][key], atol=1e-6)
-    assert not torch.allclose(plain[-1]["pred_logits"], masked[-1]["pred_logits"], atol=1e-3)
+    for key in ("logits", "masks"):
+        assert torch.allclose(getattr(plain[0], key), getattr(masked[0], key), atol=1e-6)
+    assert not torch.allclose(plain[-1].logits, masked[-1].logits, atol=1e-3)

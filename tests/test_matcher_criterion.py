@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from maskformer.model.prediction import Prediction
 from tests.helpers import make_criterion, make_matcher, naive_cost
 
 K = 6  # classes
@@ -17,13 +18,12 @@ def make_outputs(batch=3, queries=8, size=(12, 16), gen=None, aux_layers=0):
     gen = gen or torch.Generator().manual_seed(0)
 
     def one():
-        return {
-            "pred_logits": torch.randn(batch, queries, K + 1, generator=gen),
-            "pred_masks": 3 * torch.randn(batch, queries, *size, generator=gen),
-        }
+        return Prediction(
+            torch.randn(batch, queries, K + 1, generator=gen), 3 * torch.randn(batch, queries, *size, generator=gen)
+        )
 
     out = one()
-    out["aux_outputs"] = [one() for _ in range(aux_layers)]
+    out.aux = [one() for _ in range(aux_layers)]
     return out
 
 
@@ -44,9 +44,9 @@ def test_cost_matrix_equals_naive_pairwise_cost():
     from maskformer.model.matcher import pad_targets
 
     labels, masks, _ = pad_targets(targets, torch.device("cpu"))
-    cost = matcher.cost_matrix(out["pred_logits"], out["pred_masks"], labels, masks)
+    cost = matcher.cost_matrix(out.logits, out.masks, labels, masks)
     for b, t in enumerate(targets):
-        ref = naive_cost(out["pred_logits"][b], out["pred_masks"][b], t["labels"], t["masks"])
+        ref = naive_cost(out.logits[b], out.masks[b], t["labels"], t["masks"])
         np.testing.assert_allclose(cost[b, :, : len(t["labels"])].numpy(), ref, atol=1e-5)
 
 
@@ -54,12 +54,12 @@ def test_batched_matching_equals_per_image_matching():
     out = make_outputs(batch=4)
     targets = make_targets([3, 0, 5, 1])
     matcher = make_matcher()
-    batched = matcher(out["pred_logits"], out["pred_masks"], targets)
+    batched = matcher(out.logits, out.masks, targets)
     for b, t in enumerate(targets):
-        single = matcher(out["pred_logits"][b : b + 1], out["pred_masks"][b : b + 1], [t])[0]
+        single = matcher(out.logits[b : b + 1], out.masks[b : b + 1], [t])[0]
         assert torch.equal(batched[b][0], single[0]) and torch.equal(batched[b][1], single[1])
         if len(t["labels"]):
-            ref = naive_cost(out["pred_logits"][b], out["pred_masks"][b], t["labels"], t["masks"])
+            ref = naive_cost(out.logits[b], out.masks[b], t["labels"], t["masks"])
             rows, cols = linear_sum_assignment(ref)
             assert rows.tolist() == batched[b][0].tolist() and cols.tolist() == batched[b][1].tolist()
     assert len(batched[1][0]) == 0
@@ -92,7 +92,7 @@ def test_empty_targets_are_valid():
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_mask"] == 0 and losses["loss_dice"] == 0
     # Every query must predict "no object".
-    expected = F.cross_entropy(out["pred_logits"].transpose(1, 2), torch.full((2, 8), K))
+    expected = F.cross_entropy(out.logits.transpose(1, 2), torch.full((2, 8), K))
     assert torch.allclose(losses["loss_ce"], expected)
     mixed = criterion(out, make_targets([0, 2]))
     assert mixed["loss_mask"] > 0
@@ -118,7 +118,7 @@ def test_loss_matches_hand_computation_for_one_matched_pair():
     target_mask[0, :4, :4] = 1
     targets = [{"labels": torch.tensor([0]), "masks": target_mask}]
     criterion = make_criterion(2, deep_supervision=False)
-    losses = criterion({"pred_logits": logits, "pred_masks": masks}, targets)
+    losses = criterion(Prediction(logits, masks), targets)
     (src,), _ = criterion.matcher(logits, masks, targets)[0]
     up = F.interpolate(masks[:, src : src + 1], size=(8, 8), mode="bilinear", align_corners=False).flatten()
     y = target_mask.flatten()
@@ -154,9 +154,9 @@ def test_ignore_pixels_count_as_background_unless_excluded(exclude):
 
 def test_gradients_flow_to_all_predictions():
     out = make_outputs(batch=2, aux_layers=2)
-    for d in [out, *out["aux_outputs"]]:
-        d["pred_logits"].requires_grad_(True)
-        d["pred_masks"].requires_grad_(True)
+    for d in [out, *out.aux]:
+        d.logits.requires_grad_(True)
+        d.masks.requires_grad_(True)
     total(make_criterion(K)(out, make_targets([2, 1]))).backward()
-    for d in [out, *out["aux_outputs"]]:
-        assert d["pred_logits"].grad.abs().sum() > 0 and d["pred_masks"].grad.abs().sum() > 0
+    for d in [out, *out.aux]:
+        assert d.logits.grad.abs().sum() > 0 and d.masks.grad.abs().sum() > 0

@@ -9,6 +9,7 @@ import torch
 
 from maskformer.data.synth import write_dataset
 from maskformer.model.matcher import pad_targets
+from maskformer.model.prediction import Prediction
 from maskformer.training import train
 from tests.helpers import FAMILIES, make_criterion, make_matcher, run_config
 
@@ -19,16 +20,11 @@ def synth(tmp_path_factory):
 
 
 def _outputs_and_targets(gen: torch.Generator):
-    outputs = {
-        "pred_logits": torch.randn(2, 10, 6, generator=gen),
-        "pred_masks": 4 * torch.randn(2, 10, 24, 24, generator=gen),
-        "aux_outputs": [
-            {
-                "pred_logits": torch.randn(2, 10, 6, generator=gen),
-                "pred_masks": torch.randn(2, 10, 24, 24, generator=gen),
-            }
-        ],
-    }
+    outputs = Prediction(
+        torch.randn(2, 10, 6, generator=gen),
+        4 * torch.randn(2, 10, 24, 24, generator=gen),
+        [Prediction(torch.randn(2, 10, 6, generator=gen), torch.randn(2, 10, 24, 24, generator=gen))],
+    )
     targets = [
         {
             "labels": torch.randint(0, 5, (n,), generator=gen),
@@ -44,12 +40,12 @@ def test_costs_and_losses_are_float32_under_autocast():
     matcher = make_matcher()
     criterion = make_criterion(5)
     plain_losses = criterion(outputs, targets)
-    plain_indices = matcher(outputs["pred_logits"], outputs["pred_masks"], targets)
+    plain_indices = matcher(outputs.logits, outputs.masks, targets)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         # The raw cost products would round to bfloat16 here if autocast reached them.
         assert (torch.randn(4, 4) @ torch.randn(4, 4)).dtype == torch.bfloat16
         mixed_losses = criterion(outputs, targets)
-        mixed_indices = matcher(outputs["pred_logits"], outputs["pred_masks"], targets)
+        mixed_indices = matcher(outputs.logits, outputs.masks, targets)
     assert plain_losses.keys() == mixed_losses.keys()
     for key, value in plain_losses.items():
         assert mixed_losses[key].dtype == torch.float32
@@ -60,7 +56,7 @@ def test_costs_and_losses_are_float32_under_autocast():
     costs = {}
     for enabled in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            costs[enabled] = matcher.cost_matrix(outputs["pred_logits"], outputs["pred_masks"], labels, masks)
+            costs[enabled] = matcher.cost_matrix(outputs.logits, outputs.masks, labels, masks)
     assert costs[True].dtype == torch.float32 and torch.equal(costs[False], costs[True])
 
 

@@ -37,8 +37,8 @@ def tiny(family: str) -> MaskFormerConfig:
 
 def worst_segment_iou(out: dict, targets: list[dict]) -> float:
     """The lowest, over the targets, of the best IoU of a query that predicts the target's class."""
-    masks = F.interpolate(out["pred_masks"], size=(SIZE, SIZE), mode="bilinear", align_corners=False) > 0
-    classes = out["pred_logits"].argmax(-1)
+    masks = F.interpolate(out.masks, size=(SIZE, SIZE), mode="bilinear", align_corners=False) > 0
+    classes = out.logits.argmax(-1)
     worst = 1.0
     for b, target in enumerate(targets):
         for mask, label in zip(target["masks"], target["labels"]):
@@ -51,7 +51,7 @@ def worst_segment_iou(out: dict, targets: list[dict]) -> float:
 
 def pixel_accuracy(out: dict, truths: list[Tensor]) -> float:
     """The lowest share, over the images, of labelled pixels whose semantic prediction is right."""
-    semantic = inference.semantic_inference(out["pred_logits"], out["pred_masks"], [(SIZE, SIZE)] * 2, (SIZE, SIZE))
+    semantic = inference.semantic_inference(out.logits, out.masks, [(SIZE, SIZE)] * 2, (SIZE, SIZE))
     return min((p[t != 255] == t[t != 255]).float().mean().item() for p, t in zip(semantic, truths))
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from maskformer import MaskFormer, SetCriterion
+from maskformer.model.prediction import Prediction
 from tests.helpers import hf_to_official
 
 # Odd sizes, none a multiple of 32. transformers' Swin shrinks a window to a feature map no larger than it
@@ -64,18 +65,18 @@ def m2f_checkpoints(tmp_path_factory):
     return out
 
 
-def _compare(ours: dict, ref, tolerance: float) -> float:
-    preds = [*ours["aux_outputs"], {"pred_logits": ours["pred_logits"], "pred_masks": ours["pred_masks"]}]
+def _compare(ours: Prediction, ref, tolerance: float) -> float:
+    preds = [*ours.aux, ours]
     refs = [*ref.auxiliary_logits, {"class_queries_logits": ref.class_queries_logits,
                                     "masks_queries_logits": ref.masks_queries_logits}]  # fmt: skip
     assert len(preds) == len(refs) == 5  # the raw queries' prediction and four layers'
     worst = 0.0
     for mine, theirs in zip(preds, refs):
-        assert mine["pred_masks"].shape == theirs["masks_queries_logits"].shape
+        assert mine.masks.shape == theirs["masks_queries_logits"].shape
         worst = max(
             worst,
-            (mine["pred_logits"] - theirs["class_queries_logits"]).abs().max().item(),
-            (mine["pred_masks"] - theirs["masks_queries_logits"]).abs().max().item(),
+            (mine.logits - theirs["class_queries_logits"]).abs().max().item(),
+            (mine.masks - theirs["masks_queries_logits"]).abs().max().item(),
         )
     assert worst <= tolerance, worst
     return worst

@@ -29,11 +29,11 @@ def test_equal_outputs(hf_checkpoints, backbone):
         with torch.no_grad():
             ref = hf(pixel_values=x)
             out = model(x)
-        assert out["pred_logits"].shape == ref.class_queries_logits.shape == (2, 100, 151)
-        assert out["pred_masks"].shape == ref.masks_queries_logits.shape
-        assert out["pred_masks"].shape[-2:] == (-(-h // 4), -(-w // 4))
-        logit_diff = (out["pred_logits"] - ref.class_queries_logits).abs().max().item()
-        mask_diff = (out["pred_masks"] - ref.masks_queries_logits).abs().max().item()
+        assert out.logits.shape == ref.class_queries_logits.shape == (2, 100, 151)
+        assert out.masks.shape == ref.masks_queries_logits.shape
+        assert out.masks.shape[-2:] == (-(-h // 4), -(-w // 4))
+        logit_diff = (out.logits - ref.class_queries_logits).abs().max().item()
+        mask_diff = (out.masks - ref.masks_queries_logits).abs().max().item()
         assert logit_diff <= TOLERANCE, (backbone, h, w, logit_diff)
         assert mask_diff <= TOLERANCE, (backbone, h, w, mask_diff)
 

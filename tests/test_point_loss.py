@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from maskformer.model.matcher import point_sample
+from maskformer.model.prediction import Prediction
 from tests.helpers import make_criterion, make_matcher
 
 
@@ -16,7 +17,7 @@ def _toy(gen):
     pred = blocks.repeat_interleave(4, 2).repeat_interleave(4, 3)
     target = (torch.rand(2, 4, 4, generator=gen) > 0.5).float()
     masks = target.repeat_interleave(16, 1).repeat_interleave(16, 2)
-    return {"pred_logits": logits, "pred_masks": pred}, [{"labels": torch.tensor([0, 2]), "masks": masks}]
+    return Prediction(logits, pred), [{"labels": torch.tensor([0, 2]), "masks": masks}]
 
 
 def test_point_sample_reads_pixel_centres():
@@ -45,7 +46,7 @@ def test_uniform_points_equal_the_full_loss_in_expectation():
 
 def test_importance_sampling_gradients_flow_and_are_finite():
     outputs, targets = _toy(torch.Generator().manual_seed(1))
-    outputs = {k: v.clone().requires_grad_(True) for k, v in outputs.items()}
+    outputs = Prediction(outputs.logits.clone().requires_grad_(True), outputs.masks.clone().requires_grad_(True))
     for valid in (None, torch.rand(64, 64) > 0.3):
         if valid is not None:
             targets[0]["valid"] = valid
@@ -54,9 +55,9 @@ def test_importance_sampling_gradients_flow_and_are_finite():
         total = sum(losses.values())
         total.backward()
         assert torch.isfinite(total)
-        grad = outputs["pred_masks"].grad
+        grad = outputs.masks.grad
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-        outputs["pred_masks"].grad = None
+        outputs.masks.grad = None
 
 
 def test_point_matching_agrees_with_full_matching_on_clear_cases():

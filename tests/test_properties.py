@@ -12,6 +12,7 @@ from scipy.optimize import linear_sum_assignment
 from maskformer.data.datasets import make_targets
 from maskformer.data.transforms import detr_panoptic_train_transform, semantic_train_transform
 from maskformer.model import inference as post
+from maskformer.model.prediction import Prediction
 from tests.helpers import PALETTE, colour_index, make_criterion, make_matcher, naive_cost
 
 K = 4
@@ -28,10 +29,9 @@ def problems(draw, max_queries=5):
     queries = draw(st.integers(1, max_queries))
     h, w = draw(st.integers(2, 9)), draw(st.integers(2, 9))
     scale = draw(st.sampled_from([0.1, 1.0, 30.0]))  # near-uniform to saturated predictions
-    outputs = {
-        "pred_logits": scale * torch.randn(batch, queries, K + 1, generator=g),
-        "pred_masks": scale * torch.randn(batch, queries, h, w, generator=g),
-    }
+    outputs = Prediction(
+        scale * torch.randn(batch, queries, K + 1, generator=g), scale * torch.randn(batch, queries, h, w, generator=g)
+    )
     targets = []
     for _ in range(batch):
         n = draw(st.integers(0, queries))
@@ -51,13 +51,13 @@ def problems(draw, max_queries=5):
 def test_matching_is_a_minimum_cost_assignment(problem):
     outputs, targets = problem
     matcher = make_matcher()
-    indices = matcher(outputs["pred_logits"], outputs["pred_masks"], targets)
+    indices = matcher(outputs.logits, outputs.masks, targets)
     for b, ((src, tgt), t) in enumerate(zip(indices, targets)):
         n = len(t["labels"])
         assert len(src) == len(tgt) == n
         assert len(set(src.tolist())) == n and sorted(tgt.tolist()) == list(range(n))
         if n:
-            cost = naive_cost(outputs["pred_logits"][b], outputs["pred_masks"][b], t["labels"], t["masks"])
+            cost = naive_cost(outputs.logits[b], outputs.masks[b], t["labels"], t["masks"])
             assert np.isfinite(cost).all()
             rows, cols = linear_sum_assignment(cost)
             assert np.isclose(cost[src.numpy(), tgt.numpy()].sum(), cost[rows, cols].sum(), rtol=1e-4, atol=1e-4)
@@ -67,22 +67,22 @@ def test_matching_is_a_minimum_cost_assignment(problem):
 @given(problems(), st.booleans())
 def test_loss_and_gradients_are_finite(problem, exclude_invalid):
     outputs, targets = problem
-    outputs = {k: v.clone().requires_grad_(True) for k, v in outputs.items()}
-    outputs["aux_outputs"] = [{k: 0.5 * v for k, v in outputs.items()}]
+    outputs = Prediction(outputs.logits.clone().requires_grad_(True), outputs.masks.clone().requires_grad_(True))
+    outputs.aux = [Prediction(0.5 * outputs.logits, 0.5 * outputs.masks)]
     criterion = make_criterion(K, exclude_invalid_pixels=exclude_invalid)
     losses = criterion(outputs, targets)
     total = sum(losses.values())
     assert torch.isfinite(total) and total >= 0
     total.backward()
-    for key in ("pred_logits", "pred_masks"):
-        assert torch.isfinite(outputs[key].grad).all()
+    for grad in (outputs.logits.grad, outputs.masks.grad):
+        assert torch.isfinite(grad).all()
 
 
 @FAST
 @given(problems(max_queries=6), st.integers(1, 40), st.integers(1, 40))
 def test_inference_outputs_are_consistent(problem, out_h, out_w):
     outputs, _ = problem
-    logits, masks = outputs["pred_logits"], outputs["pred_masks"]
+    logits, masks = outputs.logits, outputs.masks
     b, _, h, w = masks.shape
     padded = (4 * h, 4 * w)
     sizes = [(max(1, 4 * h - i), max(1, 4 * w - 2 * i)) for i in range(b)]

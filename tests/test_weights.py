@@ -22,7 +22,7 @@ def test_save_and_load_round_trip(tiny_model, tmp_path):
     assert loaded.config == tiny_model.config
     x = torch.randn(1, 3, 70, 90)
     with torch.no_grad():
-        assert torch.equal(loaded(x)["pred_masks"], tiny_model(x)["pred_masks"])
+        assert torch.equal(loaded(x).masks, tiny_model(x).masks)
 
 
 def test_transformers_metadata_is_restored(hf_checkpoints):
@@ -119,7 +119,7 @@ def test_transformers_pytorch_bin(hf_checkpoints, tmp_path):
     model = MaskFormer.from_pretrained(copy, strict=True).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        assert (model(x)["pred_logits"] - hf(pixel_values=x).class_queries_logits).abs().max() <= 1e-4
+        assert (model(x).logits - hf(pixel_values=x).class_queries_logits).abs().max() <= 1e-4
 
 
 def test_loading_for_another_class_count_keeps_the_rest(tiny_model, tmp_path):

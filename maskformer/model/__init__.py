@@ -16,6 +16,7 @@ from .families.maskformer import MaskFormerConfig
 from .inference import InstanceResult, PanopticResult
 from .maskformer import MaskFormer
 from .matcher import HungarianMatcher
+from .prediction import Prediction
 from .presets import PRESETS, preset
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "ModelConfig",
     "PanopticResult",
     "PixelDecoderConfig",
+    "Prediction",
     "SetCriterion",
     "TransformerConfig",
     "family",

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .distributed import world_size
 from .matcher import HungarianMatcher, Target, check_mask_loss, pad_targets, point_sample
+from .prediction import Prediction
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, weights: Tensor | None, alpha: float, gamma: float) -> Tensor:
@@ -58,7 +59,7 @@ def num_masks_across_processes(targets: Sequence[Target], device: torch.device) 
 
 class SetCriterion(nn.Module):
     """Weighted losses ``loss_ce``, ``loss_mask`` (focal, or sigmoid cross-entropy with ``mask_loss="bce"``),
-    ``loss_dice``, and the same with suffix ``_i`` for the i-th earlier prediction (``aux_outputs[i]``) when
+    ``loss_dice``, and the same with suffix ``_i`` for the i-th earlier prediction (``outputs.aux[i]``) when
     deep supervision is on; the training loss is their sum. Values come from
     :class:`~maskformer.model.config.LossConfig` (:meth:`from_config`).
 
@@ -131,8 +132,8 @@ class SetCriterion(nn.Module):
             point_padding=loss.point_padding,
         )
 
-    def forward(self, outputs: dict, targets: Sequence[Target]) -> dict[str, Tensor]:
-        device = outputs["pred_logits"].device
+    def forward(self, outputs: Prediction, targets: Sequence[Target]) -> dict[str, Tensor]:
+        device = outputs.logits.device
         num_masks = num_masks_across_processes(targets, device)
         labels, masks, valid = pad_targets(targets, device, with_valid=self.exclude_invalid_pixels)
         counts = [len(t["labels"]) for t in targets]
@@ -141,15 +142,21 @@ class SetCriterion(nn.Module):
         with torch.autocast(device.type, enabled=False):
             losses = self._single(outputs, counts, labels, masks, valid, num_masks)
             if self.deep_supervision:
-                for i, aux in enumerate(outputs.get("aux_outputs", [])):
+                for i, aux in enumerate(outputs.aux):
                     for key, value in self._single(aux, counts, labels, masks, valid, num_masks).items():
                         losses[f"{key}_{i}"] = value
         return losses
 
     def _single(
-        self, outputs: dict, counts: list[int], labels: Tensor, masks: Tensor, valid: Tensor | None, num_masks: Tensor
+        self,
+        outputs: Prediction,
+        counts: list[int],
+        labels: Tensor,
+        masks: Tensor,
+        valid: Tensor | None,
+        num_masks: Tensor,
     ) -> dict[str, Tensor]:
-        pred_logits, pred_masks = outputs["pred_logits"], outputs["pred_masks"]
+        pred_logits, pred_masks = outputs.logits, outputs.masks
         indices = self.matcher.match_padded(pred_logits, pred_masks, labels, masks, counts, valid)
         batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)]).to(labels.device)
         src_idx = torch.cat([src for src, _ in indices]).to(labels.device)

@@ -10,10 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .position_encoding import sine_position_tokens
+from .prediction import Prediction
 from .transformer import TransformerDecoder, attention_mask
-
-# One prediction of a decoder: {"pred_logits": [B, N, K+1], "pred_masks": [B, N, H/4, W/4]}.
-Prediction = dict[str, Tensor]
 
 
 class MLP(nn.Module):
@@ -78,7 +76,7 @@ class MaskFormerHead(nn.Module):
     def forward(self, features: list[Tensor], mask_features: Tensor, with_aux: bool) -> list[Prediction]:
         """features: one map [B, C, h, w] in a list (stride 32 by default), mask_features E_pixel
         [B, C_E, H/4, W/4] -> the prediction of every decoder layer (only the last one without ``with_aux``),
-        each {"pred_logits": [B, N, K+1], "pred_masks": [B, N, H/4, W/4]}."""
+        each a :class:`~maskformer.model.prediction.Prediction` (logits [B, N, K+1], masks [B, N, H/4, W/4])."""
         (src,) = features
         src = self.input_proj(src)
         b, c, h, w = src.shape
@@ -99,4 +97,4 @@ class MaskFormerHead(nn.Module):
             hs = hs[-1:]
         logits, mask_embed = self.class_embed(hs), self.mask_embed(hs)
         masks = torch.einsum("lbqc,bchw->lbqhw", mask_embed, mask_features)
-        return [{"pred_logits": a, "pred_masks": m} for a, m in zip(logits, masks)]
+        return [Prediction(a, m) for a, m in zip(logits, masks)]

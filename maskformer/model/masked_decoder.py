@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .heads import MLP, Prediction, input_projection
+from .heads import MLP, input_projection
 from .position_encoding import sine_position_tokens
+from .prediction import Prediction
 from .transformer import DecoderLayer, attention_mask
 
 
@@ -67,7 +68,7 @@ class MaskedAttentionDecoder(nn.Module):
 
     def forward(self, features: list[Tensor], mask_features: Tensor, with_aux: bool) -> list[Prediction]:
         """features: the multi-scale maps [B, C, h_l, w_l], low resolution first; mask_features [B, C_E, H/4,
-        W/4] -> 1 + num_layers predictions {"pred_logits": [B, N, K+1], "pred_masks": [B, N, H/4, W/4]}, the
+        W/4] -> 1 + num_layers predictions (logits [B, N, K+1], masks [B, N, H/4, W/4]), the
         last one final; without ``with_aux`` only the final one (the earlier ones steer attention at the
         levels' resolutions only)."""
         memories, positions, sizes = [], [], []
@@ -90,7 +91,7 @@ class MaskedAttentionDecoder(nn.Module):
             embed = self.mask_embed(out)
             if with_aux or i == len(self.layers):
                 masks = torch.einsum("bqc,bchw->bqhw", embed, mask_features)
-                predictions.append({"pred_logits": self.class_embed(out), "pred_masks": masks})
+                predictions.append(Prediction(self.class_embed(out), masks))
             if i < len(self.layers):
                 level = i % len(memories)
                 mask = attention_mask(torch.einsum("bqc,bchw->bqhw", embed, small[level]), sizes[level])

@@ -20,6 +20,7 @@ from .masked_decoder import MaskedAttentionDecoder
 from .msdeformattn import MSDeformAttnPixelDecoder
 from .padding import pad_batch, padded_groups
 from .pixel_decoder import FPNPixelDecoder, PixelDecoderOutput, TransformerEncoderPixelDecoder
+from .prediction import Prediction
 from .test_resize import resize_for_test
 
 LEVELS = ("res2", "res3", "res4", "res5")
@@ -102,10 +103,10 @@ def build_transformer_decoder(config: ModelConfig, in_channels: int) -> nn.Modul
 class MaskFormer(nn.Module):
     """A mask-classification model of either family, for semantic, panoptic and instance segmentation.
 
-    ``forward`` takes a normalised batch [B, 3, H, W] of any H, W and returns a dict with
-    ``pred_logits`` [B, N, K+1], ``pred_masks`` [B, N, H/4, W/4] (mask logits) and ``aux_outputs``, one
-    such dict per earlier prediction (every earlier decoder layer's; for Mask2Former also the one from the
-    queries before the first layer), filled in training mode or when ``with_aux=True``.
+    ``forward`` takes a normalised batch [B, 3, H, W] of any H, W and returns a :class:`Prediction`: class
+    logits [B, N, K+1], mask logits [B, N, H/4, W/4] and the earlier predictions (every earlier decoder
+    layer's; for Mask2Former also the one from the queries before the first layer), filled in training mode or
+    when ``with_aux=True``.
     ``predict`` runs the whole pipeline on raw images of mixed sizes.
     """
 
@@ -135,8 +136,8 @@ class MaskFormer(nn.Module):
             setattr(config, key, value)
         return cls(config)
 
-    def forward(self, images: Tensor, with_aux: bool | None = None) -> dict[str, Any]:
-        """images: normalised [B, 3, H, W] -> {pred_logits, pred_masks, aux_outputs}."""
+    def forward(self, images: Tensor, with_aux: bool | None = None) -> Prediction:
+        """images: normalised [B, 3, H, W] -> the final prediction, with the earlier ones as its ``aux``."""
         features = self.backbone(images)
         pixels: PixelDecoderOutput = self.pixel_decoder(features)
         if self.in_feature == "multi_scale":
@@ -147,7 +148,8 @@ class MaskFormer(nn.Module):
             decoder_input = [features[LEVELS.index(self.in_feature)]]
         with_aux = self.training if with_aux is None else with_aux
         predictions = self.predictor(decoder_input, pixels.mask_features, with_aux)
-        return {**predictions[-1], "aux_outputs": predictions[:-1] if with_aux else []}
+        final = predictions[-1]
+        return Prediction(final.logits, final.masks, predictions[:-1] if with_aux else [])
 
     @property
     def prefers_channels_last(self) -> bool:
@@ -192,7 +194,7 @@ class MaskFormer(nn.Module):
         for indices in groups:
             batch, group_sizes = pad_batch([images[i].to(dtype) for i in indices], divisibility)
             out = self(batch, with_aux=False)
-            yield Group(indices, out["pred_logits"], out["pred_masks"], group_sizes, (batch.shape[-2], batch.shape[-1]))
+            yield Group(indices, out.logits, out.masks, group_sizes, (batch.shape[-2], batch.shape[-1]))
 
     @torch.no_grad()
     def segment(
