@@ -43,7 +43,7 @@ import torch
 from maskformer.data.io import encode_png
 from maskformer.data.synth import render
 from maskformer.demo import demo_config
-from maskformer.model import MaskFormer, MaskFormerConfig
+from maskformer.model import MaskFormer, ModelConfig
 
 ROOT = Path(__file__).resolve().parent
 
@@ -67,7 +67,7 @@ def demo_model(folder: Path) -> Path:
 def batched_forward_copy(model: Path, folder: Path) -> Path:
     """A copy of a saved model folder whose config forwards same-size images in one batch."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = MaskFormerConfig.from_yaml(model / "config.yaml")
+    config = ModelConfig.from_yaml(model / "config.yaml")
     config.inference = dataclasses.replace(config.inference, batch_invariant=False)
     config.to_yaml(folder / "config.yaml")
     (folder / "model.safetensors").symlink_to((model / "model.safetensors").resolve())

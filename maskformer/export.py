@@ -2,7 +2,7 @@
 
 Both take RGB images with values 0-255, float32 [B, 3, H, W], normalise them with the model's statistics
 and return ``pred_logits`` [B, N, K+1] and ``pred_masks`` [B, N, H'/4, W'/4] (mask logits), where H', W' are
-H, W padded bottom and right to multiples of 32 as ``MaskFormer.preprocess`` pads. The ONNX graph takes any
+H, W padded bottom and right to multiples of 32 as ``Segmenter.preprocess`` pads. The ONNX graph takes any
 H and W and pads itself (with the pixel mean, which is zero after normalising); the torch program takes H
 and W that are multiples of 32 (pad with ``maskformer.model.padding.pad_batch`` after normalising). Batch,
 height and width are dynamic. Post-processing stays in Python:
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .model import MaskFormer
+from .model import Segmenter
 
 INPUT_NAMES = ["images"]
 OUTPUT_NAMES = ["pred_logits", "pred_masks"]
@@ -29,7 +29,7 @@ OUTPUT_NAMES = ["pred_logits", "pred_masks"]
 class ExportableMaskFormer(nn.Module):
     """Normalisation + forward without auxiliary outputs, returning a plain tuple."""
 
-    def __init__(self, model: MaskFormer):
+    def __init__(self, model: Segmenter):
         super().__init__()
         self.model = model.eval()
 
@@ -47,7 +47,7 @@ def _dynamic_shapes(max_side: int) -> dict:
     return {"images": {0: batch, 2: 32 * h32, 3: 32 * w32}}
 
 
-def _example(model: MaskFormer, size: tuple[int, int]) -> Tensor:
+def _example(model: Segmenter, size: tuple[int, int]) -> Tensor:
     h, w = size
     if h % 32 or w % 32:
         raise ValueError(f"example size {size}: height and width must be multiples of 32")
@@ -55,7 +55,7 @@ def _example(model: MaskFormer, size: tuple[int, int]) -> Tensor:
 
 
 def export_program(
-    model: MaskFormer, example_size: tuple[int, int] = (128, 160), max_side: int = 4096
+    model: Segmenter, example_size: tuple[int, int] = (128, 160), max_side: int = 4096
 ) -> torch.export.ExportedProgram:
     """``torch.export`` program of the forward with dynamic batch, height and width."""
     wrapper = ExportableMaskFormer(model)
@@ -66,7 +66,7 @@ def export_program(
 
 
 def save_program(
-    model: MaskFormer, path: str | Path, example_size: tuple[int, int] = (128, 160), max_side: int = 4096
+    model: Segmenter, path: str | Path, example_size: tuple[int, int] = (128, 160), max_side: int = 4096
 ) -> Path:
     """Write the ``torch.export`` program (``torch.export.load`` reads it back)."""
     path = Path(path)
@@ -76,7 +76,7 @@ def save_program(
 
 
 def export_onnx(
-    model: MaskFormer,
+    model: Segmenter,
     path: str | Path,
     example_size: tuple[int, int] = (128, 160),
     max_side: int = 4096,
@@ -112,9 +112,9 @@ def export_onnx(
     return path
 
 
-def _pad_in_graph(proto, model: MaskFormer) -> None:
+def _pad_in_graph(proto, model: Segmenter) -> None:
     """Prepend to the ONNX graph a padding of the input to the size divisibility, bottom and right, with the
-    pixel mean (zero after normalising, as ``MaskFormer.preprocess`` pads), so that it takes any H and W.
+    pixel mean (zero after normalising, as ``Segmenter.preprocess`` pads), so that it takes any H and W.
 
     Done on the ONNX graph rather than in the traced module: traced padding arithmetic makes Swin's window
     shapes too hard for the exporter to keep dynamic."""

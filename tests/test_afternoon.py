@@ -630,6 +630,22 @@ def test_training_touches_no_private_lightning_state():
     assert not found, found
 
 
+def test_the_last_step_is_logged_with_the_schedules_learning_rate(synth, tmp_path):
+    """The module writes its own log rows: every log_every steps and the last, each with the learning rate the
+    step used (the base rate times the schedule's factor), as Lightning's own logging did."""
+    import csv
+
+    from maskformer.training.optim import lr_lambda
+
+    config = run_config(synth, 3, log_every=2)
+    train(config, tmp_path / "run")
+    with (tmp_path / "run" / "csv" / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    assert [int(r["step"]) for r in rows] == [2, 3]
+    factor = lr_lambda(config.train)
+    assert [float(r["train/lr"]) for r in rows] == pytest.approx([3e-4 * factor(1), 3e-4 * factor(2)])
+
+
 # ---- 10. the second Ctrl-C's message ------------------------------------------------------------------------
 def test_a_second_ctrl_c_says_what_was_saved_in_plain_words(synth, tmp_path, monkeypatch):
     import signal

@@ -24,9 +24,9 @@ for i in range(100):
     with torch.no_grad():
         out = model(x[None])
     H, W = img.shape[-2:]
-    masks = F.interpolate(out["pred_masks"], size=x.shape[-2:], mode="bilinear")[..., : x.shape[-2], : x.shape[-1]]
+    masks = F.interpolate(out.masks, size=x.shape[-2:], mode="bilinear")[..., : x.shape[-2], : x.shape[-1]]
     masks = F.interpolate(masks, size=(H, W), mode="bilinear")[0] > 0
-    probs = out["pred_logits"][0].softmax(-1)
+    probs = out.logits[0].softmax(-1)
     for seg_id, seg in s["segments"].items():
         gt = s["label"] == seg_id
         inter = (masks & gt).sum((1, 2)).float(); union = (masks | gt).sum((1, 2)).float()

@@ -7,7 +7,7 @@ import argparse
 
 import torch
 
-from ..model import PRESETS, MaskFormer, ModelConfig, preset
+from ..model import PRESETS, ModelConfig, family_of, preset
 
 
 def _count_parameters(config: ModelConfig) -> int:
@@ -15,7 +15,7 @@ def _count_parameters(config: ModelConfig) -> int:
     config = ModelConfig.from_dict(config.to_dict())
     config.backbone.pretrained, config.backbone.weights = False, ""
     with torch.device("meta"):
-        return MaskFormer(config).num_parameters
+        return family_of(config).network(config).num_parameters
 
 
 def cmd_presets(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from .maskformer import MaskFormer
 from .matcher import HungarianMatcher
 from .prediction import Prediction
 from .presets import PRESETS, preset
+from .segmenter import Segmenter
 
 __all__ = [
     "FAMILIES",
@@ -36,6 +37,7 @@ __all__ = [
     "PanopticResult",
     "PixelDecoderConfig",
     "Prediction",
+    "Segmenter",
     "SetCriterion",
     "TransformerConfig",
     "family",

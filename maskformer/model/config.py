@@ -252,6 +252,9 @@ class ModelConfig(YamlConfig):
     BOUNDS: ClassVar[Bounds] = {"num_classes": AT_LEAST_1}
     # The family of a config file that names none (files written before there were several).
     FILE_DEFAULT: ClassVar[bool] = False
+    # The family's record (maskformer.model.families.family.Family), set by the family's module: what reads a
+    # config (or a checkpoint of the family) finds the family through its class, without the registry.
+    FAMILY: ClassVar[Any]
 
     family: str = field(default="", init=False)
     num_classes: int = 150
@@ -273,6 +276,12 @@ class ModelConfig(YamlConfig):
         classes, known once :mod:`maskformer.model.families` is imported, as the package does."""
         by_name = {c.__dataclass_fields__["family"].default: c for c in ModelConfig.__subclasses__()}
         return by_name[_scalar(name, Literal[tuple(by_name)], f"{path}.family")]
+
+    @staticmethod
+    def families() -> list[Any]:
+        """Every family's record, in the order they were published, through its config class: for what sits
+        below the registry (the loader and the presets, which the networks call)."""
+        return sorted((c.FAMILY for c in ModelConfig.__subclasses__()), key=lambda f: f.year)
 
     @staticmethod
     def default_class() -> type[ModelConfig]:

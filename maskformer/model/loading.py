@@ -2,7 +2,7 @@
 
 Sources: a folder written by ``save_pretrained`` (config.yaml + model.safetensors); a training run folder
 (its final ``model/``, or its last checkpoint while it has none) or one of its Lightning ``.ckpt`` files; a
-transformers MaskFormer folder or hub id (config.json + model.safetensors or pytorch_model.bin); an official
+transformers folder or hub id of any family (config.json + model.safetensors or pytorch_model.bin); an official
 model-zoo checkpoint (.pkl, or .pth from detectron2 training) or its URL. Pickles are read by a restricted
 unpickler and torch files with ``weights_only=True``, so loading never runs code from the file.
 """
@@ -28,7 +28,6 @@ from torch import Tensor, nn
 
 from .atomic import atomic_path
 from .config import ModelConfig
-from .families import by_detectron2_state, by_transformers_type, family_of
 from .weights import detectron2_format, transformers_format
 from .weights.files import read_tensors, read_torch
 from .weights.renaming import Renamed, rename_state_dict
@@ -161,41 +160,57 @@ def read_checkpoint(source: str | Path, config: ModelConfig | None = None) -> tu
     return cfg, convert_detectron2_state_dict(state, cfg)
 
 
+def _titles() -> str:
+    return " or ".join(f.title for f in ModelConfig.families())
+
+
 def config_from_transformers(data: Mapping[str, Any], source: str = "config.json") -> ModelConfig:
     """The model config of a transformers ``config.json`` of any family's model_type."""
-    fmt = by_transformers_type(data.get("model_type"), source).transformers
-    return fmt.config(data, transformers_format.read_common(data, source), source)
+    model_type = data.get("model_type")
+    found = [f for f in ModelConfig.families() if f.transformers and f.transformers.model_type == model_type]
+    if not found:
+        raise ValueError(f"{source}: model_type is {model_type!r}, not a {_titles()} model")
+    return found[0].transformers.config(data, transformers_format.read_common(data, source), source)
 
 
 def convert_transformers_state_dict(state: Mapping[str, Tensor], config: ModelConfig, source: str = "") -> Renamed:
     """Rename a transformers state dict of ``config``'s family to this package's names."""
-    fmt = family_of(config).transformers
+    fmt = type(config).FAMILY.transformers
     if fmt is None:
-        raise ValueError(f"{source}: {family_of(config).title} models have no transformers format")
+        raise ValueError(f"{source}: {type(config).FAMILY.title} models have no transformers format")
     return rename_state_dict(state, transformers_format.backbone_rules(config) + fmt.rules())
 
 
 def config_from_detectron2(state: Mapping[str, Tensor], source: str = "checkpoint") -> ModelConfig:
     """The model config of an official model-zoo state dict, read off its names and shapes."""
-    fmt = by_detectron2_state(state, source).detectron2
-    return fmt.config(state, detectron2_format.backbone_config(state, source), source)
+    found = [f for f in ModelConfig.families() if f.detectron2 and f.detectron2.recognises(state)]
+    if not found:
+        raise ValueError(f"{source}: not a {_titles()} checkpoint (keys start {sorted(state)[:3]})")
+    return found[0].detectron2.config(state, detectron2_format.backbone_config(state, source), source)
 
 
 def convert_detectron2_state_dict(state: Mapping[str, Tensor], config: ModelConfig, source: str = "") -> Renamed:
     """Rename an official model-zoo state dict of ``config``'s family to this package's names."""
-    fmt = family_of(config).detectron2
+    fmt = type(config).FAMILY.detectron2
     if fmt is None:
-        raise ValueError(f"{source}: {family_of(config).title} models have no official model-zoo format")
+        raise ValueError(f"{source}: {type(config).FAMILY.title} models have no official model-zoo format")
     return rename_state_dict(state, detectron2_format.backbone_rules(config) + fmt.rules())
 
 
 def load_pretrained(cls: type[M], source: str | Path, config: ModelConfig | None = None, strict: bool = False) -> M:
-    """Build the model described by ``source`` and load its weights (see module docstring)."""
+    """Build the model described by ``source`` as its family's network and load its weights (see module
+    docstring); ``cls`` (the class ``from_pretrained`` was called on) must be that network or a base of it."""
     cfg, renamed = read_checkpoint(source, config)
     # Every weight comes from the checkpoint: building must not fetch ImageNet weights or read a backbone file.
     cfg = copy.deepcopy(cfg)
     cfg.backbone.pretrained, cfg.backbone.weights = False, ""
-    model = cls(cfg)
+    network = type(cfg).FAMILY.network
+    if not issubclass(network, cls):
+        raise ValueError(
+            f"{source}: a {type(cfg).FAMILY.title} model, built as {network.__name__}, not {cls.__name__}: load it "
+            f"with {network.__name__}.from_pretrained or Segmenter.from_pretrained"
+        )
+    model = network(cfg)
     own = model.state_dict()
     state = dict(renamed.state_dict)
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]

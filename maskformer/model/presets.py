@@ -7,12 +7,15 @@ import copy
 from collections.abc import Callable
 
 from .config import ModelConfig, did_you_mean
-from .families import FAMILIES
 
-PRESETS: dict[str, Callable[[], ModelConfig]] = {name: make for f in FAMILIES for name, make in f.presets.items()}
+# Gathered through the families' config classes (the package imports the family modules first), not through
+# the registry: the networks' ``from_preset`` reads this module, and the registry imports the networks.
+PRESETS: dict[str, Callable[[], ModelConfig]] = {
+    name: make for f in ModelConfig.families() for name, make in f.presets.items()
+}
 # The dataset each preset is configured for, by its key in maskformer.data.catalog.DATASETS: recorded where
 # the presets are made, not parsed back from their names.
-PRESET_DATASETS: dict[str, str] = {name: key for f in FAMILIES for name, key in f.preset_datasets.items()}
+PRESET_DATASETS: dict[str, str] = {name: key for f in ModelConfig.families() for name, key in f.preset_datasets.items()}
 
 
 def preset_dataset(name: str) -> str:

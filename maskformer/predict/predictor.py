@@ -14,11 +14,11 @@ import torch
 from torch import Tensor
 
 from ..data.metadata import default_colors
-from ..model import MaskFormer
+from ..model import Segmenter
 from ..model import inference as post
 from ..model.config import InferenceConfig, MetadataConfig, config_from_dict
 from ..model.inference import resize_argmax
-from ..model.maskformer import Group
+from ..model.segmenter import Group
 from ..model.test_resize import resize_for_test
 from ..model.tta import augmented_semantic_probabilities
 from .checks import check_device, check_options
@@ -57,7 +57,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: MaskFormer,
+        model: Segmenter,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         batch_size: int = 1,
@@ -72,7 +72,7 @@ class Predictor:
         model = copy.deepcopy(model) if copy_model else model
         layout = torch.channels_last if model.prefers_channels_last else torch.contiguous_format
         self.model = model.eval().to(self.device, memory_format=layout)
-        self._bf16_model: MaskFormer | None = None
+        self._bf16_model: Segmenter | None = None
         self.precision = precision
         self.batch_size = batch_size
         # The predictor's own metadata: the model's config is not changed.
@@ -150,7 +150,7 @@ class Predictor:
         self._precision = value
         self._bf16_model = None
 
-    def _network(self) -> MaskFormer:
+    def _network(self) -> Segmenter:
         """The network to run. For bf16, a bfloat16 copy of the model: weights cast once instead of at every
         layer as autocast does (copies, mostly autocast's casts, took a fifth of a profiled CPU forward).
         Norms and softmax still accumulate in float32 inside PyTorch's bfloat16 kernels. fp16 keeps autocast,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..data.catalog import DATASETS
 from ..data.metadata import BUILTIN, builtin_metadata
-from ..model import MaskFormer
+from ..model import Segmenter
 from ..model.config import ModelConfig
 from ..model.families import FAMILIES
 from ..model.families.family import NON_COMMERCIAL, Checkpoint
@@ -66,15 +66,15 @@ def known_model(source: str | Path) -> KnownModel | None:
     return KNOWN_MODELS.get(text) or next((m for m in KNOWN_MODELS.values() if m.source == text), None)
 
 
-def load_model(source: str | Path, config: ModelConfig | None = None, strict: bool = False) -> MaskFormer:
-    """Load a MaskFormer from a known model name (``maskformer models``) or anything
-    :meth:`MaskFormer.from_pretrained` reads (folders, training runs and their ``.ckpt`` files, hub ids,
+def load_model(source: str | Path, config: ModelConfig | None = None, strict: bool = False) -> Segmenter:
+    """Load a model of any family from a known model name (``maskformer models``) or anything
+    :meth:`Segmenter.from_pretrained` reads (folders, training runs and their ``.ckpt`` files, hub ids,
     model-zoo files and URLs). Class names, thing/stuff and colours are filled in from the built-in metadata
     when the checkpoint lacks them and its dataset is known. Every command's ``--model`` goes through here."""
     known = known_model(source)
     if known:
         log.warning(f"{known.name}: the published weights are licensed {known.licence} (non-commercial use only)")
-    model = MaskFormer.from_pretrained(known.source if known else source, config=config, strict=strict)
+    model = Segmenter.from_pretrained(known.source if known else source, config=config, strict=strict)
     if known and config is None and known.dataset in TEST_SETTINGS:
         # Checkpoints carry no test sizes (zoo pickles) or a converter's (hub): use the official config's.
         short, long, threshold = TEST_SETTINGS[known.dataset]

@@ -107,7 +107,8 @@ class TrainConfig:
     clip_grad_norm: float = 0.01
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     # Weights and activations in channels-last memory order: faster convolutions (benchmarks/RESULTS.md).
-    # None: where it pays (every model but a Swin MaskFormer, see MaskFormer.prefers_channels_last).
+    # None: where it pays (the network's prefers_channels_last: every model but a Swin with MaskFormer's DETR
+    # decoder).
     channels_last: bool | None = None
     accelerator: str = "auto"
     devices: int | str = "auto"

@@ -129,12 +129,14 @@ class GracefulInterrupt(Callback):
 
     def __init__(self) -> None:
         self.requested = False
-        self._agreed = False  # every process has seen a request (after the step all of them finished)
+        # Set at the end of a step when a request was seen there (under DDP, by any process: all of them agree
+        # on it), so a Ctrl-C during a step's validation stops after the next step.
+        self._stop = False
         self._previous = None
 
     @staticmethod
-    def of(trainer: L.Trainer) -> GracefulInterrupt:
-        return next(c for c in trainer.callbacks if isinstance(c, GracefulInterrupt))
+    def of(trainer: L.Trainer) -> GracefulInterrupt | None:
+        return next((c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -149,17 +151,20 @@ class GracefulInterrupt(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
         if trainer.world_size > 1:  # every process stops after the same step
-            self._agreed = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
-            self.requested = self.requested or self._agreed
+            self._stop = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
+            self.requested = self.requested or self._stop
+        else:
+            self._stop = self.requested
 
     @staticmethod
     def stop_between_steps(trainer: L.Trainer) -> None:
         """Raise :class:`StopRequested` if a Ctrl-C asked to stop. Called by the module's first hook of a
         step (``on_before_batch_transfer``), where the step before has completed everything Lightning does
         after a step (validation, checkpoints, learning-rate update, loop counters) and the next one does not
-        yet count as begun: the run stops at a step boundary from which a resumed run continues exactly."""
-        interrupt = next((c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
-        if interrupt is not None and (interrupt._agreed if trainer.world_size > 1 else interrupt.requested):
+        yet count as begun: the run stops at a step boundary from which a resumed run continues exactly. A
+        request before this run's first step lets that step finish, so that there is a step to save."""
+        interrupt = GracefulInterrupt.of(trainer)
+        if interrupt is not None and interrupt._stop:
             raise StopRequested
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:

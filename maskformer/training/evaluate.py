@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import lightning as L
 
-from ..model import MaskFormer
+from ..model import Segmenter
 from .config import DataConfig, RunConfig, TrainConfig
 from .console import StepProgressBar, quiet_lightning
 from .datamodule import MaskFormerDataModule
@@ -16,7 +16,7 @@ from .module import MaskFormerModule
 
 
 def evaluate(
-    model: MaskFormer,
+    model: Segmenter,
     data: DataConfig,
     split: str = "",
     batch_size: int = 1,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..model import MaskFormer, ModelConfig
+from ..model import ModelConfig, Segmenter, family_of
 from ..model.weights.fit import StateDiff
 from ..predict.zoo import load_model
 
@@ -77,7 +77,7 @@ def _describe(config: ModelConfig) -> str:
     return f"{config.family} with a {backbone} backbone"
 
 
-def initialise_from(model: MaskFormer, source: str) -> Initialisation:
+def initialise_from(model: Segmenter, source: str) -> Initialisation:
     """Load ``source`` into ``model`` (in place, before training starts): see the module docstring. A source
     whose architecture differs from the model's is refused in one line."""
     src = load_model(source)
@@ -118,14 +118,14 @@ def initialise_from(model: MaskFormer, source: str) -> Initialisation:
     )
 
 
-def starting_model(config: ModelConfig, resume: bool = False) -> tuple[MaskFormer, Initialisation | None]:
+def starting_model(config: ModelConfig, resume: bool = False) -> tuple[Segmenter, Initialisation | None]:
     """The network a run trains: ``config.weights`` loaded into it when set, else as ``config`` builds it
     (ImageNet or ``backbone.weights`` for the backbone). A resumed run, and a run from ``weights``, build
     without a download or a backbone file: every weight comes from the checkpoint or the source."""
     if not config.weights and not resume:
-        return MaskFormer(config), None
+        return family_of(config).network(config), None
     bare = copy.deepcopy(config)
     bare.backbone.pretrained, bare.backbone.weights = False, ""
-    model = MaskFormer(bare)
+    model = family_of(bare).network(bare)
     model.config = config
     return model, None if resume else initialise_from(model, config.weights)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..evaluation import InstanceEvaluator, PanopticEvaluator, SemanticEvaluator
-from ..model import MaskFormer, SetCriterion, family_of, inference, tta
+from ..model import Segmenter, SetCriterion, family_of, inference, tta
 from ..visualize import GridRow, instance_classes, panoptic_classes, prediction_grid, to_tensor_image
 from .config import RunConfig, TrainConfig
 from .console import GracefulInterrupt
@@ -37,7 +37,7 @@ def pad_target(target: dict[str, Tensor], size: tuple[int, int], device: torch.d
     }
 
 
-def use_channels_last(train: TrainConfig, model: MaskFormer) -> bool:
+def use_channels_last(train: TrainConfig, model: Segmenter) -> bool:
     """``train.channels_last``, or where it is None (auto) what the model prefers."""
     return model.prefers_channels_last if train.channels_last is None else train.channels_last
 
@@ -51,14 +51,14 @@ class MaskFormerModule(L.LightningModule):
         self,
         config: RunConfig,
         run_dir: str | Path | None = None,
-        model: MaskFormer | None = None,
+        model: Segmenter | None = None,
         scales: Sequence[float] = (1.0,),
         flip: bool = False,
     ):
         super().__init__()
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
-        self.model = model if model is not None else MaskFormer(config.model)
+        self.model = model if model is not None else family_of(config.model).network(config.model)
         if use_channels_last(config.train, self.model):
             self.model.to(memory_format=torch.channels_last)
         self.criterion = SetCriterion.from_config(config.model)
@@ -127,16 +127,23 @@ class MaskFormerModule(L.LightningModule):
         if self._logs_this_step():
             row["train/loss"] = float(loss.detach())
             row.update({f"train/{k}": float(losses[k].detach()) for k in MAIN_LOSSES})
-            lr = self.trainer.optimizers[0].param_groups[-1]["lr"]
-            row.update({"train/lr": lr, "train/lr_backbone": lr * train.backbone_lr_multiplier})
+            row["train/lr"] = train.lr * self._schedule_factor()
         self._log_row(row, self.global_step + 1)
         if self.global_rank == 0:
             self.history.append({"step": self.global_step, "loss": float(loss.detach())})
         return loss
 
     def _logs_this_step(self) -> bool:
-        """Losses and learning rates are written every ``train.log_every`` steps (counts as they change)."""
-        return (self.global_step + 1) % self.config.train.log_every == 0
+        """Losses and the learning rate are written every ``train.log_every`` steps and at the last step
+        (counts as they change)."""
+        step, train = self.global_step + 1, self.config.train
+        return step % train.log_every == 0 or step >= train.max_steps
+
+    def _schedule_factor(self) -> float:
+        """The schedule's factor of every group's learning rate at this step (warm-up, decay): ``train/lr`` is
+        the run's base rate times it; a parameter's is that times its family's ``lr_factor``."""
+        group = next((g for g in self.trainer.optimizers[0].param_groups if g["initial_lr"] > 0), None)
+        return group["lr"] / group["initial_lr"] if group else 1.0
 
     def _log_row(self, row: dict[str, float], step: int) -> None:
         """One row of the run's logs (CSV, TensorBoard) at ``step``, counted from 1: a training step's values

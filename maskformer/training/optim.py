@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..model import Segmenter
 from ..model.families import family_of
 from .config import TrainConfig
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+def param_groups(model: Segmenter, cfg: TrainConfig) -> list[dict]:
     """Each parameter's learning rate is the run's times its family's factor (``Family.lr_factor``: the
     backbone multiplier for the backbone's, in the papers); norms, embeddings and relative-position tables get
     their own weight decay (detectron2's build_optimizer). Parameters with equal settings share a group, so

@@ -14,7 +14,6 @@ Layout of ``run_dir``::
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -25,9 +24,8 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..model.atomic import atomic_path
@@ -37,6 +35,7 @@ from ..model.loading import load_lightning_checkpoint
 from ..model.weights.fit import StateDiff
 from .config import RunConfig
 from .console import GracefulInterrupt, StepProgressBar, StopRequested, TrainingInterrupted, quiet_lightning
+from .csv_log import CSVLog
 from .datamodule import MaskFormerDataModule
 from .finetune import starting_model
 from .module import MaskFormerModule
@@ -76,37 +75,6 @@ class ValidateAtEnd(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
         if trainer.global_step >= trainer.max_steps:
             trainer.should_stop = True
-
-
-class ResumableCSVLogger(CSVLogger):
-    """Lightning's CSV logger, which deletes an existing metrics.csv when it starts; resuming at
-    ``resume_step`` keeps the rows of that step and those before it instead (rows are numbered by the step
-    they belong to, :meth:`MaskFormerModule._log_row`), so that an interrupted and resumed run ends with the
-    log of an uninterrupted one."""
-
-    def __init__(self, *args, resume_step: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.resume_step = resume_step
-
-    @property
-    def experiment(self):
-        if self._experiment is not None or not self.resume_step or rank_zero_only.rank != 0:
-            return super().experiment
-        path = Path(self.log_dir) / "metrics.csv"
-        kept, fields = [], []
-        if path.is_file():
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                fields = list(reader.fieldnames or [])
-                kept = [row for row in reader if row.get("step") and int(float(row["step"])) <= self.resume_step]
-        experiment = super().experiment  # removes metrics.csv
-        if fields:
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(kept)
-            experiment.metrics_keys = fields
-        return experiment
 
 
 def out_of_memory_message(config: RunConfig) -> str:
@@ -190,7 +158,7 @@ def build_trainer(
             TensorBoardLogger(
                 run_dir, name="", version="tensorboard", purge_step=resume_step + 1 if resume_step else None
             ),
-            ResumableCSVLogger(run_dir, name="", version="csv", resume_step=resume_step),
+            CSVLog(run_dir, resume_step=resume_step),
         ],
         callbacks=[
             ValidateAtEnd(),
@@ -316,7 +284,8 @@ def train(
         except torch.OutOfMemoryError as err:
             raise RuntimeError(out_of_memory_message(config)) from err
         except (StopRequested, SIGTERMException, SystemExit) as stop:
-            requested = GracefulInterrupt.of(trainer).requested
+            interrupt = GracefulInterrupt.of(trainer)
+            requested = interrupt is not None and interrupt.requested
             between_steps = isinstance(stop, (StopRequested, SIGTERMException))
             if not requested and not between_steps:
                 raise

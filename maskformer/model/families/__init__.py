@@ -6,21 +6,17 @@ from :data:`FAMILIES` through :func:`family` and :func:`family_of`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from torch import Tensor
-
 from ..config import ModelConfig, did_you_mean
+from . import mask2former, maskformer
 from .family import Family
-from .mask2former import FAMILY as _MASK2FORMER
-from .maskformer import FAMILY as _MASKFORMER
 
-# The first is the default: the family of a config file that names none.
-FAMILIES: tuple[Family, ...] = (_MASKFORMER, _MASK2FORMER)
+# Each family module defines its config class, which makes it known to ModelConfig.families(): the one list,
+# in the order the papers were published, that the loader and the presets below this registry read too.
+FAMILIES: tuple[Family, ...] = tuple(ModelConfig.families())
+assert {f.name for f in FAMILIES} == {maskformer.FAMILY.name, mask2former.FAMILY.name}
 # The family `maskformer demo` trains by default: the one whose results show best what training does within
 # the demo's minutes (docs/demo.md, "The two families side by side").
-DEMO_FAMILY: Family = _MASK2FORMER
+DEMO_FAMILY: Family = mask2former.FAMILY
 
 
 def family(name: str) -> Family:
@@ -37,6 +33,7 @@ def family_of(config: ModelConfig) -> Family:
 
 
 def names() -> list[str]:
+    """The families' names, the ``family`` values of their config files (the CLI's choices)."""
     return [f.name for f in FAMILIES]
 
 
@@ -45,28 +42,10 @@ def titles() -> str:
     return " or ".join(f.title for f in FAMILIES)
 
 
-def by_transformers_type(model_type: Any, source: str) -> Family:
-    """The family whose transformers checkpoints have ``model_type``."""
-    for f in FAMILIES:
-        if f.transformers is not None and f.transformers.model_type == model_type:
-            return f
-    raise ValueError(f"{source}: model_type is {model_type!r}, not a {titles()} model")
-
-
-def by_detectron2_state(state: Mapping[str, Tensor], source: str) -> Family:
-    """The family an official (detectron2) checkpoint's weights belong to, by their names."""
-    for f in FAMILIES:
-        if f.detectron2 is not None and f.detectron2.recognises(state):
-            return f
-    raise ValueError(f"{source}: not a {titles()} checkpoint (keys start {sorted(state)[:3]})")
-
-
 __all__ = [
     "DEMO_FAMILY",
     "FAMILIES",
     "Family",
-    "by_detectron2_state",
-    "by_transformers_type",
     "family",
     "family_of",
     "names",

@@ -10,6 +10,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..config import BackboneConfig, ModelConfig
+from ..segmenter import Segmenter
 from ..weights.renaming import Rule
 from ..weights.transformers_format import Common
 
@@ -59,6 +60,21 @@ class Checkpoint:
     licence: str = NON_COMMERCIAL
 
 
+def hub_checkpoint(name: str, dataset: str, metric: str, score: float, classes: bool = False) -> Checkpoint:
+    """A checkpoint on the Hugging Face hub under facebook/, where transformers' conversions of both papers'
+    weights are."""
+    return Checkpoint(name, f"facebook/{name}", dataset, metric, score, classes)
+
+
+def zoo_checkpoints(folder: str) -> Callable[..., Checkpoint]:
+    """Checkpoints of the official model zoo under ``folder`` (of :data:`FAIR_ZOO`), by their path there."""
+
+    def make(name: str, path: str, dataset: str, metric: str, score: float, classes: bool = False) -> Checkpoint:
+        return Checkpoint(name, f"{FAIR_ZOO}/{folder}{path}", dataset, metric, score, classes)
+
+    return make
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A paper's training settings for one preset as plain values of a run config's sections, checked when
@@ -89,8 +105,10 @@ def backbone_lr_factor(name: str, backbone_multiplier: float) -> float:
 
 @dataclass(frozen=True)
 class Family:
-    """``name``: the ``family`` value of its config files; ``title``: its name in messages; ``config``: its
-    whole-model config class; ``presets``: its named configurations of the papers, by name, and
+    """``name``: the ``family`` value of its config files; ``title``: its name in messages; ``year``: its
+    paper's (families are listed in that order); ``config``: its
+    whole-model config class; ``network``: the network class built from it; ``presets``: its named
+    configurations of the papers, by name, and
     ``preset_datasets`` the dataset each is configured for (a key of ``maskformer.data.catalog.DATASETS``);
     ``checkpoints``: its published weights; ``recipe``: the paper's training recipe of a preset (by its name
     and dataset key); ``optimizer``: the family's AdamW settings besides the training defaults, also for
@@ -104,7 +122,9 @@ class Family:
 
     name: str
     title: str
+    year: int
     config: type[ModelConfig]
+    network: type[Segmenter]
     presets: Mapping[str, Callable[[], ModelConfig]]
     preset_datasets: Mapping[str, str]
     checkpoints: tuple[Checkpoint, ...]

@@ -22,10 +22,20 @@ from torch import Tensor
 
 from ..backbone_presets import RESNETS, swin
 from ..config import BackboneConfig, InferenceConfig, LossConfig, ModelConfig, PixelDecoderConfig, TransformerConfig
+from ..maskformer import MaskFormer
 from ..weights.detectron2_format import HEAD, count_indices
 from ..weights.renaming import Rule
 from ..weights.transformers_format import Common
-from .family import FAIR_ZOO, Checkpoint, DemoRecipe, Detectron2Format, Family, Recipe, TransformersFormat
+from .family import (
+    Checkpoint,
+    DemoRecipe,
+    Detectron2Format,
+    Family,
+    Recipe,
+    TransformersFormat,
+    hub_checkpoint,
+    zoo_checkpoints,
+)
 
 
 @dataclass
@@ -293,7 +303,7 @@ def _recipe(name: str, dataset: str) -> Recipe:
     instance 50 epochs (368,750 iterations; Swin-L 100 epochs, 737,500) of large-scale jitter (scale 0.1-2.0,
     1024 crop), the learning rate x0.1 at 88.9% and 96.3% of them; Mapillary Vistas semantic on 1024 crops
     (MaskFormer's are 1280); the other datasets their schedules."""
-    train: dict[str, Any] = {**OPTIMIZER, "batch_size": 16}
+    train: dict[str, Any] = dict(OPTIMIZER)
     data: dict[str, Any] = {}
     if dataset in ("coco", "coco_instance"):
         # configs/coco/*/Base-COCO-*.yaml: detectron2's default WarmupMultiStepLR (its 10 warm-up steps at
@@ -301,6 +311,7 @@ def _recipe(name: str, dataset: str) -> Recipe:
         long = name.startswith("m2f_swin_l_")
         train.update(
             max_steps=737_500 if long else 368_750,
+            batch_size=16,
             schedule="step",
             step_milestones=(655_556, 710_184) if long else (327_778, 355_092),
         )
@@ -314,12 +325,8 @@ def _recipe(name: str, dataset: str) -> Recipe:
     return Recipe(train, data)
 
 
-def _hub(name: str, dataset: str, metric: str, score: float, classes: bool = False) -> Checkpoint:
-    return Checkpoint(name, f"facebook/{name}", dataset, metric, score, classes)
-
-
-def _zoo(name: str, path: str, dataset: str, metric: str, score: float, classes: bool = False) -> Checkpoint:
-    return Checkpoint(name, f"{FAIR_ZOO}/mask2former/{path}", dataset, metric, score, classes)
+_hub = hub_checkpoint
+_zoo = zoo_checkpoints("mask2former/")
 
 
 # The papers' published weights: the hub copies and the official model zoo (MODEL_ZOO.md).
@@ -527,7 +534,9 @@ DEMO = DemoRecipe(_demo_model, lr=6e-4, warmup_steps=100, cpu_steps=400)
 FAMILY = Family(
     name="mask2former",
     title="Mask2Former",
+    year=2022,
     config=Mask2FormerConfig,
+    network=MaskFormer,
     presets=PRESETS,
     preset_datasets=PRESET_DATASETS,
     checkpoints=CHECKPOINTS,
@@ -537,3 +546,4 @@ FAMILY = Family(
     transformers=TransformersFormat("mask2former", _transformers_config, _transformers_rules),
     detectron2=Detectron2Format(_is_detectron2, _detectron2_config, _detectron2_rules),
 )
+Mask2FormerConfig.FAMILY = FAMILY

@@ -23,10 +23,20 @@ from torch import Tensor
 
 from ..backbone_presets import RESNETS, resnet, swin
 from ..config import BackboneConfig, InferenceConfig, LossConfig, ModelConfig, PixelDecoderConfig, TransformerConfig
+from ..maskformer import MaskFormer
 from ..weights.detectron2_format import HEAD, count_indices
 from ..weights.renaming import Rule
 from ..weights.transformers_format import Common
-from .family import FAIR_ZOO, Checkpoint, DemoRecipe, Detectron2Format, Family, Recipe, TransformersFormat
+from .family import (
+    Checkpoint,
+    DemoRecipe,
+    Detectron2Format,
+    Family,
+    Recipe,
+    TransformersFormat,
+    hub_checkpoint,
+    zoo_checkpoints,
+)
 
 
 @dataclass
@@ -307,12 +317,8 @@ def _recipe(name: str, dataset: str) -> Recipe:
     return Recipe(train, data)
 
 
-def _hub(name: str, dataset: str, metric: str, score: float, classes: bool = False) -> Checkpoint:
-    return Checkpoint(name, f"facebook/{name}", dataset, metric, score, classes)
-
-
-def _zoo(name: str, path: str, dataset: str, metric: str, score: float, classes: bool = False) -> Checkpoint:
-    return Checkpoint(name, f"{FAIR_ZOO}/{path}", dataset, metric, score, classes)
+_hub = hub_checkpoint
+_zoo = zoo_checkpoints("")
 
 
 # The papers' published weights: the hub copies and the official model zoo (MODEL_ZOO.md).
@@ -393,7 +399,9 @@ DEMO = DemoRecipe(_demo_model, lr=3e-4, warmup_steps=50, cpu_steps=800)
 FAMILY = Family(
     name="maskformer",
     title="MaskFormer",
+    year=2021,
     config=MaskFormerConfig,
+    network=MaskFormer,
     presets=PRESETS,
     preset_datasets=PRESET_DATASETS,
     checkpoints=CHECKPOINTS,
@@ -403,3 +411,4 @@ FAMILY = Family(
     transformers=TransformersFormat("maskformer", _transformers_config, _transformers_rules),
     detectron2=Detectron2Format(_is_detectron2, _detectron2_config, _detectron2_rules),
 )
+MaskFormerConfig.FAMILY = FAMILY

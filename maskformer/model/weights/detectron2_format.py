@@ -47,6 +47,7 @@ def count_indices(state: Mapping[str, Tensor], pattern: str) -> int:
 
 
 def backbone_config(state: Mapping[str, Tensor], source: str) -> BackboneConfig:
+    """The backbone of an official checkpoint (Swin geometry or ResNet depths), read off its weights."""
     if "backbone.patch_embed.proj.weight" in state:
         proj = state["backbone.patch_embed.proj.weight"]
         dim = proj.shape[0]
@@ -82,6 +83,7 @@ def backbone_config(state: Mapping[str, Tensor], source: str) -> BackboneConfig:
 
 
 def backbone_rules(config: ModelConfig) -> list[Rule]:
+    """detectron2's names of the backbone's weights -> timm's (ResNet) or the Swin's, for every family."""
     if config.backbone.type == "swin":
         return [
             (r"backbone\.layers\.\d+\.blocks\.\d+\.attn\.relative_position_index", None),
