@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..model.families import DEMO_FAMILY, names
+from ..model.families import DEMO_FAMILY, demo_names
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -30,7 +30,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo-output")
     p.add_argument(
-        "--family", choices=names(), help=f"model family (default: {DEMO_FAMILY.name}, the one that does best here)"
+        "--family",
+        choices=demo_names(),
+        help=f"model family (default: {DEMO_FAMILY.name}, the one that does best here)",
     )
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: a CUDA GPU when there is one"

@@ -21,8 +21,9 @@ from ..data.datasets import COCOPanopticDataset, semantic_label
 from ..data.synth import write_dataset
 from ..evaluation import PanopticEvaluator
 from ..model.config import InferenceConfig
-from ..model.families import DEMO_FAMILY
+from ..model.families import DEMO_FAMILY, demo_names
 from ..model.families import family as family_named
+from ..model.families.family import DemoRecipe
 from ..predict import LoadedImage, PredictionWriter, Predictor
 from ..predict.checks import check_device
 from ..predict.writers import coco_image_ids
@@ -39,13 +40,21 @@ GPU_STEP_FACTOR = 5
 GRID_IMAGES = 6
 
 
+def demo_recipe(family: str) -> DemoRecipe:
+    """The demo configuration of ``family`` (``Family.demo``); a family without one is refused."""
+    recipe = family_named(family).demo
+    if recipe is None:
+        raise ValueError(f"family {family!r}: not in the demo (choose one of {', '.join(demo_names())})")
+    return recipe
+
+
 def demo_config(data_dir: Path, steps: int, family: str = DEMO_FAMILY.name, workers: int | None = 0) -> RunConfig:
     """The demo model of ``family`` (``Family.demo``: a ResNet-18 model sized for two CPU cores; its backbone
     starts from random weights, nothing is downloaded, unless ``model.backbone.weights`` is set, as
     :func:`run_demo` does with stage 1's), and its training on the demo's data. Besides the family's class
     weight of 5, scale augmentation stays within 0.75-1.5 so that textures keep periods the features can
     resolve: the departures from the papers' recipes made for a model that learns from few steps."""
-    recipe = family_named(family).demo
+    recipe = demo_recipe(family)
     model = recipe.model()
     model.inference = InferenceConfig(
         object_mask_threshold=0.5, overlap_threshold=0.8, test_shortest_edge=128, test_max_size=512
@@ -103,7 +112,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     factor = GPU_STEP_FACTOR if device == "cuda" else 1
     if steps is None:
-        steps = family_named(family).demo.cpu_steps * factor
+        steps = demo_recipe(family).cpu_steps * factor
     backbone_steps = BACKBONE_STEPS * factor if backbone_steps is None else backbone_steps
     data_dir = write_dataset(out / "data", train_images, val_images, seed=seed)
     print(f"[demo] wrote {train_images} training and {val_images} validation images to {data_dir}", flush=True)

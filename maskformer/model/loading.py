@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .atomic import atomic_path
 from .config import ModelConfig
-from .weights import detectron2_format, transformers_format
+from .weights import detectron2_format
 from .weights.files import read_tensors, read_torch
 from .weights.renaming import Renamed, rename_state_dict
 from .weights.safe_pickle import load_pickle
@@ -156,8 +156,8 @@ def read_checkpoint(source: str | Path, config: ModelConfig | None = None) -> tu
         return config, Renamed(read_tensors(path))
     else:
         raise ValueError(f"{path}: unknown checkpoint format {suffix!r} (expected .pkl, .pth, .ckpt or a folder)")
-    cfg = config or config_from_detectron2(state, str(path))
-    return cfg, convert_detectron2_state_dict(state, cfg)
+    cfg = config or config_from_official(state, str(path))
+    return cfg, convert_official_state_dict(state, cfg, str(path))
 
 
 def _titles() -> str:
@@ -170,7 +170,7 @@ def config_from_transformers(data: Mapping[str, Any], source: str = "config.json
     found = [f for f in ModelConfig.families() if f.transformers and f.transformers.model_type == model_type]
     if not found:
         raise ValueError(f"{source}: model_type is {model_type!r}, not a {_titles()} model")
-    return found[0].transformers.config(data, transformers_format.read_common(data, source), source)
+    return found[0].transformers.config(data, source)
 
 
 def convert_transformers_state_dict(state: Mapping[str, Tensor], config: ModelConfig, source: str = "") -> Renamed:
@@ -178,23 +178,32 @@ def convert_transformers_state_dict(state: Mapping[str, Tensor], config: ModelCo
     fmt = type(config).FAMILY.transformers
     if fmt is None:
         raise ValueError(f"{source}: {type(config).FAMILY.title} models have no transformers format")
-    return rename_state_dict(state, transformers_format.backbone_rules(config) + fmt.rules())
+    return _renamed(state, config, fmt)
 
 
-def config_from_detectron2(state: Mapping[str, Tensor], source: str = "checkpoint") -> ModelConfig:
-    """The model config of an official model-zoo state dict, read off its names and shapes."""
-    found = [f for f in ModelConfig.families() if f.detectron2 and f.detectron2.recognises(state)]
+def config_from_official(state: Mapping[str, Tensor], source: str = "checkpoint") -> ModelConfig:
+    """The model config of a state dict written by a paper's own code (a model-zoo file), read off its names
+    and shapes by the family that recognises it."""
+    found = [f for f in ModelConfig.families() if f.official and f.official.recognises(state)]
     if not found:
         raise ValueError(f"{source}: not a {_titles()} checkpoint (keys start {sorted(state)[:3]})")
-    return found[0].detectron2.config(state, detectron2_format.backbone_config(state, source), source)
+    return found[0].official.config(state, source)
 
 
-def convert_detectron2_state_dict(state: Mapping[str, Tensor], config: ModelConfig, source: str = "") -> Renamed:
-    """Rename an official model-zoo state dict of ``config``'s family to this package's names."""
-    fmt = type(config).FAMILY.detectron2
+def convert_official_state_dict(state: Mapping[str, Tensor], config: ModelConfig, source: str = "") -> Renamed:
+    """Rename a state dict of ``config``'s family written by its paper's code to this package's names."""
+    fmt = type(config).FAMILY.official
     if fmt is None:
-        raise ValueError(f"{source}: {type(config).FAMILY.title} models have no official model-zoo format")
-    return rename_state_dict(state, detectron2_format.backbone_rules(config) + fmt.rules())
+        raise ValueError(f"{source}: {type(config).FAMILY.title} models have no official checkpoint format")
+    return _renamed(state, config, fmt)
+
+
+def _renamed(state: Mapping[str, Tensor], config: ModelConfig, fmt: Any) -> Renamed:
+    """``state`` renamed by a format's rules, then adapted where renaming cannot (the format's ``adapt``)."""
+    renamed = rename_state_dict(state, fmt.rules(config))
+    if fmt.adapt is not None:
+        renamed.state_dict = fmt.adapt(renamed.state_dict)
+    return renamed
 
 
 def load_pretrained(cls: type[M], source: str | Path, config: ModelConfig | None = None, strict: bool = False) -> M:

@@ -33,8 +33,13 @@ def family_of(config: ModelConfig) -> Family:
 
 
 def names() -> list[str]:
-    """The families' names, the ``family`` values of their config files (the CLI's choices)."""
+    """The families' names, the ``family`` values of their config files."""
     return [f.name for f in FAMILIES]
+
+
+def demo_names() -> list[str]:
+    """The families ``maskformer demo`` can train (``--family``'s choices)."""
+    return [f.name for f in FAMILIES if f.demo is not None]
 
 
 def titles() -> str:
@@ -46,6 +51,7 @@ __all__ = [
     "DEMO_FAMILY",
     "FAMILIES",
     "Family",
+    "demo_names",
     "family",
     "family_of",
     "names",

@@ -9,33 +9,35 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..config import BackboneConfig, ModelConfig
+from ..config import ModelConfig
 from ..segmenter import Segmenter
 from ..weights.renaming import Rule
-from ..weights.transformers_format import Common
 
 
 @dataclass(frozen=True)
 class TransformersFormat:
     """A family's models as Hugging Face transformers saves them: ``model_type`` in their config.json;
-    ``config`` reads the rest of a config.json into the family's config (the backbone, class count and names
-    already read, :func:`~maskformer.model.weights.transformers_format.read_common`); ``rules`` rename its
-    weights other than the backbone's to this package's names."""
+    ``config`` reads a config.json (its dict, and the file's name for messages) into the family's config;
+    ``rules`` rename the weights to this package's names; ``adapt`` reshapes what renaming cannot (None:
+    nothing)."""
 
     model_type: str
-    config: Callable[[Mapping[str, Any], Common, str], ModelConfig]
-    rules: Callable[[], list[Rule]]
+    config: Callable[[Mapping[str, Any], str], ModelConfig]
+    rules: Callable[[ModelConfig], list[Rule]]
+    adapt: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
 
 
 @dataclass(frozen=True)
-class Detectron2Format:
-    """A family's checkpoints of the official (detectron2) model zoo: ``recognises`` a state dict as the
-    family's by its names; ``config`` reads the architecture off the names and shapes (the backbone already
-    read); ``rules`` rename its weights other than the backbone's."""
+class OfficialFormat:
+    """A family's checkpoints as its paper's own code writes them (detectron2's model-zoo pickles for MaskFormer
+    and Mask2Former): ``recognises`` a state dict as the family's by its names; ``config`` reads the
+    architecture off the names and shapes (these files carry no config); ``rules`` rename the weights to this
+    package's names; ``adapt`` reshapes what renaming cannot (None: nothing)."""
 
     recognises: Callable[[Mapping[str, Tensor]], bool]
-    config: Callable[[Mapping[str, Tensor], BackboneConfig, str], ModelConfig]
-    rules: Callable[[], list[Rule]]
+    config: Callable[[Mapping[str, Tensor], str], ModelConfig]
+    rules: Callable[[ModelConfig], list[Rule]]
+    adapt: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
 
 
 # The official model zoos' downloads; both papers' weights (and the hub copies converted from them) are
@@ -112,8 +114,8 @@ class Family:
     ``preset_datasets`` the dataset each is configured for (a key of ``maskformer.data.catalog.DATASETS``);
     ``checkpoints``: its published weights; ``recipe``: the paper's training recipe of a preset (by its name
     and dataset key); ``optimizer``: the family's AdamW settings besides the training defaults, also for
-    fine-tuning; ``demo``: its configuration in ``maskformer demo``; ``transformers`` and ``detectron2``: how
-    its checkpoints in those formats are read.
+    fine-tuning; ``demo``: its configuration in ``maskformer demo`` (None: not in the demo); ``transformers``
+    and ``official``: how its checkpoints in transformers' format and in its paper's code's are read.
 
     Hooks into training, so that a family's schedule needs no change to the training layer: ``lr_factor``
     gives a parameter's learning-rate factor from its name and the run's backbone multiplier (layer-wise
@@ -130,8 +132,8 @@ class Family:
     checkpoints: tuple[Checkpoint, ...]
     recipe: Callable[[str, str], Recipe]
     optimizer: Mapping[str, Any]
-    demo: DemoRecipe
+    demo: DemoRecipe | None
     transformers: TransformersFormat | None = None
-    detectron2: Detectron2Format | None = None
+    official: OfficialFormat | None = None
     lr_factor: Callable[[str, float], float] = backbone_lr_factor
     on_train_step: Callable[[nn.Module, int, int], None] | None = None

@@ -23,14 +23,14 @@ from torch import Tensor
 from ..backbone_presets import RESNETS, swin
 from ..config import BackboneConfig, InferenceConfig, LossConfig, ModelConfig, PixelDecoderConfig, TransformerConfig
 from ..maskformer import MaskFormer
+from ..weights import detectron2_format, transformers_format
 from ..weights.detectron2_format import HEAD, count_indices
 from ..weights.renaming import Rule
-from ..weights.transformers_format import Common
 from .family import (
     Checkpoint,
     DemoRecipe,
-    Detectron2Format,
     Family,
+    OfficialFormat,
     Recipe,
     TransformersFormat,
     hub_checkpoint,
@@ -108,8 +108,9 @@ PRESETS: dict[str, Callable[[], Mask2FormerConfig]] = {
 PRESET_DATASETS: dict[str, str] = {f"m2f_{b}_{dataset}": dataset for b in _M2F_BACKBONES for dataset in _M2F_DATASETS}
 
 
-def _transformers_config(data: Mapping[str, Any], common: Common, source: str) -> Mask2FormerConfig:
+def _transformers_config(data: Mapping[str, Any], source: str) -> Mask2FormerConfig:
     """The rest of a transformers Mask2Former ``config.json`` (its pixel decoder, decoder and loss)."""
+    common = transformers_format.read_common(data, source)
     if data.get("pre_norm", False):
         raise ValueError(f"{source}: pre-norm decoder layers are not Mask2Former's (pre_norm is true)")
     if data.get("common_stride", 4) != 4 or tuple(data.get("feature_strides", (4, 8, 16, 32))) != (4, 8, 16, 32):
@@ -157,7 +158,7 @@ def _transformers_config(data: Mapping[str, Any], common: Common, source: str) -
     )
 
 
-def _transformers_rules() -> list[Rule]:
+def _transformers_rules(config: ModelConfig) -> list[Rule]:
     """transformers' Mask2Former names of the pixel decoder, the decoder and the heads -> this package's."""
     pd = r"model\.pixel_level_module\.decoder\."
     enc = pd + r"encoder\.layers\.(\d+)\."
@@ -166,6 +167,7 @@ def _transformers_rules() -> list[Rule]:
     out = r"predictor.layers.\1."
     qkv = {"q": 0, "k": 1, "v": 2}
     return [
+        *transformers_format.backbone_rules(config),
         (pd + r"level_embed", "pixel_decoder.level_embed"),
         (pd + r"input_projections\.(\d)\.([01])\.(\w+)", r"pixel_decoder.input_proj.\1.\2.\3"),
         (enc + r"self_attn\.(\w+)\.(\w+)", r"pixel_decoder.layers.\1.self_attn.\2.\3"),
@@ -208,8 +210,9 @@ def _is_detectron2(state: Mapping[str, Tensor]) -> bool:
     return MSDEFORM + "0.self_attn.sampling_offsets.weight" in state
 
 
-def _detectron2_config(state: Mapping[str, Tensor], backbone: BackboneConfig, source: str) -> Mask2FormerConfig:
+def _detectron2_config(state: Mapping[str, Tensor], source: str) -> Mask2FormerConfig:
     """The architecture of an official Mask2Former checkpoint, read off its weights' names and shapes."""
+    backbone = detectron2_format.backbone_config(state, source)
     pd = HEAD + "pixel_decoder."
     pred = HEAD + "predictor."
     query_feat = next((pred + n for n in ("query_feat.weight", "static_query.weight") if pred + n in state), None)
@@ -248,11 +251,12 @@ def _detectron2_config(state: Mapping[str, Tensor], backbone: BackboneConfig, so
     )
 
 
-def _detectron2_rules() -> list[Rule]:
+def _detectron2_rules(config: ModelConfig) -> list[Rule]:
     """detectron2's Mask2Former names of the pixel decoder, the decoder and the heads -> this package's."""
     pd = re.escape(HEAD + "pixel_decoder.")
     pred = re.escape(HEAD + "predictor.")
     return [
+        *detectron2_format.backbone_rules(config),
         (pd + r"input_proj\.(\d)\.([01])\.(\w+)", r"pixel_decoder.input_proj.\1.\2.\3"),
         (pd + r"transformer\.level_embed", "pixel_decoder.level_embed"),
         (pd + r"transformer\.encoder\.layers\.(.*)", r"pixel_decoder.layers.\1"),
@@ -544,6 +548,6 @@ FAMILY = Family(
     optimizer=OPTIMIZER,
     demo=DEMO,
     transformers=TransformersFormat("mask2former", _transformers_config, _transformers_rules),
-    detectron2=Detectron2Format(_is_detectron2, _detectron2_config, _detectron2_rules),
+    official=OfficialFormat(_is_detectron2, _detectron2_config, _detectron2_rules),
 )
 Mask2FormerConfig.FAMILY = FAMILY

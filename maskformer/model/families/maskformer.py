@@ -24,14 +24,14 @@ from torch import Tensor
 from ..backbone_presets import RESNETS, resnet, swin
 from ..config import BackboneConfig, InferenceConfig, LossConfig, ModelConfig, PixelDecoderConfig, TransformerConfig
 from ..maskformer import MaskFormer
+from ..weights import detectron2_format, transformers_format
 from ..weights.detectron2_format import HEAD, count_indices
 from ..weights.renaming import Rule
-from ..weights.transformers_format import Common
 from .family import (
     Checkpoint,
     DemoRecipe,
-    Detectron2Format,
     Family,
+    OfficialFormat,
     Recipe,
     TransformersFormat,
     hub_checkpoint,
@@ -141,8 +141,9 @@ PRESET_DATASETS: dict[str, str] = {
 }
 
 
-def _transformers_config(data: Mapping[str, Any], common: Common, source: str) -> MaskFormerConfig:
+def _transformers_config(data: Mapping[str, Any], source: str) -> MaskFormerConfig:
     """The rest of a transformers MaskFormer ``config.json`` (its DETR decoder and loss weights)."""
+    common = transformers_format.read_common(data, source)
     dec = data.get("decoder_config") or {}
     return MaskFormerConfig(
         num_classes=common.num_classes,
@@ -170,7 +171,7 @@ def _transformers_config(data: Mapping[str, Any], common: Common, source: str) -
     )
 
 
-def _transformers_rules() -> list[Rule]:
+def _transformers_rules(config: ModelConfig) -> list[Rule]:
     """transformers' MaskFormer names of the FPN, the DETR decoder and the heads -> this package's."""
     fpn = r"model\.pixel_level_module\.decoder\.fpn\."
     tm = r"model\.transformer_module\."
@@ -179,6 +180,7 @@ def _transformers_rules() -> list[Rule]:
     qkv = {"q": 0, "k": 1, "v": 2}
     attn_name = {"self_attn": "self_attn", "encoder_attn": "cross_attn"}
     return [
+        *transformers_format.backbone_rules(config),
         (fpn + r"stem\.0\.(\w+)", r"pixel_decoder.output_convs.0.conv.\1"),
         (fpn + r"stem\.1\.(\w+)", r"pixel_decoder.output_convs.0.norm.\1"),
         (fpn + r"layers\.(\d+)\.proj\.0\.(\w+)", r"pixel_decoder.lateral_convs.\1.conv.\2"),
@@ -214,8 +216,9 @@ def _is_detectron2(state: Mapping[str, Tensor]) -> bool:
     return HEAD + "predictor.transformer.decoder.layers.0.linear1.weight" in state
 
 
-def _detectron2_config(state: Mapping[str, Tensor], backbone: BackboneConfig, source: str) -> MaskFormerConfig:
+def _detectron2_config(state: Mapping[str, Tensor], source: str) -> MaskFormerConfig:
     """The architecture of an official MaskFormer checkpoint, read off its weights' names and shapes."""
+    backbone = detectron2_format.backbone_config(state, source)
     pd = HEAD + "pixel_decoder."
     pred = HEAD + "predictor."
     for key in (pd + "mask_features.weight", pred + "query_embed.weight", pred + "class_embed.weight"):
@@ -245,12 +248,13 @@ def _detectron2_config(state: Mapping[str, Tensor], backbone: BackboneConfig, so
     )
 
 
-def _detectron2_rules(num_levels: int = 4) -> list[Rule]:
+def _detectron2_rules(config: ModelConfig, num_levels: int = 4) -> list[Rule]:
     """detectron2's MaskFormer names of the pixel decoder, the DETR decoder and the heads -> this package's."""
     pd = re.escape(HEAD + "pixel_decoder.")
     pred = re.escape(HEAD + "predictor.")
     # detectron2 numbers FPN convs by input level (layer_1 = res2 ... layer_4 = res5); ours run top-down.
     return [
+        *detectron2_format.backbone_rules(config),
         (pd + r"layer_(\d)\.norm\.(\w+)", lambda m: f"pixel_decoder.output_convs.{num_levels - int(m[1])}.norm.{m[2]}"),
         (pd + r"layer_(\d)\.weight", lambda m: f"pixel_decoder.output_convs.{num_levels - int(m[1])}.conv.weight"),
         (
@@ -409,6 +413,6 @@ FAMILY = Family(
     optimizer=OPTIMIZER,
     demo=DEMO,
     transformers=TransformersFormat("maskformer", _transformers_config, _transformers_rules),
-    detectron2=Detectron2Format(_is_detectron2, _detectron2_config, _detectron2_rules),
+    official=OfficialFormat(_is_detectron2, _detectron2_config, _detectron2_rules),
 )
 MaskFormerConfig.FAMILY = FAMILY
