@@ -154,7 +154,7 @@ def test_a_familys_training_hooks_reach_training_without_changes_to_it(tmp_path,
     def on_train_step(model, step, max_steps):
         steps.append((step, max_steps, model.training))
 
-    def lr_factor(name, backbone_multiplier):
+    def lr_factor(config, name, backbone_multiplier):
         return 0.0 if name.startswith("predictor.class_embed") else 1.0
 
     hooked = dataclasses.replace(FAMILIES[0], on_train_step=on_train_step, lr_factor=lr_factor)

@@ -25,7 +25,8 @@ def param_groups(model: Segmenter, cfg: TrainConfig) -> list[dict]:
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
-            lr = cfg.lr * lr_factor(f"{module_name}.{name}" if module_name else name, cfg.backbone_lr_multiplier)
+            full_name = f"{module_name}.{name}" if module_name else name
+            lr = cfg.lr * lr_factor(model.config, full_name, cfg.backbone_lr_multiplier)
             wd = cfg.weight_decay
             if isinstance(module, _NORMS):
                 wd = cfg.weight_decay_norm

@@ -100,7 +100,7 @@ class DemoRecipe:
     cpu_steps: int
 
 
-def backbone_lr_factor(name: str, backbone_multiplier: float) -> float:
+def backbone_lr_factor(config: ModelConfig, name: str, backbone_multiplier: float) -> float:
     """The papers' rule: the backbone's parameters learn at the run's backbone multiplier, the rest at 1."""
     return backbone_multiplier if name.startswith("backbone.") else 1.0
 
@@ -117,10 +117,11 @@ class Family:
     fine-tuning; ``demo``: its configuration in ``maskformer demo`` (None: not in the demo); ``transformers``
     and ``official``: how its checkpoints in transformers' format and in its paper's code's are read.
 
-    Hooks into training, so that a family's schedule needs no change to the training layer: ``lr_factor``
-    gives a parameter's learning-rate factor from its name and the run's backbone multiplier (layer-wise
-    decay, for example); ``on_train_step(model, step, max_steps)`` runs before every training step's forward
-    (an annealing schedule, for example), with ``step`` the number of steps done."""
+    Hooks into training, so that a family's schedule needs no change to the training layer:
+    ``lr_factor(config, name, backbone_multiplier)`` gives a parameter's learning-rate factor from the model's
+    config, the parameter's name and the run's backbone multiplier (layer-wise decay, for example);
+    ``on_train_step(model, step, max_steps)`` runs before every training step's forward (an annealing
+    schedule, for example), with ``step`` the number of steps done."""
 
     name: str
     title: str
@@ -135,5 +136,5 @@ class Family:
     demo: DemoRecipe | None
     transformers: TransformersFormat | None = None
     official: OfficialFormat | None = None
-    lr_factor: Callable[[str, float], float] = backbone_lr_factor
+    lr_factor: Callable[[ModelConfig, str, float], float] = backbone_lr_factor
     on_train_step: Callable[[nn.Module, int, int], None] | None = None
