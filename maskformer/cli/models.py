@@ -65,8 +65,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     for m in KNOWN_MODELS.values():
         score = f"{m.metric:>5} {m.score:5.1f}"
         print(f"{m.name:<50} {m.family:<12} {m.task:<9} {m.dataset:<26} {score}  {m.licence:<13} {m.source}")
-    print(f"{len(KNOWN_MODELS)} models. The official weights (and their hub copies) are licensed "
-          f"{NON_COMMERCIAL}: non-commercial use only.")  # fmt: skip
+    licences = sorted({m.licence for m in KNOWN_MODELS.values()})
+    restricted = " (non-commercial use only)" if NON_COMMERCIAL in licences else ""
+    print(f"{len(KNOWN_MODELS)} models. Their weights' licences: {', '.join(licences)}{restricted}; see each model's.")
     return 0
 
 

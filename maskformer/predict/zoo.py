@@ -33,6 +33,13 @@ class KnownModel:
     licence: str = NON_COMMERCIAL
     family: str = ""
 
+    @property
+    def licence_notice(self) -> str:
+        """What loading it says of its licence."""
+        if self.licence == NON_COMMERCIAL:
+            return f"the published weights are licensed {self.licence} (non-commercial use only)"
+        return f"the published weights' licence: {self.licence}"
+
 
 def _known(family: str, checkpoint: Checkpoint) -> KnownModel:
     record = DATASETS[checkpoint.dataset]
@@ -73,7 +80,7 @@ def load_model(source: str | Path, config: ModelConfig | None = None, strict: bo
     when the checkpoint lacks them and its dataset is known. Every command's ``--model`` goes through here."""
     known = known_model(source)
     if known:
-        log.warning(f"{known.name}: the published weights are licensed {known.licence} (non-commercial use only)")
+        log.warning(f"{known.name}: {known.licence_notice}")
     model = Segmenter.from_pretrained(known.source if known else source, config=config, strict=strict)
     if known and config is None and known.dataset in TEST_SETTINGS:
         # Checkpoints carry no test sizes (zoo pickles) or a converter's (hub): use the official config's.
