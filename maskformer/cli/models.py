@@ -22,13 +22,14 @@ def cmd_presets(args: argparse.Namespace) -> int:
     from ..training.config import paper_model
 
     width = max(map(len, PRESETS)) + 1
-    print(f"{'preset':<{width}} {'family':<12} {'starts from':<50} {'pixel decoder':<20} {'classes':>7} {'params':>8}")
+    print(f"{'preset':<{width}} {'family':<12} {'starts from':<50} {'parts':<20} {'classes':>7} {'params':>8}")
     for name in PRESETS:
         cfg = paper_model(name)
-        weights = f"ImageNet: {cfg.backbone.name}" if cfg.backbone.pretrained else "scratch (no timm weights)"
+        pretraining = family_of(cfg).pretraining
+        weights = f"{pretraining}: {cfg.backbone.name}" if cfg.backbone.pretrained else "scratch (no timm weights)"
         params = f"{_count_parameters(cfg) / 1e6:.1f}M" if args.count else "-"
-        decoder = cfg.pixel_decoder.type
-        print(f"{name:<{width}} {cfg.family:<12} {weights:<50} {decoder:<20} {cfg.num_classes:>7} {params:>8}")
+        parts = family_of(cfg).describe(cfg)
+        print(f"{name:<{width}} {cfg.family:<12} {weights:<50} {parts:<20} {cfg.num_classes:>7} {params:>8}")
     return 0
 
 

@@ -82,7 +82,7 @@ def out_of_memory_message(config: RunConfig) -> str:
     return (
         f"out of memory training with batch size {t.batch_size} (all processes together) and crop "
         f"{tuple(d.crop_size)}: lower train.batch_size or data.crop_size, use train.precision=bf16-mixed, "
-        "use fewer model.transformer.num_queries, or spread the batch over more devices (train.devices)"
+        "use fewer queries, or spread the batch over more devices (train.devices)"
     )
 
 

@@ -115,7 +115,9 @@ class Family:
     ``checkpoints``: its published weights; ``recipe``: the paper's training recipe of a preset (by its name
     and dataset key); ``optimizer``: the family's AdamW settings besides the training defaults, also for
     fine-tuning; ``demo``: its configuration in ``maskformer demo`` (None: not in the demo); ``transformers``
-    and ``official``: how its checkpoints in transformers' format and in its paper's code's are read.
+    and ``official``: how its checkpoints in transformers' format and in its paper's code's are read;
+    ``describe``: a model's parts in a few words and ``pretraining`` what its presets' backbone weights were
+    trained on (``maskformer presets``).
 
     Hooks into training, so that a family's schedule needs no change to the training layer:
     ``lr_factor(config, name, backbone_multiplier)`` gives a parameter's learning-rate factor from the model's
@@ -136,5 +138,7 @@ class Family:
     demo: DemoRecipe | None
     transformers: TransformersFormat | None = None
     official: OfficialFormat | None = None
+    describe: Callable[[ModelConfig], str] = lambda config: ""
+    pretraining: str = "ImageNet"
     lr_factor: Callable[[ModelConfig, str, float], float] = backbone_lr_factor
     on_train_step: Callable[[nn.Module, int, int], None] | None = None

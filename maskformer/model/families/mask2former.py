@@ -547,6 +547,7 @@ FAMILY = Family(
     recipe=_recipe,
     optimizer=OPTIMIZER,
     demo=DEMO,
+    describe=lambda config: config.pixel_decoder.type,
     transformers=TransformersFormat("mask2former", _transformers_config, _transformers_rules),
     official=OfficialFormat(_is_detectron2, _detectron2_config, _detectron2_rules),
 )
