@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maskformer.model import PRESETS, MaskFormer, preset
+from maskformer.model import PRESETS, MaskFormer, family_of, preset
 
 PAPER_MILLIONS = {
     "r50": 41,
@@ -45,8 +45,8 @@ def test_every_preset_builds_and_the_number_of_classes_is_settable():
         config = preset(name)
         config.num_classes = 7
         with torch.device("meta"):
-            model = MaskFormer(config)
-        assert model.predictor.class_embed.out_features == 8
+            model = family_of(config).network(config)
+        assert model.class_head.out_features == 8
 
 
 def test_unknown_preset_is_named():
