@@ -1,0 +1,253 @@
+"""EoMT (Kerssies et al., CVPR 2025, "Your ViT is Secretly an Image Segmentation Model"): no pixel decoder and
+no transformer decoder. Learned queries join the tokens of a plain DINOv2 ViT (with registers, patch 16)
+before its last ``num_blocks`` blocks, which then process queries and patch tokens together; a final norm,
+a class head and a mask MLP on the queries, and the patch tokens upscaled x4 by ScaleBlocks, predict the
+classes and stride-4 masks (eomt-facts.md).
+
+During training each of those blocks restricts the queries' attention to the patches inside their previous
+prediction's masks, with a per-block probability annealed from 1 to 0 (``attn_mask_probs``, a buffer saved
+with the model): a finished model runs unmasked and predicts once, at the end.
+
+Work in progress (branch eomt-wip): the network and its transformers weights; not yet in the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.layers import SwiGLUPacked, resample_abs_pos_embed
+from torch import Tensor, nn
+
+from ..config import AT_LEAST_1, BackboneConfig, Bounds, LossConfig, MetadataConfig, ModelConfig
+from ..prediction import Prediction
+from ..weights.renaming import Rule
+
+
+@dataclass
+class EoMTSection:
+    """EoMT's own settings: ``num_queries`` learned queries joined before the last ``num_blocks`` ViT blocks;
+    ``num_upscale_blocks`` ScaleBlocks (x2 each) from the patch grid to stride 4; ``image_size`` the square
+    training and test size (of transformers' models, the only input size they take)."""
+
+    BOUNDS: ClassVar[Bounds] = {
+        "num_queries": AT_LEAST_1, "num_blocks": AT_LEAST_1, "num_upscale_blocks": AT_LEAST_1, "image_size": AT_LEAST_1,
+    }  # fmt: skip
+
+    num_queries: int = 200
+    num_blocks: int = 4
+    num_upscale_blocks: int = 2
+    image_size: int = 640
+
+
+def _vit_large() -> BackboneConfig:
+    return BackboneConfig(
+        type="timm",
+        name="vit_large_patch14_reg4_dinov2",
+        timm_kwargs={"patch_size": 16, "init_values": 1.0},
+    )
+
+
+@dataclass
+class EoMTConfig(ModelConfig):
+    """A whole EoMT model: a DINOv2 ViT-L with registers at patch 16, 200 queries in its last 4 blocks, and
+    Mask2Former's point-sampled loss (class 2, BCE 5, dice 5 on 12544 points)."""
+
+    family: str = field(default="eomt", init=False)
+    backbone: BackboneConfig = field(default_factory=_vit_large)
+    loss: LossConfig = field(
+        default_factory=lambda: LossConfig(
+            class_weight=2.0, mask_weight=5.0, dice_weight=5.0, cost_class=2.0, cost_mask=5.0, cost_dice=5.0,
+            mask_loss="bce", num_points=12544, point_padding="zeros",
+        )
+    )  # fmt: skip
+    eomt: EoMTSection = field(default_factory=EoMTSection)
+
+
+class ScaleBlock(nn.Module):
+    """x2 upscaling of a [B, C, h, w] map: transposed conv (k2 s2), GELU, depthwise 3x3 conv, LayerNorm over
+    channels."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv1 = nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)
+        self.act = nn.GELU()
+        self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=False)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv2(self.act(self.conv1(x)))
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def build_vit(config: BackboneConfig, image_size: int) -> nn.Module:
+    """The timm ViT of ``config`` at ``image_size`` (its position embeddings resampled to other sizes at run
+    time), without a classifier."""
+    kwargs = dict(config.timm_kwargs)
+    if kwargs.pop("swiglu", False):
+        kwargs.update(mlp_layer=SwiGLUPacked, act_layer=nn.SiLU)
+    return timm.create_model(
+        config.name, pretrained=config.pretrained, img_size=image_size, dynamic_img_size=True, num_classes=0,
+        drop_path_rate=config.drop_path_rate, **kwargs,
+    )  # fmt: skip
+
+
+class EoMT(nn.Module):
+    """images [B, 3, H, W] (H, W multiples of the patch size) -> :class:`Prediction` with logits [B, N, K+1]
+    and masks [B, N, H/4, W/4]; ``aux`` the predictions made before each of the last ``num_blocks`` blocks
+    (in training, or with ``with_aux``)."""
+
+    def __init__(self, config: EoMTConfig):
+        super().__init__()
+        self.config = config
+        e = config.eomt
+        self.backbone = build_vit(config.backbone, e.image_size)
+        dim = self.backbone.embed_dim
+        self.num_prefix = self.backbone.num_prefix_tokens
+        self.patch = self.backbone.patch_embed.patch_size[0]
+        self.query = nn.Embedding(e.num_queries, dim)
+        self.upscale = nn.Sequential(*[ScaleBlock(dim) for _ in range(e.num_upscale_blocks)])
+        self.mask_head = nn.Sequential(
+            nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)
+        )
+        self.class_head = nn.Linear(dim, config.num_classes + 1)
+        # The probability that each of the last num_blocks blocks masks a query's attention; annealed to 0 in
+        # training, saved with the model.
+        self.register_buffer("attn_mask_probs", torch.ones(e.num_blocks))
+
+    def _tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        vit = self.backbone
+        x = vit.patch_embed(images)  # [B, h, w, C]
+        b, h, w, c = x.shape
+        pos = resample_abs_pos_embed(
+            vit.pos_embed, new_size=(h, w), old_size=vit.patch_embed.grid_size, num_prefix_tokens=0
+        )
+        x = x.reshape(b, h * w, c) + pos
+        prefix = [t.expand(b, -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
+        return vit.norm_pre(torch.cat([*prefix, x], dim=1)), (h, w)
+
+    def _predict(self, x: Tensor, grid: tuple[int, int]) -> Prediction:
+        x = self.backbone.norm(x)
+        n = self.config.eomt.num_queries
+        queries = x[:, :n]
+        tokens = x[:, n + self.num_prefix :].transpose(1, 2).reshape(x.shape[0], -1, *grid)
+        masks = torch.einsum("bqc,bchw->bqhw", self.mask_head(queries), self.upscale(tokens))
+        return Prediction(self.class_head(queries), masks)
+
+    def _attention_mask(self, prediction: Prediction, grid: tuple[int, int], tokens: int, prob: Tensor) -> Tensor:
+        """True where a token may attend: everywhere, except queries to patches outside their predicted mask
+        (mask logits resized to the grid, > 0), each query masked with probability ``prob``."""
+        b, n = prediction.logits.shape[:2]
+        inside = F.interpolate(prediction.masks, size=grid, mode="bilinear", align_corners=False).flatten(2) > 0
+        start = n + self.num_prefix
+        keep = (
+            torch.rand(b, n, device=inside.device) > prob
+            if bool(prob < 1)
+            else torch.zeros(b, n, dtype=torch.bool, device=inside.device)
+        )
+        mask = torch.ones(b, tokens, tokens, dtype=torch.bool, device=inside.device)
+        mask[:, :n, start:] = inside | keep[..., None]
+        return mask[:, None]
+
+    def forward(self, images: Tensor, with_aux: bool | None = None) -> Prediction:
+        with_aux = self.training if with_aux is None else with_aux
+        x, grid = self._tokens(images)
+        blocks = self.backbone.blocks
+        first = len(blocks) - self.config.eomt.num_blocks
+        earlier: list[Prediction] = []
+        for i, block in enumerate(blocks):
+            mask = None
+            if i == first:
+                x = torch.cat([self.query.weight[None].expand(x.shape[0], -1, -1), x], dim=1)
+            if i >= first:
+                prob = self.attn_mask_probs[i - first]
+                if self.training or bool(prob > 0):
+                    prediction = self._predict(x, grid)
+                    earlier.append(prediction)
+                    mask = self._attention_mask(prediction, grid, x.shape[1], prob)
+            x = block(x, attn_mask=mask)
+        final = self._predict(x, grid)
+        return Prediction(final.logits, final.masks, earlier if with_aux else [])
+
+
+def config_from_transformers(data: Mapping[str, Any], source: str = "config.json") -> EoMTConfig:
+    """An EoMT config of a transformers ``config.json`` (model_type "eomt")."""
+    dim = data.get("hidden_size", 1024)
+    kwargs = {
+        "patch_size": data.get("patch_size", 16),
+        "embed_dim": dim,
+        "depth": data.get("num_hidden_layers", 24),
+        "num_heads": data.get("num_attention_heads", 16),
+        "mlp_ratio": data.get("mlp_ratio", 4),
+        "init_values": data.get("layerscale_value", 1.0),
+        "reg_tokens": data.get("num_register_tokens", 4),
+    }
+    if data.get("use_swiglu_ffn", False):
+        # DINOv2's SwiGLU keeps two thirds of the MLP width, rounded up to a multiple of 8; timm's packed SwiGLU
+        # takes both halves' width as a ratio (half a unit above, against float rounding).
+        hidden = (int(dim * kwargs["mlp_ratio"] * 2 / 3) + 7) // 8 * 8
+        kwargs.update(swiglu=True, mlp_ratio=(2 * hidden + 0.5) / dim)
+    if data.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"{source}: hidden_act {data.get('hidden_act')!r} (only gelu is supported)")
+    id2label = data.get("id2label") or {}
+    names = [id2label[k] for k in sorted(id2label, key=int)]
+    num_classes = int(data.get("num_labels", len(names)))
+    base = EoMTConfig()
+    return EoMTConfig(
+        num_classes=num_classes,
+        backbone=BackboneConfig(type="timm", name="vit_large_patch14_reg4_dinov2", timm_kwargs=kwargs),
+        eomt=EoMTSection(
+            num_queries=data.get("num_queries", 200),
+            num_blocks=data.get("num_blocks", 4),
+            num_upscale_blocks=data.get("num_upscale_blocks", 2),
+            image_size=data.get("image_size", 640),
+        ),  # fmt: skip
+        loss=base.loss,
+        metadata=MetadataConfig(class_names=names if len(names) == num_classes else []),
+    )
+
+
+def transformers_rules() -> list[Rule]:
+    """transformers' EoMT names -> this package's (timm's ViT names under ``backbone.``)."""
+    layer = r"layers\.(\d+)\."
+    out = r"backbone.blocks.\1."
+    qkv = {"q": 0, "k": 1, "v": 2}
+    return [
+        (r"embeddings\.cls_token", "backbone.cls_token"),
+        (r"embeddings\.register_tokens", "backbone.reg_token"),
+        (r"embeddings\.patch_embeddings\.projection\.(\w+)", r"backbone.patch_embed.proj.\1"),
+        (r"embeddings\.position_embeddings\.weight", "backbone.pos_embed"),
+        (layer + r"norm([12])\.(\w+)", out + r"norm\2.\3"),
+        (layer + r"attention\.([qkv])_proj\.(\w+)", lambda m: f"backbone.blocks.{m[1]}.attn.qkv.{m[3]}#{qkv[m[2]]}"),
+        (layer + r"attention\.out_proj\.(\w+)", out + r"attn.proj.\2"),
+        (layer + r"layer_scale([12])\.lambda1", out + r"ls\2.gamma"),
+        (layer + r"mlp\.fc([12])\.(\w+)", out + r"mlp.fc\2.\3"),
+        (layer + r"mlp\.gate_proj\.(\w+)", lambda m: f"backbone.blocks.{m[1]}.mlp.fc1.{m[2]}#0"),
+        (layer + r"mlp\.up_proj\.(\w+)", lambda m: f"backbone.blocks.{m[1]}.mlp.fc1.{m[2]}#1"),
+        (layer + r"mlp\.down_proj\.(\w+)", out + r"mlp.fc2.\2"),
+        (r"layernorm\.(\w+)", r"backbone.norm.\1"),
+        (r"query\.weight", "query.weight"),
+        (r"upscale_block\.block\.(\d+)\.conv([12])\.(\w+)", r"upscale.\1.conv\2.\3"),
+        (r"upscale_block\.block\.(\d+)\.layernorm2d\.(\w+)", r"upscale.\1.norm.\2"),
+        (r"mask_head\.fc1\.(\w+)", r"mask_head.0.\1"),
+        (r"mask_head\.fc2\.(\w+)", r"mask_head.2.\1"),
+        (r"mask_head\.fc3\.(\w+)", r"mask_head.4.\1"),
+        (r"class_predictor\.(\w+)", r"class_head.\1"),
+        (r"attn_mask_probs", "attn_mask_probs"),
+        (r"criterion\..*", None),
+    ]
+
+
+def adapt_transformers_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """transformers keeps the position embeddings as an embedding table [N, C] (timm: [1, N, C]) and an empty
+    register table for a ViT without registers (timm: none)."""
+    out = dict(state)
+    if "backbone.pos_embed" in out and out["backbone.pos_embed"].dim() == 2:
+        out["backbone.pos_embed"] = out["backbone.pos_embed"][None]
+    if "backbone.reg_token" in out and out["backbone.reg_token"].numel() == 0:
+        del out["backbone.reg_token"]
+    return out

@@ -1,0 +1,55 @@
+"""EoMT equals transformers' EomtForUniversalSegmentation with equal weights (issue 25, work in progress).
+
+The oracle's eager attention takes its softmax in float32 whatever the input's type, and its SDPA path adds a
+float32 mask to float64 scores wrongly; the test gives it an eager attention in the input's own precision, so
+that float64 compares the formulations and not the oracle's rounding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from maskformer.model.families.eomt import EoMT, adapt_transformers_state, config_from_transformers, transformers_rules
+from maskformer.model.weights.renaming import rename_state_dict
+
+transformers = pytest.importorskip("transformers")
+modeling = pytest.importorskip("transformers.models.eomt.modeling_eomt")
+
+
+def _exact_eager(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask.to(weights.dtype)
+    weights = weights.softmax(-1)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-4), (torch.float64, 1e-6)])
+@pytest.mark.parametrize("registers,swiglu,queries,classes", [(4, False, 5, 3), (0, True, 7, 1)])
+@pytest.mark.parametrize("prob", [1.0, 0.0])
+def test_eomt_equals_transformers(monkeypatch, dtype, tolerance, registers, swiglu, queries, classes, prob):
+    monkeypatch.setattr(modeling, "eager_attention_forward", _exact_eager)
+    torch.manual_seed(0)
+    config = transformers.EomtConfig(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=2, image_size=64, patch_size=16,
+        num_queries=queries, num_blocks=2, num_labels=classes, num_register_tokens=registers, use_swiglu_ffn=swiglu,
+        layerscale_value=0.5,
+    )  # fmt: skip
+    hf = transformers.EomtForUniversalSegmentation(config).eval()
+    hf.config._attn_implementation = "eager"
+    with torch.no_grad():
+        for p in hf.parameters():  # every parameter away from its initialisation
+            p.add_(0.2 * torch.randn_like(p))
+        hf.attn_mask_probs.fill_(prob)
+    ours = EoMT(config_from_transformers(config.to_dict())).eval()
+    renamed = rename_state_dict(hf.state_dict(), transformers_rules())
+    assert not renamed.unmatched
+    ours.load_state_dict(adapt_transformers_state(renamed.state_dict), strict=True)
+    hf.to(dtype)
+    ours.to(dtype)
+    x = torch.randn(2, 3, 64, 64, dtype=dtype)
+    with torch.no_grad():
+        theirs, mine = hf(pixel_values=x), ours(x)
+    assert mine.masks.shape == theirs.masks_queries_logits.shape == (2, queries, 16, 16)
+    assert (mine.logits - theirs.class_queries_logits).abs().max() <= tolerance
+    assert (mine.masks - theirs.masks_queries_logits).abs().max() <= tolerance
