@@ -205,7 +205,7 @@ def config_from_transformers(data: Mapping[str, Any], source: str = "config.json
             num_blocks=data.get("num_blocks", 4),
             num_upscale_blocks=data.get("num_upscale_blocks", 2),
             image_size=data.get("image_size", 640),
-        ),  # fmt: skip
+        ),
         loss=base.loss,
         metadata=MetadataConfig(class_names=names if len(names) == num_classes else []),
     )
