@@ -53,3 +53,25 @@ def test_eomt_equals_transformers(monkeypatch, dtype, tolerance, registers, swig
     assert mine.masks.shape == theirs.masks_queries_logits.shape == (2, queries, 16, 16)
     assert (mine.logits - theirs.class_queries_logits).abs().max() <= tolerance
     assert (mine.masks - theirs.masks_queries_logits).abs().max() <= tolerance
+
+
+def test_eomt_takes_any_size_and_predicts_through_the_shared_pipeline():
+    """Position embeddings are resampled to the input's grid (timm's resample_abs_pos_embed), so EoMT takes
+    sizes transformers' model does not, and the Segmenter pipeline (resize, pad, post-process) runs on it."""
+    config = config_from_transformers(
+        transformers.EomtConfig(
+            hidden_size=32, num_hidden_layers=4, num_attention_heads=2, image_size=64, num_queries=5, num_blocks=2,
+            num_labels=3,
+        ).to_dict()
+    )  # fmt: skip
+    config.inference.test_shortest_edge, config.inference.test_max_size = 64, 128
+    model = EoMT(config).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 96, 128))
+    assert out.masks.shape == (1, 5, 24, 32) and out.logits.shape == (1, 5, 4)
+    images = [torch.randint(0, 256, (3, 50, 90)).float(), torch.randint(0, 256, (3, 70, 40)).float()]
+    for task in ("semantic", "panoptic", "instance"):
+        results = model.predict(images, task=task)
+        assert len(results) == 2
+    labels = model.predict(images, task="semantic")
+    assert [tuple(r.shape) for r in labels] == [(50, 90), (70, 40)]

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..config import AT_LEAST_1, BackboneConfig, Bounds, LossConfig, MetadataConfig, ModelConfig
 from ..prediction import Prediction
+from ..segmenter import Segmenter
 from ..weights.renaming import Rule
 
 
@@ -96,14 +97,13 @@ def build_vit(config: BackboneConfig, image_size: int) -> nn.Module:
     )  # fmt: skip
 
 
-class EoMT(nn.Module):
+class EoMT(Segmenter):
     """images [B, 3, H, W] (H, W multiples of the patch size) -> :class:`Prediction` with logits [B, N, K+1]
     and masks [B, N, H/4, W/4]; ``aux`` the predictions made before each of the last ``num_blocks`` blocks
     (in training, or with ``with_aux``)."""
 
     def __init__(self, config: EoMTConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         e = config.eomt
         self.backbone = build_vit(config.backbone, e.image_size)
         dim = self.backbone.embed_dim
@@ -114,10 +114,14 @@ class EoMT(nn.Module):
         self.mask_head = nn.Sequential(
             nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)
         )
-        self.class_head = nn.Linear(dim, config.num_classes + 1)
+        self.class_predictor = nn.Linear(dim, config.num_classes + 1)
         # The probability that each of the last num_blocks blocks masks a query's attention; annealed to 0 in
         # training, saved with the model.
         self.register_buffer("attn_mask_probs", torch.ones(e.num_blocks))
+
+    @property
+    def class_head(self) -> nn.Linear:
+        return self.class_predictor
 
     def _tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
         vit = self.backbone
@@ -136,7 +140,7 @@ class EoMT(nn.Module):
         queries = x[:, :n]
         tokens = x[:, n + self.num_prefix :].transpose(1, 2).reshape(x.shape[0], -1, *grid)
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_head(queries), self.upscale(tokens))
-        return Prediction(self.class_head(queries), masks)
+        return Prediction(self.class_predictor(queries), masks)
 
     def _attention_mask(self, prediction: Prediction, grid: tuple[int, int], tokens: int, prob: Tensor) -> Tensor:
         """True where a token may attend: everywhere, except queries to patches outside their predicted mask
@@ -211,7 +215,7 @@ def config_from_transformers(data: Mapping[str, Any], source: str = "config.json
     )
 
 
-def transformers_rules() -> list[Rule]:
+def transformers_rules(config: EoMTConfig | None = None) -> list[Rule]:
     """transformers' EoMT names -> this package's (timm's ViT names under ``backbone.``)."""
     layer = r"layers\.(\d+)\."
     out = r"backbone.blocks.\1."
@@ -236,7 +240,7 @@ def transformers_rules() -> list[Rule]:
         (r"mask_head\.fc1\.(\w+)", r"mask_head.0.\1"),
         (r"mask_head\.fc2\.(\w+)", r"mask_head.2.\1"),
         (r"mask_head\.fc3\.(\w+)", r"mask_head.4.\1"),
-        (r"class_predictor\.(\w+)", r"class_head.\1"),
+        (r"class_predictor\.(\w+)", r"class_predictor.\1"),
         (r"attn_mask_probs", "attn_mask_probs"),
         (r"criterion\..*", None),
     ]
