@@ -75,3 +75,46 @@ def test_eomt_takes_any_size_and_predicts_through_the_shared_pipeline():
         assert len(results) == 2
     labels = model.predict(images, task="semantic")
     assert [tuple(r.shape) for r in labels] == [(50, 90), (70, 40)]
+
+
+def _official_mask_annealing(start_iter, current_iter, final_iter, poly_power=0.9):
+    """The official training's formula (training/lightning_module.py, mask_annealing), restated."""
+    if current_iter < start_iter:
+        return torch.ones(1)
+    if current_iter >= final_iter:
+        return torch.zeros(1)
+    progress = torch.tensor((current_iter - start_iter) / (final_iter - start_iter))
+    return (1.0 - progress).pow(poly_power)
+
+
+def test_the_annealing_schedule_is_the_official_one_at_every_step():
+    """COCO panoptic EoMT-L 640's annealing (configs/dinov2/coco/panoptic/eomt_large_640.yaml): every step of
+    the 12 epochs, every block."""
+    from maskformer.model.families.eomt import mask_probability
+
+    starts, ends = (14782, 29564, 44346, 59128), (29564, 44346, 59128, 73910)
+    for step in range(0, 73910 + 2, 7):
+        for start, end in zip(starts, ends):
+            assert float(mask_probability(start, step, end, 0.9)) == float(_official_mask_annealing(start, step, end))
+
+
+def test_a_short_training_anneals_the_masks_away_and_inference_then_skips_them():
+    from maskformer.model.families.eomt import anneal
+
+    config = config_from_transformers(
+        transformers.EomtConfig(
+            hidden_size=32, num_hidden_layers=4, num_attention_heads=2, image_size=64, num_queries=5, num_blocks=2,
+            num_labels=3,
+        ).to_dict()
+    )  # fmt: skip
+    config.eomt.anneal_start, config.eomt.anneal_end = (1, 2), (3, 4)
+    model = EoMT(config)
+    seen = []
+    for step in range(5):
+        anneal(model, step, 5)
+        seen.append(model.attn_mask_probs.tolist())
+    assert seen[0] == [1.0, 1.0] and seen[-1] == [0.0, 0.0] and 0 < seen[2][0] < 1
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64), with_aux=True)
+    assert out.aux == []  # no intermediate prediction once every probability is 0

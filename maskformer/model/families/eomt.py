@@ -43,6 +43,11 @@ class EoMTSection:
     num_blocks: int = 4
     num_upscale_blocks: int = 2
     image_size: int = 640
+    # Masked-attention annealing, per block: its mask probability falls from 1 at step anneal_start[i] to 0 at
+    # anneal_end[i] as (1 - progress) ** anneal_power (the official configs'); empty: no annealing.
+    anneal_start: tuple[int, ...] = ()
+    anneal_end: tuple[int, ...] = ()
+    anneal_power: float = 0.9
 
 
 def _vit_large() -> BackboneConfig:
@@ -67,6 +72,24 @@ class EoMTConfig(ModelConfig):
         )
     )  # fmt: skip
     eomt: EoMTSection = field(default_factory=EoMTSection)
+
+
+def mask_probability(start: int, step: int, end: int, power: float) -> Tensor:
+    """A block's masked-attention probability after ``step`` steps: 1 before ``start``, 0 from ``end`` on,
+    ``(1 - progress) ** power`` between (the official training's ``mask_annealing``, in float32)."""
+    if step < start:
+        return torch.ones(())
+    if step >= end:
+        return torch.zeros(())
+    return (1.0 - torch.tensor((step - start) / (end - start))).pow(power)
+
+
+def anneal(model: nn.Module, step: int, max_steps: int) -> None:
+    """The family's ``on_train_step``: every block's mask probability for the step about to run, from the
+    config's annealing steps (the official code sets them after each step, from the steps done: the same)."""
+    e = model.config.eomt
+    for i, (start, end) in enumerate(zip(e.anneal_start, e.anneal_end)):
+        model.attn_mask_probs[i] = mask_probability(start, step, end, e.anneal_power)
 
 
 class ScaleBlock(nn.Module):
