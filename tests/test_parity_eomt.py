@@ -118,3 +118,32 @@ def test_a_short_training_anneals_the_masks_away_and_inference_then_skips_them()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 64), with_aux=True)
     assert out.aux == []  # no intermediate prediction once every probability is 0
+
+
+def test_layer_decay_is_the_official_one():
+    """The official configure_optimizers (llrd 0.8, llrd_l2_enabled, lr_mult 1: its defaults), restated on
+    the network's parameter names: walking them in reverse, a block's parameters at 0.8 ** (B - 1 - block),
+    what comes before block 0 as block 0, the ViT's final norm and the rest at the base rate."""
+    from maskformer.model.families.eomt import layer_decay
+
+    config = config_from_transformers(
+        transformers.EomtConfig(hidden_size=32, num_hidden_layers=6, num_attention_heads=2, image_size=64).to_dict()
+    )
+    model = EoMT(config)
+    backbone_names = {f"backbone.{n}" for n, _ in model.backbone.named_parameters()}
+    blocks, block_i, official = 6, 6, {}
+    for name, _ in reversed(list(model.named_parameters())):
+        lr = 1.0
+        if name in backbone_names:
+            parts = name.split(".")
+            is_block = "blocks" in parts
+            if is_block:
+                block_i = int(parts[parts.index("blocks") + 1])
+            if is_block or block_i == 0:
+                lr *= 0.8 ** (blocks - 1 - block_i)
+            if "backbone.norm" in name:
+                lr = 1.0
+        official[name] = lr
+    ours = {name: layer_decay(config, name, 1.0) for name, _ in model.named_parameters()}
+    assert ours == pytest.approx(official)
+    assert ours["backbone.pos_embed"] == pytest.approx(0.8**5) and ours["query.weight"] == 1.0

@@ -48,6 +48,8 @@ class EoMTSection:
     anneal_start: tuple[int, ...] = ()
     anneal_end: tuple[int, ...] = ()
     anneal_power: float = 0.9
+    # Layer-wise learning-rate decay over the ViT's blocks (the official llrd).
+    layer_decay: float = 0.8
 
 
 def _vit_large() -> BackboneConfig:
@@ -90,6 +92,31 @@ def anneal(model: nn.Module, step: int, max_steps: int) -> None:
     e = model.config.eomt
     for i, (start, end) in enumerate(zip(e.anneal_start, e.anneal_end)):
         model.attn_mask_probs[i] = mask_probability(start, step, end, e.anneal_power)
+
+
+# Blocks of the DINOv2 ViTs by size, for configs that do not set ``depth`` in the backbone's timm arguments.
+_DEPTHS = {"small": 12, "base": 12, "large": 24, "giant": 40}
+
+
+def vit_depth(config: EoMTConfig) -> int:
+    """The number of blocks of the config's ViT."""
+    kwargs = config.backbone.timm_kwargs
+    if "depth" in kwargs:
+        return int(kwargs["depth"])
+    return next(d for size, d in _DEPTHS.items() if f"vit_{size}_" in config.backbone.name)
+
+
+def layer_decay(config: EoMTConfig, name: str, backbone_multiplier: float) -> float:
+    """The family's ``lr_factor``, the official layer-wise decay: the ViT's block i of B learns at
+    ``layer_decay ** (B - 1 - i)``, its embeddings (patch, position, class and register tokens) as block 0, its
+    final norm and everything outside the ViT at 1; the ViT's factors times the run's backbone multiplier (1
+    in EoMT's recipes)."""
+    if not name.startswith("backbone.") or name.startswith("backbone.norm."):
+        return 1.0
+    depth = vit_depth(config)
+    parts = name.split(".")
+    block = int(parts[2]) if parts[1] == "blocks" else 0
+    return backbone_multiplier * config.eomt.layer_decay ** (depth - 1 - block)
 
 
 class ScaleBlock(nn.Module):
