@@ -147,3 +147,24 @@ def test_layer_decay_is_the_official_one():
     ours = {name: layer_decay(config, name, 1.0) for name, _ in model.named_parameters()}
     assert ours == pytest.approx(official)
     assert ours["backbone.pos_embed"] == pytest.approx(0.8**5) and ours["query.weight"] == 1.0
+
+
+def test_a_vit_backbone_file_loads_checked_by_its_names(tmp_path):
+    """``model.backbone.weights`` for the ViT: a timm-format file loads (resampled by timm to the configured
+    grid), a file of another ViT is one line naming the keys."""
+    from safetensors.torch import save_file
+
+    from maskformer.model.backbone import build_vit
+    from maskformer.model.config import BackboneConfig
+
+    kwargs = {"patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2, "init_values": 1.0}
+    cfg = BackboneConfig(type="timm", name="vit_small_patch14_reg4_dinov2", timm_kwargs=kwargs)
+    source = build_vit(cfg, 64)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "vit.safetensors"))
+    cfg.weights = str(tmp_path / "vit.safetensors")
+    loaded = build_vit(cfg, 96)  # another size: position embeddings resampled from the file's 4 x 4 grid
+    assert torch.equal(loaded.blocks[1].mlp.fc2.weight, source.blocks[1].mlp.fc2.weight)
+    assert loaded.pos_embed.shape[1] == 36
+    other = BackboneConfig(type="timm", name=cfg.name, timm_kwargs={**kwargs, "depth": 3}, weights=cfg.weights)
+    with pytest.raises(ValueError, match=r"vit.safetensors: not a state dict .*\(14 weights missing: blocks\.2\.attn"):
+        build_vit(other, 64)

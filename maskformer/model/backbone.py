@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import timm
 import torch
-from timm.layers import freeze_batch_norm_2d
+from timm.layers import SwiGLUPacked, freeze_batch_norm_2d
 from torch import Tensor, nn
 
 from .config import BackboneConfig, did_you_mean
@@ -160,6 +160,36 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
             **cfg.timm_kwargs,
         )
     raise ValueError(f"unknown backbone type {cfg.type!r} (expected 'timm' or 'swin')")
+
+
+def build_vit(cfg: BackboneConfig, image_size: int) -> nn.Module:
+    """A plain timm ViT, whose blocks a network runs itself (EoMT): timm's model ``cfg.name`` with
+    ``cfg.timm_kwargs`` (``swiglu: true`` for DINOv2's SwiGLU MLP) at ``image_size``, its position embeddings
+    resampled at run time for other sizes, without a classifier. ``pretrained`` loads timm's weights and
+    ``weights`` a timm-format file of that ViT; timm resamples both to the configured patch and grid sizes (a
+    DINOv2's 14-pixel patches to 16, as the official EoMT does), and a file is checked by its names first."""
+    check_timm_name(cfg.name)
+    kwargs = dict(cfg.timm_kwargs)
+    if kwargs.pop("swiglu", False):
+        kwargs.update(mlp_layer=SwiGLUPacked, act_layer=nn.SiLU)
+    kwargs.update(img_size=image_size, dynamic_img_size=True, num_classes=0, drop_path_rate=cfg.drop_path_rate)
+    pretrained = cfg.pretrained
+    if cfg.weights:
+        state = read_tensors(cfg.weights)
+        with torch.device("meta"):
+            reference = timm.create_model(cfg.name, pretrained=False, **kwargs).state_dict()
+        missing = sorted(set(reference) - set(state))
+        foreign = sorted(k for k in set(state) - set(reference) if not k.startswith("head."))
+        problems = [f"{len(keys)} {what}: {', '.join(keys[:5])}" for what, keys in
+                    (("weights missing", missing), ("foreign entries", foreign)) if keys]  # fmt: skip
+        if problems:
+            raise ValueError(
+                f"{cfg.weights}: not a state dict of timm's {cfg.name} as configured ({'; '.join(problems)})"
+            )
+        kwargs["pretrained_cfg_overlay"] = {"state_dict": state}
+        pretrained = True
+    with imagenet_weights(cfg.name, cfg.pretrained and not cfg.weights), _quiet_timm_loading(bool(cfg.weights)):
+        return timm.create_model(cfg.name, pretrained=pretrained, **kwargs)
 
 
 def load_swin_state(backbone: SwinBackbone, state: dict[str, Tensor], source: str) -> None:

@@ -17,12 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import timm
 import torch
 import torch.nn.functional as F
-from timm.layers import SwiGLUPacked, resample_abs_pos_embed
+from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
+from ..backbone import build_vit
 from ..config import AT_LEAST_1, BackboneConfig, Bounds, LossConfig, MetadataConfig, ModelConfig
 from ..prediction import Prediction
 from ..segmenter import Segmenter
@@ -133,18 +133,6 @@ class ScaleBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv2(self.act(self.conv1(x)))
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-def build_vit(config: BackboneConfig, image_size: int) -> nn.Module:
-    """The timm ViT of ``config`` at ``image_size`` (its position embeddings resampled to other sizes at run
-    time), without a classifier."""
-    kwargs = dict(config.timm_kwargs)
-    if kwargs.pop("swiglu", False):
-        kwargs.update(mlp_layer=SwiGLUPacked, act_layer=nn.SiLU)
-    return timm.create_model(
-        config.name, pretrained=config.pretrained, img_size=image_size, dynamic_img_size=True, num_classes=0,
-        drop_path_rate=config.drop_path_rate, **kwargs,
-    )  # fmt: skip
 
 
 class EoMT(Segmenter):
