@@ -168,3 +168,37 @@ def test_a_vit_backbone_file_loads_checked_by_its_names(tmp_path):
     other = BackboneConfig(type="timm", name=cfg.name, timm_kwargs={**kwargs, "depth": 3}, weights=cfg.weights)
     with pytest.raises(ValueError, match=r"vit.safetensors: not a state dict .*\(14 weights missing: blocks\.2\.attn"):
         build_vit(other, 64)
+
+
+@pytest.mark.parametrize("swiglu", [False, True])
+def test_an_official_checkpoint_reads_its_architecture_and_loads_strictly(swiglu):
+    """A state dict named as the official code names it (``network.``, its ViT under ``encoder.backbone.``)
+    gives back the architecture and every weight."""
+    from maskformer.model.families.eomt import official_config, official_recognises, official_rules
+
+    config = config_from_transformers(
+        transformers.EomtConfig(
+            hidden_size=64, num_hidden_layers=3, num_attention_heads=1, image_size=48, num_queries=7, num_blocks=2,
+            num_labels=4, use_swiglu_ffn=swiglu,
+        ).to_dict()
+    )  # fmt: skip
+    model = EoMT(config)
+    ours_to_official = [
+        (r"backbone\.(.*)", r"network.encoder.backbone.\1"),
+        (r"query\.weight", "network.q.weight"),
+        (r"class_predictor\.(\w+)", r"network.class_head.\1"),
+        (r"(mask_head|upscale|attn_mask_probs)(.*)", r"network.\1\2"),
+    ]
+    official = rename_state_dict(model.state_dict(), ours_to_official).state_dict
+    official["network.encoder.pixel_mean"] = torch.zeros(1, 3, 1, 1)
+    assert official_recognises(official)
+    read = official_config(official)
+    assert (read.eomt.num_queries, read.eomt.num_blocks, read.eomt.image_size, read.num_classes) == (7, 2, 48, 4)
+    again = EoMT(read)
+    renamed = rename_state_dict(official, official_rules(read))
+    assert not renamed.unmatched
+    again.load_state_dict(renamed.state_dict, strict=True)
+    x = torch.randn(1, 3, 48, 48)
+    model.eval(), again.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x).masks, again(x).masks)

@@ -13,6 +13,8 @@ Work in progress (branch eomt-wip): the network and its transformers weights; no
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -26,6 +28,7 @@ from ..backbone import build_vit
 from ..config import AT_LEAST_1, BackboneConfig, Bounds, LossConfig, MetadataConfig, ModelConfig
 from ..prediction import Prediction
 from ..segmenter import Segmenter
+from ..weights.detectron2_format import count_indices
 from ..weights.renaming import Rule
 
 
@@ -293,3 +296,62 @@ def adapt_transformers_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
     if "backbone.reg_token" in out and out["backbone.reg_token"].numel() == 0:
         del out["backbone.reg_token"]
     return out
+
+
+# The DINOv2 ViTs by width: timm's name (heads are width / 64).
+_VIT_BY_WIDTH = {384: "small", 768: "base", 1024: "large", 1536: "giant"}
+
+
+def official_recognises(state: Mapping[str, Tensor]) -> bool:
+    """The official code's checkpoints: the network's weights under ``network.`` (its ViT under
+    ``network.encoder.backbone.``, the queries as ``network.q``)."""
+    return "network.q.weight" in state and any(k.startswith("network.encoder.backbone.") for k in state)
+
+
+def official_config(state: Mapping[str, Tensor], source: str = "checkpoint") -> EoMTConfig:
+    """An EoMT config read off an official checkpoint's names and shapes: width, depth, registers, patch and
+    grid from the ViT; queries and classes from their tables; the masked blocks from ``attn_mask_probs``. Heads
+    are not visible in weights: DINOv2's 64 channels per head are assumed."""
+    vit = "network.encoder.backbone."
+    for key in (vit + "pos_embed", vit + "patch_embed.proj.weight", "network.class_head.weight"):
+        if key not in state:
+            raise ValueError(f"{source}: missing {key}; not an official EoMT checkpoint")
+    dim = state[vit + "pos_embed"].shape[-1]
+    patch = state[vit + "patch_embed.proj.weight"].shape[-1]
+    grid = math.isqrt(state[vit + "pos_embed"].shape[1])
+    hidden = state[vit + "blocks.0.mlp.fc1.weight"].shape[0]
+    kwargs = {
+        "patch_size": patch, "embed_dim": dim, "depth": count_indices(state, re.escape(vit) + r"blocks\.(\d+)\."),
+        "num_heads": dim // 64, "init_values": 1.0,
+        "reg_tokens": state[vit + "reg_token"].shape[1] if vit + "reg_token" in state else 0,
+    }  # fmt: skip
+    if hidden == 4 * dim:
+        kwargs["mlp_ratio"] = 4.0
+    else:  # SwiGLU: fc1 packs both halves
+        kwargs.update(swiglu=True, mlp_ratio=(hidden + 0.5) / dim)
+    size = _VIT_BY_WIDTH.get(dim, "large")
+    base = EoMTConfig()
+    return EoMTConfig(
+        num_classes=state["network.class_head.weight"].shape[0] - 1,
+        backbone=BackboneConfig(type="timm", name=f"vit_{size}_patch14_reg4_dinov2", timm_kwargs=kwargs),
+        loss=base.loss,
+        eomt=EoMTSection(
+            num_queries=state["network.q.weight"].shape[0],
+            num_blocks=state["network.attn_mask_probs"].shape[0] if "network.attn_mask_probs" in state else 4,
+            num_upscale_blocks=count_indices(state, r"network\.upscale\.(\d+)\."),
+            image_size=grid * patch,
+        ),
+    )
+
+
+def official_rules(config: EoMTConfig | None = None) -> list[Rule]:
+    """The official code's names -> this package's: its ViT is timm's, under ``network.encoder.backbone.``."""
+    return [
+        (r"network\.encoder\.backbone\.(.*)", r"backbone.\1"),
+        (r"network\.encoder\.pixel_(mean|std)", None),  # its normalisation; this package's is the config's
+        (r"network\.q\.weight", "query.weight"),
+        (r"network\.class_head\.(\w+)", r"class_predictor.\1"),
+        (r"network\.(mask_head|upscale)\.(.*)", r"\1.\2"),
+        (r"network\.attn_mask_probs", "attn_mask_probs"),
+        (r"criterion\..*", None),
+    ]
