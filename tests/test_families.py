@@ -116,7 +116,7 @@ def test_the_checker_finds_what_it_is_meant_to_find(tmp_path):
 
 
 def test_one_registry_lists_each_family_once_with_what_the_package_reads_from_it():
-    assert [f.name for f in FAMILIES] == ["maskformer", "mask2former"]
+    assert [f.name for f in FAMILIES] == ["maskformer", "mask2former", "eomt"]
     assert family("mask2former") is FAMILIES[1] and family_of(Mask2FormerConfig()) is FAMILIES[1]
     with pytest.raises(KeyError, match="unknown model family 'mask2fromer' \\(did you mean 'mask2former'"):
         family("mask2fromer")

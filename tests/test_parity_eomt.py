@@ -202,3 +202,33 @@ def test_an_official_checkpoint_reads_its_architecture_and_loads_strictly(swiglu
     model.eval(), again.eval()
     with torch.no_grad():
         assert torch.equal(model(x).masks, again(x).masks)
+
+
+def test_transformers_folders_and_official_files_load_through_the_registry(monkeypatch, tmp_path):
+    """``Segmenter.from_pretrained`` (what every command's ``--model`` goes through) reads a transformers EoMT
+    folder and an official ``network.``-keyed file as EoMT networks, strictly, with transformers' outputs (one
+    head of 64 channels: official files do not show heads, DINOv2's 64 channels per head are assumed)."""
+    from maskformer.model import Segmenter
+
+    monkeypatch.setattr(modeling, "eager_attention_forward", _exact_eager)
+    torch.manual_seed(0)
+    config = transformers.EomtConfig(
+        hidden_size=64, num_hidden_layers=4, num_attention_heads=1, image_size=64, num_queries=5, num_blocks=2,
+        num_labels=3,
+    )  # fmt: skip
+    hf = transformers.EomtForUniversalSegmentation(config).eval()
+    hf.config._attn_implementation = "eager"
+    hf.save_pretrained(tmp_path / "hf")
+    model = Segmenter.from_pretrained(tmp_path / "hf", strict=True).eval()
+    assert type(model) is EoMT and model.load_report.ok
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (model(x).masks - hf(pixel_values=x).masks_queries_logits).abs().max() <= 1e-4
+    official = {f"network.encoder.{k}" if k.startswith("backbone.") else f"network.{k}": v
+                for k, v in model.state_dict().items()}  # fmt: skip
+    official = {k.replace("network.query.", "network.q.").replace("network.class_predictor.", "network.class_head."): v
+                for k, v in official.items()}  # fmt: skip
+    torch.save(official, tmp_path / "pytorch_model.bin")
+    again = Segmenter.from_pretrained(tmp_path / "pytorch_model.bin", strict=True).eval()
+    with torch.no_grad():
+        assert torch.equal(again(x).masks, model(x).masks)

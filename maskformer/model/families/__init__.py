@@ -7,13 +7,13 @@ from :data:`FAMILIES` through :func:`family` and :func:`family_of`."""
 from __future__ import annotations
 
 from ..config import ModelConfig, did_you_mean
-from . import mask2former, maskformer
+from . import eomt, mask2former, maskformer
 from .family import Family
 
 # Each family module defines its config class, which makes it known to ModelConfig.families(): the one list,
 # in the order the papers were published, that the loader and the presets below this registry read too.
 FAMILIES: tuple[Family, ...] = tuple(ModelConfig.families())
-assert {f.name for f in FAMILIES} == {maskformer.FAMILY.name, mask2former.FAMILY.name}
+assert {f.name for f in FAMILIES} == {maskformer.FAMILY.name, mask2former.FAMILY.name, eomt.FAMILY.name}
 # The family `maskformer demo` trains by default: the one whose results show best what training does within
 # the demo's minutes (docs/demo.md, "The two families side by side").
 DEMO_FAMILY: Family = mask2former.FAMILY

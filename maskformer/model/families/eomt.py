@@ -8,14 +8,17 @@ During training each of those blocks restricts the queries' attention to the pat
 prediction's masks, with a per-block probability annealed from 1 to 0 (``attn_mask_probs``, a buffer saved
 with the model): a finished model runs unmasked and predicts once, at the end.
 
-Work in progress (branch eomt-wip): the network and its transformers weights; not yet in the registry.
+Presets (the official configs, configs/dinov2/): ``eomt_<size>_<dataset>[_<image size>][_2x]`` for COCO
+panoptic (small and base 2x, large and giant at 640 and 1280), COCO instance (large, 640 and 1280), ADE20K
+panoptic (large and giant, 640 and 1280), ADE20K semantic (large, 512) and Cityscapes semantic (large, 1024).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -30,6 +33,7 @@ from ..prediction import Prediction
 from ..segmenter import Segmenter
 from ..weights.detectron2_format import count_indices
 from ..weights.renaming import Rule
+from .family import Checkpoint, Family, OfficialFormat, Recipe, TransformersFormat
 
 
 @dataclass
@@ -355,3 +359,119 @@ def official_rules(config: EoMTConfig | None = None) -> list[Rule]:
         (r"network\.attn_mask_probs", "attn_mask_probs"),
         (r"criterion\..*", None),
     ]
+
+
+def _vit(size: str) -> BackboneConfig:
+    """DINOv2 with registers of ``size`` at patch 16 (the official ViT: timm's, patch embedding resampled
+    from 14), layer scale present (its DINOv2 values are loaded)."""
+    kwargs: dict[str, Any] = {"patch_size": 16, "init_values": 1.0}
+    return BackboneConfig(type="timm", name=f"vit_{size}_patch14_reg4_dinov2", timm_kwargs=kwargs)
+
+
+# name: (ViT size, dataset key, classes, image size, queries, masked blocks, annealing starts, ends), from
+# configs/dinov2/<dataset>/<task>/eomt_<size>_<image size>[_2x].yaml (the annealing's last end is the last step).
+_COCO_4 = ((14782, 29564, 44346, 59128), (29564, 44346, 59128, 73910))
+_COCO_5 = ((14782, 25869, 36955, 48042, 59128), (29564, 40651, 51737, 62824, 73910))
+_ADE_4 = ((6520, 13040, 19560, 26080), (13040, 19560, 26080, 32600))
+_ADE_5 = ((6520, 11410, 16300, 21190, 26080), (13040, 17930, 22820, 27710, 32600))
+_CITY_4 = ((3317, 6634, 9951, 13268), (6634, 9951, 13268, 16585))
+_CONFIGS = {
+    "eomt_small_coco_2x": ("small", "coco", 133, 640, 200, 3, ((29564, 73910, 118256), (59128, 103474, 147820))),
+    "eomt_base_coco_2x": ("base", "coco", 133, 640, 200, 3, ((29564, 73910, 118256), (59128, 103474, 147820))),
+    "eomt_large_coco": ("large", "coco", 133, 640, 200, 4, _COCO_4),
+    "eomt_large_coco_1280": ("large", "coco", 133, 1280, 200, 4, _COCO_4),
+    "eomt_giant_coco": ("giant", "coco", 133, 640, 200, 5, _COCO_5),
+    "eomt_giant_coco_1280": ("giant", "coco", 133, 1280, 200, 5, _COCO_5),
+    "eomt_large_coco_instance": ("large", "coco_instance", 80, 640, 200, 4, _COCO_4),
+    "eomt_large_coco_instance_1280": ("large", "coco_instance", 80, 1280, 200, 4, _COCO_4),
+    "eomt_large_ade_panoptic": ("large", "ade_panoptic", 150, 640, 200, 4, _ADE_4),
+    "eomt_large_ade_panoptic_1280": ("large", "ade_panoptic", 150, 1280, 200, 4, _ADE_4),
+    "eomt_giant_ade_panoptic": ("giant", "ade_panoptic", 150, 640, 200, 5, _ADE_5),
+    "eomt_giant_ade_panoptic_1280": ("giant", "ade_panoptic", 150, 1280, 200, 5, _ADE_5),
+    "eomt_large_ade": ("large", "ade", 150, 512, 100, 4, _ADE_4),
+    "eomt_large_cityscapes": ("large", "cityscapes", 19, 1024, 100, 4, _CITY_4),
+}  # fmt: skip
+
+
+def _preset(name: str) -> EoMTConfig:
+    size, _, classes, image, queries, blocks, (starts, ends) = _CONFIGS[name]
+    config = EoMTConfig(num_classes=classes, backbone=_vit(size))
+    config.eomt = EoMTSection(
+        num_queries=queries, num_blocks=blocks, image_size=image, anneal_start=starts, anneal_end=ends
+    )
+    # Panoptic and instance inference: mask and overlap thresholds 0.8; the long side resized to the image size.
+    config.inference.object_mask_threshold, config.inference.overlap_threshold = 0.8, 0.8
+    config.inference.test_shortest_edge = config.inference.test_max_size = image
+    return config
+
+
+PRESETS: dict[str, Callable[[], EoMTConfig]] = {name: functools.partial(_preset, name) for name in _CONFIGS}
+# The dataset each preset is configured for (a key of maskformer.data.catalog.DATASETS).
+PRESET_DATASETS: dict[str, str] = {name: entry[1] for name, entry in _CONFIGS.items()}
+# AdamW 1e-4 with weight decay 0.05 on every parameter (the official code applies it to norms and embeddings
+# too), no gradient clipping, 16-bit mixed precision.
+OPTIMIZER = {"weight_decay": 0.05, "weight_decay_norm": 0.05, "weight_decay_embed": 0.05}
+
+
+def _recipe(name: str, dataset: str) -> Recipe:
+    """EoMT's recipe for a preset (the official configs): batch 16, as many steps as the annealing's last end
+    (12 epochs of COCO, 24 for 2x, 31 of ADE20K, 107 of Cityscapes), the ViT at the base rate (its layer-wise
+    decay is the family's ``lr_factor``), poly 0.9 and bf16-mixed. The official two-stage warm-up (500 steps
+    for the new parts, then 1000 for the ViT) is not reproduced yet: one warm-up of 1500 steps for all."""
+    image = _CONFIGS[name][3]
+    steps = _CONFIGS[name][6][1][-1]
+    train = {
+        **OPTIMIZER, "lr": 1e-4, "batch_size": 16, "max_steps": steps, "backbone_lr_multiplier": 1.0,
+        "clip_grad_norm": 0.0, "warmup_steps": 1500, "warmup_factor": 0.0, "precision": "bf16-mixed",
+    }  # fmt: skip
+    # Scale jitter to the image size times 0.1-2.0 (0.5-2.0 for the semantic datasets), crop, flip, pad.
+    low = 0.5 if dataset in ("ade", "cityscapes") else 0.1
+    return Recipe(train, {"crop_size": (image, image), "augmentation": "lsj", "min_scale": low, "max_scale": 2.0})
+
+
+# The official checkpoints on the hub (model_zoo/dinov2.md); ADE20K panoptic ones start from COCO panoptic.
+_LICENCE = "not stated (code MIT)"
+
+
+def _hub(name: str, repo: str, dataset: str, metric: str, score: float, classes: bool) -> Checkpoint:
+    return Checkpoint(name, f"tue-mps/{repo}", dataset, metric, score, classes, _LICENCE)
+
+
+CHECKPOINTS: tuple[Checkpoint, ...] = (
+    _hub("eomt-small-coco-panoptic-2x", "coco_panoptic_eomt_small_640_2x", "coco", "PQ", 46.7, True),
+    _hub("eomt-base-coco-panoptic-2x", "coco_panoptic_eomt_base_640_2x", "coco", "PQ", 51.6, True),
+    _hub("eomt-large-coco-panoptic", "coco_panoptic_eomt_large_640", "coco", "PQ", 56.0, True),
+    _hub("eomt-giant-coco-panoptic", "coco_panoptic_eomt_giant_640", "coco", "PQ", 57.0, True),
+    _hub("eomt-large-coco-panoptic-1280", "coco_panoptic_eomt_large_1280", "coco", "PQ", 58.3, True),
+    _hub("eomt-giant-coco-panoptic-1280", "coco_panoptic_eomt_giant_1280", "coco", "PQ", 59.2, True),
+    _hub("eomt-large-ade-panoptic", "ade20k_panoptic_eomt_large_640", "ade_panoptic", "PQ", 50.6, True),
+    _hub("eomt-giant-ade-panoptic", "ade20k_panoptic_eomt_giant_640", "ade_panoptic", "PQ", 51.3, True),
+    _hub("eomt-large-ade-panoptic-1280", "ade20k_panoptic_eomt_large_1280", "ade_panoptic", "PQ", 51.7, True),
+    _hub("eomt-giant-ade-panoptic-1280", "ade20k_panoptic_eomt_giant_1280", "ade_panoptic", "PQ", 52.8, True),
+    _hub("eomt-large-ade-semantic", "ade20k_semantic_eomt_large_512", "ade", "mIoU", 58.4, True),
+    _hub("eomt-large-cityscapes-semantic", "cityscapes_semantic_eomt_large_1024", "cityscapes", "mIoU", 84.2, True),
+    _hub("eomt-large-coco-instance", "coco_instance_eomt_large_640", "coco_instance", "AP", 45.2, False),
+    _hub("eomt-large-coco-instance-1280", "coco_instance_eomt_large_1280", "coco_instance", "AP", 48.8, False),
+)
+
+
+FAMILY = Family(
+    name="eomt",
+    title="EoMT",
+    year=2025,
+    config=EoMTConfig,
+    network=EoMT,
+    presets=PRESETS,
+    preset_datasets=PRESET_DATASETS,
+    checkpoints=CHECKPOINTS,
+    recipe=_recipe,
+    optimizer=OPTIMIZER,
+    demo=None,
+    transformers=TransformersFormat("eomt", config_from_transformers, transformers_rules, adapt_transformers_state),
+    official=OfficialFormat(official_recognises, official_config, official_rules),
+    describe=lambda config: f"queries in {config.eomt.num_blocks} blocks",
+    pretraining="DINOv2 (LVD-142M)",
+    lr_factor=layer_decay,
+    on_train_step=anneal,
+)
+EoMTConfig.FAMILY = FAMILY
