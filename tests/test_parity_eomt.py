@@ -232,3 +232,29 @@ def test_transformers_folders_and_official_files_load_through_the_registry(monke
     again = Segmenter.from_pretrained(tmp_path / "pytorch_model.bin", strict=True).eval()
     with torch.no_grad():
         assert torch.equal(again(x).masks, model(x).masks)
+
+
+@pytest.mark.parametrize("task", ["semantic", "panoptic", "instance"])
+def test_predict_runs_an_eomt_transformers_folder(tmp_path, task):
+    """``maskformer predict --model FOLDER`` with a transformers EoMT folder writes every task's outputs."""
+    import numpy as np
+    from PIL import Image
+
+    from maskformer.cli.main import main
+
+    torch.manual_seed(0)
+    config = transformers.EomtConfig(
+        hidden_size=64, num_hidden_layers=4, num_attention_heads=1, image_size=64, num_queries=5, num_blocks=2,
+        num_labels=3,
+    )  # fmt: skip
+    transformers.EomtForUniversalSegmentation(config).save_pretrained(tmp_path / "hf")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i, size in enumerate([(50, 70), (64, 40)]):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(images), "--model", str(tmp_path / "hf"), "--task", task, "--out", str(out)]) == 0
+    expected = {"semantic": ["labels/0.png", "labels/1.png"], "panoptic": ["panoptic.json", "panoptic/1.png"],
+                "instance": ["instances.json", "images.json"]}[task]  # fmt: skip
+    assert all((out / name).is_file() for name in [*expected, "overlays/0.png", "overlays/1.png"])

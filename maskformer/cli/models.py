@@ -62,13 +62,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     from ..model.families.family import NON_COMMERCIAL
     from ..predict import KNOWN_MODELS
 
-    print(f"{'name':<50} {'family':<12} {'task':<9} {'dataset':<26} {'score':>11}  {'licence':<13} source")
+    print(f"{'name':<50} {'family':<12} {'task':<9} {'dataset':<26} {'score':>11}  {'licence':<22} source")
     for m in KNOWN_MODELS.values():
         score = f"{m.metric:>5} {m.score:5.1f}"
-        print(f"{m.name:<50} {m.family:<12} {m.task:<9} {m.dataset:<26} {score}  {m.licence:<13} {m.source}")
+        print(f"{m.name:<50} {m.family:<12} {m.task:<9} {m.dataset:<26} {score}  {m.licence:<22} {m.source}")
     licences = sorted({m.licence for m in KNOWN_MODELS.values()})
-    restricted = " (non-commercial use only)" if NON_COMMERCIAL in licences else ""
-    print(f"{len(KNOWN_MODELS)} models. Their weights' licences: {', '.join(licences)}{restricted}; see each model's.")
+    notes = [f"{lic} (non-commercial use only)" if lic == NON_COMMERCIAL else lic for lic in licences]
+    print(f"{len(KNOWN_MODELS)} models. Their weights' licences, each model's in its row: {'; '.join(notes)}.")
     return 0
 
 
