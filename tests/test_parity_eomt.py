@@ -24,17 +24,27 @@ def _exact_eager(module, query, key, value, attention_mask, scaling, dropout=0.0
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
+def _tiny(**changes) -> transformers.EomtConfig:
+    """A transformers EoMT config small enough for a CPU test: 4 layers of width 32, 2 heads, 64 x 64 input,
+    5 queries in the last 2 blocks, 3 classes (``changes`` override any of it)."""
+    settings = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, image_size=64, num_queries=5,
+                    num_blocks=2, num_labels=3)  # fmt: skip
+    return transformers.EomtConfig(**{**settings, **changes})
+
+
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-4), (torch.float64, 1e-6)])
 @pytest.mark.parametrize("registers,swiglu,queries,classes", [(4, False, 5, 3), (0, True, 7, 1)])
 @pytest.mark.parametrize("prob", [1.0, 0.0])
 def test_eomt_equals_transformers(monkeypatch, dtype, tolerance, registers, swiglu, queries, classes, prob):
     monkeypatch.setattr(modeling, "eager_attention_forward", _exact_eager)
     torch.manual_seed(0)
-    config = transformers.EomtConfig(
-        hidden_size=32, num_hidden_layers=4, num_attention_heads=2, image_size=64, patch_size=16,
-        num_queries=queries, num_blocks=2, num_labels=classes, num_register_tokens=registers, use_swiglu_ffn=swiglu,
+    config = _tiny(
+        num_queries=queries,
+        num_labels=classes,
+        num_register_tokens=registers,
+        use_swiglu_ffn=swiglu,
         layerscale_value=0.5,
-    )  # fmt: skip
+    )
     hf = transformers.EomtForUniversalSegmentation(config).eval()
     hf.config._attn_implementation = "eager"
     with torch.no_grad():
@@ -58,12 +68,7 @@ def test_eomt_equals_transformers(monkeypatch, dtype, tolerance, registers, swig
 def test_eomt_takes_any_size_and_predicts_through_the_shared_pipeline():
     """Position embeddings are resampled to the input's grid (timm's resample_abs_pos_embed), so EoMT takes
     sizes transformers' model does not, and the Segmenter pipeline (resize, pad, post-process) runs on it."""
-    config = config_from_transformers(
-        transformers.EomtConfig(
-            hidden_size=32, num_hidden_layers=4, num_attention_heads=2, image_size=64, num_queries=5, num_blocks=2,
-            num_labels=3,
-        ).to_dict()
-    )  # fmt: skip
+    config = config_from_transformers(_tiny().to_dict())
     config.inference.test_shortest_edge, config.inference.test_max_size = 64, 128
     model = EoMT(config).eval()
     with torch.no_grad():
@@ -101,12 +106,7 @@ def test_the_annealing_schedule_is_the_official_one_at_every_step():
 def test_a_short_training_anneals_the_masks_away_and_inference_then_skips_them():
     from maskformer.model.families.eomt import anneal
 
-    config = config_from_transformers(
-        transformers.EomtConfig(
-            hidden_size=32, num_hidden_layers=4, num_attention_heads=2, image_size=64, num_queries=5, num_blocks=2,
-            num_labels=3,
-        ).to_dict()
-    )  # fmt: skip
+    config = config_from_transformers(_tiny().to_dict())
     config.eomt.anneal_start, config.eomt.anneal_end = (1, 2), (3, 4)
     model = EoMT(config)
     seen = []
@@ -126,9 +126,7 @@ def test_layer_decay_is_the_official_one():
     what comes before block 0 as block 0, the ViT's final norm and the rest at the base rate."""
     from maskformer.model.families.eomt import layer_decay
 
-    config = config_from_transformers(
-        transformers.EomtConfig(hidden_size=32, num_hidden_layers=6, num_attention_heads=2, image_size=64).to_dict()
-    )
+    config = config_from_transformers(_tiny(num_hidden_layers=6).to_dict())
     model = EoMT(config)
     backbone_names = {f"backbone.{n}" for n, _ in model.backbone.named_parameters()}
     blocks, block_i, official = 6, 6, {}
@@ -177,10 +175,8 @@ def test_an_official_checkpoint_reads_its_architecture_and_loads_strictly(swiglu
     from maskformer.model.families.eomt import official_config, official_recognises, official_rules
 
     config = config_from_transformers(
-        transformers.EomtConfig(
-            hidden_size=64, num_hidden_layers=3, num_attention_heads=1, image_size=48, num_queries=7, num_blocks=2,
-            num_labels=4, use_swiglu_ffn=swiglu,
-        ).to_dict()
+        _tiny(hidden_size=64, num_hidden_layers=3, num_attention_heads=1, image_size=48, num_queries=7, num_labels=4,
+              use_swiglu_ffn=swiglu).to_dict()
     )  # fmt: skip
     model = EoMT(config)
     ours_to_official = [
@@ -212,10 +208,7 @@ def test_transformers_folders_and_official_files_load_through_the_registry(monke
 
     monkeypatch.setattr(modeling, "eager_attention_forward", _exact_eager)
     torch.manual_seed(0)
-    config = transformers.EomtConfig(
-        hidden_size=64, num_hidden_layers=4, num_attention_heads=1, image_size=64, num_queries=5, num_blocks=2,
-        num_labels=3,
-    )  # fmt: skip
+    config = _tiny(hidden_size=64, num_attention_heads=1)
     hf = transformers.EomtForUniversalSegmentation(config).eval()
     hf.config._attn_implementation = "eager"
     hf.save_pretrained(tmp_path / "hf")
@@ -243,10 +236,7 @@ def test_predict_runs_an_eomt_transformers_folder(tmp_path, task):
     from maskformer.cli.main import main
 
     torch.manual_seed(0)
-    config = transformers.EomtConfig(
-        hidden_size=64, num_hidden_layers=4, num_attention_heads=1, image_size=64, num_queries=5, num_blocks=2,
-        num_labels=3,
-    )  # fmt: skip
+    config = _tiny(hidden_size=64, num_attention_heads=1)
     transformers.EomtForUniversalSegmentation(config).save_pretrained(tmp_path / "hf")
     images = tmp_path / "images"
     images.mkdir()
