@@ -28,7 +28,7 @@ from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
 from ..backbone import build_vit
-from ..config import AT_LEAST_1, BackboneConfig, Bounds, LossConfig, MetadataConfig, ModelConfig
+from ..config import AT_LEAST_1, BackboneConfig, Bounds, InferenceConfig, LossConfig, MetadataConfig, ModelConfig
 from ..prediction import Prediction
 from ..segmenter import Segmenter
 from ..weights.detectron2_format import count_indices
@@ -246,6 +246,7 @@ def config_from_transformers(data: Mapping[str, Any], source: str = "config.json
     names = [id2label[k] for k in sorted(id2label, key=int)]
     num_classes = int(data.get("num_labels", len(names)))
     base = EoMTConfig()
+    image_size = data.get("image_size", 640)
     return EoMTConfig(
         num_classes=num_classes,
         backbone=BackboneConfig(type="timm", name="vit_large_patch14_reg4_dinov2", timm_kwargs=kwargs),
@@ -253,9 +254,16 @@ def config_from_transformers(data: Mapping[str, Any], source: str = "config.json
             num_queries=data.get("num_queries", 200),
             num_blocks=data.get("num_blocks", 4),
             num_upscale_blocks=data.get("num_upscale_blocks", 2),
-            image_size=data.get("image_size", 640),
+            image_size=image_size,
         ),
         loss=base.loss,
+        # Tested at the size it was trained at (transformers' models take no other), thresholds 0.8 / 0.8.
+        inference=InferenceConfig(
+            object_mask_threshold=0.8,
+            overlap_threshold=0.8,
+            test_shortest_edge=int(image_size),
+            test_max_size=int(image_size),
+        ),
         metadata=MetadataConfig(class_names=names if len(names) == num_classes else []),
     )
 
