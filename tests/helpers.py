@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from PIL import Image
 from torch import nn
 
@@ -23,9 +26,9 @@ from maskformer.model import HungarianMatcher, LossConfig, Mask2FormerConfig, Ma
 from maskformer.model.config import BackboneConfig, PixelDecoderConfig, TransformerConfig
 from maskformer.training import DataConfig, RunConfig, TrainConfig
 
-# A tiny ResNet-18 Mask2Former and two steps on 48 x 48 crops, as overrides of a preset.
+# A tiny Mask2Former (timm's 0.4M-parameter test_resnet) and two steps on 48 x 48 crops, as overrides of a preset.
 TINY_M2F = [
-    "model.backbone.name=resnet18",
+    "model.backbone.name=test_resnet",
     "model.backbone.pretrained=false",
     "model.backbone.norm=bn",
     "model.pixel_decoder.conv_dim=32",
@@ -424,7 +427,10 @@ FAMILIES = ["maskformer", "mask2former"]
 
 
 def run_config(root, steps: int, family: str = "maskformer", **train_kw) -> RunConfig:
-    model = resnet18_model(family, width=32, queries=8, layers=2 if family == "maskformer" else 3, ffn=64, points=512)
+    """A training run of ``steps`` steps on the synthetic data at ``root``: a model of either family on timm's
+    0.4M-parameter ``test_resnet`` (batch norm; its checkpoints are a few MB, not ResNet-18's 135), batch 2 of
+    48 x 48 crops, validation at the last step; ``train_kw`` overrides the training settings."""
+    model = small_config(family, "test_resnet", 6, 32, 8, 2 if family == "maskformer" else 3, 64, 1, 512, norm="bn")
     model.inference.test_shortest_edge = 64
     data = DataConfig(
         format="panoptic", root=str(root), crop_size=(48, 48), num_workers=0, min_scale=0.75, max_scale=1.25
@@ -603,3 +609,19 @@ def colour_index(image):
     """Palette index of every pixel whose colour is exactly a palette colour, else -1."""
     eq = (image.permute(1, 2, 0)[:, :, None, :].long() == PALETTE[None, None]).all(-1)
     return torch.where(eq.any(-1), eq.float().argmax(-1), torch.tensor(-1))
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder ``name`` made by ``build(folder)`` once per test session: pytest-xdist's processes share it
+    (each has a base temp of its own; the folder goes in their common parent), and the first to ask builds it
+    while the others wait. For expensive read-only fixtures such as a trained run."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / name
+    with FileLock(f"{folder}.lock"):
+        if not (root / f"{name}.done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            (root / f"{name}.done").touch()
+    return folder

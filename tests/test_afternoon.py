@@ -365,7 +365,7 @@ def test_per_class_ap_averages_cocos_precision_as_its_summary_does():
 def test_the_training_line_names_the_family(synth, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="maskformer"):
         train(run_config(synth, 1, family="mask2former"), tmp_path / "run")
-    assert "training a Mask2Former with a resnet18 backbone" in caplog.text
+    assert "training a Mask2Former with a test_resnet backbone" in caplog.text
 
 
 # ---- 15. the README says how to install and activate, and agrees with the command ---------------------------

@@ -13,9 +13,21 @@ from maskformer.cli.main import main
 
 
 def test_presets_lists_paper_configurations(capsys):
-    assert main(["presets", "--count"]) == 0
-    out = capsys.readouterr().out
-    assert "swin_t" in out and "r50+6enc" in out and "41.8M" in out
+    from maskformer.model import PRESETS
+
+    assert main(["presets"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == list(PRESETS)
+    # Counting builds each model (on the meta device); the papers give 42M for Swin-T and 45M for R50+6Enc.
+    assert main(["presets", "--count", "swin_t", "r50+6enc"]) == 0
+    rows = {row.split()[0]: row.split()[-1] for row in capsys.readouterr().out.splitlines()[1:]}
+    assert (rows.pop("swin_t"), rows.pop("swin_t_coco"), rows.pop("r50+6enc")) == ("41.8M", "41.8M", "45.0M")
+    assert rows and all(name.startswith("m2f_swin_t_") for name in rows)  # "swin_t" matches those too
+    assert main(["presets", "eomt"]) == 0
+    names = [row.split()[0] for row in capsys.readouterr().out.splitlines()[1:]]
+    assert names and all(name.startswith("eomt_") for name in names)
+    assert main(["presets", "xyz"]) == 2
+    assert "no preset matches 'xyz'" in capsys.readouterr().err
 
 
 def test_info_and_convert(tmp_path, capsys, hf_checkpoints):

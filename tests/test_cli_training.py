@@ -19,7 +19,7 @@ def test_synth_train_eval(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(data), "--train", "6", "--val", "3", "--seed", "2"]) == 0
     assert len(list((data / "images" / "train").glob("*.png"))) == 6
     overrides = [
-        "model.backbone.name=resnet18",
+        "model.backbone.name=test_resnet",
         "model.backbone.pretrained=false",
         "model.backbone.norm=bn",
         "model.pixel_decoder.conv_dim=32",

@@ -1,10 +1,18 @@
 """ONNX (under onnxruntime) and torch.export programs of both families agree with eager PyTorch at several
-input sizes, and the README's onnxruntime example gives what ``model.predict`` gives."""
+input sizes, and the README's ONNX workflow gives what ``model.predict`` gives."""
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+from PIL import Image
 
 from maskformer.cli.main import main
 from maskformer.model import MaskFormer
@@ -18,11 +26,11 @@ SIZES_32 = [(1, 64, 96), (2, 160, 128), (3, 224, 64)]
 @pytest.fixture(scope="module", params=["maskformer", "mask2former"])
 def model(request):
     torch.manual_seed(0)
-    if request.param == "maskformer":
-        return MaskFormer(tiny_config(num_classes=5, backbone="resnet18", queries=8)).eval()
     # Mask2Former: deformable sampling (grid_sample) and boolean attention masks in the graph.
-    config = tiny_m2f_config(queries=8)
-    config.backbone = tiny_config(backbone="resnet18").backbone
+    config = tiny_config(num_classes=5, backbone="resnet18", queries=8)
+    if request.param == "mask2former":
+        config, config.backbone = tiny_m2f_config(queries=8), config.backbone
+    config.inference.test_shortest_edge, config.inference.test_max_size = 96, 160  # for the README's example
     return MaskFormer(config).eval()
 
 
@@ -33,13 +41,28 @@ def _eager(model, images):
     return out.logits, out.masks
 
 
-def test_onnx_matches_pytorch_at_several_sizes(model, tmp_path):
+def test_the_readmes_onnx_workflow(model, tmp_path, monkeypatch):
+    """As the README says, for each family: save the model as "my-model", export it by the README's command (in
+    a process of its own, as a user runs it: a clean console); the graph agrees with eager PyTorch at sizes
+    that need padding, and the README's onnxruntime example gives ``model.predict``'s labels."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    path = tmp_path / "model.onnx"
-    folder = model.save_pretrained(tmp_path / "m")
-    assert main(["export", "--model", str(folder), "--format", "onnx", "--out", str(path)]) == 0
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- onnx-example -->\s*```python\n(.*?)```", readme, re.S)
+    assert code, "README.md has no onnxruntime example"
+    (command,) = re.findall(r"^maskformer (export --model my-model --format onnx .*?)\s*(?:#.*)?$", readme, re.M)
+    monkeypatch.chdir(tmp_path)
+    model.save_pretrained("my-model")
+    result = subprocess.run(
+        [sys.executable, "-m", "maskformer.cli.main", *shlex.split(command)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )  # fmt: skip
+    assert Path("model.onnx").exists()
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = result.stdout + result.stderr
+    assert "Skipping constant folding" not in console and "[torch.onnx]" not in console, console[-2000:]
+
+    session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"]
     for b, h, w in SIZES:
         images = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(h)) * 255
@@ -48,6 +71,13 @@ def test_onnx_matches_pytorch_at_several_sizes(model, tmp_path):
         assert logits.shape == tuple(ref_logits.shape) and masks.shape == tuple(ref_masks.shape)
         assert abs(logits - ref_logits.numpy()).max() <= 1e-4
         assert abs(masks - ref_masks.numpy()).max() <= 1e-4
+
+    pixels = torch.randint(0, 256, (83, 121, 3), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    Image.fromarray(pixels.numpy()).save("photo.png")
+    namespace: dict = {}
+    exec(compile(code[1], "README.md", "exec"), namespace)
+    (expected,) = model.predict([pixels.permute(2, 0, 1)], task="semantic")
+    assert torch.equal(namespace["labels"], expected)
 
 
 def test_torch_export_matches_pytorch_at_several_sizes(model, tmp_path):
@@ -68,30 +98,6 @@ def test_export_rejects_example_sizes_that_are_not_multiples_of_32(tmp_path):
     model = MaskFormer(tiny_config(num_classes=5, backbone="resnet18", queries=8))
     folder = model.save_pretrained(tmp_path / "m")
     assert main(["export", "--model", str(folder), "--out", str(tmp_path / "x.onnx"), "--height", "100"]) == 2
-
-
-def test_readme_onnxruntime_example_equals_model_predict(tmp_path, monkeypatch):
-    """The README's example, run as written on files of the names it uses, gives model.predict's labels."""
-    pytest.importorskip("onnxruntime")
-    torch.manual_seed(0)
-    model = MaskFormer(tiny_config(num_classes=5, backbone="resnet18", queries=8)).eval()
-    import re
-    from pathlib import Path
-
-    from PIL import Image
-
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    code = re.search(r"<!-- onnx-example -->\s*```python\n(.*?)```", readme, re.S)
-    assert code, "README.md has no onnxruntime example"
-    monkeypatch.chdir(tmp_path)
-    model.save_pretrained("my-model")
-    assert main(["export", "--model", "my-model", "--out", "model.onnx"]) == 0
-    pixels = torch.randint(0, 256, (83, 121, 3), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
-    Image.fromarray(pixels.numpy()).save("photo.png")
-    namespace: dict = {}
-    exec(compile(code[1], "README.md", "exec"), namespace)
-    (expected,) = model.predict([pixels.permute(2, 0, 1)], task="semantic")
-    assert torch.equal(namespace["labels"], expected)
 
 
 @pytest.mark.slow

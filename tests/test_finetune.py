@@ -31,6 +31,7 @@ from tests.helpers import (
     hf_to_detectron2,
     relabelled_dataset,
     resnet18_model,
+    small_config,
     tiny_config,
     tiny_transformers_model,
     write_zoo_pickle,
@@ -57,10 +58,10 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sources(data, tmp_path_factory):
-    """Model sources keyed by kind: a training run folder (a tiny demo-like run on the synthetic data) and
-    transformers folders of both families."""
+    """Model sources keyed by kind: a training run folder (a tiny demo-like run on the synthetic data, on timm's
+    0.4M-parameter test_resnet) and transformers folders of both families."""
     root = tmp_path_factory.mktemp("sources")
-    model = resnet18_model("mask2former", width=32, queries=8, layers=3, ffn=64, points=256)
+    model = small_config("mask2former", "test_resnet", 6, 32, 8, 3, 64, 1, 256, norm="bn")
     model.inference.test_shortest_edge, model.inference.test_max_size = 64, 128  # fine-tuning crops 64
     config = RunConfig(
         model=model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -68,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _show_progress_messages()
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`maskformer presets | head`): stop quietly, as Unix tools do; Python's
+        # recipe points stdout at devnull so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (OSError, ValueError, KeyError, RuntimeError, FloatingPointError) as err:
         if args.debug:
             raise

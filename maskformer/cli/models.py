@@ -18,12 +18,21 @@ def _count_parameters(config: ModelConfig) -> int:
         return family_of(config).network(config).num_parameters
 
 
+def _matching_presets(patterns: list[str]) -> list[str]:
+    """Presets whose name contains one of ``patterns`` or whose family is one; all without patterns."""
+    names = [n for n in PRESETS if not patterns or any(p in n or p == preset(n).family for p in patterns)]
+    if not names:
+        raise ValueError(f"no preset matches {' or '.join(map(repr, patterns))} (`maskformer presets` lists them all)")
+    return names
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from ..training.config import paper_model
 
+    names = _matching_presets(args.patterns)
     width = max(map(len, PRESETS)) + 1
     print(f"{'preset':<{width}} {'family':<12} {'starts from':<50} {'parts':<20} {'classes':>7} {'params':>8}")
-    for name in PRESETS:
+    for name in names:
         cfg = paper_model(name)
         pretraining = family_of(cfg).pretraining
         weights = f"{pretraining}: {cfg.backbone.name}" if cfg.backbone.pretrained else "scratch (no timm weights)"
@@ -74,7 +83,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """This group's commands on the ``maskformer`` parser."""
-    p = sub.add_parser("presets", help="list the paper's model configurations")
+    p = sub.add_parser("presets", help="list the papers' model configurations")
+    patterns = "only presets whose name contains PATTERN (swin_t, coco, ...) or of the family PATTERN"
+    p.add_argument("patterns", nargs="*", metavar="PATTERN", help=patterns)
     p.add_argument("--count", action="store_true", help="also count each preset's parameters")
     p.set_defaults(func=cmd_presets)
 
