@@ -1,13 +1,16 @@
-"""maskformer: MaskFormer (Cheng, Schwing, Kirillov, NeurIPS 2021) and Mask2Former (Cheng, Misra, Schwing,
-Kirillov, Girdhar, CVPR 2022) in plain PyTorch + timm."""
+"""maskformer: MaskFormer (Cheng, Schwing, Kirillov, NeurIPS 2021), Mask2Former (Cheng, Misra, Schwing,
+Kirillov, Girdhar, CVPR 2022) and EoMT (Kerssies et al., CVPR 2025) in plain PyTorch + timm."""
 
 from .model import (
     PRESETS,
+    EoMT,
+    EoMTConfig,
     HungarianMatcher,
     Mask2FormerConfig,
     MaskFormer,
     MaskFormerConfig,
     ModelConfig,
+    Segmenter,
     SetCriterion,
     preset,
 )
@@ -16,11 +19,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS",
+    "EoMT",
+    "EoMTConfig",
     "HungarianMatcher",
     "Mask2FormerConfig",
     "MaskFormer",
     "MaskFormerConfig",
     "ModelConfig",
+    "Segmenter",
     "SetCriterion",
     "__version__",
     "preset",

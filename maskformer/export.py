@@ -31,6 +31,7 @@ class ExportableMaskFormer(nn.Module):
 
     def __init__(self, model: Segmenter):
         super().__init__()
+        model.check_exportable()
         self.model = model.eval()
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:

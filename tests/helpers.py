@@ -22,8 +22,16 @@ from PIL import Image
 from torch import nn
 
 from maskformer.data.io import encode_rle, rgb_to_id
-from maskformer.model import HungarianMatcher, LossConfig, Mask2FormerConfig, MaskFormerConfig, SetCriterion
+from maskformer.model import (
+    EoMTConfig,
+    HungarianMatcher,
+    LossConfig,
+    Mask2FormerConfig,
+    MaskFormerConfig,
+    SetCriterion,
+)
 from maskformer.model.config import BackboneConfig, PixelDecoderConfig, TransformerConfig
+from maskformer.model.families.eomt import EoMTSection
 from maskformer.training import DataConfig, RunConfig, TrainConfig
 
 # A tiny Mask2Former (timm's 0.4M-parameter test_resnet) and two steps on 48 x 48 crops, as overrides of a preset.
@@ -127,11 +135,23 @@ def small_config(
     dropout: float | None = None,
     norm: str | None = None,
 ) -> MaskFormerConfig:
-    """The tests' one builder of small but complete models of either family: a tiny Swin (embed 32, depths
+    """The tests' one builder of small but complete models of any family: a tiny Swin (embed 32, depths
     1-1-2-1) or timm ``backbone`` (its ``norm``, default timm's frozen BN); MaskFormer's FPN and DETR decoder,
     or Mask2Former's deformable encoder (``encoder_layers``), masked-attention decoder and point loss on
     ``points`` points; ``width`` channels, ``layers`` decoder layers, ``ffn`` feed-forward width. ``dropout``
-    None keeps the family's default."""
+    None keeps the family's default. EoMT ignores ``backbone``, ``encoder_layers`` and ``dropout``: a DINOv2
+    ViT with 4 registers at patch 16, ``width`` wide with 4 heads, whose last ``layers`` of ``layers + 2``
+    blocks take the queries, and the point loss on ``points`` points."""
+    if family == "eomt":
+        vit = BackboneConfig(type="timm", name="vit_small_patch14_reg4_dinov2", timm_kwargs={
+            "patch_size": 16, "embed_dim": width, "depth": layers + 2, "num_heads": 4, "mlp_ratio": ffn / width,
+            "init_values": 1.0})  # fmt: skip
+        return EoMTConfig(
+            num_classes=num_classes,
+            backbone=vit,
+            eomt=EoMTSection(num_queries=queries, num_blocks=layers, image_size=64),
+            loss=dataclasses.replace(EoMTConfig().loss, num_points=points),
+        )
     if backbone == "swin":
         bb = BackboneConfig(type="swin", name="", embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8),
                             window_size=7, drop_path_rate=0.0)  # fmt: skip
@@ -423,14 +443,19 @@ def relabelled_dataset(synth: Path, out: Path, names: dict[int, str], extra: lis
     return out
 
 
-FAMILIES = ["maskformer", "mask2former"]
+FAMILIES = ["maskformer", "mask2former", "eomt"]
 
 
 def run_config(root, steps: int, family: str = "maskformer", **train_kw) -> RunConfig:
-    """A training run of ``steps`` steps on the synthetic data at ``root``: a model of either family on timm's
-    0.4M-parameter ``test_resnet`` (batch norm; its checkpoints are a few MB, not ResNet-18's 135), batch 2 of
-    48 x 48 crops, validation at the last step; ``train_kw`` overrides the training settings."""
-    model = small_config(family, "test_resnet", 6, 32, 8, 2 if family == "maskformer" else 3, 64, 1, 512, norm="bn")
+    """A training run of ``steps`` steps on the synthetic data at ``root``: a model of any family (on timm's
+    0.4M-parameter ``test_resnet`` with batch norm, whose checkpoints are a few MB, not ResNet-18's 135), batch 2
+    of 48 x 48 crops, validation at the last step; ``train_kw`` overrides the training settings. EoMT anneals
+    its two blocks' masks away over the second and third quarters of the run, as its recipes do over theirs."""
+    layers = {"maskformer": 2, "mask2former": 3, "eomt": 2}[family]
+    model = small_config(family, "test_resnet", 6, 32, 8, layers, 64, 1, 512, norm="bn")
+    if family == "eomt":
+        quarter = steps // 4
+        model.eomt.anneal_start, model.eomt.anneal_end = (quarter, 2 * quarter), (2 * quarter, 3 * quarter)
     model.inference.test_shortest_edge = 64
     data = DataConfig(
         format="panoptic", root=str(root), crop_size=(48, 48), num_workers=0, min_scale=0.75, max_scale=1.25

@@ -15,23 +15,29 @@ import torch
 from PIL import Image
 
 from maskformer.cli.main import main
-from maskformer.model import MaskFormer
-from tests.helpers import tiny_config, tiny_m2f_config
+from maskformer.model import MaskFormer, Segmenter
+from tests.helpers import FAMILIES, small_config, tiny_config, tiny_m2f_config
 
 # The ONNX graph takes any size and pads as MaskFormer.preprocess does; torch programs take multiples of 32.
 SIZES = [(1, 70, 97), (2, 160, 128), (3, 224, 50)]
 SIZES_32 = [(1, 64, 96), (2, 160, 128), (3, 224, 64)]
 
 
-@pytest.fixture(scope="module", params=["maskformer", "mask2former"])
+@pytest.fixture(scope="module", params=FAMILIES)
 def model(request):
     torch.manual_seed(0)
-    # Mask2Former: deformable sampling (grid_sample) and boolean attention masks in the graph.
+    # Mask2Former: deformable sampling (grid_sample) and boolean attention masks in the graph; EoMT: position
+    # embeddings resampled to the input's patch grid.
     config = tiny_config(num_classes=5, backbone="resnet18", queries=8)
     if request.param == "mask2former":
         config, config.backbone = tiny_m2f_config(queries=8), config.backbone
+    if request.param == "eomt":
+        config = small_config("eomt", num_classes=5, queries=8)
     config.inference.test_shortest_edge, config.inference.test_max_size = 96, 160  # for the README's example
-    return MaskFormer(config).eval()
+    model = Segmenter.from_config(config).eval()
+    if request.param == "eomt":
+        model.attn_mask_probs.zero_()  # a finished model: masks annealed away
+    return model
 
 
 def _eager(model, images):
@@ -92,6 +98,13 @@ def test_torch_export_matches_pytorch_at_several_sizes(model, tmp_path):
         ref_logits, ref_masks = _eager(model, images)
         assert (logits - ref_logits).abs().max() <= 1e-4
         assert (masks - ref_masks).abs().max() <= 1e-4
+
+
+def test_an_eomt_that_still_masks_is_refused_in_one_line(tmp_path):
+    model = Segmenter.from_config(small_config("eomt", num_classes=5, queries=8))  # probabilities 1: untrained
+    folder = model.save_pretrained(tmp_path / "m")
+    assert main(["export", "--model", str(folder), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_export_rejects_example_sizes_that_are_not_multiples_of_32(tmp_path):

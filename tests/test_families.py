@@ -63,28 +63,35 @@ def _used_as_a_family(node: ast.AST, parents: dict[int, ast.AST]) -> bool:
 def _spellings(path: Path, reexports: bool = False) -> list[str]:
     """Where ``path``'s code names a family: a family's name used as a family value (:func:`_used_as_a_family`);
     a family-specific spelling ("mask2former", the "m2f_" preset prefix) anywhere but in prose; a family's config
-    class, except where the public API re-exports it (``reexports``). The package's own name, "maskformer", is
+    or network class (but MaskFormer, the package's class of two families), except where the public API
+    re-exports it (``reexports``: its imports and ``__all__``). The package's own name, "maskformer", is
     also the first family's: only its uses as a family value count."""
     tree = ast.parse(path.read_text())
     prose = _docstrings(tree)
     parents = {id(child): parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
     names = {f.name for f in FAMILIES}
+    classes = {f.config.__name__ for f in FAMILIES} | ({f.network.__name__ for f in FAMILIES} - {"MaskFormer"})
+    lists = [node.value for node in ast.walk(tree) if reexports and _assigns_all(node)]
+    exported = {id(c) for value in lists for c in ast.walk(value)}
     found = []
     for node in ast.walk(tree):
         where = f"{path.name}:{getattr(node, 'lineno', '?')}"
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose | exported:
             text = node.value
-            if reexports and text.endswith("FormerConfig"):
-                continue  # the names in __all__
             if any(n in text.lower() for n in names - {"maskformer"}) or "m2f_" in text:
                 found.append(f"{where}: {text[:60]!r}")
             elif text in names and _used_as_a_family(node, parents):
                 found.append(f"{where}: {text!r} used as a family")
-        if isinstance(node, ast.Name) and node.id in ("MaskFormerConfig", "Mask2FormerConfig") and not reexports:
+        if isinstance(node, ast.Name) and node.id in classes and not reexports:
             found.append(f"{where}: {node.id}")
         if isinstance(node, ast.ImportFrom) and not reexports:
-            found += [f"{where}: imports {a.name}" for a in node.names if a.name.endswith("FormerConfig")]
+            found += [f"{where}: imports {a.name}" for a in node.names if a.name in classes]
     return found
+
+
+def _assigns_all(node: ast.AST) -> bool:
+    """Whether ``node`` is ``__all__ = [...]`` (a public API's list of names)."""
+    return isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
 
 
 def test_no_file_outside_the_families_spells_a_family_name():

@@ -62,12 +62,13 @@ def test_costs_and_losses_are_float32_under_autocast():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bf16_mixed_training_run_lowers_the_loss(synth, tmp_path, family):
-    # Measured, the last 6 steps' mean loss over the first 6's after 40 steps: Mask2Former 0.875 in bf16-mixed,
-    # 0.88 in float32, 1.001 at learning rate 0 (its point loss samples new points every step).
-    config = run_config(synth, 40, family, precision="bf16-mixed")
+    # The last 6 steps' mean loss over the first 6's after 40 steps, measured on an Intel Xeon: 0.85 / 0.81 /
+    # 0.84 (MaskFormer / Mask2Former / EoMT) in bf16-mixed, about the same in float32, 0.98-1.0 at learning rate
+    # 0 (the point loss samples new points every step). The bound lies halfway.
+    config = run_config(synth, 40, family, precision="bf16-mixed", lr=1e-3)
     config.data.augmentation = "none"
     summary = train(config, tmp_path / "run")
     losses = [h["loss"] for h in json.loads((tmp_path / "run" / "history.json").read_text()) if "loss" in h]
     assert len(losses) == 40 and all(torch.isfinite(torch.tensor(losses)))
-    assert sum(losses[-6:]) / 6 < 0.9 * sum(losses[:6]) / 6
+    assert sum(losses[-6:]) / 6 < 0.93 * sum(losses[:6]) / 6
     assert summary["steps"] == 40

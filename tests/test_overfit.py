@@ -16,8 +16,8 @@ from torch import Tensor
 
 from maskformer.data import datasets as D
 from maskformer.data.synth import write_dataset
-from maskformer.model import MaskFormer, MaskFormerConfig, SetCriterion, inference
-from tests.helpers import resnet18_model
+from maskformer.model import ModelConfig, Segmenter, SetCriterion, inference
+from tests.helpers import FAMILIES, resnet18_model, small_config
 
 SIZE = 64
 # Training stops once two checks in a row find the batch fitted: that took 40-100 steps (the first such check
@@ -29,8 +29,10 @@ PIXEL_ACCURACY = 0.99
 SEGMENT_IOU = 0.75
 
 
-def tiny(family: str) -> MaskFormerConfig:
+def tiny(family: str) -> ModelConfig:
     # The point loss on 64 x 64 crops: 1024 points, four per stride-4 prediction pixel.
+    if family == "eomt":
+        return small_config("eomt", num_classes=6, width=64, queries=12, layers=2, ffn=128, points=1024)
     layers = 2 if family == "maskformer" else 3
     return resnet18_model(family, width=64, queries=12, layers=layers, ffn=128, points=1024, dropout=0.0)
 
@@ -55,7 +57,7 @@ def pixel_accuracy(out: dict, truths: list[Tensor]) -> float:
     return min((p[t != 255] == t[t != 255]).float().mean().item() for p, t in zip(semantic, truths))
 
 
-@pytest.mark.parametrize("family", ["maskformer", "mask2former"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_tiny_model_overfits_one_batch(tmp_path, family):
     root = write_dataset(tmp_path / "synth", 2, 0, seed=4)
     ds = D.COCOPanopticDataset(root / "images" / "train", root / "panoptic_train.json", root / "panoptic" / "train")
@@ -65,7 +67,7 @@ def test_tiny_model_overfits_one_batch(tmp_path, family):
         s["image"], s["label"] = s["image"][:, :SIZE, :SIZE], s["label"][:SIZE, :SIZE]
     torch.manual_seed(0)
     config = tiny(family)
-    model = MaskFormer(config)
+    model = Segmenter.from_config(config)
     criterion = SetCriterion.from_config(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.0)
     x, _ = model.preprocess([s["image"].float() for s in samples])

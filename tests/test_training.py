@@ -1,4 +1,4 @@
-"""Training engine, for both families: the loss goes down, resuming after an interruption is exact, DDP keeps
+"""Training engine, for every family: the loss goes down, resuming after an interruption is exact, DDP keeps
 ranks equal."""
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
+from maskformer.cli.main import main
 from maskformer.data.synth import write_dataset
+from maskformer.model import Segmenter
+from maskformer.predict import load_model
 from maskformer.training import train
 from maskformer.training.datamodule import MaskFormerDataModule
 from tests.helpers import FAMILIES, run_config
@@ -26,21 +29,40 @@ def synth(tmp_path_factory):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_training_lowers_the_loss_and_writes_the_run_folder(synth, tmp_path, family):
-    config = run_config(synth, 40, family)
+    config = run_config(synth, 40, family, lr=1e-3)
     config.data.augmentation = "none"
     config.data.max_val_images = 2
     summary = train(config, tmp_path / "run")
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     losses = [h["loss"] for h in history if "loss" in h]
     assert len(losses) == 40
-    # Measured on this data: 0.85 of the start after 40 steps at lr 3e-4, 1.007 at lr 0 (no learning).
-    assert sum(losses[-8:]) / 8 < 0.9 * sum(losses[:8]) / 8
+    # The last 8 steps' mean loss over the first 8's, measured on an Intel Xeon: 0.87 / 0.82 / 0.85 (MaskFormer /
+    # Mask2Former / EoMT) at this learning rate, 0.99-1.0 at lr 0 (no learning). The bound lies halfway.
+    assert sum(losses[-8:]) / 8 < 0.93 * sum(losses[:8]) / 8
     assert summary["steps"] == 40 and "mIoU" in summary["metrics"] and "PQ" in summary["metrics"]
     run = tmp_path / "run"
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "model/model.safetensors", "checkpoints/last.ckpt"):
         assert (run / name).exists(), name
     assert list((run / "val_images").glob("*.png")) and list((run / "tensorboard").glob("events.*"))
     assert "train/loss" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_an_eomt_run_anneals_its_masks_away_and_its_model_then_predicts_unmasked(synth, tmp_path):
+    """The family's per-step hook reaches training: the run's model has every mask probability at 0 (saved
+    with it), so that inference makes one prediction, with no intermediate masks; `eval` scores the run."""
+    config = run_config(synth, 8, "eomt")
+    assert config.model.eomt.anneal_end[-1] < 8
+    train(config, tmp_path / "run")
+    argv = ["eval", "--model", str(tmp_path / "run"), "--data", str(synth), "--out", str(tmp_path / "eval.json")]
+    assert main(argv) == 0
+    assert {"mIoU", "PQ", "AP"} <= set(json.loads((tmp_path / "eval.json").read_text()))
+    model = load_model(tmp_path / "run").eval()
+    assert torch.equal(model.attn_mask_probs, torch.zeros(2))
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 64), with_aux=True).aux == []
+    untrained = Segmenter.from_config(config.model).eval()
+    with torch.no_grad():
+        assert len(untrained(torch.rand(1, 3, 64, 64), with_aux=True).aux) == 2
 
 
 class Interrupt(Exception):

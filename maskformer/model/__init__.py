@@ -11,6 +11,7 @@ from .config import (
 )
 from .criterion import SetCriterion
 from .families import FAMILIES, Family, family, family_of
+from .families.eomt import EoMT, EoMTConfig
 from .families.mask2former import Mask2FormerConfig
 from .families.maskformer import MaskFormerConfig
 from .inference import InstanceResult, PanopticResult
@@ -24,6 +25,8 @@ __all__ = [
     "FAMILIES",
     "PRESETS",
     "BackboneConfig",
+    "EoMT",
+    "EoMTConfig",
     "Family",
     "HungarianMatcher",
     "InferenceConfig",

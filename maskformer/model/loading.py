@@ -216,7 +216,7 @@ def load_pretrained(cls: type[M], source: str | Path, config: ModelConfig | None
     network = type(cfg).FAMILY.network
     if not issubclass(network, cls):
         raise ValueError(
-            f"{source}: a {type(cfg).FAMILY.title} model, built as {network.__name__}, not {cls.__name__}: load it "
+            f"{source}: {type(cfg).FAMILY.a_title} model, built as {network.__name__}, not {cls.__name__}: load it "
             f"with {network.__name__}.from_pretrained or Segmenter.from_pretrained"
         )
     model = network(cfg)

@@ -69,6 +69,19 @@ class Segmenter(nn.Module):
         """Whether channels-last weights and activations run this network faster."""
         return True
 
+    def check_exportable(self) -> None:
+        """Raise ValueError if this model, as it is, cannot be traced into a program that computes what it
+        computes (export calls it first); any network of the base can be."""
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> Segmenter:
+        """A randomly initialised network of ``config``'s family (``Segmenter.from_config`` builds any family's;
+        a network class builds only its own family's)."""
+        network = type(config).FAMILY.network
+        if not issubclass(network, cls):
+            raise ValueError(f"{type(config).FAMILY.a_title} config builds {network.__name__}, not {cls.__name__}")
+        return network(config)
+
     @classmethod
     def from_preset(cls, name: str, **changes: Any) -> Segmenter:
         """Build a randomly initialised model from a named preset; ``changes`` set top-level config fields."""
@@ -79,7 +92,7 @@ class Segmenter(nn.Module):
             if not hasattr(config, key):
                 raise ValueError(f"{type(config).__name__} has no field {key!r}")
             setattr(config, key, value)
-        return cls(config)
+        return cls.from_config(config)
 
     @property
     def num_parameters(self) -> int:

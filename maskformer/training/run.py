@@ -262,10 +262,10 @@ def train(
             log.info("%s", initialisation)
         if trainer.is_global_zero:
             log.info(
-                "%s a %s with a %s backbone (%.1fM parameters) on %s: %d training / %d validation images, steps "
+                "%s %s with a %s backbone (%.1fM parameters) on %s: %d training / %d validation images, steps "
                 "%d-%d, batch %d, %s; run folder %s",
                 "resuming" if start else "training",
-                family_of(config.model).title,
+                family_of(config.model).a_title,
                 config.model.backbone.name or config.model.backbone.type,
                 module.model.num_parameters / 1e6,
                 config.data.root,

@@ -202,17 +202,28 @@ class EoMT(Segmenter):
         mask[:, :n, start:] = inside | keep[..., None]
         return mask[:, None]
 
+    def check_exportable(self) -> None:
+        """A program is traced without the buffers' values, so it cannot choose per block whether to mask: only
+        a finished model (every mask probability 0, as training leaves it) exports, unmasked."""
+        if bool(self.attn_mask_probs.any()):
+            raise ValueError(
+                f"this EoMT still masks its queries' attention (attn_mask_probs {self.attn_mask_probs.tolist()}): "
+                "only a model trained to the end of its mask annealing (all 0) can be exported"
+            )
+
     def forward(self, images: Tensor, with_aux: bool | None = None) -> Prediction:
         with_aux = self.training if with_aux is None else with_aux
         x, grid = self._tokens(images)
         blocks = self.backbone.blocks
         first = len(blocks) - self.config.eomt.num_blocks
+        # An exported program never masks (check_exportable): tracing cannot read the probabilities.
+        exporting = torch.compiler.is_exporting()
         earlier: list[Prediction] = []
         for i, block in enumerate(blocks):
             mask = None
             if i == first:
                 x = torch.cat([self.query.weight[None].expand(x.shape[0], -1, -1), x], dim=1)
-            if i >= first:
+            if i >= first and not exporting:
                 prob = self.attn_mask_probs[i - first]
                 if self.training or bool(prob > 0):
                     prediction = self._predict(x, grid)

@@ -142,3 +142,8 @@ class Family:
     pretraining: str = "ImageNet"
     lr_factor: Callable[[ModelConfig, str, float], float] = backbone_lr_factor
     on_train_step: Callable[[nn.Module, int, int], None] | None = None
+
+    @property
+    def a_title(self) -> str:
+        """The title after its indefinite article, for messages: "a MaskFormer", "an EoMT"."""
+        return f"{'an' if self.title[0] in 'AEIOU' else 'a'} {self.title}"
