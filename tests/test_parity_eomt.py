@@ -65,6 +65,39 @@ def test_eomt_equals_transformers(monkeypatch, dtype, tolerance, registers, swig
     assert (mine.masks - theirs.masks_queries_logits).abs().max() <= tolerance
 
 
+def test_equal_loss_under_the_same_sampled_points(monkeypatch):
+    """transformers' EoMT loss (Mask2Former's, on the final prediction and each masked block's) against this
+    package's criterion on the same prediction: one seed, the same points drawn in the same order."""
+    from maskformer.model import SetCriterion
+
+    monkeypatch.setattr(modeling, "eager_attention_forward", _exact_eager)
+    torch.manual_seed(0)
+    config = _tiny(num_queries=6, num_labels=4, train_num_points=300)
+    hf = transformers.EomtForUniversalSegmentation(config).eval()
+    hf.config._attn_implementation = "eager"
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    ours = EoMT(config_from_transformers(config.to_dict())).eval()
+    ours.load_state_dict(adapt_transformers_state(rename_state_dict(hf.state_dict(), transformers_rules()).state_dict))
+    criterion = SetCriterion.from_config(ours.config)
+    assert ours.config.loss.num_points == 300 and ours.config.loss.class_weight == config.class_weight
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 64, 64, generator=gen)
+    targets = []
+    for n in (3, 2):
+        noise = torch.nn.functional.interpolate(torch.rand(1, n, 8, 8, generator=gen), size=(64, 64))
+        targets.append({"labels": torch.randint(0, 4, (n,), generator=gen), "masks": (noise[0] > 0.6).float()})
+    with torch.no_grad():
+        torch.manual_seed(4)
+        ref = hf(pixel_values=x, mask_labels=[t["masks"] for t in targets], class_labels=[t["labels"] for t in targets])
+        torch.manual_seed(4)
+        losses = criterion(ours(x, with_aux=True), targets)
+    assert len(losses) == 3 * 3  # the final prediction's and the two masked blocks'
+    total = sum(losses.values()).item()
+    assert abs(total - ref.loss.item()) <= 1e-5 * abs(total), (total, ref.loss.item())
+
+
 def test_eomt_takes_any_size_and_predicts_through_the_shared_pipeline():
     """Position embeddings are resampled to the input's grid (timm's resample_abs_pos_embed), so EoMT takes
     sizes transformers' model does not, and the Segmenter pipeline (resize, pad, post-process) runs on it."""

@@ -165,6 +165,10 @@ class LossConfig:
     # Point values within half a pixel of a mask's edge: "border" clamps as bilinear upsampling does (this
     # package's MaskFormer option), "zeros" blends towards 0 as Mask2Former's official point_sample does.
     point_padding: Literal["border", "zeros"] = "border"
+    # The order in which the predictions' losses draw their random points: Mask2Former's official code takes
+    # the final prediction first, then the intermediate ones; EoMT's goes through its blocks in order, the
+    # final last. Only the draws differ (equal in expectation); the order makes one seed give the same points.
+    final_last: bool = False
 
 
 @dataclass

@@ -92,6 +92,7 @@ class SetCriterion(nn.Module):
         oversample_ratio: float,
         importance_sample_ratio: float,
         point_padding: str,
+        final_last: bool = False,
     ):
         super().__init__()
         self.mask_loss = check_mask_loss(mask_loss)
@@ -105,6 +106,7 @@ class SetCriterion(nn.Module):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.deep_supervision = deep_supervision
+        self.final_last = final_last
         self.exclude_invalid_pixels = exclude_invalid_pixels
         class_weights = torch.ones(num_classes + 1)
         class_weights[-1] = no_object_weight
@@ -130,6 +132,7 @@ class SetCriterion(nn.Module):
             oversample_ratio=loss.oversample_ratio,
             importance_sample_ratio=loss.importance_sample_ratio,
             point_padding=loss.point_padding,
+            final_last=loss.final_last,
         )
 
     def forward(self, outputs: Prediction, targets: Sequence[Target]) -> dict[str, Tensor]:
@@ -140,11 +143,13 @@ class SetCriterion(nn.Module):
         # Matching costs and losses in float32 even under mixed precision: bfloat16 products would round
         # the costs (and so change the assignment) and the dice sums.
         with torch.autocast(device.type, enabled=False):
-            losses = self._single(outputs, counts, labels, masks, valid, num_masks)
+            losses = {} if self.final_last else self._single(outputs, counts, labels, masks, valid, num_masks)
             if self.deep_supervision:
                 for i, aux in enumerate(outputs.aux):
                     for key, value in self._single(aux, counts, labels, masks, valid, num_masks).items():
                         losses[f"{key}_{i}"] = value
+            if self.final_last:
+                losses.update(self._single(outputs, counts, labels, masks, valid, num_masks))
         return losses
 
     def _single(

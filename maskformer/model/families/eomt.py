@@ -33,6 +33,7 @@ from ..prediction import Prediction
 from ..segmenter import Segmenter
 from ..weights.detectron2_format import count_indices
 from ..weights.renaming import Rule
+from ..weights.transformers_format import point_loss
 from .family import Checkpoint, Family, OfficialFormat, Recipe, TransformersFormat
 
 
@@ -77,7 +78,7 @@ class EoMTConfig(ModelConfig):
     loss: LossConfig = field(
         default_factory=lambda: LossConfig(
             class_weight=2.0, mask_weight=5.0, dice_weight=5.0, cost_class=2.0, cost_mask=5.0, cost_dice=5.0,
-            mask_loss="bce", num_points=12544, point_padding="zeros",
+            mask_loss="bce", num_points=12544, point_padding="zeros", final_last=True,
         )
     )  # fmt: skip
     eomt: EoMTSection = field(default_factory=EoMTSection)
@@ -267,7 +268,7 @@ def config_from_transformers(data: Mapping[str, Any], source: str = "config.json
             num_upscale_blocks=data.get("num_upscale_blocks", 2),
             image_size=image_size,
         ),
-        loss=base.loss,
+        loss=point_loss(data, base.loss),
         # Tested at the size it was trained at (transformers' models take no other), thresholds 0.8 / 0.8.
         inference=InferenceConfig(
             object_mask_threshold=0.8,

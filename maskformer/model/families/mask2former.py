@@ -117,8 +117,6 @@ def _transformers_config(data: Mapping[str, Any], source: str) -> Mask2FormerCon
         raise ValueError(f"{source}: only mask features at stride 4 from features at strides 4-32 are supported")
     heads = data.get("num_attention_heads", 8)
     base = Mask2FormerConfig()
-    weights = {"class_weight": data.get("class_weight", 2.0), "mask_weight": data.get("mask_weight", 5.0),
-               "dice_weight": data.get("dice_weight", 5.0)}  # fmt: skip
     return Mask2FormerConfig(
         num_classes=common.num_classes,
         backbone=common.backbone,
@@ -142,18 +140,7 @@ def _transformers_config(data: Mapping[str, Any], source: str) -> Mask2FormerCon
             dropout=data.get("dropout", 0.0),
             enforce_input_proj=data.get("enforce_input_projection", False),
         ),
-        loss=LossConfig(
-            **weights,
-            cost_class=weights["class_weight"],
-            cost_mask=weights["mask_weight"],
-            cost_dice=weights["dice_weight"],
-            no_object_weight=data.get("no_object_weight", 0.1),
-            mask_loss="bce",
-            num_points=data.get("train_num_points", base.loss.num_points),
-            oversample_ratio=data.get("oversample_ratio", base.loss.oversample_ratio),
-            importance_sample_ratio=data.get("importance_sample_ratio", base.loss.importance_sample_ratio),
-            point_padding=base.loss.point_padding,
-        ),
+        loss=transformers_format.point_loss(data, base.loss),
         metadata=common.metadata,
     )
 

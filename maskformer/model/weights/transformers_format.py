@@ -7,12 +7,13 @@ Only the file format is read here; transformers itself is never imported.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..backbone_presets import RESNET_BY_DEPTHS, SWIN_WEIGHTS_BY_WIDTH
-from ..config import BackboneConfig, MetadataConfig, ModelConfig
+from ..config import BackboneConfig, LossConfig, MetadataConfig, ModelConfig
 from .renaming import Rule
 
 
@@ -37,6 +38,27 @@ def read_common(data: Mapping[str, Any], source: str = "config.json") -> Common:
     num_classes = int(data.get("num_labels", len(names)))
     metadata = MetadataConfig(class_names=names if len(names) == num_classes else [])
     return Common(backbone, num_classes, metadata)
+
+
+def point_loss(data: Mapping[str, Any], base: LossConfig) -> LossConfig:
+    """The point-sampled loss a transformers ``config.json`` of a Mask2Former-style model describes (class,
+    mask and dice weights, also the matching costs; no-object weight; points, oversampling, importance);
+    ``base`` gives the rest."""
+    weights = {"class_weight": data.get("class_weight", base.class_weight),
+               "mask_weight": data.get("mask_weight", base.mask_weight),
+               "dice_weight": data.get("dice_weight", base.dice_weight)}  # fmt: skip
+    return dataclasses.replace(
+        base,
+        **weights,
+        cost_class=weights["class_weight"],
+        cost_mask=weights["mask_weight"],
+        cost_dice=weights["dice_weight"],
+        no_object_weight=data.get("no_object_weight", base.no_object_weight),
+        mask_loss="bce",
+        num_points=data.get("train_num_points", base.num_points),
+        oversample_ratio=data.get("oversample_ratio", base.oversample_ratio),
+        importance_sample_ratio=data.get("importance_sample_ratio", base.importance_sample_ratio),
+    )
 
 
 def _backbone(bb: Mapping[str, Any], source: str) -> BackboneConfig:
