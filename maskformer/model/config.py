@@ -178,6 +178,7 @@ class InferenceConfig:
     BOUNDS: ClassVar[Bounds] = {
         "object_mask_threshold": FRACTION, "overlap_threshold": FRACTION, "instance_topk": AT_LEAST_1,
         "size_divisibility": AT_LEAST_1, "test_shortest_edge": AT_LEAST_1, "test_max_size": AT_LEAST_1,
+        "semantic_window": NON_NEGATIVE,
     }  # fmt: skip
 
     object_mask_threshold: float = 0.8
@@ -191,6 +192,9 @@ class InferenceConfig:
     # batches pay, e.g. GPUs): padding never mixes, results differ from one at a time only by float rounding
     # of batched kernels (about 1e-6), which can still flip a pixel at a threshold.
     batch_invariant: bool = True
+    # > 0: semantic segmentation by square windows of this side (model/windows.py; EoMT's way), instead of
+    # the whole image at the test size; panoptic and instance segmentation are unaffected.
+    semantic_window: int = 0
 
 
 @dataclass

@@ -14,10 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from .config import MetadataConfig, ModelConfig
-from .inference import postprocess, semantic_probabilities
+from .inference import postprocess, resize_argmax, semantic_probabilities
 from .padding import pad_batch, padded_groups
 from .prediction import Prediction
 from .test_resize import resize_for_test
+from .windows import windowed_semantic_probabilities
 
 
 @dataclass
@@ -163,11 +164,37 @@ class Segmenter(nn.Module):
         "instance" (:class:`inference.InstanceResult`). Results are at ``output_sizes`` (default: the input
         sizes), and each equals the result of its image alone.
         """
-        cfg = self.config.inference
         originals = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        return self.segment_images(images, [task], output_sizes or originals)[task]
+
+    @torch.no_grad()
+    def segment_images(
+        self,
+        images: list[Tensor],
+        tasks: Sequence[str],
+        output_sizes: Sequence[tuple[int, int]],
+        metadata: MetadataConfig | None = None,
+    ) -> dict[str, list[Any]]:
+        """RGB 0-255 images [3, h_i, w_i] as read -> {task: one result per image at its output size}: each
+        image resized for test and :meth:`segment` ed, or, for the semantic task of a config with
+        ``inference.semantic_window``, segmented by square windows (:mod:`~maskformer.model.windows`)."""
+        cfg = self.config.inference
         device = self.pixel_mean.device
-        resized = [self.normalize(resize_for_test(img.to(device), cfg)) for img in images]
-        return self.segment(resized, [task], output_sizes or originals)[task]
+        results: dict[str, list[Any]] = {}
+        if "semantic" in tasks and cfg.semantic_window:
+
+            def probabilities(window: Tensor) -> Tensor:
+                return next(self.forward_groups([self.normalize(window)])).semantic_probabilities()
+
+            results["semantic"] = [
+                resize_argmax(windowed_semantic_probabilities(img.to(device), cfg.semantic_window, probabilities), out)
+                for img, out in zip(images, output_sizes)
+            ]
+            tasks = [t for t in tasks if t != "semantic"]
+        if tasks:
+            resized = [self.normalize(resize_for_test(img.to(device), cfg)) for img in images]
+            results.update(self.segment(resized, tasks, output_sizes, metadata))
+        return results
 
     @classmethod
     def from_pretrained(cls, source: str | Path, config: ModelConfig | None = None, strict: bool = False) -> Segmenter:

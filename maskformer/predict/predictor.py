@@ -21,6 +21,7 @@ from ..model.inference import resize_argmax
 from ..model.segmenter import Group
 from ..model.test_resize import resize_for_test
 from ..model.tta import augmented_semantic_probabilities
+from ..model.windows import windowed_semantic_probabilities
 from .checks import check_device, check_options
 from .inputs import ImageInput, LoadedImage, load_inputs
 from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult, class_name
@@ -134,6 +135,14 @@ class Predictor:
         if augmented:
             for item in images:
                 yield item, self._semantic_augmented(item, scales, flip, window, window_stride)
+            return
+        side = self.model.config.inference.semantic_window
+        if task == "semantic" and side:
+            for item in images:
+                size = tuple(item.image.shape[-2:])
+                probabilities = windowed_semantic_probabilities(item.image.to(self.device), side, self._probabilities)
+                labels = resize_argmax(probabilities, size).cpu()
+                yield item, SemanticResult(item.name, size, self.metadata, labels, path=item.path)
             return
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]

@@ -169,12 +169,13 @@ def collate(items: list[dict | None]) -> list[dict]:
 
 
 class MaskFormerDataModule(L.LightningDataModule):
-    """``resize_val`` False gives validation images as read (for test-time augmentation, which resizes them)."""
+    """``resize_val`` False gives validation images as read (for test-time augmentation, which resizes them);
+    so does a model that segments by windows (``inference.semantic_window``), which resize themselves."""
 
     def __init__(self, config: RunConfig, resize_val: bool = True):
         super().__init__()
         self.config = config
-        self.resize_val = resize_val
+        self.resize_val = resize_val and not config.model.inference.semantic_window
         cfg = config.data
         train_split, val_split = default_splits(cfg.format, cfg.root)
         self.train_split = cfg.train_split or train_split

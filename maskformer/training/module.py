@@ -186,6 +186,9 @@ class MaskFormerModule(L.LightningModule):
         things = set(meta.thing_classes or [])
         if self.augmented:
             results = {"semantic": [self._semantic_augmented(item["image"], item["size"]) for item in batch]}
+        elif self.config.model.inference.semantic_window:  # images as read (the datamodule's choice)
+            results = self.model.segment_images([item["image"] for item in batch], self.tasks,
+                                                [item["size"] for item in batch], meta)  # fmt: skip
         else:
             images = [self.model.normalize(item["image"].to(self.device)) for item in batch]
             results = self.model.segment(images, self.tasks, [item["size"] for item in batch], meta)

@@ -269,14 +269,21 @@ def config_from_transformers(data: Mapping[str, Any], source: str = "config.json
             image_size=image_size,
         ),
         loss=point_loss(data, base.loss),
-        # Tested at the size it was trained at (transformers' models take no other), thresholds 0.8 / 0.8.
-        inference=InferenceConfig(
-            object_mask_threshold=0.8,
-            overlap_threshold=0.8,
-            test_shortest_edge=int(image_size),
-            test_max_size=int(image_size),
-        ),
+        inference=inference_at(int(image_size)),
         metadata=MetadataConfig(class_names=names if len(names) == num_classes else []),
+    )
+
+
+def inference_at(image_size: int) -> InferenceConfig:
+    """EoMT's inference for a model trained at ``image_size`` (the official evaluation's, transformers'
+    default): thresholds 0.8 / 0.8; panoptic and instance on the image with its longer side at the image size
+    (padded square); semantic by square windows of that side."""
+    return InferenceConfig(
+        object_mask_threshold=0.8,
+        overlap_threshold=0.8,
+        test_shortest_edge=image_size,
+        test_max_size=image_size,
+        semantic_window=image_size,
     )
 
 
@@ -365,6 +372,7 @@ def official_config(state: Mapping[str, Tensor], source: str = "checkpoint") -> 
             num_upscale_blocks=count_indices(state, r"network\.upscale\.(\d+)\."),
             image_size=grid * patch,
         ),
+        inference=inference_at(grid * patch),
     )
 
 
@@ -415,14 +423,14 @@ _CONFIGS = {
 
 def _preset(name: str) -> EoMTConfig:
     size, _, classes, image, queries, blocks, (starts, ends) = _CONFIGS[name]
-    config = EoMTConfig(num_classes=classes, backbone=_vit(size))
-    config.eomt = EoMTSection(
-        num_queries=queries, num_blocks=blocks, image_size=image, anneal_start=starts, anneal_end=ends
+    return EoMTConfig(
+        num_classes=classes,
+        backbone=_vit(size),
+        eomt=EoMTSection(
+            num_queries=queries, num_blocks=blocks, image_size=image, anneal_start=starts, anneal_end=ends
+        ),
+        inference=inference_at(image),
     )
-    # Panoptic and instance inference: mask and overlap thresholds 0.8; the long side resized to the image size.
-    config.inference.object_mask_threshold, config.inference.overlap_threshold = 0.8, 0.8
-    config.inference.test_shortest_edge = config.inference.test_max_size = image
-    return config
 
 
 PRESETS: dict[str, Callable[[], EoMTConfig]] = {name: functools.partial(_preset, name) for name in _CONFIGS}
