@@ -41,9 +41,10 @@ def test_windows_start_where_the_official_code_and_transformers_put_them():
                 assert [start for _, start, _ in offsets] == starts
 
 
-def _model():
+def _model(num_classes: int = 5) -> Segmenter:
+    """A random small EoMT segmenting semantics by 64-pixel windows, with confident classes."""
     torch.manual_seed(0)
-    config = small_config("eomt", num_classes=5, queries=8)
+    config = small_config("eomt", num_classes=num_classes, queries=8)
     config.inference.semantic_window = 64
     model = Segmenter.from_config(config).eval()
     with torch.no_grad():
@@ -80,13 +81,7 @@ def test_eval_scores_the_windows_predict_writes(tmp_path, capsys):
     as they are and windows them itself), as the independent file scorer counts them; panoptic results come
     from the same validation."""
     data = write_dataset(tmp_path / "data", 2, 3, seed=2, size_range=(60, 130))
-    torch.manual_seed(0)
-    config = small_config("eomt", num_classes=6, queries=8)
-    config.inference.semantic_window = 64
-    model = Segmenter.from_config(config).eval()
-    with torch.no_grad():
-        model.class_head.weight.mul_(10)
-    source = str(model.save_pretrained(tmp_path / "model"))
+    source = str(_model(num_classes=6).save_pretrained(tmp_path / "model"))
     out = tmp_path / "pred"
     images, gt = str(data / "images" / "val"), str(data / "semantic" / "val")
     assert main(["predict", images, "--model", source, "--outputs", "label", "--out", str(out)]) == 0

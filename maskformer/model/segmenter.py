@@ -159,7 +159,8 @@ class Segmenter(nn.Module):
         """Segment RGB 0-255 images [3, h_i, w_i] of any sizes.
 
         Each image is first resized as the config's ``inference`` says (shortest edge
-        ``test_shortest_edge``, longer edge at most ``test_max_size``), as evaluation and the Predictor do.
+        ``test_shortest_edge``, longer edge at most ``test_max_size``), as evaluation and the Predictor do, or
+        for semantic segmentation by square windows when ``semantic_window`` is set (EoMT).
         ``task`` is "semantic" (label maps [h, w]), "panoptic" (:class:`inference.PanopticResult`) or
         "instance" (:class:`inference.InstanceResult`). Results are at ``output_sizes`` (default: the input
         sizes), and each equals the result of its image alone.
