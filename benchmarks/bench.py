@@ -1,4 +1,4 @@
-"""Speed and memory of this package's MaskFormer and Mask2Former against transformers' with equal weights,
+"""Speed and memory of this package's MaskFormer, Mask2Former and EoMT against transformers' with equal weights,
 end to end on photos (the Predictor against transformers' image processor + model + post-processing), and
 against the machine's own ceiling (the fastest of several large matrix products and convolutions). Runs on
 CUDA when present, else on the CPU.
@@ -7,7 +7,8 @@ CUDA when present, else on the CPU.
     python benchmarks/bench.py --quick         # fewer repeats, batch-8 forward skipped
     python benchmarks/bench.py --models m2f_r50 --skip-e2e   # one model only
 
-Models: swin_t, r50 (MaskFormer) and m2f_swin_t, m2f_r50 (Mask2Former), random weights, 150 classes.
+Models: swin_t, r50 (MaskFormer), m2f_swin_t, m2f_r50 (Mask2Former) at 512 and eomt_s, eomt_l (EoMT, ViT-S
+and ViT-L, masks annealed away) at 640, random weights, 150 classes.
 
 Every timing is the median of ``--repeats`` runs after one warm-up run. Ratios are transformers' time
 divided by ours (above 1: we are faster). Peak memory is measured for each case alone in a new process,
@@ -35,7 +36,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from maskformer.model import MaskFormer, SetCriterion
+from maskformer.model import MaskFormer, Segmenter, SetCriterion
 from maskformer.model import inference as post
 from maskformer.model.padding import pad_batch, padded_groups
 from maskformer.model.test_resize import resize_for_test
@@ -115,7 +116,26 @@ def ceiling(dtype: torch.dtype, device: torch.device, repeats: int) -> float:
 
 
 def family(name: str) -> str:
-    return "mask2former" if name.startswith("m2f_") else "maskformer"
+    """The family of a benchmark model's name: m2f_* Mask2Former, eomt_* EoMT, else MaskFormer."""
+    return "mask2former" if name.startswith("m2f_") else "eomt" if name.startswith("eomt_") else "maskformer"
+
+
+# EoMT's benchmark models: DINOv2-with-registers ViT-S (its official small config: queries in the last 3 blocks)
+# and ViT-L (4 blocks), 200 queries, at 640.
+EOMT_VITS = {"eomt_s": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, num_blocks=3),
+             "eomt_l": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_blocks=4)}  # fmt: skip
+EOMT_SIZE = 640
+
+
+def _build_eomt(name: str):
+    """A random transformers EoMT whose masks are annealed away (a finished model: inference unmasked)."""
+    import transformers
+
+    config = transformers.EomtConfig(**EOMT_VITS[name], num_labels=NUM_CLASSES, image_size=EOMT_SIZE, num_queries=200)
+    theirs = transformers.EomtForUniversalSegmentation(config)
+    with torch.no_grad():
+        theirs.attn_mask_probs.zero_()
+    return theirs
 
 
 def build_pair(name: str, device: torch.device):
@@ -135,7 +155,9 @@ def build_pair(name: str, device: torch.device):
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if family(name) == "mask2former":
+        if family(name) == "eomt":
+            theirs = _build_eomt(name)
+        elif family(name) == "mask2former":
             config = transformers.Mask2FormerConfig(backbone_config=backbone, num_labels=NUM_CLASSES)
             theirs = transformers.Mask2FormerForUniversalSegmentation(config)
         else:
@@ -145,7 +167,7 @@ def build_pair(name: str, device: torch.device):
             theirs = transformers.MaskFormerForInstanceSegmentation(config)
     with tempfile.TemporaryDirectory() as folder:
         theirs.save_pretrained(folder)
-        ours = MaskFormer.from_pretrained(folder, strict=True)
+        ours = Segmenter.from_pretrained(folder, strict=True)
     return ours.to(device).eval(), theirs.to(device).eval()
 
 
@@ -194,7 +216,9 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
         r["ours_panoptic_s"] = median_time(
             lambda: post.panoptic_inference(logits, masks, sizes, padded, object_mask_threshold=0.0), device, repeats
         )
-        hf_out = theirs(pixel_values=x1)
+        # transformers' EoMT merges semantic windows by the offsets its processor made: here one square window.
+        windows = {"patch_offsets": [[0, 0, size]]} if family(name) == "eomt" else {}
+        hf_out = theirs(pixel_values=x1, **windows)
         processor = _processor(family(name))
         r["theirs_semantic_s"] = median_time(
             lambda: processor.post_process_semantic_segmentation(hf_out, target_sizes=sizes), device, repeats
@@ -268,7 +292,7 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
 
 def their_loss(theirs, x, mask_labels, class_labels) -> torch.Tensor:
     """transformers' training loss with deep supervision, as ours."""
-    if type(theirs).__name__.startswith("Mask2Former"):
+    if not type(theirs).__name__.startswith("MaskFormer"):  # Mask2Former, EoMT: every prediction's loss
         return theirs(pixel_values=x, mask_labels=mask_labels, class_labels=class_labels).loss
     # MaskFormer: auxiliary losses need the flag set here and hidden states (see peers.md).
     theirs.config.use_auxiliary_loss = True
@@ -479,9 +503,10 @@ def data_loading(steps: int = 12) -> dict:
 
 
 def _processor(kind: str, **kwargs):
-    from transformers import Mask2FormerImageProcessor, MaskFormerImageProcessor
+    from transformers import EomtImageProcessor, Mask2FormerImageProcessor, MaskFormerImageProcessor
 
-    return (Mask2FormerImageProcessor if kind == "mask2former" else MaskFormerImageProcessor)(**kwargs)
+    processors = {"mask2former": Mask2FormerImageProcessor, "eomt": EomtImageProcessor}
+    return processors.get(kind, MaskFormerImageProcessor)(**kwargs)
 
 
 ROWS = [
@@ -574,7 +599,7 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="swin_t,r50,m2f_swin_t,m2f_r50")
+    parser.add_argument("--models", default="swin_t,r50,m2f_swin_t,m2f_r50,eomt_s,eomt_l")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
@@ -604,7 +629,8 @@ def main() -> None:
     ceilings = {"fp32": results["ceiling_fp32"], "bf16": results["ceiling_bf16"]}
     for name in [] if args.skip_models else args.models.split(","):
         print(f"[bench] {name} ...", flush=True)
-        results["models"].append(bench_model(name, args.size, repeats, args.quick, device, ceilings))
+        size = EOMT_SIZE if family(name) == "eomt" else args.size
+        results["models"].append(bench_model(name, size, repeats, args.quick, device, ceilings))
     if not args.skip_e2e:
         print("[bench] end to end on photos ...", flush=True)
         results["end_to_end"] = end_to_end(device, repeats)

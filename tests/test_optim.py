@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maskformer.model import MaskFormer
+from maskformer.model import MaskFormer, Segmenter
 from maskformer.training.config import TrainConfig, recipe
 from maskformer.training.optim import build_optimizer, lr_lambda
+from tests.helpers import small_config
 
 from .conftest import tiny_config
 
@@ -124,3 +125,49 @@ def test_coco_stuff_scales_are_the_config_list():
     transform = semantic_train_transform(city.crop_size, city.base_size, city.min_scale, city.max_scale)
     (resize,) = [t for t in transform.transforms if isinstance(t, ResizeShortestEdge)]
     assert resize.short_edges == [int(x * 0.1 * 1024) for x in range(5, 21)] and resize.max_size == 4096
+
+
+def _official_two_stage(step: int, vit: bool, warmup: tuple[int, int], total: int, power: float = 0.9) -> float:
+    """The official TwoStageWarmupPolySchedule.get_lr (training/two_stage_warmup_poly_schedule.py) for one
+    parameter group of base rate 1, restated."""
+    non_vit_warmup, vit_warmup = warmup
+    if not vit:
+        if non_vit_warmup > 0 and step < non_vit_warmup:
+            return step / non_vit_warmup
+        adjusted = max(0, step - non_vit_warmup)
+        return (1 - adjusted / max(1, total - non_vit_warmup)) ** power
+    if step < non_vit_warmup:
+        return 0
+    if step < non_vit_warmup + vit_warmup:
+        return (step - non_vit_warmup) / vit_warmup
+    adjusted = max(0, step - non_vit_warmup - vit_warmup)
+    return (1 - adjusted / max(1, total - non_vit_warmup - vit_warmup)) ** power
+
+
+def test_eomt_recipes_warm_up_in_the_official_two_stages():
+    """EoMT's recipes: the new parameters warm up over 500 steps while the ViT's wait, then the ViT's over 1000;
+    each decays by poly 0.9 afterwards; equal to the official schedule at every step of a recipe. The ViT's
+    parameters (and only they) follow the second stage, with the family's layer-wise rates."""
+    train = recipe("eomt_large_ade").train
+    assert (train.schedule, train.warmup_steps, train.backbone_warmup_steps, train.max_steps) == (
+        "two_stage_poly",
+        500,
+        1000,
+        32_600,
+    )
+    for vit in (False, True):
+        factor = lr_lambda(train, backbone=vit)
+        for step in range(0, train.max_steps + 1, 7):
+            assert factor(step) == pytest.approx(_official_two_stage(step, vit, (500, 1000), 32_600), abs=1e-12)
+    model = Segmenter.from_config(small_config("eomt"))
+    cfg = TrainConfig(lr=1e-3, max_steps=30, schedule="two_stage_poly", warmup_steps=5, backbone_warmup_steps=7)
+    optimizer, scheduler = build_optimizer(model, cfg)
+    vit_params = {id(p) for g in optimizer.param_groups if g["backbone"] for p in g["params"]}
+    assert vit_params == {id(p) for p in model.backbone.parameters()}
+    assert len({g["initial_lr"] for g in optimizer.param_groups if g["backbone"]}) > 1  # layer-wise decay
+    for step in range(31):
+        for g in optimizer.param_groups:
+            expected = g["initial_lr"] * _official_two_stage(step, g["backbone"], (5, 7), 30)
+            assert g["lr"] == pytest.approx(expected, abs=1e-15)
+        optimizer.step()
+        scheduler.step()

@@ -86,6 +86,7 @@ class TrainConfig:
         "max_steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
         "weight_decay_norm": NON_NEGATIVE, "weight_decay_embed": NON_NEGATIVE, "backbone_lr_multiplier": NON_NEGATIVE,
         "poly_power": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE, "warmup_factor": FRACTION,
+        "backbone_warmup_steps": NON_NEGATIVE,
         "step_milestones": AT_LEAST_1, "step_gamma": NON_NEGATIVE, "clip_grad_norm": NON_NEGATIVE,
         "num_nodes": AT_LEAST_1, "seed": NON_NEGATIVE, "val_every": AT_LEAST_1, "checkpoint_every": AT_LEAST_1,
         "log_every": AT_LEAST_1, "num_val_images": NON_NEGATIVE, "keep_checkpoints": (-1, None),
@@ -98,10 +99,15 @@ class TrainConfig:
     weight_decay_norm: float = 0.0
     weight_decay_embed: float = 0.0
     backbone_lr_multiplier: float = 0.1
-    schedule: Literal["poly", "step"] = "poly"
+    # "poly" and "step" (detectron2's): a decay over the whole run times a linear warm-up from warmup_factor
+    # over warmup_steps. "two_stage_poly" (EoMT's official schedule): the parameters outside the backbone warm
+    # up from 0 over warmup_steps, the backbone's stay at 0 until then and warm up over backbone_warmup_steps;
+    # each then decays by poly over the steps left after its warm-up.
+    schedule: Literal["poly", "step", "two_stage_poly"] = "poly"
     poly_power: float = 0.9
     warmup_steps: int = 0
     warmup_factor: float = 1.0
+    backbone_warmup_steps: int = 0
     step_milestones: tuple[int, ...] = ()
     step_gamma: float = 0.1
     clip_grad_norm: float = 0.01

@@ -140,9 +140,11 @@ class MaskFormerModule(L.LightningModule):
         return step % train.log_every == 0 or step >= train.max_steps
 
     def _schedule_factor(self) -> float:
-        """The schedule's factor of every group's learning rate at this step (warm-up, decay): ``train/lr`` is
-        the run's base rate times it; a parameter's is that times its family's ``lr_factor``."""
-        group = next((g for g in self.trainer.optimizers[0].param_groups if g["initial_lr"] > 0), None)
+        """The schedule's factor of the groups' learning rates at this step (warm-up, decay): ``train/lr`` is
+        the run's base rate times it; a parameter's is that times its family's ``lr_factor`` (a two-stage
+        schedule's backbone has a factor of its own: the one outside the backbone is logged)."""
+        groups = self.trainer.optimizers[0].param_groups  # resumed from before the "backbone" key: no such key
+        group = next((g for g in groups if g["initial_lr"] > 0 and not g.get("backbone")), None)
         return group["lr"] / group["initial_lr"] if group else 1.0
 
     def _log_row(self, row: dict[str, float], step: int) -> None:

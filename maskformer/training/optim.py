@@ -18,7 +18,8 @@ def param_groups(model: Segmenter, cfg: TrainConfig) -> list[dict]:
     their own weight decay (detectron2's build_optimizer). Parameters with equal settings share a group, so
     the fused AdamW update stays a few large kernels."""
     lr_factor = family_of(model.config).lr_factor
-    groups: dict[tuple[float, float], dict] = {}
+    two_stage = cfg.schedule == "two_stage_poly"
+    groups: dict[tuple[float, float, bool], dict] = {}
     seen: set[int] = set()
     for module_name, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
@@ -32,15 +33,26 @@ def param_groups(model: Segmenter, cfg: TrainConfig) -> list[dict]:
                 wd = cfg.weight_decay_norm
             elif isinstance(module, nn.Embedding) or "relative_position_bias_table" in name:
                 wd = cfg.weight_decay_embed
-            group = groups.setdefault((lr, wd), {"params": [], "lr": lr, "weight_decay": wd})
+            backbone = two_stage and full_name.startswith("backbone.")  # a schedule of its own (lr_lambda)
+            group = groups.setdefault((lr, wd, backbone), {"params": [], "lr": lr, "weight_decay": wd,
+                                                           "backbone": backbone})  # fmt: skip
             group["params"].append(param)
     return list(groups.values())
 
 
-def lr_lambda(cfg: TrainConfig):
-    """Multiplier of the base learning rate at a step: warmup then poly (power 0.9) or step decay."""
+def lr_lambda(cfg: TrainConfig, backbone: bool = False):
+    """Multiplier of a parameter group's learning rate at a step (``cfg.schedule``): warm-up then poly (power
+    0.9) or step decay; or EoMT's two-stage warm-up and poly, where ``backbone`` groups have their own stage."""
 
     def factor(step: int) -> float:
+        if cfg.schedule == "two_stage_poly":
+            wait, ramp = (cfg.warmup_steps, cfg.backbone_warmup_steps) if backbone else (0, cfg.warmup_steps)
+            if step < wait:
+                return 0.0
+            if step < wait + ramp:
+                return (step - wait) / ramp
+            start = wait + ramp
+            return max(0.0, 1 - (step - start) / max(1, cfg.max_steps - start)) ** cfg.poly_power
         if cfg.schedule == "poly":
             value = (1 - min(step, cfg.max_steps) / cfg.max_steps) ** cfg.poly_power
         else:
@@ -56,6 +68,7 @@ def lr_lambda(cfg: TrainConfig):
 def build_optimizer(
     model: nn.Module, cfg: TrainConfig
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    groups = param_groups(model, cfg)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [lr_lambda(cfg, g["backbone"]) for g in groups])
     return optimizer, scheduler

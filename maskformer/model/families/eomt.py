@@ -444,13 +444,14 @@ OPTIMIZER = {"weight_decay": 0.05, "weight_decay_norm": 0.05, "weight_decay_embe
 def _recipe(name: str, dataset: str) -> Recipe:
     """EoMT's recipe for a preset (the official configs): batch 16, as many steps as the annealing's last end
     (12 epochs of COCO, 24 for 2x, 31 of ADE20K, 107 of Cityscapes), the ViT at the base rate (its layer-wise
-    decay is the family's ``lr_factor``), poly 0.9 and bf16-mixed. The official two-stage warm-up (500 steps
-    for the new parts, then 1000 for the ViT) is not reproduced yet: one warm-up of 1500 steps for all."""
+    decay is the family's ``lr_factor``), the official two-stage warm-up (500 steps for the new parts while the
+    ViT waits, then 1000 for the ViT) and poly 0.9, bf16-mixed."""
     image = _CONFIGS[name][3]
     steps = _CONFIGS[name][6][1][-1]
     train = {
         **OPTIMIZER, "lr": 1e-4, "batch_size": 16, "max_steps": steps, "backbone_lr_multiplier": 1.0,
-        "clip_grad_norm": 0.0, "warmup_steps": 1500, "warmup_factor": 0.0, "precision": "bf16-mixed",
+        "clip_grad_norm": 0.0, "schedule": "two_stage_poly", "warmup_steps": 500, "backbone_warmup_steps": 1000,
+        "precision": "bf16-mixed",
     }  # fmt: skip
     # Scale jitter to the image size times 0.1-2.0 (0.5-2.0 for the semantic datasets), crop, flip, pad.
     low = 0.5 if dataset in ("ade", "cityscapes") else 0.1
