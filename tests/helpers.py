@@ -650,3 +650,14 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
             build(folder)
             (root / f"{name}.done").touch()
     return folder
+
+
+def blob_targets(gen: torch.Generator, counts: tuple[int, ...], num_classes: int, size: tuple[int, int]) -> list[dict]:
+    """Random training targets, one per image: ``counts[i]`` overlapping blob masks of ``size`` (noise at 1/8
+    of the size, upsampled and thresholded) with random classes below ``num_classes``."""
+    targets = []
+    for n in counts:
+        low = torch.rand(1, n, size[0] // 8, size[1] // 8, generator=gen)
+        masks = (F.interpolate(low, size=size)[0] > 0.6).float()
+        targets.append({"labels": torch.randint(0, num_classes, (n,), generator=gen), "masks": masks})
+    return targets

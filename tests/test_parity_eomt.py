@@ -11,6 +11,7 @@ import torch
 
 from maskformer.model.families.eomt import EoMT, adapt_transformers_state, config_from_transformers, transformers_rules
 from maskformer.model.weights.renaming import rename_state_dict
+from tests.helpers import blob_targets
 
 transformers = pytest.importorskip("transformers")
 modeling = pytest.importorskip("transformers.models.eomt.modeling_eomt")
@@ -84,10 +85,7 @@ def test_equal_loss_under_the_same_sampled_points(monkeypatch):
     assert ours.config.loss.num_points == 300 and ours.config.loss.class_weight == config.class_weight
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 64, 64, generator=gen)
-    targets = []
-    for n in (3, 2):
-        noise = torch.nn.functional.interpolate(torch.rand(1, n, 8, 8, generator=gen), size=(64, 64))
-        targets.append({"labels": torch.randint(0, 4, (n,), generator=gen), "masks": (noise[0] > 0.6).float()})
+    targets = blob_targets(gen, (3, 2), 4, (64, 64))
     with torch.no_grad():
         torch.manual_seed(4)
         ref = hf(pixel_values=x, mask_labels=[t["masks"] for t in targets], class_labels=[t["labels"] for t in targets])

@@ -13,7 +13,7 @@ import torch
 
 from maskformer import MaskFormer, SetCriterion
 from maskformer.model.prediction import Prediction
-from tests.helpers import hf_to_official
+from tests.helpers import blob_targets, hf_to_official
 
 # Odd sizes, none a multiple of 32. transformers' Swin shrinks a window to a feature map no larger than it
 # and drops the shift there, where the official Swin pads (peers.md); these sizes keep every map larger.
@@ -116,10 +116,7 @@ def test_equal_loss_under_the_same_sampled_points(m2f_checkpoints, backbone):
     criterion = SetCriterion.from_config(model.config)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 96, 128, generator=gen)
-    targets = []
-    for n in (3, 2):
-        noise = torch.nn.functional.interpolate(torch.rand(1, n, 12, 16, generator=gen), size=(96, 128))
-        targets.append({"labels": torch.randint(0, 7, (n,), generator=gen), "masks": (noise[0] > 0.6).float()})
+    targets = blob_targets(gen, (3, 2), 7, (96, 128))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(4)
