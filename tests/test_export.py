@@ -100,10 +100,12 @@ def test_torch_export_matches_pytorch_at_several_sizes(model, tmp_path):
         assert (masks - ref_masks).abs().max() <= 1e-4
 
 
-def test_an_eomt_that_still_masks_is_refused_in_one_line(tmp_path):
+def test_an_eomt_that_still_masks_is_refused_in_one_line(tmp_path, capsys):
     model = Segmenter.from_config(small_config("eomt", num_classes=5, queries=8))  # probabilities 1: untrained
     folder = model.save_pretrained(tmp_path / "m")
     assert main(["export", "--model", str(folder), "--out", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "still masks its queries' attention (attn_mask_probs [1.0, 1.0, 1.0])" in err
     assert not (tmp_path / "x.onnx").exists()
 
 

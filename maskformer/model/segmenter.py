@@ -128,6 +128,12 @@ class Segmenter(nn.Module):
             yield Group(indices, out.logits, out.masks, group_sizes, (batch.shape[-2], batch.shape[-1]))
 
     @torch.no_grad()
+    def semantic_probabilities(self, image: Tensor) -> Tensor:
+        """RGB 0-255 ``image`` [3, h, w], at the size to forward -> class probabilities [K, h, w] of it alone
+        (what test-time augmentation and windows average)."""
+        return next(self.forward_groups([self.normalize(image)])).semantic_probabilities()
+
+    @torch.no_grad()
     def segment(
         self,
         images: list[Tensor],
@@ -183,12 +189,9 @@ class Segmenter(nn.Module):
         device = self.pixel_mean.device
         results: dict[str, list[Any]] = {}
         if "semantic" in tasks and cfg.semantic_window:
-
-            def probabilities(window: Tensor) -> Tensor:
-                return next(self.forward_groups([self.normalize(window)])).semantic_probabilities()
-
+            window, probabilities = cfg.semantic_window, self.semantic_probabilities
             results["semantic"] = [
-                resize_argmax(windowed_semantic_probabilities(img.to(device), cfg.semantic_window, probabilities), out)
+                resize_argmax(windowed_semantic_probabilities(img.to(device), window, probabilities), out)
                 for img, out in zip(images, output_sizes)
             ]
             tasks = [t for t in tasks if t != "semantic"]

@@ -238,11 +238,7 @@ class MaskFormerModule(L.LightningModule):
     def _semantic_augmented(self, image: Tensor, size: tuple[int, int]) -> Tensor:
         """RGB image as read [3, H, W] -> labels [*size] from class probabilities averaged over the module's
         scales and flips."""
-
-        def probabilities(view: Tensor) -> Tensor:
-            return next(self.model.forward_groups([self.model.normalize(view)])).semantic_probabilities()
-
-        cfg = self.config.model.inference
+        cfg, probabilities = self.config.model.inference, self.model.semantic_probabilities
         total = tta.augmented_semantic_probabilities(image.to(self.device), cfg, self.scales, self.flip, probabilities)
         return inference.resize_argmax(total, size)
 
