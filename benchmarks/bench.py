@@ -236,9 +236,26 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
             device,
             repeats,
         )
-    # One training step at batch 2: forward, matching, loss with deep supervision, backward, AdamW.
+    # One training step at batch 2: forward, matching, loss with deep supervision, backward, AdamW. One
+    # implementation's optimiser state and gradients at a time (ViT-L's would not fit in 24 GiB together).
     x2 = torch.randn(2, 3, size, size, device=device)
     targets = training_targets(2, size, device)
+    r.update(time_our_training(name, ours, x2, targets, device, repeats))
+    r.update(time_their_training(theirs, x2, targets, device, repeats))
+    probes = MEMORY_PROBES if not quick else ("eval_b1", "train_b2")
+    if family(name) != "maskformer":
+        probes = tuple(p for p in probes if p != "train_b2_points")
+    # Peak memory, each in a fresh process: the allocator keeps what earlier measurements used.
+    for probe in probes:
+        for impl in ("ours", "theirs") if probe != "train_b2_points" else ("ours",):
+            r[f"{impl}_{probe}_mb"] = memory_probe(name, impl, probe, size)
+    return r
+
+
+def time_our_training(name: str, ours, x2, targets, device: torch.device, repeats: int) -> dict:
+    """Seconds of this package's training step: channels-last, NCHW, bf16-mixed and (MaskFormer) with the
+    point-sampled loss. The optimiser's state and the gradients are freed on return."""
+    r = {}
     criterion = SetCriterion.from_config(ours.config).to(device)
     ours.train()
     opt = torch.optim.AdamW(ours.parameters(), lr=1e-6)
@@ -249,18 +266,7 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
         sum(losses.values()).backward()
         opt.step()
 
-    theirs.train()
-    their_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-6)
-    mask_labels = [t["masks"] for t in targets]
-    class_labels = [t["labels"] for t in targets]
-
-    def their_step():
-        their_opt.zero_grad(set_to_none=True)
-        their_loss(theirs, x2, mask_labels, class_labels).backward()
-        their_opt.step()
-
     r["ours_train_b2_s"] = median_time(our_step, device, repeats)
-    r["theirs_train_b2_s"] = median_time(their_step, device, repeats)
     ours.to(memory_format=torch.contiguous_format)
     r["ours_train_b2_nchw_s"] = median_time(our_step, device, repeats)
     ours.to(memory_format=torch.channels_last)
@@ -274,20 +280,31 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
         opt.step()
 
     r["ours_train_b2_bf16_s"] = median_time(our_step_bf16, device, repeats)
-    probes = MEMORY_PROBES if not quick else ("eval_b1", "train_b2")
     if family(name) == "maskformer":
         # The point-sampled mask loss (Mask2Former's settings) at the same batch.
         point_config = copy.deepcopy(ours.config)
         point_config.loss.num_points = 12544
         criterion = SetCriterion.from_config(point_config).to(device)
         r["ours_train_b2_points_s"] = median_time(our_step, device, repeats)
-    else:
-        probes = tuple(p for p in probes if p != "train_b2_points")
-    # Peak memory, each in a fresh process: the allocator keeps what earlier measurements used.
-    for probe in probes:
-        for impl in ("ours", "theirs") if probe != "train_b2_points" else ("ours",):
-            r[f"{impl}_{probe}_mb"] = memory_probe(name, impl, probe, size)
+    ours.zero_grad(set_to_none=True)
     return r
+
+
+def time_their_training(theirs, x2, targets, device: torch.device, repeats: int) -> dict:
+    """Seconds of transformers' training step; its optimiser's state and gradients are freed on return."""
+    theirs.train()
+    opt = torch.optim.AdamW(theirs.parameters(), lr=1e-6)
+    mask_labels = [t["masks"] for t in targets]
+    class_labels = [t["labels"] for t in targets]
+
+    def their_step():
+        opt.zero_grad(set_to_none=True)
+        their_loss(theirs, x2, mask_labels, class_labels).backward()
+        opt.step()
+
+    seconds = median_time(their_step, device, repeats)
+    theirs.zero_grad(set_to_none=True)
+    return {"theirs_train_b2_s": seconds}
 
 
 def their_loss(theirs, x, mask_labels, class_labels) -> torch.Tensor:
@@ -303,8 +320,9 @@ MEMORY_PROBES = ("eval_b1", "eval_b8", "train_b2", "train_b2_points")
 
 
 def memory_probe(name: str, impl: str, probe: str, size: int) -> float:
-    """Peak memory (MiB) of one measurement run alone in a new process, minus the process's peak after
-    building the models (so weights are counted once, in both implementations alike)."""
+    """Peak memory (MiB) of one measurement run alone in a new process after a warm-up run, minus the process's
+    memory before it (weights, and in training the optimiser's state, are not counted, in both implementations
+    alike)."""
     cmd = [sys.executable, __file__, "--probe", f"{name}:{impl}:{probe}", "--size", str(size)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
@@ -315,15 +333,15 @@ def run_probe(spec: str, size: int) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ours, theirs = build_pair(name, device)
     model = ours.to(memory_format=torch.channels_last) if impl == "ours" else theirs
-    (theirs if impl == "ours" else ours).cpu()
-    gc.collect()
-    reset_peak(device)
-    base = peak_memory_mb(device)
+    del ours, theirs
     batch = {"eval_b1": 1, "eval_b8": 8}.get(probe, 2)
     x = torch.randn(batch, 3, size, size, device=device)
     if probe.startswith("eval"):
-        with torch.no_grad():
-            model(x) if impl == "ours" else model(pixel_values=x)
+
+        def run() -> None:
+            with torch.no_grad():
+                model(x) if impl == "ours" else model(pixel_values=x)
+
     else:
         targets = training_targets(batch, size, device)
         model.train()
@@ -332,10 +350,22 @@ def run_probe(spec: str, size: int) -> None:
             if family(name) == "maskformer":
                 model.config.loss.num_points = 12544 if probe == "train_b2_points" else 0
             criterion = SetCriterion.from_config(model.config).to(device)
-            sum(criterion(model(x), targets).values()).backward()
-        else:
-            their_loss(model, x, [t["masks"] for t in targets], [t["labels"] for t in targets]).backward()
-        opt.step()
+
+        def run() -> None:
+            opt.zero_grad(set_to_none=True)
+            if impl == "ours":
+                sum(criterion(model(x), targets).values()).backward()
+            else:
+                their_loss(model, x, [t["masks"] for t in targets], [t["labels"] for t in targets]).backward()
+            opt.step()
+
+    # A warm-up run first: the first call's one-time allocations (oneDNN kernels, thread pools, the optimiser's
+    # state) are not the step's, and moved the cold figure by 20-40 MiB from run to run of the same code.
+    run()
+    gc.collect()
+    reset_peak(device)
+    base = peak_memory_mb(device)
+    run()
     print(peak_memory_mb(device) - base)
 
 
@@ -392,8 +422,9 @@ def run_e2e_probe(spec: str) -> None:
                 out = theirs(pixel_values=inputs["pixel_values"])
             return post_process(out, target_sizes=[(h, w)])
 
-    gc.collect()
     if what == "memory":
+        run()  # warm-up, as in the model probes
+        gc.collect()
         reset_peak(device)
         base = peak_memory_mb(device)
         run()

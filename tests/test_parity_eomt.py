@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from maskformer.model.families import eomt
 from maskformer.model.families.eomt import EoMT, adapt_transformers_state, config_from_transformers, transformers_rules
 from maskformer.model.weights.renaming import rename_state_dict
-from tests.helpers import blob_targets
+from tests.helpers import blob_targets, small_config
 
 transformers = pytest.importorskip("transformers")
 modeling = pytest.importorskip("transformers.models.eomt.modeling_eomt")
@@ -111,6 +112,27 @@ def test_eomt_takes_any_size_and_predicts_through_the_shared_pipeline():
         assert len(results) == 2
     labels = model.predict(images, task="semantic")
     assert [tuple(r.shape) for r in labels] == [(50, 90), (70, 40)]
+
+
+@pytest.mark.parametrize("band_bytes", [1, 5 * 4 * 16 * 32 * 2 * 8])
+def test_masks_predicted_in_bands_equal_the_whole_maps(monkeypatch, band_bytes):
+    """Without autograd the last ScaleBlock and the mask products run in bands of rows (one row; five of the
+    twelve, so the last band is short); with it, on whole maps. float64: the same formula gives the same values
+    to rounding, and a wrong band edge (a missing or extra row of the 3x3 convolution, or its zero padding)
+    moves values by the order of the weights."""
+    monkeypatch.setattr(eomt, "BAND_BYTES", band_bytes)
+    torch.manual_seed(0)
+    model = EoMT(small_config("eomt", width=32)).eval().to(torch.float64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+        model.attn_mask_probs.zero_()
+    x = torch.randn(2, 3, 96, 128, dtype=torch.float64)
+    whole = model(x)  # autograd on: whole maps
+    with torch.no_grad():
+        banded = model(x)
+    assert banded.masks.shape == whole.masks.shape == (2, 10, 24, 32)
+    assert (banded.masks - whole.masks.detach()).abs().max() <= 1e-10 * whole.masks.abs().max()
 
 
 def _official_mask_annealing(start_iter, current_iter, final_iter, poly_power=0.9):

@@ -127,6 +127,10 @@ def layer_decay(config: EoMTConfig, name: str, backbone_multiplier: float) -> fl
     return backbone_multiplier * config.eomt.layer_decay ** (depth - 1 - block)
 
 
+# Bytes of upscaled tokens per band of rows when masks are predicted without autograd (EoMT._masks).
+BAND_BYTES = 4 * 2**20
+
+
 class ScaleBlock(nn.Module):
     """x2 upscaling of a [B, C, h, w] map: transposed conv (k2 s2), GELU, depthwise 3x3 conv, LayerNorm over
     channels."""
@@ -141,6 +145,16 @@ class ScaleBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv2(self.act(self.conv1(x)))
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def rows(self, x: Tensor, start: int, stop: int) -> Tensor:
+        """Output rows ``2 * start`` to ``2 * stop`` of ``forward(x)``, from input rows ``start - 1`` to ``stop
+        + 1`` only: the transposed convolution maps each input row to two output rows, and the 3x3 convolution
+        reads one output row on each side (zeros beyond the map's edges, as its padding)."""
+        lo, hi = max(start - 1, 0), min(stop + 1, x.shape[2])
+        y = self.act(self.conv1(x[:, :, lo:hi]))[:, :, max(2 * start - 1 - 2 * lo, 0) : 2 * stop + 1 - 2 * lo]
+        y = F.pad(y, (0, 0, int(start == 0), int(stop == x.shape[2])))  # the edge rows' zero padding
+        y = F.conv2d(y, self.conv2.weight, None, padding=(0, 1), groups=self.conv2.groups)
+        return self.norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class EoMT(Segmenter):
@@ -185,8 +199,27 @@ class EoMT(Segmenter):
         n = self.config.eomt.num_queries
         queries = x[:, :n]
         tokens = x[:, n + self.num_prefix :].transpose(1, 2).reshape(x.shape[0], -1, *grid)
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_head(queries), self.upscale(tokens))
-        return Prediction(self.class_predictor(queries), masks)
+        return Prediction(self.class_predictor(queries), self._masks(self.mask_head(queries), tokens))
+
+    def _masks(self, embeddings: Tensor, tokens: Tensor) -> Tensor:
+        """Mask logits [B, N, 4h, 4w]: each query's embedding [B, N, C] dotted with the upscaled patch tokens
+        [B, C, h, w]. Without autograd (and outside export and compile, which trace the plain form), the last
+        ScaleBlock and the products run in bands of rows, so that the largest maps (C channels at stride 4,
+        39 MiB for ViT-S at 640) are never held whole: the same values in less memory."""
+        *earlier, last = self.upscale
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return torch.einsum("bqc,bchw->bqhw", embeddings, self.upscale(tokens))
+        for block in earlier:
+            tokens = block(tokens)
+        b, c, h, w = tokens.shape
+        masks = embeddings.new_empty(b, embeddings.shape[1], 2 * h, 2 * w)
+        # Input rows per band: its upscaled rows (2 per input row) take about BAND_BYTES.
+        rows = max(1, BAND_BYTES // (4 * w * c * b * tokens.element_size()))
+        for start in range(0, h, rows):
+            stop = min(start + rows, h)
+            band = last.rows(tokens, start, stop)
+            masks[:, :, 2 * start : 2 * stop] = torch.einsum("bqc,bchw->bqhw", embeddings, band)
+        return masks
 
     def _attention_mask(self, prediction: Prediction, grid: tuple[int, int], tokens: int, prob: Tensor) -> Tensor:
         """True where a token may attend: everywhere, except queries to patches outside their predicted mask
