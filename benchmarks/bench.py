@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import ctypes
 import gc
 import json
 import platform
@@ -185,6 +186,28 @@ def training_targets(batch: int, size: int, device: torch.device, segments: int 
 
 
 def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.device, ceilings: dict) -> dict:
+    r = time_model(name, size, repeats, quick, device, ceilings)
+    release_memory()  # the models are gone: the probes' processes get the memory (ViT-L's need 10 GiB)
+    probes = MEMORY_PROBES if not quick else ("eval_b1", "train_b2")
+    if family(name) != "maskformer":
+        probes = tuple(p for p in probes if p != "train_b2_points")
+    # Peak memory, each in a fresh process: the allocator keeps what earlier measurements used.
+    for probe in probes:
+        for impl in ("ours", "theirs") if probe != "train_b2_points" else ("ours",):
+            r[f"{impl}_{probe}_mb"] = memory_probe(name, impl, probe, size)
+    return r
+
+
+def release_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere a
+    no-op), so that a probe process started next does not compete with memory this one no longer uses."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def time_model(name: str, size: int, repeats: int, quick: bool, device: torch.device, ceilings: dict) -> dict:
+    """The timings of one benchmark model and transformers' against it (forward, post-processing, training)."""
     ours, theirs = build_pair(name, device)
     r: dict = {"model": name, "size": size}
     x1 = torch.randn(1, 3, size, size, device=device)
@@ -242,13 +265,6 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
     targets = training_targets(2, size, device)
     r.update(time_our_training(name, ours, x2, targets, device, repeats))
     r.update(time_their_training(theirs, x2, targets, device, repeats))
-    probes = MEMORY_PROBES if not quick else ("eval_b1", "train_b2")
-    if family(name) != "maskformer":
-        probes = tuple(p for p in probes if p != "train_b2_points")
-    # Peak memory, each in a fresh process: the allocator keeps what earlier measurements used.
-    for probe in probes:
-        for impl in ("ours", "theirs") if probe != "train_b2_points" else ("ours",):
-            r[f"{impl}_{probe}_mb"] = memory_probe(name, impl, probe, size)
     return r
 
 

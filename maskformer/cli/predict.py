@@ -27,7 +27,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_device(args.device)
     files = expand_paths(args.inputs)
     predictor = Predictor.from_pretrained(
-        args.model, device=args.device, precision=args.precision, batch_size=args.batch_size
+        args.model, device=args.device, precision=args.precision, batch_size=args.batch_size, compile=args.compile
     )
     inference = with_thresholds(predictor.model.config.inference, args.score_threshold, args.overlap_threshold)
     skipped = 0
@@ -85,8 +85,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
              "token": args.token}  # fmt: skip
     config = ServeConfig(**{k: v for k, v in given.items() if v is not None})
     check_device(args.device)
-    serve(args.model, config, device=args.device, precision=args.precision)
+    serve(args.model, config, device=args.device, precision=args.precision, compile=args.compile)
     return 0
+
+
+def compile_option(parser: argparse.ArgumentParser) -> None:
+    """``--compile``, as predict, serve, eval and train take it."""
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network (inductor): same results to float rounding, a compile on first use",
+    )
 
 
 def scale_list(text: str) -> list[float]:
@@ -125,6 +134,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, default=1)
+    compile_option(p)
     p.add_argument(
         "--scales", type=scale_list, help="semantic test-time augmentation scales, e.g. 0.5,0.75,1,1.25,1.5,1.75"
     )
@@ -155,6 +165,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="default 8000")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    compile_option(p)
     p.add_argument("--max-batch", type=int, help="requests arriving together share one forward (default 8)")
     p.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more requests (default 5)")
     p.add_argument("--max-queue", type=int, help="waiting requests beyond this get 503 (default 64)")

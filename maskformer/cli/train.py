@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..data.messages import plural
 from .data import FORMATS, data_config, data_options, found_layout
-from .predict import scale_list
+from .predict import compile_option, scale_list
 
 # Exit status after Ctrl-C, as shells report a process stopped by SIGINT.
 INTERRUPTED = 130
@@ -34,7 +34,8 @@ def _run_config(args: argparse.Namespace):
         config.data.format = args.format or found_layout(args.data, config.data.format)
     elif args.format:
         config.data.format = args.format
-    return config.override(args.overrides)
+    # --compile is train.compile=true, given as predict, serve and eval take it.
+    return config.override([*args.overrides, *(["train.compile=true"] if args.compile else [])])
 
 
 def _weights_source(overrides: list[str]) -> str:
@@ -76,7 +77,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = dataclasses.replace(data_config(args), num_workers=args.workers, max_val_images=args.max_images)
     model = load_model(args.model)  # after the data's checks: a mistake costs no download
     scales = args.scales or [1.0]
-    metrics = evaluate(model, data, split=args.split or "", batch_size=args.batch_size, scales=scales, flip=args.flip)
+    metrics = evaluate(
+        model, data, split=args.split or "", batch_size=args.batch_size, scales=scales, flip=args.flip,
+        compile=args.compile,
+    )  # fmt: skip
     return _print_metrics(metrics, args)
 
 
@@ -122,6 +126,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, help="dataset layout (default: the preset's or config's)")
     p.add_argument("--out", help="run folder (default: runs/PRESET or runs/CONFIG-NAME)")
     p.add_argument("--resume", help="'auto' (the run folder's last checkpoint) or a checkpoint path")
+    compile_option(p)
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=1000 data.crop_size=[640,640]")
     p.set_defaults(func=cmd_train)
 
@@ -145,6 +150,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "multi-scale: 0.5,0.75,1,1.25,1.5,1.75 with --flip); scores mIoU alone",
     )
     p.add_argument("--flip", action="store_true", help="multi-scale mIoU: also average horizontally flipped views")
+    compile_option(p)
     _metrics_options(p)
     p.set_defaults(func=cmd_eval)
 

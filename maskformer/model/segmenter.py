@@ -70,6 +70,14 @@ class Segmenter(nn.Module):
         """Whether channels-last weights and activations run this network faster."""
         return True
 
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """``nn.Module.compile`` (in place: the state dict keeps its names), with static shapes unless
+        ``dynamic`` is given: each new input size compiles anew, up to torch's recompile limit (then eager).
+        Dynamic shapes crashed inductor on EoMT's training step (torch 2.14) and gain little where the sizes
+        are few (a training crop, a serving size)."""
+        kwargs.setdefault("dynamic", False)
+        super().compile(*args, **kwargs)
+
     def check_exportable(self) -> None:
         """Raise ValueError if this model, as it is, cannot be traced into a program that computes what it
         computes (export calls it first); any network of the base can be."""

@@ -53,7 +53,9 @@ class Predictor:
 
     Images are resized as the model's config says (``inference.test_shortest_edge`` / ``test_max_size``),
     batched ``batch_size`` at a time whatever their sizes, run at ``precision`` ("fp32", "bf16", "fp16"),
-    and the results come back at each input's own size and orientation.
+    and the results come back at each input's own size and orientation. ``compile``: torch.compile the
+    network (inductor): the same results to float rounding, after a compile on the first image of each new
+    size (sizes are then traced dynamically).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class Predictor:
         batch_size: int = 1,
         metadata: MetadataConfig | None = None,
         copy_model: bool = True,
+        compile: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -73,6 +76,9 @@ class Predictor:
         model = copy.deepcopy(model) if copy_model else model
         layout = torch.channels_last if model.prefers_channels_last else torch.contiguous_format
         self.model = model.eval().to(self.device, memory_format=layout)
+        self.compile = compile
+        if compile:
+            self.model.compile()  # the predictor's own model, in place: Segmenter methods call the compiled forward
         self._bf16_model: Segmenter | None = None
         self.precision = precision
         self.batch_size = batch_size
@@ -86,13 +92,14 @@ class Predictor:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         batch_size: int = 1,
+        compile: bool = False,
     ) -> Predictor:
         """A predictor for anything :meth:`MaskFormer.from_pretrained` reads, a known model name from
         ``maskformer models``, or a training run folder; metadata is filled in for known datasets."""
         from .zoo import load_model
 
         model = load_model(source)
-        return cls(model, device=device, precision=precision, batch_size=batch_size, copy_model=False)
+        return cls(model, device=device, precision=precision, batch_size=batch_size, copy_model=False, compile=compile)
 
     @property
     def metadata(self) -> MetadataConfig:
@@ -168,6 +175,8 @@ class Predictor:
             return self.model
         if self._bf16_model is None:
             self._bf16_model = copy.deepcopy(self.model).to(torch.bfloat16)
+            if self.compile:  # compiled anew: the copied compiled forward would still run the float32 model
+                self._bf16_model.compile()
         return self._bf16_model
 
     def _autocast(self) -> contextlib.AbstractContextManager:

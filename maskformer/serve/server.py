@@ -19,11 +19,14 @@ from .config import ServeConfig
 log = logging.getLogger("maskformer")
 
 
-def serve(source: str, config: ServeConfig, device: str = "cpu", precision: str = "fp32") -> None:
-    """Serve the model ``source`` (anything ``--model`` takes) until SIGTERM or Ctrl-C."""
+def serve(
+    source: str, config: ServeConfig, device: str = "cpu", precision: str = "fp32", compile: bool = False
+) -> None:
+    """Serve the model ``source`` (anything ``--model`` takes) until SIGTERM or Ctrl-C; ``compile``:
+    torch.compile its network (:class:`Predictor`)."""
     import uvicorn
 
-    predictor = Predictor.from_pretrained(source, device=device, precision=precision)
+    predictor = Predictor.from_pretrained(source, device=device, precision=precision, compile=compile)
     app = create_app(predictor, config, source)
     meta = predictor.metadata
     url = f"http://{config.host if ':' not in config.host else f'[{config.host}]'}:{config.port}"

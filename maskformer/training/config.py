@@ -116,6 +116,9 @@ class TrainConfig:
     # None: where it pays (the network's prefers_channels_last: every model but a Swin with MaskFormer's DETR
     # decoder).
     channels_last: bool | None = None
+    # torch.compile the network (Module.compile; inductor on CPUs and GPUs): the same results to float rounding,
+    # after a compile of the first steps' shapes (and of each new validation image size, up to torch's limit).
+    compile: bool = False
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = 1

@@ -24,12 +24,14 @@ def evaluate(
     run_dir: str | None = None,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
+    compile: bool = False,
 ) -> dict:
     """mIoU family (and PQ for panoptic data) of ``model`` on ``split`` (default: the format's val split).
 
     ``scales`` / ``flip`` other than (1.0,) / False score mIoU alone with multi-scale and flip test-time
     augmentation: class probabilities averaged over the test size times each scale, and mirrored views
-    (the papers' "multi-scale" results: scales 0.5-1.75 in steps of 0.25, with flip).
+    (the papers' "multi-scale" results: scales 0.5-1.75 in steps of 0.25, with flip). ``compile``:
+    torch.compile the network (``train.compile``).
 
     The dataset's metadata must match the model's classes; a mismatch in class count is an error. The
     caller's model and configs are not changed (evaluation moves and lays out a copy).
@@ -37,7 +39,8 @@ def evaluate(
     model = copy.deepcopy(model)
     model_config = model.config
     data = dataclasses.replace(data, val_split=split or data.val_split)
-    config = RunConfig(model=model_config, data=data, train=TrainConfig(batch_size=batch_size, accelerator=accelerator))
+    train = TrainConfig(batch_size=batch_size, accelerator=accelerator, compile=compile)
+    config = RunConfig(model=model_config, data=data, train=train)
     augmented = tuple(scales) != (1.0,) or flip
     datamodule = MaskFormerDataModule(config, resize_val=not augmented)
     found = len(datamodule.metadata.class_names)

@@ -61,6 +61,8 @@ class MaskFormerModule(L.LightningModule):
         self.model = model if model is not None else family_of(config.model).network(config.model)
         if use_channels_last(config.train, self.model):
             self.model.to(memory_format=torch.channels_last)
+        if config.train.compile:
+            self.model.compile()  # in place: the state dict, checkpoints and saved model keep their names
         self.criterion = SetCriterion.from_config(config.model)
         self.run_dir = Path(run_dir) if run_dir else None
         self.history: list[dict] = []
