@@ -47,10 +47,12 @@ def test_a_compiled_predictor_gives_eager_outputs_and_leaves_the_default_eager()
     assert compiled_calls == [True] and eager_calls == [False]
     assert (got.logits - want.logits).abs().max() <= TOLERANCE
     assert (got.masks - want.masks).abs().max() <= TOLERANCE
-    # The bf16 copy is compiled anew (a copy of the compiled forward would run the float32 model and fail).
+    # The bf16 copy is compiled too (a deep copy of a compiled module runs eagerly): the hook, copied with the
+    # model, sees the copy's forward traced.
     compiled.precision = "bf16"
     image = torch.randint(0, 256, (3, 50, 70), dtype=torch.uint8)
     assert compiled(image, task="panoptic")[0].segmentation.shape == (50, 70)
+    assert compiled_calls == [True, True]
 
 
 @pytest.fixture(scope="module")

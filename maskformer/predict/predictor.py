@@ -175,7 +175,7 @@ class Predictor:
             return self.model
         if self._bf16_model is None:
             self._bf16_model = copy.deepcopy(self.model).to(torch.bfloat16)
-            if self.compile:  # compiled anew: the copied compiled forward would still run the float32 model
+            if self.compile:  # a deep copy of a compiled module runs eagerly: compile the copy itself
                 self._bf16_model.compile()
         return self._bf16_model
 
