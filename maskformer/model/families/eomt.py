@@ -205,7 +205,7 @@ class EoMT(Segmenter):
         """Mask logits [B, N, 4h, 4w]: each query's embedding [B, N, C] dotted with the upscaled patch tokens
         [B, C, h, w]. Without autograd (and outside export and compile, which trace the plain form), the last
         ScaleBlock and the products run in bands of rows, so that the largest maps (C channels at stride 4,
-        39 MiB for ViT-S at 640) are never held whole: the same values in less memory."""
+        37.5 MiB for ViT-S at 640) are never held whole: the same values in less memory."""
         *earlier, last = self.upscale
         if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
             return torch.einsum("bqc,bchw->bqhw", embeddings, self.upscale(tokens))
