@@ -134,6 +134,7 @@ def small_config(
     points: int = 256,
     dropout: float | None = None,
     norm: str | None = None,
+    rotary: bool = False,
 ) -> MaskFormerConfig:
     """The tests' one builder of small but complete models of any family: a tiny Swin (embed 32, depths
     1-1-2-1) or timm ``backbone`` (its ``norm``, default timm's frozen BN); MaskFormer's FPN and DETR decoder,
@@ -141,9 +142,11 @@ def small_config(
     ``points`` points; ``width`` channels, ``layers`` decoder layers, ``ffn`` feed-forward width. ``dropout``
     None keeps the family's default. EoMT ignores ``backbone``, ``encoder_layers`` and ``dropout``: a DINOv2
     ViT with 4 registers at patch 16, ``width`` wide with 4 heads, whose last ``layers`` of ``layers + 2``
-    blocks take the queries, and the point loss on ``points`` points."""
+    blocks take the queries, and the point loss on ``points`` points; ``rotary``: a DINOv3 ViT of that size
+    instead (timm's Eva, rotary position embeddings)."""
     if family == "eomt":
-        vit = BackboneConfig(type="timm", name="vit_small_patch14_reg4_dinov2", timm_kwargs={
+        name = "vit_small_patch16_dinov3_qkvb" if rotary else "vit_small_patch14_reg4_dinov2"
+        vit = BackboneConfig(type="timm", name=name, timm_kwargs={
             "patch_size": 16, "embed_dim": width, "depth": layers + 2, "num_heads": 4, "mlp_ratio": ffn / width,
             "init_values": 1.0})  # fmt: skip
         return EoMTConfig(

@@ -100,6 +100,30 @@ def test_torch_export_matches_pytorch_at_several_sizes(model, tmp_path):
         assert (masks - ref_masks).abs().max() <= 1e-4
 
 
+def test_a_dinov3_eomt_exports_at_any_size(tmp_path):
+    """A DINOv3 ViT's rotary table is computed from tensors when exporting (timm's takes float() of the grid's
+    size, which would fix the program to the example's): the torch.export program and the ONNX graph agree
+    with eager PyTorch at other sizes."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from maskformer.export import export_onnx, export_program
+
+    torch.manual_seed(0)
+    model = Segmenter.from_config(small_config("eomt", num_classes=5, queries=8, rotary=True)).eval()
+    model.attn_mask_probs.zero_()
+    program = export_program(model, (64, 96), max_side=512).module()
+    session = ort.InferenceSession(str(export_onnx(model, tmp_path / "m.onnx", (64, 96), 512)))
+    for b, h, w in [(1, 64, 96), (2, 128, 64), (1, 70, 50)]:
+        images = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(w)) * 255
+        ref_logits, ref_masks = _eager(model, images)
+        logits, masks = session.run(None, {"images": images.numpy()})
+        assert abs(logits - ref_logits.numpy()).max() <= 1e-4 and abs(masks - ref_masks.numpy()).max() <= 1e-4
+        if h % 32 == 0 and w % 32 == 0:  # torch programs take multiples of 32
+            with torch.no_grad():
+                logits, masks = program(images)
+            assert (logits - ref_logits).abs().max() <= 1e-4 and (masks - ref_masks).abs().max() <= 1e-4
+
+
 def test_an_eomt_that_still_masks_is_refused_in_one_line(tmp_path, capsys):
     model = Segmenter.from_config(small_config("eomt", num_classes=5, queries=8))  # probabilities 1: untrained
     folder = model.save_pretrained(tmp_path / "m")

@@ -16,6 +16,8 @@ from tests.helpers import blob_targets, small_config
 
 transformers = pytest.importorskip("transformers")
 modeling = pytest.importorskip("transformers.models.eomt.modeling_eomt")
+# EoMT with a DINOv3 ViT (transformers' "eomt_dinov3"): timm's Eva with rotary position embeddings.
+modeling3 = pytest.importorskip("transformers.models.eomt_dinov3.modeling_eomt_dinov3")
 
 
 def _exact_eager(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -34,6 +36,13 @@ def _tiny(**changes) -> transformers.EomtConfig:
     return transformers.EomtConfig(**{**settings, **changes})
 
 
+def _tiny3(**changes) -> transformers.EomtDinov3Config:
+    """A transformers EoMT-DINOv3 config as small as :func:`_tiny` (MLP width 72)."""
+    settings = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=72, image_size=64,
+                    num_queries=5, num_blocks=2, num_labels=3)  # fmt: skip
+    return transformers.EomtDinov3Config(**{**settings, **changes})
+
+
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-4), (torch.float64, 1e-6)])
 @pytest.mark.parametrize("registers,swiglu,queries,classes", [(4, False, 5, 3), (0, True, 7, 1)])
 @pytest.mark.parametrize("prob", [1.0, 0.0])
@@ -47,41 +56,63 @@ def test_eomt_equals_transformers(monkeypatch, dtype, tolerance, registers, swig
         use_swiglu_ffn=swiglu,
         layerscale_value=0.5,
     )
-    hf = transformers.EomtForUniversalSegmentation(config).eval()
-    hf.config._attn_implementation = "eager"
-    with torch.no_grad():
-        for p in hf.parameters():  # every parameter away from its initialisation
-            p.add_(0.2 * torch.randn_like(p))
-        hf.attn_mask_probs.fill_(prob)
-    ours = EoMT(config_from_transformers(config.to_dict())).eval()
-    renamed = rename_state_dict(hf.state_dict(), transformers_rules())
-    assert not renamed.unmatched
-    ours.load_state_dict(adapt_transformers_state(renamed.state_dict), strict=True)
+    hf = _perturbed(transformers.EomtForUniversalSegmentation, config, prob)
+    ours = _ours(hf)
     hf.to(dtype)
     ours.to(dtype)
-    x = torch.randn(2, 3, 64, 64, dtype=dtype)
-    with torch.no_grad():
-        theirs, mine = hf(pixel_values=x), ours(x)
-    assert mine.masks.shape == theirs.masks_queries_logits.shape == (2, queries, 16, 16)
-    assert (mine.logits - theirs.class_queries_logits).abs().max() <= tolerance
-    assert (mine.masks - theirs.masks_queries_logits).abs().max() <= tolerance
+    _assert_equal_outputs(hf, ours, dtype, tolerance)
 
 
-def test_equal_loss_under_the_same_sampled_points(monkeypatch):
-    """transformers' EoMT loss (Mask2Former's, on the final prediction and each masked block's) against this
-    package's criterion on the same prediction: one seed, the same points drawn in the same order."""
-    from maskformer.model import SetCriterion
-
-    monkeypatch.setattr(modeling, "eager_attention_forward", _exact_eager)
-    torch.manual_seed(0)
-    config = _tiny(num_queries=6, num_labels=4, train_num_points=300)
-    hf = transformers.EomtForUniversalSegmentation(config).eval()
+def _perturbed(model_class: type, config, prob: float | None = None):
+    """transformers' model of ``config`` with eager attention and every parameter away from its initialisation
+    (``prob``: every mask probability)."""
+    hf = model_class(config).eval()
     hf.config._attn_implementation = "eager"
     with torch.no_grad():
         for p in hf.parameters():
             p.add_(0.2 * torch.randn_like(p))
-    ours = EoMT(config_from_transformers(config.to_dict())).eval()
-    ours.load_state_dict(adapt_transformers_state(rename_state_dict(hf.state_dict(), transformers_rules()).state_dict))
+        if prob is not None:
+            hf.attn_mask_probs.fill_(prob)
+    return hf
+
+
+def _ours(hf) -> EoMT:
+    """This package's EoMT with the weights of transformers' ``hf``, loaded strictly."""
+    ours = EoMT(config_from_transformers(hf.config.to_dict())).eval()
+    renamed = rename_state_dict(hf.state_dict(), transformers_rules(ours.config))
+    assert not renamed.unmatched
+    ours.load_state_dict(adapt_transformers_state(renamed.state_dict), strict=True)
+    return ours
+
+
+def _assert_equal_outputs(hf, ours: EoMT, dtype: torch.dtype, tolerance: float) -> None:
+    """Both models' class and mask logits of one random batch within ``tolerance``."""
+    x = torch.randn(2, 3, 64, 64, dtype=dtype)
+    with torch.no_grad():
+        theirs, mine = hf(pixel_values=x), ours(x)
+    assert mine.masks.shape == theirs.masks_queries_logits.shape == (2, hf.config.num_queries, 16, 16)
+    assert (mine.logits - theirs.class_queries_logits).abs().max() <= tolerance
+    assert (mine.masks - theirs.masks_queries_logits).abs().max() <= tolerance
+
+
+@pytest.mark.parametrize("dinov3", [False, True])
+def test_equal_loss_under_the_same_sampled_points(monkeypatch, dinov3):
+    """transformers' EoMT loss (Mask2Former's, on the final prediction and each masked block's) against this
+    package's criterion on the same prediction: one seed, the same points drawn in the same order; with a
+    DINOv2 and a DINOv3 ViT (in eval mode, where neither rescales the DINOv3's rotary positions: in training
+    both draw a scale, each from its own random stream)."""
+    from maskformer.model import SetCriterion
+
+    modeling_module, model_class, tiny = (
+        (modeling3, transformers.EomtDinov3ForUniversalSegmentation, _tiny3)
+        if dinov3
+        else (modeling, transformers.EomtForUniversalSegmentation, _tiny)
+    )
+    monkeypatch.setattr(modeling_module, "eager_attention_forward", _exact_eager)
+    torch.manual_seed(0)
+    config = tiny(num_queries=6, num_labels=4, train_num_points=300)
+    hf = _perturbed(model_class, config)
+    ours = _ours(hf)
     criterion = SetCriterion.from_config(ours.config)
     assert ours.config.loss.num_points == 300 and ours.config.loss.class_weight == config.class_weight
     gen = torch.Generator().manual_seed(3)
@@ -173,16 +204,20 @@ def test_a_short_training_anneals_the_masks_away_and_inference_then_skips_them()
     assert out.aux == []  # no intermediate prediction once every probability is 0
 
 
-def test_layer_decay_is_the_official_one():
-    """The official configure_optimizers (llrd 0.8, llrd_l2_enabled, lr_mult 1: its defaults), restated on
-    the network's parameter names: walking them in reverse, a block's parameters at 0.8 ** (B - 1 - block),
-    what comes before block 0 as block 0, the ViT's final norm and the rest at the base rate."""
+@pytest.mark.parametrize("l2_enabled", [True, False])
+def test_layer_decay_is_the_official_one(l2_enabled):
+    """The official configure_optimizers (llrd 0.8, lr_mult 1; llrd_l2_enabled its default true, and false as
+    the DINOv3 configs set it), restated on the network's parameter names: walking them in reverse, a block's
+    parameters at 0.8 ** (B - 1 - block), what comes before block 0 as block 0, the ViT's final norm and the
+    rest at the base rate; without llrd_l2, the blocks the queries run through at the base rate too."""
     from maskformer.model.families.eomt import layer_decay
 
     config = config_from_transformers(_tiny(num_hidden_layers=6).to_dict())
+    config.eomt.decay_query_blocks = l2_enabled
     model = EoMT(config)
     backbone_names = {f"backbone.{n}" for n, _ in model.backbone.named_parameters()}
     blocks, block_i, official = 6, 6, {}
+    l2_blocks = range(blocks - config.eomt.num_blocks, blocks)
     for name, _ in reversed(list(model.named_parameters())):
         lr = 1.0
         if name in backbone_names:
@@ -194,10 +229,13 @@ def test_layer_decay_is_the_official_one():
                 lr *= 0.8 ** (blocks - 1 - block_i)
             if "backbone.norm" in name:
                 lr = 1.0
+            if is_block and block_i in l2_blocks and not l2_enabled:
+                lr = 1.0
         official[name] = lr
     ours = {name: layer_decay(config, name, 1.0) for name, _ in model.named_parameters()}
     assert ours == pytest.approx(official)
     assert ours["backbone.pos_embed"] == pytest.approx(0.8**5) and ours["query.weight"] == 1.0
+    assert ours["backbone.blocks.4.mlp.fc1.weight"] == pytest.approx(0.8 if l2_enabled else 1.0)
 
 
 def test_a_vit_backbone_file_loads_checked_by_its_names(tmp_path):
@@ -301,3 +339,133 @@ def test_predict_runs_an_eomt_transformers_folder(tmp_path, task):
     expected = {"semantic": ["labels/0.png", "labels/1.png"], "panoptic": ["panoptic.json", "panoptic/1.png"],
                 "instance": ["instances.json", "images.json"]}[task]  # fmt: skip
     assert all((out / name).is_file() for name in [*expected, "overlays/0.png", "overlays/1.png"])
+
+
+def _exact_rotary_frequencies(hf, ours) -> None:
+    """Both implementations compute their rotary frequencies in float32 (transformers' 1 / theta ** e,
+    timm's periods theta ** e), which differ by float32 rounding (3e-7 relative in the angles, up to 9e-7 in
+    the masks of the float64 test): give both the float64 values, so that float64 compares the formulations."""
+    exponents = torch.arange(0, 1, 4 / (hf.config.hidden_size // hf.config.num_attention_heads), dtype=torch.float64)
+    theta = hf.config.rope_parameters["rope_theta"]
+    hf.rope_embeddings.inv_freq = 1 / theta**exponents
+    ours.backbone.rope.periods = theta**exponents
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-4), (torch.float64, 1e-6)])
+@pytest.mark.parametrize("registers,queries,classes", [(4, 5, 3), (0, 7, 1)])
+@pytest.mark.parametrize("prob", [1.0, 0.0])
+def test_eomt_dinov3_equals_transformers(monkeypatch, dtype, tolerance, registers, queries, classes, prob):
+    """The queries get no rotary position (timm's Eva leaves the first num_prefix_tokens tokens unrotated, so
+    the last blocks count the queries among them); q and v biases, layer scale."""
+    monkeypatch.setattr(modeling3, "eager_attention_forward", _exact_eager)
+    torch.manual_seed(0)
+    config = _tiny3(num_queries=queries, num_labels=classes, num_register_tokens=registers, layerscale_value=0.5)
+    hf = _perturbed(transformers.EomtDinov3ForUniversalSegmentation, config, prob)
+    ours = _ours(hf)
+    assert ours.backbone.pos_embed is None
+    hf.to(dtype)
+    ours.to(dtype)
+    if dtype == torch.float64:
+        _exact_rotary_frequencies(hf, ours)
+    _assert_equal_outputs(hf, ours, dtype, tolerance)
+
+
+def _dinov3_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A transformers EoMT-DINOv3 state dict under the official code's names (models/vit.py renames the
+    DINOv3ViTModel's embeddings patch_embed and its layers blocks; models/eomt.py names the rest)."""
+    rules = [
+        (r"embeddings\.(.*)", r"network.encoder.backbone.patch_embed.\1"),
+        (r"layers\.(.*)", r"network.encoder.backbone.blocks.\1"),
+        (r"layernorm\.(.*)", r"network.encoder.backbone.norm.\1"),
+        (r"query\.weight", "network.q.weight"),
+        (r"class_predictor\.(.*)", r"network.class_head.\1"),
+        (r"mask_head\.fc([123])\.(.*)", lambda m: f"network.mask_head.{2 * (int(m[1]) - 1)}.{m[2]}"),
+        (r"upscale_block\.block\.(\d+)\.layernorm2d\.(.*)", r"network.upscale.\1.norm.\2"),
+        (r"upscale_block\.block\.(.*)", r"network.upscale.\1"),
+        (r"attn_mask_probs", "network.attn_mask_probs"),
+        (r"criterion\..*", None),
+    ]
+    renamed = rename_state_dict(state, rules)
+    assert not renamed.unmatched
+    return {**renamed.state_dict, "network.encoder.pixel_mean": torch.zeros(1, 3, 1, 1)}
+
+
+def test_eomt_dinov3_transformers_folders_and_official_files_load_through_the_registry(monkeypatch, tmp_path):
+    """``Segmenter.from_pretrained`` reads a transformers "eomt_dinov3" folder and an official EoMT-DINOv3 file
+    (absolute weights, as the official code writes with ``--model.delta_weights False``) strictly, with
+    transformers' outputs. The official file's architecture is read off its weights, with DINOv3's own
+    settings for what they do not show (64 channels per head, LayerNorm epsilon 1e-5, rotary base 100)."""
+    from maskformer.model import Segmenter
+
+    monkeypatch.setattr(modeling3, "eager_attention_forward", _exact_eager)
+    torch.manual_seed(0)
+    config = _tiny3(hidden_size=64, num_attention_heads=1, intermediate_size=128, num_hidden_layers=3,
+                    layer_norm_eps=1e-5)  # fmt: skip
+    hf = _perturbed(transformers.EomtDinov3ForUniversalSegmentation, config)
+    hf.save_pretrained(tmp_path / "hf")
+    model = Segmenter.from_pretrained(tmp_path / "hf", strict=True).eval()
+    assert type(model) is EoMT and model.load_report.ok and model.config.backbone.name.endswith("_dinov3_qkvb")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = hf(pixel_values=x).masks_queries_logits
+        assert (model(x).masks - expected).abs().max() <= 1e-4
+    torch.save(_dinov3_official(hf.state_dict()), tmp_path / "pytorch_model.bin")
+    official = Segmenter.from_pretrained(tmp_path / "pytorch_model.bin", strict=True).eval()
+    assert official.load_report.ok and official.config.eomt.num_blocks == 2
+    with torch.no_grad():
+        assert (official(x).masks - expected).abs().max() <= 1e-4
+
+
+def test_eomt_dinov3_refuses_what_timm_cannot_build(tmp_path):
+    """A gated MLP (transformers would also switch the mask head's activation, the official code would not) and
+    a key bias are one line naming the file."""
+    for change, words in (({"use_gated_mlp": True}, "use_gated_mlp"), ({"key_bias": True}, "biases")):
+        data = _tiny3(**change).to_dict()
+        with pytest.raises(ValueError, match=rf"^hf/config.json: .*{words}"):
+            config_from_transformers(data, "hf/config.json")
+
+
+def test_an_official_dinov3_delta_checkpoint_loads_onto_its_base_weights(tmp_path):
+    """The official EoMT-DINOv3 files hold differences from the model training started from (DINOv3's ViT,
+    every other parameter zero, the mask probabilities 1): ``delta_base`` (``convert --delta-base``) adds
+    them back onto a timm-format file of the base ViT, giving the trained model's outputs; read as absolute
+    weights, the same file gives another model."""
+    from safetensors.torch import save_file
+
+    from maskformer.cli.main import main
+    from maskformer.model import Segmenter
+
+    torch.manual_seed(0)
+    config = _tiny3(hidden_size=64, num_attention_heads=1, intermediate_size=128, num_hidden_layers=3,
+                    layer_norm_eps=1e-5)  # fmt: skip
+    trained_hf = _perturbed(transformers.EomtDinov3ForUniversalSegmentation, config, prob=0.0)  # a finished model
+    base_hf = _perturbed(transformers.EomtDinov3ForUniversalSegmentation, config)
+    trained, base = _dinov3_official(trained_hf.state_dict()), _dinov3_official(base_hf.state_dict())
+    start = {k: v if k.startswith("network.encoder.") else torch.zeros_like(v) for k, v in base.items()}
+    start["network.attn_mask_probs"] = torch.ones(2)
+    torch.save({k: trained[k] - start[k] for k in trained}, tmp_path / "pytorch_model.bin")
+    base_hf.save_pretrained(tmp_path / "base")
+    base_vit = Segmenter.from_pretrained(tmp_path / "base", strict=True).backbone.state_dict()
+    save_file({k: v.contiguous() for k, v in base_vit.items()}, str(tmp_path / "dinov3.safetensors"))
+
+    model = Segmenter.from_pretrained(
+        tmp_path / "pytorch_model.bin", strict=True, delta_base=tmp_path / "dinov3.safetensors"
+    ).eval()
+    assert model.load_report.ok and model.attn_mask_probs.tolist() == [0.0, 0.0]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = trained_hf(pixel_values=x).masks_queries_logits
+        assert (model(x).masks - expected).abs().max() <= 1e-4
+        absolute = Segmenter.from_pretrained(tmp_path / "pytorch_model.bin").eval()
+        assert (absolute(x).masks - expected).abs().max() > 1e-2
+    out = tmp_path / "converted"
+    args = [
+        "convert",
+        "--model",
+        str(tmp_path / "pytorch_model.bin"),
+        "--delta-base",
+        str(tmp_path / "dinov3.safetensors"),
+    ]
+    assert main([*args, "--out", str(out), "--strict"]) == 0
+    with torch.no_grad():
+        assert torch.equal(Segmenter.from_pretrained(out, strict=True).eval()(x).masks, model(x).masks)

@@ -34,7 +34,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
     print(f"{'preset':<{width}} {'family':<12} {'starts from':<50} {'parts':<20} {'classes':>7} {'params':>8}")
     for name in names:
         cfg = paper_model(name)
-        pretraining = family_of(cfg).pretraining
+        pretraining = family_of(cfg).pretraining(cfg)
         weights = f"{pretraining}: {cfg.backbone.name}" if cfg.backbone.pretrained else "scratch (no timm weights)"
         params = f"{_count_parameters(cfg) / 1e6:.1f}M" if args.count else "-"
         parts = family_of(cfg).describe(cfg)
@@ -60,7 +60,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from ..predict import load_model
 
-    model = load_model(args.model, strict=args.strict)
+    model = load_model(args.model, strict=args.strict, delta_base=args.delta_base)
     out = model.save_pretrained(args.out)
     print(f"{model.load_report}")
     print(f"wrote {out}/config.yaml and {out}/model.safetensors")
@@ -98,6 +98,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert any supported checkpoint to this package's format")
     p.add_argument("--model", required=True, help="checkpoint: folder, hub id, .pkl/.pth file or URL")
     p.add_argument("--out", required=True, help="output folder (config.yaml + model.safetensors)")
+    p.add_argument(
+        "--delta-base",
+        metavar="FILE",
+        help="the model holds differences from these backbone weights (a timm-format file), as the official "
+        "checkpoints trained from DINOv3 do from DINOv3's (README)",
+    )
     p.add_argument("--strict", action="store_true", help="fail when any weight is missing or unused")
     p.set_defaults(func=cmd_convert)
     p = sub.add_parser("models", help="list known pretrained checkpoints with their published scores")

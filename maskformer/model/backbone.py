@@ -8,6 +8,7 @@ dilated timm model made with ``output_stride``, e.g. 4, 8, 16, 16), and exposes 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 
@@ -163,15 +164,19 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
 
 
 def build_vit(cfg: BackboneConfig, image_size: int) -> nn.Module:
-    """A plain timm ViT, whose blocks a network runs itself (EoMT): timm's model ``cfg.name`` with
-    ``cfg.timm_kwargs`` (``swiglu: true`` for DINOv2's SwiGLU MLP) at ``image_size``, its position embeddings
-    resampled at run time for other sizes, without a classifier. ``pretrained`` loads timm's weights and
-    ``weights`` a timm-format file of that ViT; timm resamples both to the configured patch and grid sizes (a
-    DINOv2's 14-pixel patches to 16, as the official EoMT does), and a file is checked by its names first."""
+    """A plain timm ViT, whose blocks a network runs itself (EoMT): timm's model ``cfg.name`` (a
+    VisionTransformer, or an Eva with rotary position embeddings such as DINOv3) with ``cfg.timm_kwargs``
+    (``swiglu: true`` for DINOv2's SwiGLU MLP, ``norm_eps`` for its LayerNorms' epsilon) at ``image_size``,
+    its position embeddings resampled at run time for other sizes, without a classifier. ``pretrained`` loads
+    timm's weights and ``weights`` a timm-format file of that ViT; timm resamples both to the configured patch
+    and grid sizes (a DINOv2's 14-pixel patches to 16, as the official EoMT does), and a file is checked by its
+    names first."""
     check_timm_name(cfg.name)
     kwargs = dict(cfg.timm_kwargs)
     if kwargs.pop("swiglu", False):
         kwargs.update(mlp_layer=SwiGLUPacked, act_layer=nn.SiLU)
+    if "norm_eps" in kwargs:  # a config file holds numbers, not the norm layer timm takes
+        kwargs["norm_layer"] = functools.partial(nn.LayerNorm, eps=float(kwargs.pop("norm_eps")))
     kwargs.update(img_size=image_size, dynamic_img_size=True, num_classes=0, drop_path_rate=cfg.drop_path_rate)
     pretrained = cfg.pretrained
     if cfg.weights:

@@ -167,7 +167,7 @@ def _titles() -> str:
 def config_from_transformers(data: Mapping[str, Any], source: str = "config.json") -> ModelConfig:
     """The model config of a transformers ``config.json`` of any family's model_type."""
     model_type = data.get("model_type")
-    found = [f for f in ModelConfig.families() if f.transformers and f.transformers.model_type == model_type]
+    found = [f for f in ModelConfig.families() if f.transformers and model_type in f.transformers.model_types]
     if not found:
         raise ValueError(f"{source}: model_type is {model_type!r}, not a {_titles()} model")
     return found[0].transformers.config(data, source)
@@ -206,9 +206,17 @@ def _renamed(state: Mapping[str, Tensor], config: ModelConfig, fmt: Any) -> Rena
     return renamed
 
 
-def load_pretrained(cls: type[M], source: str | Path, config: ModelConfig | None = None, strict: bool = False) -> M:
+def load_pretrained(
+    cls: type[M],
+    source: str | Path,
+    config: ModelConfig | None = None,
+    strict: bool = False,
+    delta_base: str | Path | None = None,
+) -> M:
     """Build the model described by ``source`` as its family's network and load its weights (see module
-    docstring); ``cls`` (the class ``from_pretrained`` was called on) must be that network or a base of it."""
+    docstring); ``cls`` (the class ``from_pretrained`` was called on) must be that network or a base of it.
+    ``delta_base``: ``source`` holds differences from the model training started from, whose backbone had
+    these weights (a timm-format file); see :func:`add_to_start`."""
     cfg, renamed = read_checkpoint(source, config)
     # Every weight comes from the checkpoint: building must not fetch ImageNet weights or read a backbone file.
     cfg = copy.deepcopy(cfg)
@@ -222,6 +230,8 @@ def load_pretrained(cls: type[M], source: str | Path, config: ModelConfig | None
     model = network(cfg)
     own = model.state_dict()
     state = dict(renamed.state_dict)
+    if delta_base is not None:
+        state = add_to_start(state, cfg, str(delta_base))
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     for key in mismatched:
         del state[key]
@@ -234,6 +244,22 @@ def load_pretrained(cls: type[M], source: str | Path, config: ModelConfig | None
             raise RuntimeError(str(report))
         warnings.warn(str(report), stacklevel=2)
     return model
+
+
+def add_to_start(delta: Mapping[str, Tensor], config: ModelConfig, base: str) -> dict[str, Tensor]:
+    """Weights from a checkpoint of differences, as a family's official code may read its checkpoints (those
+    trained from DINOv3, ``delta_weights``): each entry added to the model training started from, whose
+    backbone has the weights of ``base`` (a timm-format file), every other parameter zero and every buffer as
+    built. Entries the model does not have are left as they are."""
+    start_config = copy.deepcopy(config)
+    start_config.backbone.pretrained, start_config.backbone.weights = False, base
+    start = type(config).FAMILY.network(start_config)
+    params = {name for name, _ in start.named_parameters()}
+    init = {
+        k: v if k.startswith("backbone.") or k not in params else torch.zeros_like(v)
+        for k, v in start.state_dict().items()
+    }
+    return {k: init[k] + v.to(init[k].dtype) if k in init and init[k].shape == v.shape else v for k, v in delta.items()}
 
 
 def save_pretrained(model: nn.Module, directory: str | Path) -> Path:

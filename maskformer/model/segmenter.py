@@ -209,13 +209,20 @@ class Segmenter(nn.Module):
         return results
 
     @classmethod
-    def from_pretrained(cls, source: str | Path, config: ModelConfig | None = None, strict: bool = False) -> Segmenter:
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        config: ModelConfig | None = None,
+        strict: bool = False,
+        delta_base: str | Path | None = None,
+    ) -> Segmenter:
         """Load weights from a transformers folder or hub id, an official model-zoo .pkl (or its URL), or a
         folder written by :meth:`save_pretrained`. Missing or unexpected keys are reported by name (an error
-        when ``strict``)."""
+        when ``strict``). ``delta_base``: the backbone weights (a timm-format file) that a checkpoint of
+        differences is relative to, such as the official checkpoints trained from DINOv3 (relative to its)."""
         from .loading import load_pretrained
 
-        return load_pretrained(cls, source, config=config, strict=strict)
+        return load_pretrained(cls, source, config=config, strict=strict, delta_base=delta_base)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.yaml`` and ``model.safetensors`` into ``directory``."""

@@ -73,15 +73,20 @@ def known_model(source: str | Path) -> KnownModel | None:
     return KNOWN_MODELS.get(text) or next((m for m in KNOWN_MODELS.values() if m.source == text), None)
 
 
-def load_model(source: str | Path, config: ModelConfig | None = None, strict: bool = False) -> Segmenter:
+def load_model(
+    source: str | Path, config: ModelConfig | None = None, strict: bool = False, delta_base: str | Path | None = None
+) -> Segmenter:
     """Load a model of any family from a known model name (``maskformer models``) or anything
     :meth:`Segmenter.from_pretrained` reads (folders, training runs and their ``.ckpt`` files, hub ids,
-    model-zoo files and URLs). Class names, thing/stuff and colours are filled in from the built-in metadata
-    when the checkpoint lacks them and its dataset is known. Every command's ``--model`` goes through here."""
+    model-zoo files and URLs; ``delta_base`` as there). Class names, thing/stuff and colours are filled in from
+    the built-in metadata when the checkpoint lacks them and its dataset is known. Every command's ``--model``
+    goes through here."""
     known = known_model(source)
     if known:
         log.warning(f"{known.name}: {known.licence_notice}")
-    model = Segmenter.from_pretrained(known.source if known else source, config=config, strict=strict)
+    model = Segmenter.from_pretrained(
+        known.source if known else source, config=config, strict=strict, delta_base=delta_base
+    )
     if known and config is None and known.dataset in TEST_SETTINGS:
         # Checkpoints carry no test sizes (zoo pickles) or a converter's (hub): use the official config's.
         short, long, threshold = TEST_SETTINGS[known.dataset]

@@ -2,7 +2,9 @@
 no transformer decoder. Learned queries join the tokens of a plain DINOv2 ViT (with registers, patch 16)
 before its last ``num_blocks`` blocks, which then process queries and patch tokens together; a final norm,
 a class head and a mask MLP on the queries, and the patch tokens upscaled x4 by ScaleBlocks, predict the
-classes and stride-4 masks (eomt-facts.md).
+classes and stride-4 masks (eomt-facts.md). The same with a DINOv3 ViT (timm's Eva: rotary position
+embeddings, which the queries do not get, and no absolute ones), the official code's and transformers'
+"eomt_dinov3".
 
 During training each of those blocks restricts the queries' attention to the patches inside their previous
 prediction's masks, with a per-block probability annealed from 1 to 0 (``attn_mask_probs``, a buffer saved
@@ -10,7 +12,9 @@ with the model): a finished model runs unmasked and predicts once, at the end.
 
 Presets (the official configs, configs/dinov2/): ``eomt_<size>_<dataset>[_<image size>][_2x]`` for COCO
 panoptic (small and base 2x, large and giant at 640 and 1280), COCO instance (large, 640 and 1280), ADE20K
-panoptic (large and giant, 640 and 1280), ADE20K semantic (large, 512) and Cityscapes semantic (large, 1024).
+panoptic (large and giant, 640 and 1280), ADE20K semantic (large, 512) and Cityscapes semantic (large, 1024);
+from configs/dinov3/, the same names ending ``_dinov3`` for COCO panoptic (small and base 2x, large at 640 and
+1280), COCO instance (large, 640 and 1280) and ADE20K semantic (large, 512).
 """
 
 from __future__ import annotations
@@ -56,8 +60,10 @@ class EoMTSection:
     anneal_start: tuple[int, ...] = ()
     anneal_end: tuple[int, ...] = ()
     anneal_power: float = 0.9
-    # Layer-wise learning-rate decay over the ViT's blocks (the official llrd).
+    # Layer-wise learning-rate decay over the ViT's blocks (the official llrd); decay_query_blocks false: the
+    # blocks the queries run through learn at the full rate (the official DINOv3 configs' llrd_l2_enabled false).
     layer_decay: float = 0.8
+    decay_query_blocks: bool = True
 
 
 def _vit_large() -> BackboneConfig:
@@ -118,13 +124,28 @@ def layer_decay(config: EoMTConfig, name: str, backbone_multiplier: float) -> fl
     """The family's ``lr_factor``, the official layer-wise decay: the ViT's block i of B learns at
     ``layer_decay ** (B - 1 - i)``, its embeddings (patch, position, class and register tokens) as block 0, its
     final norm and everything outside the ViT at 1; the ViT's factors times the run's backbone multiplier (1
-    in EoMT's recipes)."""
+    in EoMT's recipes); with ``decay_query_blocks`` false the blocks the queries run through at 1."""
     if not name.startswith("backbone.") or name.startswith("backbone.norm."):
         return 1.0
     depth = vit_depth(config)
     parts = name.split(".")
     block = int(parts[2]) if parts[1] == "blocks" else 0
+    if not config.eomt.decay_query_blocks and parts[1] == "blocks" and block >= depth - config.eomt.num_blocks:
+        return 1.0
     return backbone_multiplier * config.eomt.layer_decay ** (depth - 1 - block)
+
+
+def _rotary_table(rope: nn.Module, h: int, w: int) -> Tensor:
+    """timm's DINOv3 rotary table of an h x w grid without training-time augmentation (RotaryEmbeddingDinoV3:
+    patch centres in [-1, 1] along each axis, angles 2 pi coordinate / period, [sin, cos] each in the
+    rotate-half layout), computed from tensors only: timm's takes ``float()`` of the grid's size, which fixes
+    it in an exported program to the example's."""
+    # Each axis's size divides as a float tensor (its last index + 1): ONNX divides no floats by integers.
+    steps = [torch.arange(n, dtype=torch.float32, device=rope.periods.device) for n in (h, w)]
+    axes = [(t + 0.5) / (t[-1] + 1) for t in steps]
+    coords = (2.0 * torch.stack(torch.meshgrid(axes, indexing="ij"), dim=-1) - 1.0).flatten(0, 1)
+    angles = (2 * math.pi * coords[:, :, None].to(rope.periods.dtype) / rope.periods).flatten(1)
+    return torch.cat([angles.sin(), angles.sin(), angles.cos(), angles.cos()], dim=-1)
 
 
 # Bytes of upscaled tokens per band of rows when masks are predicted without autograd (EoMT._masks).
@@ -178,21 +199,32 @@ class EoMT(Segmenter):
         # The probability that each of the last num_blocks blocks masks a query's attention; annealed to 0 in
         # training, saved with the model.
         self.register_buffer("attn_mask_probs", torch.ones(e.num_blocks))
+        if getattr(self.backbone, "rope", None) is not None:
+            # timm's rotary attention leaves its first num_prefix_tokens tokens unrotated; in the blocks the
+            # queries join, the queries come first and have no position either.
+            for block in self.backbone.blocks[len(self.backbone.blocks) - e.num_blocks :]:
+                block.attn.num_prefix_tokens = e.num_queries + self.num_prefix
 
     @property
     def class_head(self) -> nn.Linear:
         return self.class_predictor
 
-    def _tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    def _tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int], Tensor | None]:
+        """The ViT's input tokens [B, P + h * w, C] (class and register tokens first), the patch grid (h, w), and
+        the grid's rotary embeddings for a ViT with them (DINOv3; None for absolute ones only, DINOv2)."""
         vit = self.backbone
         x = vit.patch_embed(images)  # [B, h, w, C]
         b, h, w, c = x.shape
-        pos = resample_abs_pos_embed(
-            vit.pos_embed, new_size=(h, w), old_size=vit.patch_embed.grid_size, num_prefix_tokens=0
-        )
-        x = x.reshape(b, h * w, c) + pos
+        x = x.reshape(b, h * w, c)
+        if vit.pos_embed is not None:
+            x = x + resample_abs_pos_embed(
+                vit.pos_embed, new_size=(h, w), old_size=vit.patch_embed.grid_size, num_prefix_tokens=0
+            )
+        rope = None
+        if getattr(vit, "rope", None) is not None:
+            rope = _rotary_table(vit.rope, h, w) if torch.compiler.is_exporting() else vit.rope.get_embed(shape=(h, w))
         prefix = [t.expand(b, -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
-        return vit.norm_pre(torch.cat([*prefix, x], dim=1)), (h, w)
+        return vit.norm_pre(torch.cat([*prefix, x], dim=1)), (h, w), rope
 
     def _predict(self, x: Tensor, grid: tuple[int, int]) -> Prediction:
         x = self.backbone.norm(x)
@@ -247,7 +279,8 @@ class EoMT(Segmenter):
 
     def forward(self, images: Tensor, with_aux: bool | None = None) -> Prediction:
         with_aux = self.training if with_aux is None else with_aux
-        x, grid = self._tokens(images)
+        x, grid, rope = self._tokens(images)
+        position = {} if rope is None else {"rope": rope}
         blocks = self.backbone.blocks
         first = len(blocks) - self.config.eomt.num_blocks
         # An exported program never masks (check_exportable): tracing cannot read the probabilities.
@@ -263,13 +296,39 @@ class EoMT(Segmenter):
                     prediction = self._predict(x, grid)
                     earlier.append(prediction)
                     mask = self._attention_mask(prediction, grid, x.shape[1], prob)
-            x = block(x, attn_mask=mask)
+            x = block(x, attn_mask=mask, **position)
         final = self._predict(x, grid)
         return Prediction(final.logits, final.masks, earlier if with_aux else [])
 
 
 def config_from_transformers(data: Mapping[str, Any], source: str = "config.json") -> EoMTConfig:
-    """An EoMT config of a transformers ``config.json`` (model_type "eomt")."""
+    """An EoMT config of a transformers ``config.json``: model_type "eomt" (a DINOv2 ViT) or "eomt_dinov3"."""
+    dinov3 = data.get("model_type") == "eomt_dinov3"
+    backbone = _dinov3_from_transformers(data, source) if dinov3 else _dinov2_from_transformers(data, source)
+    id2label = data.get("id2label") or {}
+    names = [id2label[k] for k in sorted(id2label, key=int)]
+    num_classes = int(data.get("num_labels", len(names)))
+    base = EoMTConfig()
+    image_size = data.get("image_size", 640)
+    return EoMTConfig(
+        num_classes=num_classes,
+        backbone=backbone,
+        eomt=EoMTSection(
+            num_queries=data.get("num_queries", 200),
+            num_blocks=data.get("num_blocks", 4),
+            num_upscale_blocks=data.get("num_upscale_blocks", 2),
+            image_size=image_size,
+        ),
+        loss=point_loss(data, base.loss),
+        inference=inference_at(int(image_size)),
+        metadata=MetadataConfig(class_names=names if len(names) == num_classes else []),
+    )
+
+
+def _dinov2_from_transformers(data: Mapping[str, Any], source: str) -> BackboneConfig:
+    """The DINOv2 ViT of a transformers "eomt" config, as timm's ViT."""
+    if data.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"{source}: hidden_act {data.get('hidden_act')!r} (only gelu is supported)")
     dim = data.get("hidden_size", 1024)
     kwargs = {
         "patch_size": data.get("patch_size", 16),
@@ -285,26 +344,55 @@ def config_from_transformers(data: Mapping[str, Any], source: str = "config.json
         # takes both halves' width as a ratio (half a unit above, against float rounding).
         hidden = (int(dim * kwargs["mlp_ratio"] * 2 / 3) + 7) // 8 * 8
         kwargs.update(swiglu=True, mlp_ratio=(2 * hidden + 0.5) / dim)
-    if data.get("hidden_act", "gelu") != "gelu":
-        raise ValueError(f"{source}: hidden_act {data.get('hidden_act')!r} (only gelu is supported)")
-    id2label = data.get("id2label") or {}
-    names = [id2label[k] for k in sorted(id2label, key=int)]
-    num_classes = int(data.get("num_labels", len(names)))
-    base = EoMTConfig()
-    image_size = data.get("image_size", 640)
-    return EoMTConfig(
-        num_classes=num_classes,
-        backbone=BackboneConfig(type="timm", name="vit_large_patch14_reg4_dinov2", timm_kwargs=kwargs),
-        eomt=EoMTSection(
-            num_queries=data.get("num_queries", 200),
-            num_blocks=data.get("num_blocks", 4),
-            num_upscale_blocks=data.get("num_upscale_blocks", 2),
-            image_size=image_size,
-        ),
-        loss=point_loss(data, base.loss),
-        inference=inference_at(int(image_size)),
-        metadata=MetadataConfig(class_names=names if len(names) == num_classes else []),
-    )
+    return BackboneConfig(type="timm", name="vit_large_patch14_reg4_dinov2", timm_kwargs=kwargs)
+
+
+# The DINOv3 ViTs by width (timm's vit_<size>_patch16_dinov3[_qkvb]).
+_DINOV3_BY_WIDTH = {384: "small", 768: "base", 1024: "large", 1280: "huge_plus"}
+
+
+def _dinov3_from_transformers(data: Mapping[str, Any], source: str) -> BackboneConfig:
+    """The DINOv3 ViT of a transformers "eomt_dinov3" config, as timm's Eva: rotary position embeddings of
+    period base ``rope_theta`` (their training-time shift, jitter and rescaling too), LayerNorms of
+    ``layer_norm_eps``, a GELU MLP of ``intermediate_size``, query and value biases (timm's ``_qkvb``
+    models; the key's is always zero) or none."""
+    dim = data.get("hidden_size", 1024)
+    rope = data.get("rope_parameters") or {}
+    bias = data.get("query_bias", True)
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"{source}: rope_type {rope.get('rope_type')!r} (only the default rotary embeddings)")
+    if data.get("key_bias", False) or data.get("value_bias", True) != bias:
+        biases = (bias, data.get("key_bias", False), data.get("value_bias", True))
+        raise ValueError(f"{source}: query, key and value biases {biases} (DINOv3 ViTs have q and v biases or none)")
+    if not (data.get("proj_bias", True) and data.get("mlp_bias", True)):
+        raise ValueError(f"{source}: proj_bias and mlp_bias false (DINOv3 ViTs have both)")
+    if data.get("use_gated_mlp", False) or data.get("hidden_act", "gelu") != "gelu":
+        # transformers' model would run its mask head and upscaler with the gated MLP's activation too, where the
+        # official EoMT keeps GELU; no published EoMT has a gated MLP (the DINOv3 ViTs of S, B and L have none).
+        raise ValueError(f"{source}: use_gated_mlp or a hidden_act other than gelu (only plain GELU MLPs, as "
+                         "every published EoMT-DINOv3 has)")  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "patch_size": data.get("patch_size", 16),
+        "embed_dim": dim,
+        "depth": data.get("num_hidden_layers", 24),
+        "num_heads": data.get("num_attention_heads", 16),
+        # Half a unit above the width, against float rounding (timm takes int(dim * ratio)).
+        "mlp_ratio": (data.get("intermediate_size", 4 * dim) + 0.5) / dim,
+        "init_values": data.get("layerscale_value", 1.0),
+        "num_reg_tokens": data.get("num_register_tokens", 4),
+        "rope_temperature": rope.get("rope_theta", 100.0),
+        "norm_eps": data.get("layer_norm_eps", 1e-6),
+    }
+    for ours, theirs in (("shift", "shift"), ("jitter", "jitter"), ("rescale", "rescale")):
+        if data.get(f"pos_embed_{theirs}") is not None:
+            kwargs[f"rope_{ours}_coords"] = data[f"pos_embed_{theirs}"]
+    name = f"vit_{_DINOV3_BY_WIDTH.get(dim, 'large')}_patch16_dinov3{'_qkvb' if bias else ''}"
+    return BackboneConfig(type="timm", name=name, timm_kwargs=kwargs)
+
+
+def rotary(config: EoMTConfig) -> bool:
+    """Whether the config's ViT is a DINOv3 (rotary position embeddings, timm's Eva) rather than a DINOv2."""
+    return "_dinov3" in config.backbone.name
 
 
 def inference_at(image_size: int) -> InferenceConfig:
@@ -321,7 +409,33 @@ def inference_at(image_size: int) -> InferenceConfig:
 
 
 def transformers_rules(config: EoMTConfig | None = None) -> list[Rule]:
-    """transformers' EoMT names -> this package's (timm's ViT names under ``backbone.``)."""
+    """transformers' EoMT names -> this package's (timm's ViT or Eva names under ``backbone.``); a DINOv3
+    config's ("eomt_dinov3") by :func:`rotary`."""
+    if config is not None and rotary(config):
+        vit = [
+            (r"embeddings\.cls_token", "backbone.cls_token"),
+            (r"embeddings\.register_tokens", "backbone.reg_token"),
+            (r"embeddings\.patch_embeddings\.(\w+)", r"backbone.patch_embed.proj.\1"),
+            *_dinov3_block_rules(r"layers\.(\d+)\."),
+        ]
+    else:
+        vit = _dinov2_transformers_rules()
+    return [
+        *vit,
+        (r"layernorm\.(\w+)", r"backbone.norm.\1"),
+        (r"query\.weight", "query.weight"),
+        (r"upscale_block\.block\.(\d+)\.conv([12])\.(\w+)", r"upscale.\1.conv\2.\3"),
+        (r"upscale_block\.block\.(\d+)\.layernorm2d\.(\w+)", r"upscale.\1.norm.\2"),
+        (r"mask_head\.fc1\.(\w+)", r"mask_head.0.\1"),
+        (r"mask_head\.fc2\.(\w+)", r"mask_head.2.\1"),
+        (r"mask_head\.fc3\.(\w+)", r"mask_head.4.\1"),
+        (r"class_predictor\.(\w+)", r"class_predictor.\1"),
+        (r"attn_mask_probs", "attn_mask_probs"),
+        (r"criterion\..*", None),
+    ]
+
+
+def _dinov2_transformers_rules() -> list[Rule]:
     layer = r"layers\.(\d+)\."
     out = r"backbone.blocks.\1."
     qkv = {"q": 0, "k": 1, "v": 2}
@@ -338,16 +452,23 @@ def transformers_rules(config: EoMTConfig | None = None) -> list[Rule]:
         (layer + r"mlp\.gate_proj\.(\w+)", lambda m: f"backbone.blocks.{m[1]}.mlp.fc1.{m[2]}#0"),
         (layer + r"mlp\.up_proj\.(\w+)", lambda m: f"backbone.blocks.{m[1]}.mlp.fc1.{m[2]}#1"),
         (layer + r"mlp\.down_proj\.(\w+)", out + r"mlp.fc2.\2"),
-        (r"layernorm\.(\w+)", r"backbone.norm.\1"),
-        (r"query\.weight", "query.weight"),
-        (r"upscale_block\.block\.(\d+)\.conv([12])\.(\w+)", r"upscale.\1.conv\2.\3"),
-        (r"upscale_block\.block\.(\d+)\.layernorm2d\.(\w+)", r"upscale.\1.norm.\2"),
-        (r"mask_head\.fc1\.(\w+)", r"mask_head.0.\1"),
-        (r"mask_head\.fc2\.(\w+)", r"mask_head.2.\1"),
-        (r"mask_head\.fc3\.(\w+)", r"mask_head.4.\1"),
-        (r"class_predictor\.(\w+)", r"class_predictor.\1"),
-        (r"attn_mask_probs", "attn_mask_probs"),
-        (r"criterion\..*", None),
+    ]
+
+
+def _dinov3_block_rules(layer: str) -> list[Rule]:
+    """transformers' DINOv3 layer names (``layer`` the pattern of a layer's prefix, its index the first group)
+    -> timm's Eva blocks: q, k and v packed into one weight, the query and value biases apart (the key has
+    none), layer scales as ``gamma_1`` and ``gamma_2``."""
+    out = r"backbone.blocks.\1."
+    qkv = {"q": 0, "k": 1, "v": 2}
+    return [
+        (layer + r"norm([12])\.(\w+)", out + r"norm\2.\3"),
+        (layer + r"attention\.([qkv])_proj\.weight", lambda m: f"backbone.blocks.{m[1]}.attn.qkv.weight#{qkv[m[2]]}"),
+        (layer + r"attention\.([qv])_proj\.bias", out + r"attn.\2_bias"),
+        (layer + r"attention\.o_proj\.(\w+)", out + r"attn.proj.\2"),
+        (layer + r"layer_scale([12])\.lambda1", out + r"gamma_\2"),
+        (layer + r"mlp\.up_proj\.(\w+)", out + r"mlp.fc1.\2"),
+        (layer + r"mlp\.down_proj\.(\w+)", out + r"mlp.fc2.\2"),
     ]
 
 
@@ -377,6 +498,8 @@ def official_config(state: Mapping[str, Tensor], source: str = "checkpoint") -> 
     grid from the ViT; queries and classes from their tables; the masked blocks from ``attn_mask_probs``. Heads
     are not visible in weights: DINOv2's 64 channels per head are assumed."""
     vit = "network.encoder.backbone."
+    if vit + "blocks.0.attention.q_proj.weight" in state:
+        return _official_dinov3_config(state, source)
     for key in (vit + "pos_embed", vit + "patch_embed.proj.weight", "network.class_head.weight"):
         if key not in state:
             raise ValueError(f"{source}: missing {key}; not an official EoMT checkpoint")
@@ -394,25 +517,71 @@ def official_config(state: Mapping[str, Tensor], source: str = "checkpoint") -> 
     else:  # SwiGLU: fc1 packs both halves
         kwargs.update(swiglu=True, mlp_ratio=(hidden + 0.5) / dim)
     size = _VIT_BY_WIDTH.get(dim, "large")
-    base = EoMTConfig()
+    backbone = BackboneConfig(type="timm", name=f"vit_{size}_patch14_reg4_dinov2", timm_kwargs=kwargs)
+    return _official_heads(state, backbone, grid * patch)
+
+
+def _official_heads(state: Mapping[str, Tensor], backbone: BackboneConfig, image_size: int) -> EoMTConfig:
+    """An official checkpoint's config around its ViT: classes and queries from their tables, the masked
+    blocks from ``attn_mask_probs``, the upscaler's blocks."""
     return EoMTConfig(
         num_classes=state["network.class_head.weight"].shape[0] - 1,
-        backbone=BackboneConfig(type="timm", name=f"vit_{size}_patch14_reg4_dinov2", timm_kwargs=kwargs),
-        loss=base.loss,
+        backbone=backbone,
         eomt=EoMTSection(
             num_queries=state["network.q.weight"].shape[0],
             num_blocks=state["network.attn_mask_probs"].shape[0] if "network.attn_mask_probs" in state else 4,
             num_upscale_blocks=count_indices(state, r"network\.upscale\.(\d+)\."),
-            image_size=grid * patch,
+            image_size=image_size,
         ),
-        inference=inference_at(grid * patch),
+        inference=inference_at(image_size),
     )
 
 
+# The official code's DINOv3 ViT: transformers' DINOv3ViTModel with its embeddings renamed patch_embed and its
+# layers blocks, under network.encoder.backbone.
+_DINOV3_OFFICIAL = r"network\.encoder\.backbone\."
+
+
+def _official_dinov3_config(state: Mapping[str, Tensor], source: str) -> EoMTConfig:
+    """An official EoMT-DINOv3 checkpoint's config: the ViT's width, depth, registers, patch and MLP from its
+    weights; 64 channels per head, LayerNorm epsilon 1e-5, rotary period base 100 and rescaling 2 in training
+    (the DINOv3 ViTs' own settings, which the weights do not show); image size 640 (nor does that: give a
+    config for the 512 and 1280 models)."""
+    vit = "network.encoder.backbone."
+    for key in (vit + "patch_embed.patch_embeddings.weight", "network.class_head.weight"):
+        if key not in state:
+            raise ValueError(f"{source}: missing {key}; not an official EoMT-DINOv3 checkpoint")
+    if vit + "blocks.0.mlp.gate_proj.weight" in state:
+        raise ValueError(f"{source}: a gated MLP (only plain MLPs, as every published EoMT-DINOv3 has)")
+    dim, _, patch, _ = state[vit + "patch_embed.patch_embeddings.weight"].shape
+    registers = vit + "patch_embed.register_tokens"
+    bias = vit + "blocks.0.attention.q_proj.bias" in state
+    kwargs = {
+        "patch_size": patch, "embed_dim": dim, "depth": count_indices(state, _DINOV3_OFFICIAL + r"blocks\.(\d+)\."),
+        "num_heads": dim // 64, "mlp_ratio": (state[vit + "blocks.0.mlp.up_proj.weight"].shape[0] + 0.5) / dim,
+        "init_values": 1.0, "num_reg_tokens": state[registers].shape[1] if registers in state else 0,
+        "rope_temperature": 100.0, "norm_eps": 1e-5, "rope_rescale_coords": 2.0,
+    }  # fmt: skip
+    name = f"vit_{_DINOV3_BY_WIDTH.get(dim, 'large')}_patch16_dinov3{'_qkvb' if bias else ''}"
+    return _official_heads(state, BackboneConfig(type="timm", name=name, timm_kwargs=kwargs), 640)
+
+
 def official_rules(config: EoMTConfig | None = None) -> list[Rule]:
-    """The official code's names -> this package's: its ViT is timm's, under ``network.encoder.backbone.``."""
+    """The official code's names -> this package's: its DINOv2 ViT is timm's, its DINOv3 ViT transformers' (renamed
+    by :func:`_dinov3_block_rules`), under ``network.encoder.backbone.``."""
+    if config is not None and rotary(config):
+        vit: list[Rule] = [
+            (_DINOV3_OFFICIAL + r"patch_embed\.cls_token", "backbone.cls_token"),
+            (_DINOV3_OFFICIAL + r"patch_embed\.register_tokens", "backbone.reg_token"),
+            (_DINOV3_OFFICIAL + r"patch_embed\.patch_embeddings\.(\w+)", r"backbone.patch_embed.proj.\1"),
+            (_DINOV3_OFFICIAL + r"rope_embeddings\..*", None),  # a function of the config, not a weight
+            *_dinov3_block_rules(_DINOV3_OFFICIAL + r"blocks\.(\d+)\."),
+            (_DINOV3_OFFICIAL + r"norm\.(\w+)", r"backbone.norm.\1"),
+        ]
+    else:
+        vit = [(r"network\.encoder\.backbone\.(.*)", r"backbone.\1")]
     return [
-        (r"network\.encoder\.backbone\.(.*)", r"backbone.\1"),
+        *vit,
         (r"network\.encoder\.pixel_(mean|std)", None),  # its normalisation; this package's is the config's
         (r"network\.q\.weight", "query.weight"),
         (r"network\.class_head\.(\w+)", r"class_predictor.\1"),
@@ -452,15 +621,44 @@ _CONFIGS = {
     "eomt_large_ade": ("large", "ade", 150, 512, 100, 4, _ADE_4),
     "eomt_large_cityscapes": ("large", "cityscapes", 19, 1024, 100, 4, _CITY_4),
 }  # fmt: skip
+# The same from configs/dinov3/ (ViT-S, B and L with DINOv3's weights): the first block's masks annealed in the
+# first 3000 steps; ADE20K semantic in 16 epochs.
+_DINOV3_COCO_3 = ((0, 73910, 118256), (3000, 103474, 147820))
+_DINOV3_COCO_4 = ((0, 29564, 44346, 59128), (3000, 44346, 59128, 73910))
+_CONFIGS.update({
+    "eomt_small_coco_2x_dinov3": ("small", "coco", 133, 640, 200, 3, _DINOV3_COCO_3),
+    "eomt_base_coco_2x_dinov3": ("base", "coco", 133, 640, 200, 3, _DINOV3_COCO_3),
+    "eomt_large_coco_dinov3": ("large", "coco", 133, 640, 200, 4, _DINOV3_COCO_4),
+    "eomt_large_coco_1280_dinov3": ("large", "coco", 133, 1280, 200, 4, _DINOV3_COCO_4),
+    "eomt_large_coco_instance_dinov3": ("large", "coco_instance", 80, 640, 200, 4, _COCO_4),
+    "eomt_large_coco_instance_1280_dinov3": ("large", "coco_instance", 80, 1280, 200, 4, _COCO_4),
+    "eomt_large_ade_dinov3": ("large", "ade", 150, 512, 100, 4, ((0, 6520, 9780, 13040), (3000, 9780, 13040, 16300))),
+})  # fmt: skip
+
+
+def _vit3(size: str) -> BackboneConfig:
+    """DINOv3 of ``size`` (timm's, with the query and value biases of the official code's transformers ViT),
+    its rotary positions rescaled by up to 2x in training as DINOv3's own config does."""
+    kwargs: dict[str, Any] = {"rope_rescale_coords": 2.0}
+    return BackboneConfig(type="timm", name=f"vit_{size}_patch16_dinov3_qkvb", timm_kwargs=kwargs)
 
 
 def _preset(name: str) -> EoMTConfig:
-    size, _, classes, image, queries, blocks, (starts, ends) = _CONFIGS[name]
+    size, dataset, classes, image, queries, blocks, (starts, ends) = _CONFIGS[name]
+    dinov3 = name.endswith("_dinov3")
     return EoMTConfig(
         num_classes=classes,
-        backbone=_vit(size),
+        backbone=_vit3(size) if dinov3 else _vit(size),
         eomt=EoMTSection(
-            num_queries=queries, num_blocks=blocks, image_size=image, anneal_start=starts, anneal_end=ends
+            num_queries=queries,
+            num_blocks=blocks,
+            image_size=image,
+            anneal_start=starts,
+            anneal_end=ends,
+            # The DINOv3 configs: the query blocks at the full rate (llrd_l2_enabled false), and for ADE20K
+            # semantic no decay at all (llrd 1; its lr_mult 0.1 has no effect in the official code).
+            layer_decay=1.0 if dinov3 and dataset == "ade" else 0.8,
+            decay_query_blocks=not dinov3,
         ),
         inference=inference_at(image),
     )
@@ -478,13 +676,15 @@ def _recipe(name: str, dataset: str) -> Recipe:
     """EoMT's recipe for a preset (the official configs): batch 16, as many steps as the annealing's last end
     (12 epochs of COCO, 24 for 2x, 31 of ADE20K, 107 of Cityscapes), the ViT at the base rate (its layer-wise
     decay is the family's ``lr_factor``), the official two-stage warm-up (500 steps for the new parts while the
-    ViT waits, then 1000 for the ViT) and poly 0.9, bf16-mixed."""
+    ViT waits, then 1000 for the ViT) and poly 0.9, bf16-mixed. The DINOv3 presets: 2e-4, warm-ups of 2000 and
+    3000 steps."""
     image = _CONFIGS[name][3]
     steps = _CONFIGS[name][6][1][-1]
+    lr, warmup, backbone_warmup = (2e-4, 2000, 3000) if name.endswith("_dinov3") else (1e-4, 500, 1000)
     train = {
-        **OPTIMIZER, "lr": 1e-4, "batch_size": 16, "max_steps": steps, "backbone_lr_multiplier": 1.0,
-        "clip_grad_norm": 0.0, "schedule": "two_stage_poly", "warmup_steps": 500, "backbone_warmup_steps": 1000,
-        "precision": "bf16-mixed",
+        **OPTIMIZER, "lr": lr, "batch_size": 16, "max_steps": steps, "backbone_lr_multiplier": 1.0,
+        "clip_grad_norm": 0.0, "schedule": "two_stage_poly", "warmup_steps": warmup,
+        "backbone_warmup_steps": backbone_warmup, "precision": "bf16-mixed",
     }  # fmt: skip
     # Scale jitter to the image size times 0.1-2.0 (0.5-2.0 for the semantic datasets), crop, flip, pad.
     low = 0.5 if dataset in ("ade", "cityscapes") else 0.1
@@ -529,10 +729,12 @@ FAMILY = Family(
     recipe=_recipe,
     optimizer=OPTIMIZER,
     demo=None,
-    transformers=TransformersFormat("eomt", config_from_transformers, transformers_rules, adapt_transformers_state),
+    transformers=TransformersFormat(
+        ("eomt", "eomt_dinov3"), config_from_transformers, transformers_rules, adapt_transformers_state
+    ),
     official=OfficialFormat(official_recognises, official_config, official_rules),
     describe=lambda config: f"queries in {config.eomt.num_blocks} blocks",
-    pretraining="DINOv2 (LVD-142M)",
+    pretraining=lambda config: "DINOv3 (LVD-1689M)" if rotary(config) else "DINOv2 (LVD-142M)",
     lr_factor=layer_decay,
     on_train_step=anneal,
 )

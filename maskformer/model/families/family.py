@@ -16,12 +16,13 @@ from ..weights.renaming import Rule
 
 @dataclass(frozen=True)
 class TransformersFormat:
-    """A family's models as Hugging Face transformers saves them: ``model_type`` in their config.json;
-    ``config`` reads a config.json (its dict, and the file's name for messages) into the family's config;
+    """A family's models as Hugging Face transformers saves them: ``model_types`` the values of
+    ``model_type`` in their config.json (one per variant of the family in transformers); ``config`` reads a
+    config.json (its dict, and the file's name for messages) into the family's config;
     ``rules`` rename the weights to this package's names; ``adapt`` reshapes what renaming cannot (None:
     nothing)."""
 
-    model_type: str
+    model_types: tuple[str, ...]
     config: Callable[[Mapping[str, Any], str], ModelConfig]
     rules: Callable[[ModelConfig], list[Rule]]
     adapt: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
@@ -116,7 +117,7 @@ class Family:
     and dataset key); ``optimizer``: the family's AdamW settings besides the training defaults, also for
     fine-tuning; ``demo``: its configuration in ``maskformer demo`` (None: not in the demo); ``transformers``
     and ``official``: how its checkpoints in transformers' format and in its paper's code's are read;
-    ``describe``: a model's parts in a few words and ``pretraining`` what its presets' backbone weights were
+    ``describe``: a model's parts in a few words and ``pretraining`` what a config's backbone weights were
     trained on (``maskformer presets``).
 
     Hooks into training, so that a family's schedule needs no change to the training layer:
@@ -139,7 +140,7 @@ class Family:
     transformers: TransformersFormat | None = None
     official: OfficialFormat | None = None
     describe: Callable[[ModelConfig], str] = lambda config: ""
-    pretraining: str = "ImageNet"
+    pretraining: Callable[[ModelConfig], str] = lambda config: "ImageNet"
     lr_factor: Callable[[ModelConfig, str, float], float] = backbone_lr_factor
     on_train_step: Callable[[nn.Module, int, int], None] | None = None
 

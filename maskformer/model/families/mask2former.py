@@ -535,7 +535,7 @@ FAMILY = Family(
     optimizer=OPTIMIZER,
     demo=DEMO,
     describe=lambda config: config.pixel_decoder.type,
-    transformers=TransformersFormat("mask2former", _transformers_config, _transformers_rules),
+    transformers=TransformersFormat(("mask2former",), _transformers_config, _transformers_rules),
     official=OfficialFormat(_is_detectron2, _detectron2_config, _detectron2_rules),
 )
 Mask2FormerConfig.FAMILY = FAMILY

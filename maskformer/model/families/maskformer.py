@@ -413,7 +413,7 @@ FAMILY = Family(
     optimizer=OPTIMIZER,
     demo=DEMO,
     describe=lambda config: config.pixel_decoder.type,
-    transformers=TransformersFormat("maskformer", _transformers_config, _transformers_rules),
+    transformers=TransformersFormat(("maskformer",), _transformers_config, _transformers_rules),
     official=OfficialFormat(_is_detectron2, _detectron2_config, _detectron2_rules),
 )
 MaskFormerConfig.FAMILY = FAMILY
