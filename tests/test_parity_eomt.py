@@ -341,14 +341,22 @@ def test_predict_runs_an_eomt_transformers_folder(tmp_path, task):
     assert all((out / name).is_file() for name in [*expected, "overlays/0.png", "overlays/1.png"])
 
 
-def _exact_rotary_frequencies(hf, ours) -> None:
-    """Both implementations compute their rotary frequencies in float32 (transformers' 1 / theta ** e,
-    timm's periods theta ** e), which differ by float32 rounding (3e-7 relative in the angles, up to 9e-7 in
-    the masks of the float64 test): give both the float64 values, so that float64 compares the formulations."""
+def _exact_rotary_tables(monkeypatch, hf, ours) -> None:
+    """Both implementations build their rotary tables partly in float32: the frequencies (transformers'
+    1 / theta ** e, timm's periods theta ** e, rounded differently) and, in transformers', the patch
+    coordinates times 2 pi. Those roundings moved the float64 test's masks by up to 5e-7; with every step in
+    float64 (both frequency tables set, transformers' coordinates made in float64) float64 compares the
+    formulations."""
     exponents = torch.arange(0, 1, 4 / (hf.config.hidden_size // hf.config.num_attention_heads), dtype=torch.float64)
     theta = hf.config.rope_parameters["rope_theta"]
     hf.rope_embeddings.inv_freq = 1 / theta**exponents
     ours.backbone.rope.periods = theta**exponents
+    coordinates = modeling3.get_patches_center_coordinates
+    monkeypatch.setattr(
+        modeling3,
+        "get_patches_center_coordinates",
+        lambda h, w, dtype, device: coordinates(h, w, torch.float64, device),
+    )
 
 
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-4), (torch.float64, 1e-6)])
@@ -366,7 +374,7 @@ def test_eomt_dinov3_equals_transformers(monkeypatch, dtype, tolerance, register
     hf.to(dtype)
     ours.to(dtype)
     if dtype == torch.float64:
-        _exact_rotary_frequencies(hf, ours)
+        _exact_rotary_tables(monkeypatch, hf, ours)
     _assert_equal_outputs(hf, ours, dtype, tolerance)
 
 
