@@ -148,8 +148,10 @@ def _rotary_table(rope: nn.Module, h: int, w: int) -> Tensor:
     return torch.cat([angles.sin(), angles.sin(), angles.cos(), angles.cos()], dim=-1)
 
 
-# Bytes of upscaled tokens per band of rows when masks are predicted without autograd (EoMT._masks).
+# Bytes of upscaled tokens per band of rows when masks are predicted without autograd (EoMT._masks), and the
+# fewest input rows per band: each band recomputes one input row on either side, 3x the work at one row.
 BAND_BYTES = 4 * 2**20
+MIN_BAND_ROWS = 8
 
 
 class ScaleBlock(nn.Module):
@@ -170,11 +172,10 @@ class ScaleBlock(nn.Module):
     def rows(self, x: Tensor, start: int, stop: int) -> Tensor:
         """Output rows ``2 * start`` to ``2 * stop`` of ``forward(x)``, from input rows ``start - 1`` to ``stop
         + 1`` only: the transposed convolution maps each input row to two output rows, and the 3x3 convolution
-        reads one output row on each side (zeros beyond the map's edges, as its padding)."""
+        reads one output row on either side, which the extra input rows give (its zero padding where they are
+        beyond the map's edge, as in ``forward``)."""
         lo, hi = max(start - 1, 0), min(stop + 1, x.shape[2])
-        y = self.act(self.conv1(x[:, :, lo:hi]))[:, :, max(2 * start - 1 - 2 * lo, 0) : 2 * stop + 1 - 2 * lo]
-        y = F.pad(y, (0, 0, int(start == 0), int(stop == x.shape[2])))  # the edge rows' zero padding
-        y = F.conv2d(y, self.conv2.weight, None, padding=(0, 1), groups=self.conv2.groups)
+        y = self.conv2(self.act(self.conv1(x[:, :, lo:hi])))[:, :, 2 * (start - lo) : 2 * (stop - lo)]
         return self.norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
@@ -244,9 +245,11 @@ class EoMT(Segmenter):
         for block in earlier:
             tokens = block(tokens)
         b, c, h, w = tokens.shape
-        masks = embeddings.new_empty(b, embeddings.shape[1], 2 * h, 2 * w)
         # Input rows per band: its upscaled rows (2 per input row) take about BAND_BYTES.
-        rows = max(1, BAND_BYTES // (4 * w * c * b * tokens.element_size()))
+        rows = max(MIN_BAND_ROWS, BAND_BYTES // (4 * w * c * b * tokens.element_size()))
+        if rows >= h:  # one band: the whole map, without the bands' copies
+            return torch.einsum("bqc,bchw->bqhw", embeddings, last(tokens))
+        masks = embeddings.new_empty(b, embeddings.shape[1], 2 * h, 2 * w)
         for start in range(0, h, rows):
             stop = min(start + rows, h)
             band = last.rows(tokens, start, stop)
