@@ -131,6 +131,16 @@ def semantic_inference(
     return [resize_argmax(p, tuple(out), max_elements) for p, out in zip(probs, output_sizes)]
 
 
+def sigmoid_each(masks: Tensor) -> Tensor:
+    """``masks`` [N, H, W] (contiguous) made probabilities in place, one mask at a time: torch computes the
+    elements past a tensor's last whole SIMD vector with its scalar sigmoid, which can differ from the vector
+    one in the last bit, so a sigmoid over a group of masks gives values that depend on the group's size;
+    mask by mask, every mask gets the same values whatever the grouping."""
+    for mask in masks:
+        mask.sigmoid_()
+    return masks
+
+
 def _query_blocks(count: int, size: Size, max_elements: int) -> list[slice]:
     """Consecutive groups of ``count`` queries whose masks at ``size`` hold at most ``max_elements`` values
     (at least one query a group)."""
@@ -173,7 +183,7 @@ def panoptic_inference(
         best = winner = None
         own_area: list[int] = []
         for block in _query_blocks(len(cur_scores), out, max_elements):
-            cur_masks = resize_mask_logits(kept_masks[block], padded_size, size, out).float().sigmoid()
+            cur_masks = sigmoid_each(resize_mask_logits(kept_masks[block], padded_size, size, out).float())
             own_area += (cur_masks >= 0.5).sum((1, 2)).tolist()
             weighted = cur_scores[block, None, None] * cur_masks
             # max over dim 0 returns the first index of the highest value (argmax's rule) in one pass.
@@ -242,8 +252,10 @@ def instance_inference(
         for block in _query_blocks(len(unique), out, max_elements):
             m = resize_mask_logits(masks[unique[block]], padded_size, size, out).float()
             binary = m > 0
-            # The mean mask probability inside the binary mask, without a float copy of the mask.
-            mask_scores.append((m.sigmoid_() * binary).sum((1, 2)) / (binary.sum((1, 2)) + 1e-6))
+            # The mean mask probability inside the binary mask. Summed one mask at a time, as sigmoid_each
+            # does: a sum over a group of masks adds in an order that depends on the group's size.
+            inside = torch.stack([(p * b).sum() for p, b in zip(sigmoid_each(m), binary)])
+            mask_scores.append(inside / (binary.sum((1, 2)) + 1e-6))
             binaries.append(binary)
         binary_unique = torch.cat(binaries) if binaries else masks.new_zeros((0, *out), dtype=torch.bool)
         score_unique = torch.cat(mask_scores) if mask_scores else masks.new_zeros(0)
