@@ -93,6 +93,28 @@ def test_resnet_norm_options_and_stride_in_1x1():
     assert [f.shape[-1] for f in feats] == [16, 8, 4, 2]
 
 
+def test_frozen_batch_norm_is_torchvisions_map_in_one_pass():
+    """The frozen backbone's norms are the fused FrozenBatchNorm2d, with torchvision's buffers and its values
+    (float64: the two orders of the same affine map agree to rounding) in both memory orders."""
+    from torchvision.ops import FrozenBatchNorm2d as Reference
+
+    from maskformer.model.backbone import FrozenBatchNorm2d
+
+    frozen = TimmBackbone("resnet18")
+    norms = [m for m in frozen.modules() if isinstance(m, Reference)]
+    assert norms and all(type(m) is FrozenBatchNorm2d for m in norms)
+    reference = Reference(8).double()
+    for name in ("weight", "bias", "running_mean"):
+        getattr(reference, name).copy_(torch.randn(8))
+    reference.running_var.copy_(torch.rand(8) + 0.1)
+    fused = FrozenBatchNorm2d(8).double()
+    fused.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 8, 5, 7, dtype=torch.float64)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        y = x.contiguous(memory_format=layout)
+        assert (fused(y) - reference(y)).abs().max() <= 1e-12
+
+
 def test_deep_stem_r101c():
     config = BackboneConfig(type="timm", name="resnet101", timm_kwargs={"stem_type": "deep", "stem_width": 64})
     with torch.device("meta"):

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import timm
 import torch
+import torch.nn.functional as F
+import torchvision
 from timm.layers import SwiGLUPacked, freeze_batch_norm_2d
 from torch import Tensor, nn
 
@@ -66,7 +68,7 @@ class TimmBackbone(nn.Module):
         if stride_in_1x1:
             _move_stride_to_1x1(self.body)
         if norm == "frozen_bn":
-            self.body = freeze_batch_norm_2d(self.body)
+            self.body = fused_frozen_batch_norm(freeze_batch_norm_2d(self.body))
         elif norm == "syncbn":
             self.body = nn.SyncBatchNorm.convert_sync_batchnorm(self.body)
 
@@ -161,6 +163,29 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
             **cfg.timm_kwargs,
         )
     raise ValueError(f"unknown backbone type {cfg.type!r} (expected 'timm' or 'swin')")
+
+
+class FrozenBatchNorm2d(torchvision.ops.FrozenBatchNorm2d):
+    """detectron2's FrozenBatchNorm (fixed statistics and affine) as torchvision's, in one pass over the
+    input: batch_norm without batch statistics applies the same per-channel affine map, where torchvision's
+    ``x * scale + bias`` writes the product first (twice the memory traffic, the backbone's largest
+    elementwise cost)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+def fused_frozen_batch_norm(module: nn.Module) -> nn.Module:
+    """``module`` with every torchvision FrozenBatchNorm2d (what timm's ``freeze_batch_norm_2d`` makes) replaced
+    by :class:`FrozenBatchNorm2d` with the same buffers (and names)."""
+    for name, child in module.named_children():
+        if type(child) is torchvision.ops.FrozenBatchNorm2d:
+            fused = FrozenBatchNorm2d(child.weight.shape[0], child.eps).to(child.weight.device)
+            fused.load_state_dict(child.state_dict())
+            setattr(module, name, fused)
+        else:
+            fused_frozen_batch_norm(child)
+    return module
 
 
 def build_vit(cfg: BackboneConfig, image_size: int) -> nn.Module:
