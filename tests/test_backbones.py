@@ -94,15 +94,17 @@ def test_resnet_norm_options_and_stride_in_1x1():
 
 
 def test_frozen_batch_norm_is_torchvisions_map_in_one_pass():
-    """The frozen backbone's norms are the fused FrozenBatchNorm2d, with torchvision's buffers and its values
-    (float64: the two orders of the same affine map agree to rounding) in both memory orders."""
+    """The frozen backbone's norms are the one-pass FrozenBatchNorm2d (no other norm left), with torchvision's
+    buffer names and values (float64: the two orders of the same affine map agree to rounding) in both memory
+    orders; a BatchNorm2d state dict loads into it."""
     from torchvision.ops import FrozenBatchNorm2d as Reference
 
     from maskformer.model.backbone import FrozenBatchNorm2d
 
     frozen = TimmBackbone("resnet18")
-    norms = [m for m in frozen.modules() if isinstance(m, Reference)]
+    norms = [m for m in frozen.modules() if "Norm" in type(m).__name__]
     assert norms and all(type(m) is FrozenBatchNorm2d for m in norms)
+    FrozenBatchNorm2d(8).load_state_dict(nn.BatchNorm2d(8).state_dict())  # its step counter dropped
     reference = Reference(8).double()
     for name in ("weight", "bias", "running_mean"):
         getattr(reference, name).copy_(torch.randn(8))

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import timm
 import torch
 import torch.nn.functional as F
-import torchvision
 from timm.layers import SwiGLUPacked, freeze_batch_norm_2d
 from torch import Tensor, nn
 
@@ -68,7 +67,7 @@ class TimmBackbone(nn.Module):
         if stride_in_1x1:
             _move_stride_to_1x1(self.body)
         if norm == "frozen_bn":
-            self.body = fused_frozen_batch_norm(freeze_batch_norm_2d(self.body))
+            self.body = freeze_batch_norm(self.body)
         elif norm == "syncbn":
             self.body = nn.SyncBatchNorm.convert_sync_batchnorm(self.body)
 
@@ -165,27 +164,39 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
     raise ValueError(f"unknown backbone type {cfg.type!r} (expected 'timm' or 'swin')")
 
 
-class FrozenBatchNorm2d(torchvision.ops.FrozenBatchNorm2d):
-    """detectron2's FrozenBatchNorm (fixed statistics and affine) as torchvision's, in one pass over the
-    input: batch_norm without batch statistics applies the same per-channel affine map, where torchvision's
-    ``x * scale + bias`` writes the product first (twice the memory traffic, the backbone's largest
-    elementwise cost)."""
+class FrozenBatchNorm2d(nn.Module):
+    """detectron2's FrozenBatchNorm: fixed statistics and affine, as buffers (torchvision's names), applied in
+    one pass over the input by batch_norm without batch statistics, where torchvision's ``x * scale + bias``
+    (what timm's ``freeze_batch_norm_2d`` makes) writes the product first: twice the memory traffic, the
+    backbone's largest elementwise cost."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        # A BatchNorm2d's step counter has no use once frozen (torchvision drops it the same way).
+        self.register_load_state_dict_pre_hook(
+            lambda module, state, prefix, *rest: state.pop(prefix + "num_batches_tracked", None)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 
-def fused_frozen_batch_norm(module: nn.Module) -> nn.Module:
-    """``module`` with every torchvision FrozenBatchNorm2d (what timm's ``freeze_batch_norm_2d`` makes) replaced
-    by :class:`FrozenBatchNorm2d` with the same buffers (and names)."""
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """``module`` with its BatchNorm2d layers frozen: plain ones as :class:`FrozenBatchNorm2d` with their
+    statistics and affine, the rest (timm's norm + activation layers) by timm's ``freeze_batch_norm_2d``."""
     for name, child in module.named_children():
-        if type(child) is torchvision.ops.FrozenBatchNorm2d:
-            fused = FrozenBatchNorm2d(child.weight.shape[0], child.eps).to(child.weight.device)
-            fused.load_state_dict(child.state_dict())
-            setattr(module, name, fused)
+        if type(child) is nn.BatchNorm2d:
+            frozen = FrozenBatchNorm2d(child.num_features, child.eps).to(child.weight.device)
+            frozen.load_state_dict(child.state_dict())
+            setattr(module, name, frozen)
         else:
-            fused_frozen_batch_norm(child)
-    return module
+            freeze_batch_norm(child)
+    return freeze_batch_norm_2d(module)
 
 
 def build_vit(cfg: BackboneConfig, image_size: int) -> nn.Module:
