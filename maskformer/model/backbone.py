@@ -189,13 +189,17 @@ class FrozenBatchNorm2d(nn.Module):
 def freeze_batch_norm(module: nn.Module) -> nn.Module:
     """``module`` with its BatchNorm2d layers frozen: plain ones as :class:`FrozenBatchNorm2d` with their
     statistics and affine, the rest (timm's norm + activation layers) by timm's ``freeze_batch_norm_2d``."""
-    for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            frozen = FrozenBatchNorm2d(child.num_features, child.eps).to(child.weight.device)
-            frozen.load_state_dict(child.state_dict())
-            setattr(module, name, frozen)
-        else:
-            freeze_batch_norm(child)
+
+    def replace(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if type(child) is nn.BatchNorm2d:
+                frozen = FrozenBatchNorm2d(child.num_features, child.eps).to(child.running_mean.device)
+                frozen.load_state_dict(child.state_dict())
+                setattr(parent, name, frozen)
+            else:
+                replace(child)
+
+    replace(module)
     return freeze_batch_norm_2d(module)
 
 

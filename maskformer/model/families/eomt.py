@@ -386,9 +386,9 @@ def _dinov3_from_transformers(data: Mapping[str, Any], source: str) -> BackboneC
         "rope_temperature": rope.get("rope_theta", 100.0),
         "norm_eps": data.get("layer_norm_eps", 1e-6),
     }
-    for ours, theirs in (("shift", "shift"), ("jitter", "jitter"), ("rescale", "rescale")):
-        if data.get(f"pos_embed_{theirs}") is not None:
-            kwargs[f"rope_{ours}_coords"] = data[f"pos_embed_{theirs}"]
+    for augmentation in ("shift", "jitter", "rescale"):
+        if data.get(f"pos_embed_{augmentation}") is not None:
+            kwargs[f"rope_{augmentation}_coords"] = data[f"pos_embed_{augmentation}"]
     name = f"vit_{_DINOV3_BY_WIDTH.get(dim, 'large')}_patch16_dinov3{'_qkvb' if bias else ''}"
     return BackboneConfig(type="timm", name=name, timm_kwargs=kwargs)
 
