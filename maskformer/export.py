@@ -55,10 +55,29 @@ def _example(model: Segmenter, size: tuple[int, int]) -> Tensor:
     return torch.rand(2, 3, h, w, device=model.pixel_mean.device) * 255
 
 
+def program_example_size(model: Segmenter, example_size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The example a ``torch.export`` program of ``model`` is traced at: ``example_size``, or by default 128 x
+    160 or larger (:meth:`~maskformer.model.Segmenter.min_program_side`), so that the program takes every
+    size from ``model.min_program_side()`` up. An example below that is refused: its program would take only
+    sizes like it."""
+    side = model.min_program_side()
+    if example_size is None:
+        return max(128, side), max(160, side + 32)
+    if min(example_size) < side:
+        h, w = example_size
+        raise ValueError(
+            f"example size {h}x{w}: a torch.export program of this model traced below {side} a side takes only "
+            f"inputs as small; trace at {side} or more (--height, --width)"
+        )
+    return example_size
+
+
 def export_program(
-    model: Segmenter, example_size: tuple[int, int] = (128, 160), max_side: int = 4096
+    model: Segmenter, example_size: tuple[int, int] | None = None, max_side: int = 4096
 ) -> torch.export.ExportedProgram:
-    """``torch.export`` program of the forward with dynamic batch, height and width."""
+    """``torch.export`` program of the forward with dynamic batch, height and width, taking every size (multiples
+    of 32) from ``model.min_program_side()`` to ``max_side``; traced at :func:`program_example_size`."""
+    example_size = program_example_size(model, example_size)
     wrapper = ExportableMaskFormer(model)
     with torch.no_grad():
         return torch.export.export(
@@ -67,7 +86,7 @@ def export_program(
 
 
 def save_program(
-    model: Segmenter, path: str | Path, example_size: tuple[int, int] = (128, 160), max_side: int = 4096
+    model: Segmenter, path: str | Path, example_size: tuple[int, int] | None = None, max_side: int = 4096
 ) -> Path:
     """Write the ``torch.export`` program (``torch.export.load`` reads it back)."""
     path = Path(path)

@@ -64,12 +64,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..predict import load_model
 
     model = load_model(args.model)
-    size = (args.height, args.width)
+    size = None if args.height is None and args.width is None else (args.height or 128, args.width or 160)
     if args.format == "onnx":
-        path = export_onnx(model, args.out, example_size=size, opset=args.opset)
+        path = export_onnx(model, args.out, example_size=size or (128, 160), opset=args.opset)
+        sizes = "any H, W"
     else:
         path = save_program(model, args.out, example_size=size)
-    sizes = "any H, W" if args.format == "onnx" else "H, W multiples of 32"
+        sizes = f"H, W multiples of 32 from {model.min_program_side()}"
     print(f"wrote {path} (input: RGB 0-255 float32 [B, 3, H, W], {sizes}; README.md shows how to run it)")
     return 0
 
@@ -154,8 +155,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="known model name, hub id, zoo URL/.pkl, folder, run or .ckpt")
     p.add_argument("--format", default="onnx", choices=["onnx", "torch"], help="torch: a torch.export .pt2 program")
     p.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
-    p.add_argument("--height", type=int, default=128, help="example input height used for tracing (multiple of 32)")
-    p.add_argument("--width", type=int, default=160, help="example input width used for tracing (multiple of 32)")
+    example = "example input {} used for tracing (a multiple of 32; default {}, or more where a torch program needs it)"
+    p.add_argument("--height", type=int, help=example.format("height", 128))
+    p.add_argument("--width", type=int, help=example.format("width", 160))
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (onnx format only)")
     p.set_defaults(func=cmd_export)
 

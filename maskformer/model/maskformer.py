@@ -112,6 +112,10 @@ class MaskFormer(Segmenter):
         channels-last, 1.18x without."""
         return not (self.config.backbone.type == "swin" and self.config.transformer.type == "detr")
 
+    def min_program_side(self) -> int:
+        # A Swin backbone's stages have one window a side below this size (see Segmenter.min_program_side).
+        return max(super().min_program_side(), getattr(self.backbone, "min_two_window_side", 0))
+
     @property
     def class_head(self) -> nn.Linear:
         """The K+1-way classifier (its last row: no object): the one part that depends on the classes."""

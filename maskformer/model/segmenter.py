@@ -78,6 +78,13 @@ class Segmenter(nn.Module):
         kwargs.setdefault("dynamic", False)
         super().compile(*args, **kwargs)
 
+    def min_program_side(self) -> int:
+        """The smallest height and width (a multiple of 32) of an example from which a ``torch.export`` program
+        takes every larger size. The exporter treats a size of 1 as a special case: a program traced where a size
+        inside the network is 1 (a stride-32 map one row high, a windowed stage one window wide) takes only
+        inputs where it is 1, and one traced where it is more takes only inputs where it is more."""
+        return 64
+
     def check_exportable(self) -> None:
         """Raise ValueError if this model, as it is, cannot be traced into a program that computes what it
         computes (export calls it first); any network of the base can be."""

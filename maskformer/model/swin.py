@@ -180,6 +180,8 @@ class SwinBackbone(nn.Module):
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         self.channels = [embed_dim * 2**i for i in range(len(depths))]
         self.strides = [patch_size * 2**i for i in range(len(depths))]
+        # The smallest input side at which every stage has two windows or more a side.
+        self.min_two_window_side = self.strides[-1] * (window_size + 1)
         stages = []
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
