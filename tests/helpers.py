@@ -32,6 +32,7 @@ from maskformer.model import (
 )
 from maskformer.model.config import BackboneConfig, PixelDecoderConfig, TransformerConfig
 from maskformer.model.families.eomt import EoMTSection
+from maskformer.model.inference import resize_mask_logits
 from maskformer.training import DataConfig, RunConfig, TrainConfig
 
 # A tiny Mask2Former (timm's 0.4M-parameter test_resnet) and two steps on 48 x 48 crops, as overrides of a preset.
@@ -664,3 +665,53 @@ def blob_targets(gen: torch.Generator, counts: tuple[int, ...], num_classes: int
         masks = (F.interpolate(low, size=size)[0] > 0.6).float()
         targets.append({"labels": torch.randint(0, num_classes, (n,), generator=gen), "masks": masks})
     return targets
+
+
+def straightforward_panoptic(logits, masks, image, padded, out, thing_classes=None, threshold=0.8, overlap=0.8):
+    """The paper's general inference on whole tensors, for one image (batch of 1): every kept mask resized at
+    once, each mask's sigmoid taken alone (a sigmoid over several masks can differ in its last bit), one
+    argmax over queries -> (segmentation [H, W] int32, segments). The reference the one-mask-at-a-time path
+    must equal exactly."""
+    num_classes = logits.shape[-1] - 1
+    things = None if thing_classes is None else set(thing_classes)
+    scores, labels = logits[0].float().softmax(-1).max(-1)
+    keep = (labels != num_classes) & (scores > threshold)
+    segmentation = torch.zeros(out, dtype=torch.int32)
+    if not keep.any():
+        return segmentation, []
+    probs = resize_mask_logits(masks[0][keep], padded, image, out).float().contiguous()
+    for mask in probs:
+        mask.sigmoid_()
+    winner = (scores[keep][:, None, None] * probs).argmax(0)
+    segments, stuff = [], {}
+    for k, (cls, score) in enumerate(zip(labels[keep].tolist(), scores[keep].tolist())):
+        won, own = int((winner == k).sum()), int((probs[k] >= 0.5).sum())
+        if won == 0 or own == 0 or won / own < overlap:
+            continue
+        isthing = things is None or cls in things
+        if not isthing and cls in stuff:
+            stuff[cls]["area"] += won
+            stuff[cls]["score"] = max(stuff[cls]["score"], score)
+            segmentation[winner == k] = stuff[cls]["id"]
+            continue
+        segments.append({"id": len(segments) + 1, "category_id": cls, "isthing": isthing, "score": score, "area": won})
+        if not isthing:
+            stuff[cls] = segments[-1]
+        segmentation[winner == k] = segments[-1]["id"]
+    return segmentation, segments
+
+
+def straightforward_instance(logits, masks, image, padded, out, topk=100):
+    """Mask2Former's instance inference on whole tensors, for one image: top-k over queries x classes, every
+    chosen query's mask resized at once, score = class probability x sum(sigmoid x binary) / area (each
+    mask's sigmoid and sum taken alone) -> (masks [M, H, W] bool, labels, scores), by descending score."""
+    num_queries, num_classes = logits.shape[1], logits.shape[2] - 1
+    probs = logits[0].float().softmax(-1)[:, :-1]
+    top, flat = probs.flatten().topk(min(topk, num_queries * num_classes))
+    labels, queries = flat % num_classes, flat // num_classes
+    m = resize_mask_logits(masks[0][queries], padded, image, out).float().contiguous()
+    binary = m > 0
+    inside = torch.stack([(p.sigmoid_() * b).sum() for p, b in zip(m, binary)])
+    scores = top * (inside / (binary.sum((1, 2)) + 1e-6))  # the official order of operations
+    order = scores.argsort(descending=True)
+    return binary[order], labels[order], scores[order]

@@ -17,7 +17,7 @@ from maskformer.data.synth import write_dataset
 from maskformer.model import MaskFormer
 from maskformer.model.atomic import atomic_path
 from maskformer.training import train
-from tests.helpers import run_config
+from tests.helpers import run_config, straightforward_instance, straightforward_panoptic
 
 
 @pytest.fixture(scope="module")
@@ -505,9 +505,11 @@ def test_the_openapi_schema_describes_the_answers(served):
     assert "models" in schema["components"]["schemas"]["Models"]["properties"]
 
 
-# ---- 17. one post-processing path, in blocks, above the old size limit -------------------------------------
+# ---- 17. one post-processing path, one mask at a time, at a photo's size ----------------------------------
 @pytest.mark.parametrize("task", ["panoptic", "instance"])
-def test_post_processing_in_blocks_equals_one_block(task):
+def test_post_processing_at_a_photos_size_equals_the_straightforward_formula(task):
+    """12 queries x 6.9 MP (above the [N, H, W] size the post-processing once built in blocks): the one mask at a
+    time path equals whole tensors exactly, with a crop of the padding and a resize to the output size."""
     from maskformer.model import inference
     from maskformer.model.config import InferenceConfig
 
@@ -516,16 +518,16 @@ def test_post_processing_in_blocks_equals_one_block(task):
     logits = torch.randn(1, queries, classes + 1, generator=generator) * 3
     masks = torch.randn(1, queries, 40, 56, generator=generator) * 4
     config = InferenceConfig(object_mask_threshold=0.1, overlap_threshold=0.0)
-    out = [(2300, 3000)]  # 12 queries x 6.9 MP: above MAX_POSTPROCESS_ELEMENTS, so built in blocks
-    assert queries * 2300 * 3000 > inference.MAX_POSTPROCESS_ELEMENTS
-    blocks = inference.postprocess(task, logits, masks, [(152, 220)], (160, 224), out, config, [0, 1])[0]
-    whole = inference.postprocess(task, logits, masks, [(152, 220)], (160, 224), out, config, [0, 1], 1 << 40)[0]
+    image, padded, out = (152, 220), (160, 224), (2300, 3000)
+    things = [0, 1] if task == "panoptic" else []  # instance: every class (the reference restricts to none)
+    ours = inference.postprocess(task, logits, masks, [image], padded, [out], config, things)[0]
     if task == "panoptic":
-        assert blocks.segments == whole.segments and len(blocks.segments) > 2
-        assert torch.equal(blocks.segmentation, whole.segmentation)
+        segmentation, segments = straightforward_panoptic(logits, masks, image, padded, out, [0, 1], 0.1, 0.0)
+        assert ours.segments == segments and len(segments) > 2
+        assert torch.equal(ours.segmentation, segmentation)
     else:
-        assert torch.equal(blocks.masks, whole.masks) and torch.equal(blocks.scores, whole.scores)
-        assert torch.equal(blocks.labels, whole.labels)
+        binary, labels, scores = straightforward_instance(logits, masks, image, padded, out)
+        assert torch.equal(ours.masks, binary) and torch.equal(ours.scores, scores) and torch.equal(ours.labels, labels)
 
 
 def test_the_predictor_post_processes_large_images_as_the_model_does(small_model):

@@ -13,7 +13,15 @@ from maskformer.data.datasets import make_targets
 from maskformer.data.transforms import detr_panoptic_train_transform, semantic_train_transform
 from maskformer.model import inference as post
 from maskformer.model.prediction import Prediction
-from tests.helpers import PALETTE, colour_index, make_criterion, make_matcher, naive_cost
+from tests.helpers import (
+    PALETTE,
+    colour_index,
+    make_criterion,
+    make_matcher,
+    naive_cost,
+    straightforward_instance,
+    straightforward_panoptic,
+)
 
 K = 4
 # Derandomized: CI sees the same examples on every run.
@@ -203,20 +211,20 @@ def raw_outputs(draw):
 # More examples than FAST: a last-bit difference between groupings shows in about one example in a hundred.
 @settings(FAST, max_examples=400)
 @given(raw_outputs(), st.integers(1, 40))
-def test_postprocessing_in_blocks_equals_it_in_one(raw, max_elements):
-    """The blocked fast paths (semantic: rows sampled by grid_sample; panoptic and instance: groups of
-    queries, a later group winning a pixel only with a strictly higher value, each mask's sigmoid and sums
-    taken alone) give exactly what one block gives, the straightforward formula (interpolate then argmax; one
-    argmax over all queries), with ties between queries and empty results."""
+def test_fast_postprocessing_equals_the_straightforward_formulas(raw, max_elements):
+    """The fast paths equal the straightforward formulas exactly, with ties between queries and empty
+    results: semantic in row blocks (grid_sample) equals interpolate then argmax; panoptic and instance, one
+    mask resized and scored at a time (a later query winning a pixel only with a strictly higher value),
+    equal whole tensors with one argmax over all queries (tests/helpers.py)."""
     logits, masks, image, padded, out = raw
-    whole, blocked = {"max_elements": 1 << 30}, {"max_elements": max_elements}
     args = (logits, masks, [image], padded, [out])
-    semantic = [post.semantic_inference(*args, **kw)[0] for kw in (whole, blocked)]
+    semantic = [post.semantic_inference(*args, max_elements=m)[0] for m in (1 << 30, max_elements)]
     assert torch.equal(*semantic)
     # Every class a thing, so that tied queries do not merge into one stuff segment.
-    panoptic = [post.panoptic_inference(*args, object_mask_threshold=0.3, **kw)[0] for kw in (whole, blocked)]
-    assert torch.equal(panoptic[0].segmentation, panoptic[1].segmentation)
-    assert panoptic[0].segments == panoptic[1].segments
-    instance = [post.instance_inference(*args, topk=7, **kw)[0] for kw in (whole, blocked)]
-    assert torch.equal(instance[0].masks, instance[1].masks) and torch.equal(instance[0].labels, instance[1].labels)
-    assert torch.equal(instance[0].scores, instance[1].scores)
+    panoptic = post.panoptic_inference(*args, object_mask_threshold=0.3)[0]
+    segmentation, segments = straightforward_panoptic(logits, masks, image, padded, out, threshold=0.3)
+    assert torch.equal(panoptic.segmentation, segmentation) and panoptic.segments == segments
+    instance = post.instance_inference(*args, topk=7)[0]
+    binary, labels, scores = straightforward_instance(logits, masks, image, padded, out, topk=7)
+    assert torch.equal(instance.masks, binary) and torch.equal(instance.labels, labels)
+    assert torch.equal(instance.scores, scores)

@@ -7,7 +7,7 @@ bilinearly to the padded input size and cropped first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -35,9 +35,9 @@ class InstanceResult:
     scores: Tensor
 
 
-# Largest [N, H, W] float tensor post-processing builds at the output size (256 MiB): larger outputs are
-# built in blocks (semantic: rows of the resized probabilities; panoptic and instance: groups of queries),
-# which give the same result as one block.
+# Largest [K, H, W] float tensor semantic post-processing builds at the output size (256 MiB): larger outputs
+# are built in blocks of rows of the resized probabilities, which give the same result as one block.
+# Panoptic and instance post-processing resize one mask at a time (:func:`_resized_masks`).
 MAX_POSTPROCESS_ELEMENTS = 1 << 26
 
 
@@ -131,21 +131,18 @@ def semantic_inference(
     return [resize_argmax(p, tuple(out), max_elements) for p, out in zip(probs, output_sizes)]
 
 
-def sigmoid_each(masks: Tensor) -> Tensor:
-    """``masks`` [N, H, W] (contiguous) made probabilities in place, one mask at a time: torch computes the
+def _resized_masks(masks: Tensor, padded_size: Size, image_size: Size, output_size: Size) -> Iterator[Tensor]:
+    """Each of ``masks`` [N, h/4, w/4] resized as :func:`resize_mask_logits` does, one at a time: a contiguous
+    float32 [H, W] the caller may change in place.
+
+    One mask at a time, because a mask at a photo's size fits the CPU's cache where N of them do not: the
+    thresholds, sigmoid and sums that follow read it from the cache, and no [N, H, W] float tensor is
+    allocated (fresh memory of that size costs a page fault every 4 KiB: about as much time as the resize).
+    Computed alone, a mask also gets the same values whatever else is computed with it: torch computes the
     elements past a tensor's last whole SIMD vector with its scalar sigmoid, which can differ from the vector
-    one in the last bit, so a sigmoid over a group of masks gives values that depend on the group's size;
-    mask by mask, every mask gets the same values whatever the grouping."""
-    for mask in masks:
-        mask.sigmoid_()
-    return masks
-
-
-def _query_blocks(count: int, size: Size, max_elements: int) -> list[slice]:
-    """Consecutive groups of ``count`` queries whose masks at ``size`` hold at most ``max_elements`` values
-    (at least one query a group)."""
-    step = max(1, max_elements // max(1, size[0] * size[1]))
-    return [slice(start, start + step) for start in range(0, count, step)]
+    one in the last bit."""
+    for index in range(masks.shape[0]):
+        yield resize_mask_logits(masks[index : index + 1], padded_size, image_size, output_size)[0].float().contiguous()
 
 
 def panoptic_inference(
@@ -157,7 +154,6 @@ def panoptic_inference(
     thing_classes: Sequence[int] | None = None,
     object_mask_threshold: float = 0.8,
     overlap_threshold: float = 0.8,
-    max_elements: int = MAX_POSTPROCESS_ELEMENTS,
 ) -> list[PanopticResult]:
     """The paper's general inference.
 
@@ -165,8 +161,8 @@ def panoptic_inference(
     to argmax_i p_i(c_i) * m_i; a segment whose won area is below ``overlap_threshold`` of its own
     m_i >= 0.5 area is dropped (its pixels stay void, id 0); segments of one stuff class are merged.
     ``thing_classes=None`` means the metadata is unknown and every class is treated as a thing. Masks are
-    resized to the output size in groups of queries of at most ``max_elements`` values; each mask is resized
-    alone whatever the grouping, so the result does not depend on it.
+    resized to the output size one at a time (:func:`_resized_masks`); a later query wins a pixel only with a
+    strictly higher value, which is argmax's first-wins rule.
     """
     output_sizes = output_sizes or image_sizes
     num_classes = pred_logits.shape[-1] - 1
@@ -179,20 +175,21 @@ def panoptic_inference(
         if not keep.any():
             results.append(PanopticResult(segmentation, []))
             continue
-        cur_scores, cur_classes, kept_masks = scores[keep], labels[keep], masks[keep]
-        best = winner = None
-        own_area: list[int] = []
-        for block in _query_blocks(len(cur_scores), out, max_elements):
-            cur_masks = sigmoid_each(resize_mask_logits(kept_masks[block], padded_size, size, out).float())
-            own_area += (cur_masks >= 0.5).sum((1, 2)).tolist()
-            weighted = cur_scores[block, None, None] * cur_masks
-            # max over dim 0 returns the first index of the highest value (argmax's rule) in one pass.
-            value, index = weighted.max(0)
-            if best is None:
-                best, winner = value, index
-            else:  # a later block wins a pixel only with a strictly higher value: argmax's first-wins rule
-                better = value > best
-                best, winner = torch.where(better, value, best), torch.where(better, index + block.start, winner)
+        cur_scores, cur_classes = scores[keep], labels[keep]
+        best = torch.empty(tuple(out), device=logits.device)
+        winner = torch.zeros(tuple(out), dtype=torch.int64, device=logits.device)
+        own_area = []
+        for k, (mask, score) in enumerate(zip(_resized_masks(masks[keep], padded_size, size, out), cur_scores)):
+            mask.sigmoid_()
+            own_area.append(torch.count_nonzero(mask >= 0.5))
+            weighted = mask.mul_(score)
+            if k == 0:
+                best.copy_(weighted)
+                continue
+            better = weighted > best
+            torch.maximum(best, weighted, out=best)
+            winner.masked_fill_(better, k)
+        own_area = torch.stack(own_area).tolist()
         won_area = torch.bincount(winner.flatten(), minlength=len(cur_scores)).tolist()
         # Decide every query on small per-query numbers, then paint all pixels with one lookup.
         lut = [0] * len(cur_scores)
@@ -226,12 +223,11 @@ def instance_inference(
     output_sizes: Sequence[Size] | None = None,
     topk: int = 100,
     thing_classes: Sequence[int] | None = None,
-    max_elements: int = MAX_POSTPROCESS_ELEMENTS,
 ) -> list[InstanceResult]:
     """Mask2Former's instance inference: top-k over queries x classes; binary mask at 0.5; score = class
     probability x mean mask probability inside the binary mask. ``thing_classes`` restricts to things.
-    Float masks are built in groups of queries of at most ``max_elements`` values (the binary masks of the
-    result are the output)."""
+    Float masks are built one at a time (:func:`_resized_masks`; the binary masks of the result are the
+    output)."""
     output_sizes = output_sizes or image_sizes
     results = []
     for logits, masks, size, out in zip(pred_logits, pred_masks, image_sizes, output_sizes):
@@ -248,17 +244,14 @@ def instance_inference(
         labels, queries = flat % num_classes, flat // num_classes
         # A query often makes several of the top k (with several classes): resize each mask once.
         unique, inverse = queries.unique(return_inverse=True)
-        binaries, mask_scores = [], []
-        for block in _query_blocks(len(unique), out, max_elements):
-            m = resize_mask_logits(masks[unique[block]], padded_size, size, out).float()
-            binary = m > 0
-            # The mean mask probability inside the binary mask. Summed one mask at a time, as sigmoid_each
-            # does: a sum over a group of masks adds in an order that depends on the group's size.
-            inside = torch.stack([(p * b).sum() for p, b in zip(sigmoid_each(m), binary)])
-            mask_scores.append(inside / (binary.sum((1, 2)) + 1e-6))
-            binaries.append(binary)
-        binary_unique = torch.cat(binaries) if binaries else masks.new_zeros((0, *out), dtype=torch.bool)
-        score_unique = torch.cat(mask_scores) if mask_scores else masks.new_zeros(0)
+        binary_unique = torch.empty((len(unique), *out), dtype=torch.bool, device=masks.device)
+        inside, area = [], []
+        for binary, m in zip(binary_unique, _resized_masks(masks[unique], padded_size, size, out)):
+            torch.gt(m, 0, out=binary)
+            area.append(torch.count_nonzero(binary))
+            # The sum of the mask's probabilities inside its binary mask, as sum(p * binary) adds them.
+            inside.append(m.sigmoid_().mul_(binary).sum())
+        score_unique = torch.stack(inside) / (torch.stack(area) + 1e-6) if area else masks.new_zeros(0)
         final = top_scores * score_unique[inverse]
         order = final.argsort(descending=True)
         results.append(InstanceResult(binary_unique[inverse[order]], labels[order], final[order]))
@@ -295,11 +288,10 @@ def postprocess(
             thing_classes=thing_classes,
             object_mask_threshold=config.object_mask_threshold,
             overlap_threshold=config.overlap_threshold,
-            max_elements=max_elements,
         )
     if task == "instance":
         return instance_inference(
             pred_logits, pred_masks, image_sizes, padded_size, output_sizes, topk=config.instance_topk,
-            thing_classes=thing_classes or None, max_elements=max_elements,
+            thing_classes=thing_classes or None,
         )  # fmt: skip
     raise ValueError(f"unknown task {task!r} (expected semantic, panoptic or instance)")
