@@ -35,36 +35,27 @@ class InstanceResult:
     scores: Tensor
 
 
-# Largest [K, H, W] float tensor semantic post-processing builds at the output size (256 MiB): larger outputs
-# are built in blocks of rows of the resized probabilities, which give the same result as one block.
-# Panoptic and instance post-processing resize one mask at a time (:func:`_resized_masks`).
-MAX_POSTPROCESS_ELEMENTS = 1 << 26
-
-
-def resize_argmax(probs: Tensor, size: tuple[int, int], max_elements: int = MAX_POSTPROCESS_ELEMENTS) -> Tensor:
+def resize_argmax(probs: Tensor, size: tuple[int, int]) -> Tensor:
     """argmax over classes of ``probs`` [K, h, w] bilinearly resized to ``size`` -> [H, W] int64.
 
-    Equal to ``interpolate(probs, size).argmax(0)``; when [K, H, W] would exceed ``max_elements`` the
-    output is built in row blocks with ``grid_sample`` sampling at the same source coordinates.
+    Equal, bit for bit, to ``interpolate(probs[None], size)[0].argmax(0)``, computed one class plane at a time:
+    each plane is resized as it is among the others, and a later class takes a pixel only with a strictly
+    higher value (argmax's first-wins rule). Three planes at the output size exist at once instead of K (a
+    photo's 150 ADE20K planes would be 7 GB), and at 640 x 480 it is faster than one whole resize.
     """
     k, h, w = probs.shape
-    out_h, out_w = size
-    if (h, w) == (out_h, out_w):
+    if (h, w) == tuple(size):
         return probs.argmax(0)
-    if k * out_h * out_w <= max_elements:
-        return F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0)
-    # Source coordinate of each output pixel centre, as interpolate(align_corners=False) computes it,
-    # expressed in grid_sample's normalised convention (align_corners=False, border clamping).
-    xs = ((torch.arange(out_w, device=probs.device, dtype=torch.float32) + 0.5) * (w / out_w)) / w * 2 - 1
-    ys_all = ((torch.arange(out_h, device=probs.device, dtype=torch.float32) + 0.5) * (h / out_h)) / h * 2 - 1
-    rows = max(1, max_elements // (k * out_w))
-    out = torch.empty(size, dtype=torch.int64, device=probs.device)
-    for start in range(0, out_h, rows):
-        ys = ys_all[start : start + rows]
-        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]
-        block = F.grid_sample(probs[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-        out[start : start + rows] = block[0].argmax(0)
-    return out
+    best = winner = None
+    index_type = torch.int16 if k <= 1 << 15 else torch.int64  # a quarter of the memory traffic of int64
+    for c in range(k):
+        plane = F.interpolate(probs[None, c : c + 1].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+        if best is None:
+            best, winner = plane, torch.zeros(size, dtype=index_type, device=plane.device)
+            continue
+        winner.masked_fill_(plane > best, c)
+        torch.maximum(best, plane, out=best)
+    return winner.long()
 
 
 def resize_mask_logits(
@@ -122,13 +113,19 @@ def semantic_inference(
     image_sizes: Sequence[Size],
     padded_size: Size,
     output_sizes: Sequence[Size] | None = None,
-    max_elements: int = MAX_POSTPROCESS_ELEMENTS,
 ) -> list[Tensor]:
     """Label maps [H, W] (int64 class indices): argmax over classes of :func:`semantic_probabilities`,
-    resized to the output size in row blocks of at most ``max_elements`` (:func:`resize_argmax`)."""
+    resized to the output size (:func:`resize_argmax`)."""
     output_sizes = output_sizes or image_sizes
-    probs = semantic_probabilities(pred_logits, pred_masks, image_sizes, padded_size, image_sizes)
-    return [resize_argmax(p, tuple(out), max_elements) for p, out in zip(probs, output_sizes)]
+    labels = []
+    for i, (size, out) in enumerate(zip(image_sizes, output_sizes)):
+        # Class planes when a resize follows (resizing channels-last probabilities copied them twice inside
+        # the kernel: 2x slower), channels-last memory for an argmax in place.
+        last = tuple(out) == tuple(size)
+        one = slice(i, i + 1)
+        (probs,) = semantic_probabilities(pred_logits[one], pred_masks[one], [size], padded_size, [size], last)
+        labels.append(resize_argmax(probs, tuple(out)))
+    return labels
 
 
 def _resized_masks(masks: Tensor, padded_size: Size, image_size: Size, output_size: Size) -> Iterator[Tensor]:
@@ -268,17 +265,16 @@ def postprocess(
     output_sizes: Sequence[Size],
     config: InferenceConfig,
     thing_classes: Sequence[int] | None = None,
-    max_elements: int = MAX_POSTPROCESS_ELEMENTS,
 ) -> list[Tensor] | list[PanopticResult] | list[InstanceResult]:
     """The one entry from model outputs to results for ``task`` (semantic, panoptic or instance), used by
     ``MaskFormer.predict``, validation, evaluation and the Predictor so that they cannot disagree.
 
     ``thing_classes`` decide panoptic stuff merging (None: unknown, every class is a thing) and restrict
-    instance results to things (None or empty: every class). ``max_elements`` bounds the float tensors
-    built at the output size (blocks; the results do not depend on it).
+    instance results to things (None or empty: every class). No float tensor of more than a few masks or
+    class planes at the output size is built.
     """
     if task == "semantic":
-        return semantic_inference(pred_logits, pred_masks, image_sizes, padded_size, output_sizes, max_elements)
+        return semantic_inference(pred_logits, pred_masks, image_sizes, padded_size, output_sizes)
     if task == "panoptic":
         return panoptic_inference(
             pred_logits,
