@@ -40,11 +40,11 @@ class ExportableMaskFormer(nn.Module):
         return out.logits, out.masks
 
 
-def _dynamic_shapes(max_side: int) -> dict:
+def _dynamic_shapes(max_side: int, min_side: int = 32) -> dict:
     # H and W are 32 x an integer, which lets the exporter prove every stride-2 stage divides evenly.
     batch = torch.export.Dim("batch", min=1, max=1024)
-    h32 = torch.export.Dim("h32", min=1, max=max_side // 32)
-    w32 = torch.export.Dim("w32", min=1, max=max_side // 32)
+    h32 = torch.export.Dim("h32", min=min_side // 32, max=max_side // 32)
+    w32 = torch.export.Dim("w32", min=min_side // 32, max=max_side // 32)
     return {"images": {0: batch, 2: 32 * h32, 3: 32 * w32}}
 
 
@@ -67,7 +67,7 @@ def program_example_size(model: Segmenter, example_size: tuple[int, int] | None 
         h, w = example_size
         raise ValueError(
             f"example size {h}x{w}: a torch.export program of this model traced below {side} a side takes only "
-            f"inputs as small; trace at {side} or more (--height, --width)"
+            f"inputs as small; trace at {side} or more a side (example_size; the CLI's --height and --width)"
         )
     return example_size
 
@@ -81,7 +81,11 @@ def export_program(
     wrapper = ExportableMaskFormer(model)
     with torch.no_grad():
         return torch.export.export(
-            wrapper, (_example(model, example_size),), dynamic_shapes=_dynamic_shapes(max_side), strict=False
+            wrapper,
+            (_example(model, example_size),),
+            # The range the program takes, stated: the exporter checks that nothing specialises within it.
+            dynamic_shapes=_dynamic_shapes(max_side, model.min_program_side()),
+            strict=False,
         )
 
 

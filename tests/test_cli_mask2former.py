@@ -26,7 +26,7 @@ def sources(tmp_path_factory):
     from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
 
     root = tmp_path_factory.mktemp("m2f_cli")
-    # ResNet-50, the official zoo's smallest backbone (a Swin program takes minutes to export).
+    # ResNet-50, the official zoo's smallest backbone.
     bb = ResNetConfig(out_features=["stage1", "stage2", "stage3", "stage4"])
     id2label = {i: c["name"] for i, c in enumerate(CLASSES)}
     config = Mask2FormerConfig(

@@ -19,7 +19,8 @@ from maskformer.model import MaskFormer, Segmenter
 from tests.helpers import FAMILIES, small_config, tiny_config
 
 # The ONNX graph takes any size and pads as MaskFormer.preprocess does; torch programs take multiples of 32.
-SIZES = [(1, 70, 97), (2, 160, 128), (3, 224, 50)]
+# 288 x 320: every stage of the tiny Swin (window 7) has two windows a side, as at the papers' sizes.
+SIZES = [(1, 70, 97), (2, 160, 128), (3, 224, 50), (1, 288, 320)]
 SIZES_32 = [(1, 64, 96), (2, 160, 128), (3, 224, 64)]
 
 

@@ -60,13 +60,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..export import export_onnx, save_program
+    from ..export import export_onnx, program_example_size, save_program
     from ..predict import load_model
 
     model = load_model(args.model)
-    size = None if args.height is None and args.width is None else (args.height or 128, args.width or 160)
+    default = (128, 160) if args.format == "onnx" else program_example_size(model)
+    size = (default[0] if args.height is None else args.height, default[1] if args.width is None else args.width)
     if args.format == "onnx":
-        path = export_onnx(model, args.out, example_size=size or (128, 160), opset=args.opset)
+        path = export_onnx(model, args.out, example_size=size, opset=args.opset)
         sizes = "any H, W"
     else:
         path = save_program(model, args.out, example_size=size)

@@ -38,14 +38,18 @@ class InstanceResult:
 def resize_argmax(probs: Tensor, size: tuple[int, int]) -> Tensor:
     """argmax over classes of ``probs`` [K, h, w] bilinearly resized to ``size`` -> [H, W] int64.
 
-    Equal, bit for bit, to ``interpolate(probs[None], size)[0].argmax(0)``, computed one class plane at a time:
+    Equal, bit for bit, to ``interpolate(probs[None].float(), size)[0].argmax(0)`` for finite probabilities (a NaN
+    does not win a pixel here), computed one class plane at a time:
     each plane is resized as it is among the others, and a later class takes a pixel only with a strictly
     higher value (argmax's first-wins rule). Three planes at the output size exist at once instead of K (a
     photo's 150 ADE20K planes would be 7 GB), and at 640 x 480 it is faster than one whole resize.
     """
     k, h, w = probs.shape
+    if k == 0:
+        raise ValueError("resize_argmax: probabilities of no class")
     if (h, w) == tuple(size):
         return probs.argmax(0)
+    probs = probs.contiguous()  # class planes (cheap at the input's size; a channels-last view reads strided)
     best = winner = None
     index_type = torch.int16 if k <= 1 << 15 else torch.int64  # a quarter of the memory traffic of int64
     for c in range(k):
@@ -159,7 +163,7 @@ def panoptic_inference(
     m_i >= 0.5 area is dropped (its pixels stay void, id 0); segments of one stuff class are merged.
     ``thing_classes=None`` means the metadata is unknown and every class is treated as a thing. Masks are
     resized to the output size one at a time (:func:`_resized_masks`); a later query wins a pixel only with a
-    strictly higher value, which is argmax's first-wins rule.
+    strictly higher value, which is argmax's first-wins rule (for finite masks: a NaN wins no pixel).
     """
     output_sizes = output_sizes or image_sizes
     num_classes = pred_logits.shape[-1] - 1
@@ -173,15 +177,15 @@ def panoptic_inference(
             results.append(PanopticResult(segmentation, []))
             continue
         cur_scores, cur_classes = scores[keep], labels[keep]
-        best = torch.empty(tuple(out), device=logits.device)
+        best = None
         winner = torch.zeros(tuple(out), dtype=torch.int64, device=logits.device)
         own_area = []
         for k, (mask, score) in enumerate(zip(_resized_masks(masks[keep], padded_size, size, out), cur_scores)):
             mask.sigmoid_()
             own_area.append(torch.count_nonzero(mask >= 0.5))
             weighted = mask.mul_(score)
-            if k == 0:
-                best.copy_(weighted)
+            if best is None:  # each mask is a fresh tensor: the first one is the running maximum
+                best = weighted
                 continue
             better = weighted > best
             torch.maximum(best, weighted, out=best)
@@ -272,7 +276,8 @@ def postprocess(
 
     ``thing_classes`` decide panoptic stuff merging (None: unknown, every class is a thing) and restrict
     instance results to things (None or empty: every class). No float tensor of more than a few masks or
-    class planes at the output size is built.
+    class planes at the output size is built, except semantic probabilities of all classes when the output is
+    the network's input size.
     """
     if task == "semantic":
         return semantic_inference(pred_logits, pred_masks, image_sizes, padded_size, output_sizes)

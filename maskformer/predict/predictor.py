@@ -211,8 +211,8 @@ class Predictor:
     ) -> Result:
         logits, masks, sizes, padded = group.logits, group.masks, group.sizes, group.padded
         meta = self.metadata
-        # The one post-processing path (model/inference.py), at the input's own size: it builds its full-size
-        # tensors in blocks, so camera images stay within memory with the result validation would give.
+        # The one post-processing path (model/inference.py), at the input's own size: it works one mask or class
+        # plane at a time, so camera images stay within memory with the result validation would give.
         (res,) = post.postprocess(task, logits, masks, sizes, padded, [out_size], cfg, meta.thing_classes)
         if task == "semantic":
             return SemanticResult(item.name, out_size, meta, res.cpu(), path=item.path)
