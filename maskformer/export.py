@@ -55,6 +55,11 @@ def _example(model: Segmenter, size: tuple[int, int]) -> Tensor:
     return torch.rand(2, 3, h, w, device=model.pixel_mean.device) * 255
 
 
+# The example an export is traced at unless told otherwise (a torch program's may be larger:
+# program_example_size).
+EXAMPLE_SIZE = (128, 160)
+
+
 def program_example_size(model: Segmenter, example_size: tuple[int, int] | None = None) -> tuple[int, int]:
     """The example a ``torch.export`` program of ``model`` is traced at: ``example_size``, or by default 128 x
     160 or larger (:meth:`~maskformer.model.Segmenter.min_program_side`), so that the program takes every
@@ -62,7 +67,7 @@ def program_example_size(model: Segmenter, example_size: tuple[int, int] | None 
     sizes like it."""
     side = model.min_program_side()
     if example_size is None:
-        return max(128, side), max(160, side + 32)
+        return max(EXAMPLE_SIZE[0], side), max(EXAMPLE_SIZE[1], side + 32)
     if min(example_size) < side:
         h, w = example_size
         raise ValueError(
@@ -102,7 +107,7 @@ def save_program(
 def export_onnx(
     model: Segmenter,
     path: str | Path,
-    example_size: tuple[int, int] = (128, 160),
+    example_size: tuple[int, int] = EXAMPLE_SIZE,
     max_side: int = 4096,
     opset: int = 18,
 ) -> Path:

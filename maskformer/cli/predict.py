@@ -60,11 +60,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..export import export_onnx, program_example_size, save_program
+    from ..export import EXAMPLE_SIZE, export_onnx, program_example_size, save_program
     from ..predict import load_model
 
     model = load_model(args.model)
-    default = (128, 160) if args.format == "onnx" else program_example_size(model)
+    default = EXAMPLE_SIZE if args.format == "onnx" else program_example_size(model)
     size = (default[0] if args.height is None else args.height, default[1] if args.width is None else args.width)
     if args.format == "onnx":
         path = export_onnx(model, args.out, example_size=size, opset=args.opset)
@@ -156,6 +156,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="known model name, hub id, zoo URL/.pkl, folder, run or .ckpt")
     p.add_argument("--format", default="onnx", choices=["onnx", "torch"], help="torch: a torch.export .pt2 program")
     p.add_argument("--out", required=True, help="output file (.onnx or .pt2)")
+    # The defaults are export.EXAMPLE_SIZE's, written out: importing it would import torch for --help.
     example = "example input {} used for tracing (a multiple of 32; default {}, or more where a torch program needs it)"
     p.add_argument("--height", type=int, help=example.format("height", 128))
     p.add_argument("--width", type=int, help=example.format("width", 160))
