@@ -1,6 +1,6 @@
 """Multi-scale deformable attention's core against the official pure-PyTorch formulation
-(``ms_deform_attn_core_pytorch``: one grid_sample per level), values and gradients, points inside and
-outside the maps."""
+(``ms_deform_attn_core_pytorch``: one grid_sample per level), values and gradients (float64, float32 and
+bfloat16 inputs; some without gradients), points inside and outside the maps."""
 
 from __future__ import annotations
 
@@ -59,3 +59,21 @@ def test_float32_close_and_bfloat16_runs():
     )
     low = deformable_sample(value.bfloat16(), shapes, locations.bfloat16(), weights.bfloat16())
     assert low.dtype == torch.bfloat16
+
+
+def test_bfloat16_gradients_and_inputs_without_gradients():
+    """The backward computes in float32 and returns each input's own dtype; inputs that need no gradient get
+    none, and the forward with autograd is the forward without it, bit for bit."""
+    value, shapes, locations, weights = _inputs(torch.float32)
+    with torch.no_grad():
+        plain = deformable_sample(value, shapes, locations, weights)
+    value = value.clone().requires_grad_(True)
+    out = deformable_sample(value, shapes, locations, weights)
+    assert torch.equal(out.detach(), plain)
+    out.sum().backward()
+    reference = value.detach().clone().requires_grad_(True)
+    official_core(reference, shapes, locations, weights).sum().backward()
+    assert torch.allclose(value.grad, reference.grad, atol=1e-5)
+    low = [t.bfloat16().requires_grad_(True) for t in (value.detach(), locations, weights)]
+    deformable_sample(low[0], shapes, low[1], low[2]).float().sum().backward()
+    assert all(t.grad.dtype == torch.bfloat16 and t.grad.isfinite().all() for t in low)
