@@ -376,9 +376,11 @@ def run_probe(spec: str, size: int) -> None:
             opt.step()
 
     # A warm-up run first: the first call's one-time allocations (oneDNN kernels, thread pools, the optimiser's
-    # state) are not the step's, and moved the cold figure by 20-40 MiB from run to run of the same code.
+    # state) are not the step's, and moved the cold figure by 20-40 MiB from run to run of the same code. What
+    # the warm-up freed goes back to the system before the base is read: glibc keeps it otherwise, and a run
+    # that fits in it shows no growth (Mask2Former R50's eval batch 1 once read 0.004 MiB).
     run()
-    gc.collect()
+    release_memory()
     reset_peak(device)
     base = peak_memory_mb(device)
     run()
@@ -447,7 +449,7 @@ def run_e2e_probe(spec: str) -> None:
 
     if what == "memory":
         run()  # warm-up, as in the model probes
-        gc.collect()
+        release_memory()
         reset_peak(device)
         base = peak_memory_mb(device)
         run()
