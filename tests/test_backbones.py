@@ -53,6 +53,25 @@ def test_swin_takes_any_input_size(size):
         assert torch.isfinite(f).all()
 
 
+def test_shifted_windows_make_no_subnormal_floats():
+    """The shift mask's masked weights are exact zeros, not exp(-100) of a row's largest: those were subnormal
+    floats, which made the next matrix product 60 times slower on an Intel CPU."""
+    torch.manual_seed(0)
+    swin = SwinBackbone(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)).eval()
+    subnormal = []
+
+    def count(module, inputs, output):
+        x = inputs[0]
+        subnormal.append(int(((x != 0) & (x.abs() < torch.finfo(x.dtype).tiny)).sum()))
+
+    for module in swin.modules():
+        if isinstance(module, nn.Linear):
+            module.register_forward_hook(count)
+    with torch.no_grad():
+        swin(torch.randn(1, 3, 200, 264))
+    assert len(subnormal) > 8 and sum(subnormal) == 0, subnormal
+
+
 def test_any_timm_backbone():
     backbone = TimmBackbone("convnext_atto", norm="bn")
     assert backbone.channels == [40, 80, 160, 320] and backbone.strides == [4, 8, 16, 32]

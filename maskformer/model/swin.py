@@ -32,7 +32,13 @@ def window_reverse(windows: Tensor, window: int, b: int, h: int, w: int) -> Tens
 
 
 def shift_attention_mask(h: int, w: int, window: int, shift: int, device: torch.device) -> Tensor:
-    """Additive mask [H/w * W/w, w*w, w*w] (0 or -100) that keeps shifted windows from mixing regions."""
+    """Additive mask [H/w * W/w, w*w, w*w] (0 or -inf) that keeps shifted windows from mixing regions.
+
+    The official code fills -100, whose attention weights, about exp(-100) of a row's largest, are subnormal
+    floats: they made the next matrix product 60 times slower on an Intel CPU (105 ms against 1.7 ms for the
+    last stage's projection at 512 x 704). -inf makes them exact zeros, which changes an output only where a
+    masked logit exceeds its row's largest unmasked one by more than about 84 (exp(-16) is float32's
+    precision); no row is all -inf, as every token shares its own region."""
     hs = torch.arange(h, device=device)
     ws = torch.arange(w, device=device)
     h_region = (hs >= h - window).long() + (hs >= h - shift).long()
@@ -40,7 +46,7 @@ def shift_attention_mask(h: int, w: int, window: int, shift: int, device: torch.
     region = (h_region[:, None] * 3 + w_region[None, :]).float()[None, :, :, None]
     region = window_partition(region, window).squeeze(-1)
     diff = region[:, None, :] - region[:, :, None]
-    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
+    return torch.zeros_like(diff).masked_fill(diff != 0, float("-inf"))
 
 
 class SwinBlock(nn.Module):
