@@ -518,8 +518,8 @@ def _demo_model() -> Mask2FormerConfig:
     )
 
 
-# Twice MaskFormer's learning rate, with a longer warm-up. 600 steps: about 315 s on two CPU cores since the
-# deformable attention's faster gradient (400 took about 280 s before it; docs/demo.md).
+# Twice MaskFormer's learning rate, with a longer warm-up. 600 steps: the whole demo takes about 300 s on two CPU
+# cores since the deformable attention's faster gradient (with 400 steps, 410-440 s before it; docs/demo.md).
 DEMO = DemoRecipe(_demo_model, lr=6e-4, warmup_steps=100, cpu_steps=600)
 
 
