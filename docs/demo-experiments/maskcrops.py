@@ -20,8 +20,12 @@ d = Path(os.environ.get("DEMO_DATA", "demo-output/data"))
 ds = COCOPanopticDataset(d / "images/train", d / "panoptic_train.json", d / "panoptic/train")
 things = set(ds.metadata.thing_classes)
 t0 = time.time()
+# MARGIN=M: each shape's box times a random margin from stage 1's 1.15 to M (the shape with neighbours around it).
+MARGIN = float(os.environ.get("MARGIN", B.THING_MARGIN))
 def cut(indices, seed):
     rng = np.random.default_rng(seed); ims, ms, ls = [], [], []
+    def margin():
+        return B.THING_MARGIN if MARGIN == B.THING_MARGIN else float(rng.uniform(B.THING_MARGIN, MARGIN))
     for index in indices:
         s = ds.load(index); image, ids = s["image"], s["label"]
         for sid, seg in s["segments"].items():
@@ -30,7 +34,7 @@ def cut(indices, seed):
                 ys, xs = torch.nonzero(mask, as_tuple=True)
                 y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
                 h, w = image.shape[-2:]
-                side = min(max(y1 - y0, x1 - x0) * B.THING_MARGIN, h, w); cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+                side = min(max(y1 - y0, x1 - x0) * margin(), h, w); cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
                 top = round(min(max(cy - side / 2, 0), h - side)); left = round(min(max(cx - side / 2, 0), w - side)); side = round(side)
                 ims.append(B._resize(image[:, top:top + side, left:left + side]))
                 ms.append(B._resize(mask[None, top:top + side, left:left + side].float() * 255)[0] / 255)
