@@ -10,9 +10,8 @@ from maskformer.predict import load_model
 model = load_model(sys.argv[1]).eval()
 d = Path(sys.argv[2]); cfg = model.config.inference
 things = set(model.config.metadata.thing_classes)
-head = model.decoder.class_embed if hasattr(model, "decoder") else None
-for name, m in model.named_modules():
-    if name.endswith("class_embed"): head = m
+# The class head's input of each forward's last prediction: the last decoder layer's query states.
+head = next(m for name, m in model.named_modules() if name.endswith("class_embed"))
 seen = []
 head.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
 def collect(split, n):
