@@ -518,8 +518,9 @@ def _demo_model() -> Mask2FormerConfig:
     )
 
 
-# Twice MaskFormer's learning rate, with a longer warm-up. 600 steps: the whole demo takes about 300 s on two CPU
-# cores since the deformable attention's faster gradient (with 400 steps, 410-440 s before it; docs/demo.md).
+# Twice MaskFormer's learning rate, with a longer warm-up. 600 steps: the whole demo took 296-367 s on two CPU
+# cores of one machine on two days since the deformable attention's faster gradient (400 steps took 410-440 s
+# before it); 1000 steps took 536 s, too long for the 10 minutes with the venv (docs/demo.md).
 DEMO = DemoRecipe(_demo_model, lr=6e-4, warmup_steps=100, cpu_steps=600)
 
 
