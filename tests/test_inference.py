@@ -30,6 +30,29 @@ def test_semantic_equals_naive_formula():
         assert torch.equal(result[b], scores.argmax(0))
 
 
+def test_semantic_labels_computed_in_blocks_of_pixels(monkeypatch):
+    """Labels at the input's size come from class scores computed a few pixels at a time (here blocks of 5
+    pixels and a remainder of 3): every block lands on its own pixels. Checked against the scores in float64
+    wherever the top two classes differ by more than float32's rounding of a sum of Q non-negative products
+    can move them (at most 2 Q eps times the larger, with margin), and against the channels-last
+    probabilities, which come from the same blocks."""
+    queries, classes, size = 7, 19, (33, 41)
+    monkeypatch.setattr(inference, "_CLASS_SCORE_BLOCK_BYTES", 4 * classes * 5)
+    gen = torch.Generator().manual_seed(1)
+    logits = 3 * torch.randn(1, queries, classes + 1, generator=gen)
+    masks = 4 * torch.randn(1, queries, 9, 11, generator=gen)
+    (labels,) = inference.semantic_inference(logits, masks, [size], (36, 44))
+    probs, pixels = inference._query_scores(logits[0], masks[0], (36, 44), size)
+    exact = (pixels.double().T @ probs.double()).view(*size, classes)
+    top2 = exact.topk(2, dim=-1).values
+    clear = top2[..., 0] - top2[..., 1] > 4 * queries * torch.finfo(torch.float32).eps * top2[..., 0]
+    assert clear.float().mean() > 0.99  # the check below covers nearly every pixel
+    assert torch.equal(labels[clear], exact.argmax(-1)[clear])
+    (last,) = inference.semantic_probabilities(logits, masks, [size], (36, 44))
+    assert torch.equal(labels, last.argmax(0))
+    assert torch.allclose(last.permute(1, 2, 0).double(), exact, rtol=4 * queries * 2**-23, atol=0)
+
+
 def one_hot_logits(classes, num_classes, scores=None):
     """Query logits whose softmax puts `score` on the class (index num_classes = no object)."""
     logits = torch.full((len(classes), num_classes + 1), -BIG)

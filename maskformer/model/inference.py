@@ -82,6 +82,36 @@ def resize_mask_logits(
     return m[0]
 
 
+# Class scores are computed for this many bytes of pixels at a time: a block stays in the CPU's L2 cache between
+# the product that writes it and the argmax that reads it, and no [H*W, K] tensor is page-faulted in.
+_CLASS_SCORE_BLOCK_BYTES = 1 << 20
+
+
+def _query_scores(logits: Tensor, masks: Tensor, padded_size: Size, size: Size) -> tuple[Tensor, Tensor]:
+    """One image's class probabilities [Q, K] (no-object dropped) and mask probabilities [Q, H*W] at its
+    un-padded ``size``: softmax of ``logits`` [Q, K + 1], sigmoid of ``masks`` [Q, h/4, w/4] upsampled."""
+    probs = logits.float().softmax(-1)[:, :-1]
+    # The resized masks are a fresh tensor: the sigmoid runs in place (no second [Q, H, W] allocation).
+    pixels = resize_mask_logits(masks, padded_size, size, size).float().contiguous().sigmoid_()
+    return probs, pixels.flatten(1)
+
+
+def _class_score_blocks(pixels: Tensor, probs: Tensor, out: Tensor | None = None) -> Iterator[tuple[slice, Tensor]]:
+    """``pixels.T @ probs`` ([H*W, K] class scores from mask probabilities [Q, H*W] and class probabilities
+    [Q, K]) one block of pixels at a time: (the block's pixels, its [B, K] scores), written into ``out``
+    [H*W, K] when given, else into one buffer reused by the next block.
+
+    Every caller gets the same products of the same blocks, so an argmax over a block equals the argmax over
+    the same pixels of ``out``, bit for bit, whatever the matrix library does with other shapes."""
+    count, k = pixels.shape[1], probs.shape[1]
+    rows = max(1, _CLASS_SCORE_BLOCK_BYTES // (probs.element_size() * k))
+    buffer = probs.new_empty(min(rows, count), k) if out is None else None
+    for start in range(0, count, rows):
+        block = slice(start, min(start + rows, count))
+        dest = out[block] if buffer is None else buffer[: block.stop - start]
+        yield block, torch.mm(pixels[:, block].T, probs, out=dest)
+
+
 def semantic_probabilities(
     pred_logits: Tensor,
     pred_masks: Tensor,
@@ -94,17 +124,21 @@ def semantic_probabilities(
 
     Computed at the input size and then resized to the output size, as the original does by default.
     ``channels_last`` (default: when no resize follows) lays the result out as a [K, H, W] view of [H, W, K]
-    memory: an argmax over classes then reads contiguous memory, several times faster; resizing wants class
-    planes.
+    memory, computed in blocks of pixels as :func:`semantic_inference` computes it: an argmax over classes then
+    reads contiguous memory, several times faster; resizing wants class planes.
     """
     output_sizes = output_sizes or image_sizes
     results = []
     for logits, masks, size, out in zip(pred_logits, pred_masks, image_sizes, output_sizes):
-        masks = resize_mask_logits(masks, padded_size, size, size)
-        probs = logits.float().softmax(-1)[:, :-1]
-        pixels = masks.float().sigmoid().flatten(1)  # [Q, H*W]
+        probs, pixels = _query_scores(logits, masks, padded_size, size)
         last = tuple(out) == tuple(size) if channels_last is None else channels_last
-        sem = (pixels.T @ probs).view(*size, -1).permute(2, 0, 1) if last else (probs.T @ pixels).view(-1, *size)
+        if last:
+            sem = probs.new_empty(pixels.shape[1], probs.shape[1])
+            for _ in _class_score_blocks(pixels, probs, out=sem):
+                pass
+            sem = sem.view(*size, -1).permute(2, 0, 1)
+        else:
+            sem = (probs.T @ pixels).view(-1, *size)
         if tuple(out) != tuple(size):
             sem = F.interpolate(sem[None], size=out, mode="bilinear", align_corners=False)[0]
         results.append(sem)
@@ -119,16 +153,25 @@ def semantic_inference(
     output_sizes: Sequence[Size] | None = None,
 ) -> list[Tensor]:
     """Label maps [H, W] (int64 class indices): argmax over classes of :func:`semantic_probabilities`,
-    resized to the output size (:func:`resize_argmax`)."""
+    resized to the output size (:func:`resize_argmax`).
+
+    At the input's size, the class scores of a block of pixels are reduced to labels while they are in the
+    cache (:func:`_class_score_blocks`); the [H*W, K] scores are never built."""
     output_sizes = output_sizes or image_sizes
     labels = []
     for i, (size, out) in enumerate(zip(image_sizes, output_sizes)):
-        # Class planes when a resize follows (resizing channels-last probabilities copied them twice inside
-        # the kernel: 2x slower), channels-last memory for an argmax in place.
-        last = tuple(out) == tuple(size)
         one = slice(i, i + 1)
-        (probs,) = semantic_probabilities(pred_logits[one], pred_masks[one], [size], padded_size, [size], last)
-        labels.append(resize_argmax(probs, tuple(out)))
+        if tuple(out) != tuple(size):
+            # Class planes when a resize follows (resizing channels-last probabilities copied them twice inside
+            # the kernel: 2x slower).
+            (probs,) = semantic_probabilities(pred_logits[one], pred_masks[one], [size], padded_size, [size], False)
+            labels.append(resize_argmax(probs, tuple(out)))
+            continue
+        probs, pixels = _query_scores(pred_logits[i], pred_masks[i], padded_size, size)
+        label = torch.empty(pixels.shape[1], dtype=torch.int64, device=pixels.device)
+        for block, scores in _class_score_blocks(pixels, probs):
+            torch.argmax(scores, 1, out=label[block])
+        labels.append(label.view(*size))
     return labels
 
 
