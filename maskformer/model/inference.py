@@ -47,6 +47,12 @@ def _resize_into(image: Tensor, out: Tensor) -> Tensor:
     return out
 
 
+def _index_type(count: int) -> torch.dtype:
+    """The smallest integer type for indices below ``count`` that masked_fill_ writes fast: int16 moves a quarter
+    of int64's memory."""
+    return torch.int16 if count <= 1 << 15 else torch.int64
+
+
 def resize_argmax(probs: Tensor, size: tuple[int, int]) -> Tensor:
     """argmax over classes of ``probs`` [K, h, w] bilinearly resized to ``size`` -> [H, W] int64.
 
@@ -64,11 +70,11 @@ def resize_argmax(probs: Tensor, size: tuple[int, int]) -> Tensor:
     probs = probs.contiguous()  # class planes (cheap at the input's size; a channels-last view reads strided)
     best = F.interpolate(probs[None, :1].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
     plane = torch.empty_like(best)[None, None]  # every later class plane, resized into the same memory
-    index_type = torch.int16 if k <= 1 << 15 else torch.int64  # a quarter of the memory traffic of int64
-    winner = torch.zeros(size, dtype=index_type, device=best.device)
+    better = torch.empty(size, dtype=torch.bool, device=best.device)
+    winner = torch.zeros(size, dtype=_index_type(k), device=best.device)
     for c in range(1, k):
         _resize_into(probs[None, c : c + 1].float(), plane)
-        winner.masked_fill_(plane[0, 0] > best, c)
+        winner.masked_fill_(torch.gt(plane[0, 0], best, out=better), c)
         torch.maximum(best, plane[0, 0], out=best)
     return winner.long()
 
@@ -240,18 +246,22 @@ def panoptic_inference(
             continue
         cur_scores, cur_classes = scores[keep], labels[keep]
         best = None
-        winner = torch.zeros(tuple(out), dtype=torch.int64, device=logits.device)
+        winner = torch.zeros(tuple(out), dtype=_index_type(len(cur_scores)), device=logits.device)
+        # The comparisons' results go to two reused boolean planes: a fresh one per mask is mapped anew and
+        # page-faulted in (glibc maps an allocation again when it is as large as the last one freed).
+        above, better = torch.empty((2, *out), dtype=torch.bool, device=logits.device)
         own_area = []
         for k, (mask, score) in enumerate(zip(_resized_masks(masks[keep], padded_size, size, out), cur_scores)):
             mask.sigmoid_()
-            own_area.append(torch.count_nonzero(mask >= 0.5))
+            own_area.append(torch.count_nonzero(torch.ge(mask, 0.5, out=above)))
             weighted = mask.mul_(score)
             if best is None:  # the first mask starts the running maximum (the next one overwrites its memory)
                 best = weighted.clone()
                 continue
-            better = weighted > best
+            torch.gt(weighted, best, out=better)
             torch.maximum(best, weighted, out=best)
             winner.masked_fill_(better, k)
+        winner = winner.long()
         own_area = torch.stack(own_area).tolist()
         won_area = torch.bincount(winner.flatten(), minlength=len(cur_scores)).tolist()
         # Decide every query on small per-query numbers, then paint all pixels with one lookup.
