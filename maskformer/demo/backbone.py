@@ -124,11 +124,12 @@ def pretrain_backbone(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    bf16: bool = False,
 ) -> PretrainedBackbone:
     """Train timm's ``name`` as a classifier of the crops of ``data_dir``'s training split (the synthetic
     layout: images/train, panoptic_train.json, panoptic/train) for ``steps`` steps of AdamW with a cosine
-    schedule, bf16 autocast and channels-last; write its state dict, in timm's format, to ``out``
-    (a .safetensors file). ``pixel_mean`` / ``pixel_std`` normalise as the segmentation model will."""
+    schedule and channels-last, under bfloat16 autocast if ``bf16``; write its state dict, in timm's format, to
+    ``out`` (a .safetensors file). ``pixel_mean`` / ``pixel_std`` normalise as the segmentation model will."""
     start = time.time()
     data_dir = Path(data_dir)
     dataset = COCOPanopticDataset(data_dir / "images" / "train", data_dir / "panoptic_train.json",
@@ -156,7 +157,7 @@ def pretrain_backbone(
         for _ in range(steps):
             pick = torch.randint(len(train.labels), (batch_size,), generator=generator)
             x = prepare(_augment(train.images[pick], generator))
-            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
                 loss = F.cross_entropy(model(x).float(), train.labels[pick].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -166,7 +167,7 @@ def pretrain_backbone(
             bar.update(1)
     model.eval()
     predicted = []
-    with torch.no_grad(), torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
         for chunk in test.images.split(256):
             predicted.append(model(prepare(chunk)).argmax(1).cpu())
     right = torch.cat(predicted) == test.labels

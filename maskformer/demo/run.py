@@ -28,6 +28,7 @@ from ..predict import LoadedImage, PredictionWriter, Predictor
 from ..predict.checks import check_device
 from ..predict.writers import coco_image_ids
 from ..training import DataConfig, RunConfig, TrainConfig, train
+from ..training.precision import bf16_speed
 from ..visualize import GridRow, confusion_plot, prediction_grid, segment_labels, training_curves
 from .backbone import pretrain_backbone
 
@@ -48,12 +49,15 @@ def demo_recipe(family: str) -> DemoRecipe:
     return recipe
 
 
-def demo_config(data_dir: Path, steps: int, family: str = DEMO_FAMILY.name, workers: int | None = 0) -> RunConfig:
+def demo_config(
+    data_dir: Path, steps: int, family: str = DEMO_FAMILY.name, workers: int | None = 0, bf16: bool = False
+) -> RunConfig:
     """The demo model of ``family`` (``Family.demo``: a ResNet-18 model sized for two CPU cores; its backbone
     starts from random weights, nothing is downloaded, unless ``model.backbone.weights`` is set, as
     :func:`run_demo` does with stage 1's), and its training on the demo's data. Besides the family's class
     weight of 5, scale augmentation stays within 0.75-1.5 so that textures keep periods the features can
-    resolve: the departures from the papers' recipes made for a model that learns from few steps."""
+    resolve: the departures from the papers' recipes made for a model that learns from few steps. ``bf16``
+    trains under bfloat16 autocast (:func:`run_demo` sets it where bfloat16 is faster, :func:`bf16_speed`)."""
     recipe = demo_recipe(family)
     model = recipe.model()
     model.inference = InferenceConfig(
@@ -81,7 +85,7 @@ def demo_config(data_dir: Path, steps: int, family: str = DEMO_FAMILY.name, work
         accelerator="cpu",
         devices=1,
         num_val_images=4,
-        precision="bf16-mixed",  # 1.4x faster steps on this CPU; matching and losses stay float32
+        precision="bf16-mixed" if bf16 else "32-true",  # matching and losses stay float32 under bf16-mixed
     )
     return RunConfig(model=model, data=data, train=train_cfg)
 
@@ -120,8 +124,13 @@ def run_demo(
         f"CUDA GPU ({torch.cuda.get_device_name()})" if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     )
     more = f" ({factor}x the CPU's steps)" if factor > 1 else ""
+    # bfloat16 autocast where it is faster: 1.4x faster steps on an Intel Xeon with AMX, 11x slower on an AMD
+    # EPYC without bfloat16 arithmetic (docs/demo.md).
+    speed = bf16_speed(device)
+    precision = "bfloat16 autocast" if speed.fast else "float32"
+    print(f"[demo] precision: {precision} ({speed.describe()})", flush=True)
     # On two CPU cores a loader process slows the steps; a GPU machine's spare cores feed the GPU.
-    config = demo_config(data_dir, steps, family, workers=None if device == "cuda" else 0)
+    config = demo_config(data_dir, steps, family, workers=None if device == "cuda" else 0, bf16=speed.fast)
     config.train.seed = seed
     config.train.accelerator = "gpu" if device == "cuda" else "cpu"
     backbone = config.model.backbone
@@ -132,7 +141,7 @@ def run_demo(
               f"for {backbone_steps} steps on the {where}{more}", flush=True)  # fmt: skip
         stage1 = pretrain_backbone(
             data_dir, out / "backbone" / f"{backbone.name}.safetensors", backbone.name, config.model.pixel_mean,
-            config.model.pixel_std, steps=backbone_steps, seed=seed, device=device,
+            config.model.pixel_std, steps=backbone_steps, seed=seed, device=device, bf16=speed.fast,
         )  # fmt: skip
         print(f"[demo] stage 1: {stage1.accuracy:.2f} of {stage1.held_out_crops} held-out crops named right "
               f"({stage1.thing_accuracy:.2f} of the shapes) in {stage1.seconds:.0f} s", flush=True)  # fmt: skip
@@ -157,6 +166,7 @@ def run_demo(
             "wall_time_s": round(time.time() - start, 1),
             "family": family,
             "device": device,
+            "precision": config.train.precision,
             "threads": torch.get_num_threads(),
             "thing_confusion": confusion,
         }
