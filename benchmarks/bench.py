@@ -587,7 +587,7 @@ def table(results: dict) -> str:
     bf16_ceiling = (
         f"bfloat16 {results['ceiling_bf16']:.0f} GFLOP/s"
         if results["ceiling_bf16"] is not None
-        else f"bfloat16 not measured ({speed.describe()}: no bf16 rows)"
+        else f"bfloat16 not measured ({speed.describe()}; no bf16 rows)"
     )
     lines = [
         f"device: {results['device']}; threads: {results['threads']}; torch {results['torch']}",

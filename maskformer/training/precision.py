@@ -31,7 +31,7 @@ class Bf16Speed:
         """One clause for a console line."""
         if self.fast:
             return f"bfloat16 matrix products ran {self.speedup:.1f}x as fast as float32 here"
-        return f"bfloat16 matrix products ran at {self.speedup:.2f}x float32's speed here (no bfloat16 arithmetic)"
+        return f"bfloat16 matrix products ran at {self.speedup:.2f}x float32's speed here: no bfloat16 arithmetic"
 
 
 def bf16_speed(device: str | torch.device = "cpu", repeats: int = 3) -> Bf16Speed:

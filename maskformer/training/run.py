@@ -39,6 +39,7 @@ from .csv_log import CSVLog
 from .datamodule import MaskFormerDataModule
 from .finetune import starting_model
 from .module import MaskFormerModule
+from .precision import bf16_speed
 
 log = logging.getLogger("maskformer")
 
@@ -277,6 +278,11 @@ def train(
                 trainer.strategy.root_device.type,
                 run_dir,
             )
+        device = trainer.strategy.root_device
+        if trainer.is_global_zero and config.train.precision == "bf16-mixed" and device.type == "cpu":
+            speed = bf16_speed(device)
+            if not speed.fast:
+                log.warning("train.precision=bf16-mixed: %s; 32-true trains faster on this CPU", speed.describe())
         began = time.time()
         # Checkpoints hold only tensors and plain containers: load them without unpickling arbitrary objects.
         try:
