@@ -15,6 +15,7 @@ def test_bf16_speed_is_a_measured_ratio_and_fast_means_faster():
     assert speed.fast == (speed.speedup > 1.0)
     assert Bf16Speed(3.0).fast and "3.0x as fast" in Bf16Speed(3.0).describe()
     assert not Bf16Speed(0.02).fast and "no bfloat16 arithmetic" in Bf16Speed(0.02).describe()
+    assert not Bf16Speed(0.9).fast and "no bfloat16 arithmetic" not in Bf16Speed(0.9).describe()
 
 
 def test_demo_trains_in_bf16_only_when_told():

@@ -124,8 +124,8 @@ def run_demo(
         f"CUDA GPU ({torch.cuda.get_device_name()})" if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     )
     more = f" ({factor}x the CPU's steps)" if factor > 1 else ""
-    # bfloat16 autocast where it is faster: 1.4x faster steps on an Intel Xeon with AMX, 11x slower on an AMD
-    # EPYC without bfloat16 arithmetic (docs/demo.md).
+    # bfloat16 autocast only where it is faster: its steps were slightly faster on an Intel Xeon with AMX and
+    # 11x slower on an AMD EPYC that emulates bfloat16 (docs/demo.md).
     speed = bf16_speed(device)
     precision = "bfloat16 autocast" if speed.fast else "float32"
     print(f"[demo] precision: {precision} ({speed.describe()})", flush=True)
