@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from bench import EOMT_SIZE, build_pair, cpu_model, family, their_loss, training_targets
+from bench import EOMT_SIZE, timed_adamw, build_pair, cpu_model, family, their_loss, training_targets
 
 from maskformer.model import SetCriterion
 
@@ -70,7 +70,7 @@ def _training_steps(ours, theirs, size: int, steps: int) -> tuple[dict, float, d
     profiles = []
     for model in (ours, theirs):
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+        opt = timed_adamw(model)
 
         def step(model=model, opt=opt) -> None:
             opt.zero_grad(set_to_none=True)

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from maskformer.model import MaskFormer, Segmenter
+from maskformer.training import DataConfig, RunConfig
 from maskformer.training.config import TrainConfig, recipe
+from maskformer.training.module import MaskFormerModule
 from maskformer.training.optim import build_optimizer, lr_lambda
 from tests.helpers import small_config
 
@@ -171,3 +173,33 @@ def test_eomt_recipes_warm_up_in_the_official_two_stages():
             assert g["lr"] == pytest.approx(expected, abs=1e-15)
         optimizer.step()
         scheduler.step()
+
+
+def test_the_update_is_fused_except_under_float16_loss_scaling():
+    """AdamW takes its fused kernel on the CPU in float32 and bf16-mixed; not under 16-mixed, whose GradScaler
+    must unscale the gradients before clipping (a fused optimizer unscales inside its step)."""
+    model = MaskFormer(tiny_config())
+    for precision, fused in (("32-true", True), ("bf16-mixed", True), ("16-mixed", False)):
+        optimizer, _ = build_optimizer(model, TrainConfig(precision=precision))
+        assert bool(optimizer.defaults["fused"]) == fused, precision
+
+
+def test_the_module_clips_the_whole_gradient_norm_for_a_fused_optimizer():
+    """The training module clips as Lightning's own hook would (the whole model's norm to the trainer's value),
+    for the fused optimizer too, which Lightning's mixed-precision plugin refuses to clip."""
+    torch.manual_seed(0)
+    config = RunConfig(model=tiny_config(), data=DataConfig(root="unused"), train=TrainConfig(precision="bf16-mixed"))
+    module = MaskFormerModule(config)
+    optimizer, _ = build_optimizer(module.model, config.train)
+    params = [p for p in module.model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    before = [p.grad.clone() for p in params]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in before]))
+    module.configure_gradient_clipping(optimizer, 0.01, "norm")
+    scale = 0.01 / (float(norm) + 1e-6)  # torch's clip_grad_norm_ factor
+    for p, g in zip(params, before):
+        torch.testing.assert_close(p.grad, g * scale)
+    module.configure_gradient_clipping(optimizer, None, None)  # no clipping configured: gradients as they are
+    for p, g in zip(params, before):
+        torch.testing.assert_close(p.grad, g * scale)

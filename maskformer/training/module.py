@@ -172,6 +172,18 @@ class MaskFormerModule(L.LightningModule):
         optimizer, scheduler = build_optimizer(self.model, self.config.train)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """The recipe's clipping of the whole model's gradient norm (the trainer's ``gradient_clip_val``; its
+        algorithm is always "norm"), as Lightning's own hook does it but with torch directly: Lightning's
+        mixed-precision plugin refuses to clip for a fused optimizer, a guard for float16's GradScaler that
+        bf16-mixed does not use (under 16-mixed the optimizer is not fused, :func:`fused_update`, and
+        Lightning has unscaled the gradients before this hook)."""
+        if gradient_clip_val:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     # ---- validation -----------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         meta = self.config.model.metadata
