@@ -239,3 +239,14 @@ def test_fast_postprocessing_equals_the_straightforward_formulas(raw, tied_class
     binary, labels, scores = straightforward_instance(logits, masks, image, padded, out, topk=7)
     assert torch.equal(instance.masks, binary) and torch.equal(instance.labels, labels)
     assert torch.equal(instance.scores, scores)
+
+
+@settings(FAST, max_examples=300)
+@given(st.integers(0, 9).flatmap(lambda m: st.lists(st.integers(0, max(m - 1, 0)), min_size=m, max_size=m)))
+def test_planes_gathered_in_place_equal_a_gather(source):
+    """Instance masks put in score order in place (chains, cycles, repeated and unused planes) equal
+    ``planes[source]``."""
+    planes = torch.arange(len(source) * 6, dtype=torch.float32).view(len(source), 2, 3)
+    expected = planes[torch.tensor(source, dtype=torch.long)]
+    result = post._gather_planes(planes, source)
+    assert result.data_ptr() == planes.data_ptr() and torch.equal(result, expected)
