@@ -41,7 +41,7 @@ from maskformer.model import MaskFormer, Segmenter, SetCriterion
 from maskformer.model import inference as post
 from maskformer.model.padding import pad_batch, padded_groups
 from maskformer.model.test_resize import resize_for_test
-from maskformer.training.precision import Bf16Speed, bf16_speed
+from maskformer.precision import Bf16Speed, bf16_speed
 
 NUM_CLASSES = 150
 
@@ -698,7 +698,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "ceiling_fp32": ceiling(torch.float32, device, repeats),
-        # The demo's rule (maskformer/training/precision.py): bfloat16 rows only where bfloat16 is faster than
+        # The demo's rule (maskformer/precision.py): bfloat16 rows only where bfloat16 is faster than
         # float32; where it is emulated (AVX2-only CPUs: 0.01x) they would take hours and measure the emulation.
         "bf16_speedup": bf16_speed(device).speedup,
         "models": [],

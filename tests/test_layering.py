@@ -66,14 +66,16 @@ PACKAGE = Path(maskformer.__file__).parent
 # Each layer and the layers it may import; "model" is the core above. Nothing imports a layer above it.
 LAYERS: dict[str, set[str]] = {
     "model": set(),
+    # Whether bfloat16 pays on a device (plain torch), for the layers that choose or warn about a precision.
+    "precision": set(),
     "data": {"model"},
     "evaluation": {"data", "model"},
     "visualize": {"data", "model"},
     "export": {"model"},
-    "predict": {"data", "model", "visualize"},
+    "predict": {"data", "model", "precision", "visualize"},
     # Training starts from any model source (model.weights), which predict's zoo resolves.
-    "training": {"data", "evaluation", "model", "predict", "visualize"},
-    "demo": {"data", "evaluation", "model", "predict", "training", "visualize"},
+    "training": {"data", "evaluation", "model", "precision", "predict", "visualize"},
+    "demo": {"data", "evaluation", "model", "precision", "predict", "training", "visualize"},
     "serve": {"data", "model", "predict"},
     "cli": {"data", "demo", "evaluation", "export", "model", "predict", "serve", "training", "visualize"},
 }

@@ -12,7 +12,7 @@ from maskformer.data.synth import write_dataset
 from maskformer.model.matcher import pad_targets
 from maskformer.model.prediction import Prediction
 from maskformer.training import train
-from maskformer.training.precision import Bf16Speed
+from maskformer.precision import Bf16Speed
 from tests.helpers import FAMILIES, make_criterion, make_matcher, run_config
 
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from maskformer.demo import demo_config
-from maskformer.training.precision import Bf16Speed, bf16_speed
+from maskformer.precision import Bf16Speed, bf16_speed
 
 
 def test_bf16_speed_is_a_measured_ratio_and_fast_means_faster():

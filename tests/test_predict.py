@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 from maskformer.cli.main import main
 from maskformer.data.io import read_panoptic_png
 from maskformer.model import MaskFormer
+from maskformer.precision import Bf16Speed
 from maskformer.predict import Predictor
 from tests.helpers import hf_to_detectron2, tiny_config, write_zoo_pickle
 
@@ -282,6 +284,26 @@ def test_bf16_runs_a_bfloat16_copy_and_leaves_the_model_float32(variant):
     assert bf16.shape == fp32.shape and (bf16 == fp32).float().mean() > 0.5
     predictor.precision = "fp32"
     assert torch.equal(predictor(image)[0].label_map, fp32)
+
+
+@pytest.mark.parametrize("speedup", [0.02, 3.0])
+def test_bf16_on_a_cpu_that_emulates_bfloat16_says_fp32_is_faster(speedup, monkeypatch, caplog):
+    """One warning, when the bfloat16 copy is made, where bfloat16 is measured slower (as on an AVX2-only CPU);
+    none where it is faster."""
+    monkeypatch.setattr("maskformer.predict.predictor.bf16_speed", lambda device: Bf16Speed(speedup))
+    config = tiny_config(num_classes=5, queries=8)
+    config.inference.test_shortest_edge = 32
+    predictor = Predictor(MaskFormer(config), precision="bf16")
+    image = torch.randint(0, 255, (3, 40, 40), dtype=torch.uint8)
+    with caplog.at_level(logging.WARNING, logger="maskformer"):
+        predictor(image)
+        predictor(image)
+    said = [r.getMessage() for r in caplog.records if "fp32 predicts faster" in r.getMessage()]
+    if speedup < 1:
+        assert said == ["precision bf16: bfloat16 matrix products ran at 0.02x float32's speed here: no bfloat16 "
+                        "arithmetic; fp32 predicts faster on this CPU"]  # fmt: skip
+    else:
+        assert said == []
 
 
 def test_inputs_are_scaled_by_their_bit_depth():

@@ -28,7 +28,7 @@ from ..predict import LoadedImage, PredictionWriter, Predictor
 from ..predict.checks import check_device
 from ..predict.writers import coco_image_ids
 from ..training import DataConfig, RunConfig, TrainConfig, train
-from ..training.precision import bf16_speed
+from ..precision import bf16_speed
 from ..visualize import GridRow, confusion_plot, prediction_grid, segment_labels, training_curves
 from .backbone import pretrain_backbone
 

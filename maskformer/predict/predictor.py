@@ -7,6 +7,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -22,11 +23,13 @@ from ..model.segmenter import Group
 from ..model.test_resize import resize_for_test
 from ..model.tta import augmented_semantic_probabilities
 from ..model.windows import windowed_semantic_probabilities
+from ..precision import bf16_speed
 from .checks import check_device, check_options
 from .inputs import ImageInput, LoadedImage, load_inputs
 from .results import InstanceResult, PanopticResult, Result, Segment, SemanticResult, class_name
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+log = logging.getLogger("maskformer")
 
 
 def complete_metadata(meta: MetadataConfig, num_classes: int) -> MetadataConfig:
@@ -169,11 +172,14 @@ class Predictor:
     def _network(self) -> Segmenter:
         """The network to run. For bf16, a bfloat16 copy of the model: weights cast once instead of at every
         layer as autocast does (copies, mostly autocast's casts, took a fifth of a profiled CPU forward).
-        Norms and softmax still accumulate in float32 inside PyTorch's bfloat16 kernels. fp16 keeps autocast,
-        whose float32 norms and reductions avoid float16 overflow."""
+        Norms and softmax still accumulate in float32 inside PyTorch's bfloat16 kernels; on a CPU where bfloat16
+        is measured slower than float32 (:func:`bf16_speed`: emulated on one without bfloat16 instructions), one
+        warning says so. fp16 keeps autocast, whose float32 norms and reductions avoid float16 overflow."""
         if self.precision != "bf16":
             return self.model
         if self._bf16_model is None:
+            if self.device.type == "cpu" and not (speed := bf16_speed(self.device)).fast:
+                log.warning("precision bf16: %s; fp32 predicts faster on this CPU", speed.describe())
             self._bf16_model = copy.deepcopy(self.model).to(torch.bfloat16)
             if self.compile:  # a deep copy of a compiled module runs eagerly: compile the copy itself
                 self._bf16_model.compile()

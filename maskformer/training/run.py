@@ -39,7 +39,7 @@ from .csv_log import CSVLog
 from .datamodule import MaskFormerDataModule
 from .finetune import starting_model
 from .module import MaskFormerModule
-from .precision import bf16_speed
+from ..precision import bf16_speed
 
 log = logging.getLogger("maskformer")
 
