@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from bench import EOMT_SIZE, timed_adamw, build_pair, cpu_model, family, their_loss, training_targets
+from bench import EOMT_SIZE, build_pair, cpu_model, family, their_loss, timed_adamw, training_targets
 
 from maskformer.model import SetCriterion
 

@@ -11,8 +11,8 @@ import torch
 from maskformer.data.synth import write_dataset
 from maskformer.model.matcher import pad_targets
 from maskformer.model.prediction import Prediction
-from maskformer.training import train
 from maskformer.precision import Bf16Speed
+from maskformer.training import train
 from tests.helpers import FAMILIES, make_criterion, make_matcher, run_config
 
 

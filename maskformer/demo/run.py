@@ -24,11 +24,11 @@ from ..model.config import InferenceConfig
 from ..model.families import DEMO_FAMILY, demo_names
 from ..model.families import family as family_named
 from ..model.families.family import DemoRecipe
+from ..precision import bf16_speed
 from ..predict import LoadedImage, PredictionWriter, Predictor
 from ..predict.checks import check_device
 from ..predict.writers import coco_image_ids
 from ..training import DataConfig, RunConfig, TrainConfig, train
-from ..precision import bf16_speed
 from ..visualize import GridRow, confusion_plot, prediction_grid, segment_labels, training_curves
 from .backbone import pretrain_backbone
 

@@ -33,13 +33,13 @@ from ..model.distributed import world_size
 from ..model.families import family_of
 from ..model.loading import load_lightning_checkpoint
 from ..model.weights.fit import StateDiff
+from ..precision import bf16_speed
 from .config import RunConfig
 from .console import GracefulInterrupt, StepProgressBar, StopRequested, TrainingInterrupted, quiet_lightning
 from .csv_log import CSVLog
 from .datamodule import MaskFormerDataModule
 from .finetune import starting_model
 from .module import MaskFormerModule
-from ..precision import bf16_speed
 
 log = logging.getLogger("maskformer")
 
