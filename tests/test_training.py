@@ -16,10 +16,11 @@ from safetensors.torch import load_file
 from maskformer.cli.main import main
 from maskformer.data.synth import write_dataset
 from maskformer.model import Segmenter
-from maskformer.predict import load_model
-from maskformer.training import train
+from maskformer.predict import Predictor, load_model
+from maskformer.training import TrainConfig, train
 from maskformer.training.datamodule import MaskFormerDataModule
-from tests.helpers import FAMILIES, run_config
+from maskformer.training.module import use_channels_last
+from tests.helpers import FAMILIES, run_config, tiny_config, tiny_m2f_config
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +127,15 @@ def test_batches_stay_where_the_loader_made_them(synth):
     data = MaskFormerDataModule(run_config(synth, 1))
     batch = [{"image": torch.zeros(3, 8, 8), "semantic": torch.zeros(8, 8, dtype=torch.long)}]
     assert data.transfer_batch_to_device(batch, torch.device("meta"), 0) is batch
+
+
+def test_swin_maskformer_trains_in_nchw_and_predicts_channels_last():
+    """The measured layout rule (MaskFormer.trains_channels_last): a Swin with MaskFormer's DETR decoder trains in
+    NCHW and predicts in channels-last; Mask2Former does both in channels-last; train.channels_last overrides."""
+    swin_detr, m2f = Segmenter.from_config(tiny_config()), Segmenter.from_config(tiny_m2f_config())
+    assert not use_channels_last(TrainConfig(), swin_detr) and use_channels_last(TrainConfig(), m2f)
+    assert use_channels_last(TrainConfig(channels_last=True), swin_detr)
+    conv = next(
+        m for m in Predictor(swin_detr).model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
+    )
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -14,7 +14,7 @@ cfg = demo_config(Path(os.environ.get("DEMO_DATA", "demo-output/data")), 10)
 dm = MaskFormerDataModule(cfg); dm.setup("fit")
 batch = next(iter(dm.train_dataloader()))
 model = MaskFormer(cfg.model).train(); crit = SetCriterion.from_config(cfg.model)
-cl = model.prefers_channels_last
+cl = model.trains_channels_last
 if cl: model = model.to(memory_format=torch.channels_last)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=bool(os.environ.get("FUSED")))
 x, _ = model.preprocess([b["image"] for b in batch])

@@ -67,8 +67,14 @@ class Segmenter(nn.Module):
 
     @property
     def prefers_channels_last(self) -> bool:
-        """Whether channels-last weights and activations run this network faster."""
+        """Whether channels-last weights and activations run this network's inference faster."""
         return True
+
+    @property
+    def trains_channels_last(self) -> bool:
+        """Whether channels-last runs this network's training step (forward, loss, backward) faster: by default
+        as inference does."""
+        return self.prefers_channels_last
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
         """``nn.Module.compile`` (in place: the state dict keeps its names), with static shapes unless

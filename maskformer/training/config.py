@@ -113,7 +113,7 @@ class TrainConfig:
     clip_grad_norm: float = 0.01
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     # Weights and activations in channels-last memory order: faster convolutions (benchmarks/RESULTS.md).
-    # None: where it pays (the network's prefers_channels_last: every model but a Swin with MaskFormer's DETR
+    # None: where it pays (the network's trains_channels_last: every model but a Swin with MaskFormer's DETR
     # decoder).
     channels_last: bool | None = None
     # torch.compile the network (Module.compile; inductor on CPUs and GPUs): the same results to float rounding,

@@ -38,8 +38,8 @@ def pad_target(target: dict[str, Tensor], size: tuple[int, int], device: torch.d
 
 
 def use_channels_last(train: TrainConfig, model: Segmenter) -> bool:
-    """``train.channels_last``, or where it is None (auto) what the model prefers."""
-    return model.prefers_channels_last if train.channels_last is None else train.channels_last
+    """``train.channels_last``, or where it is None (auto) what the model trains faster in."""
+    return model.trains_channels_last if train.channels_last is None else train.channels_last
 
 
 class MaskFormerModule(L.LightningModule):
