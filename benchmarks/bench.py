@@ -42,6 +42,7 @@ from maskformer.model import inference as post
 from maskformer.model.padding import pad_batch, padded_groups
 from maskformer.model.test_resize import resize_for_test
 from maskformer.precision import Bf16Speed, bf16_speed
+from maskformer.training.layout import time_training_layouts
 
 NUM_CLASSES = 150
 
@@ -195,7 +196,9 @@ def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.d
     # Peak memory, each in a fresh process: the allocator keeps what earlier measurements used.
     for probe in probes:
         for impl in ("ours", "theirs") if probe != "train_b2_points" else ("ours",):
-            r[f"{impl}_{probe}_mb"] = memory_probe(name, impl, probe, size)
+            # Our training in the layout `train` chose above, our inference channels-last (the Predictor's).
+            nchw = impl == "ours" and probe.startswith("train") and r["train_layout"] == "NCHW"
+            r[f"{impl}_{probe}_mb"] = memory_probe(name, impl, probe, size, nchw)
     return r
 
 
@@ -277,12 +280,14 @@ def timed_adamw(model: torch.nn.Module) -> torch.optim.AdamW:
 
 
 def time_our_training(name: str, ours, x2, targets, device: torch.device, repeats: int, bf16: bool) -> dict:
-    """Seconds of this package's training step: channels-last, NCHW, bf16-mixed (if ``bf16``) and (MaskFormer)
-    with the point-sampled loss. The optimiser's state and the gradients are freed on return."""
+    """Seconds of this package's training step in each memory layout, in the layout ``maskformer train`` times
+    faster on this machine (``train_layout``, chosen by the package's own timing, ``time_training_layouts``),
+    bf16-mixed (if ``bf16``) and (MaskFormer) with the point-sampled loss, these in the chosen layout. The
+    optimiser's state and the gradients are freed on return."""
     r = {}
     criterion = SetCriterion.from_config(ours.config).to(device)
     ours.train()
-    opt = timed_adamw(ours)
+    opt = None
 
     def our_step():
         opt.zero_grad(set_to_none=True)
@@ -290,11 +295,17 @@ def time_our_training(name: str, ours, x2, targets, device: torch.device, repeat
         sum(losses.values()).backward()
         opt.step()
 
-    r["ours_train_b2_s"] = median_time(our_step, device, repeats)
-    ours.to(memory_format=torch.contiguous_format)
-    opt = timed_adamw(ours)  # state in the parameters' new layout, as a run in NCHW would have it
-    r["ours_train_b2_nchw_s"] = median_time(our_step, device, repeats)
-    ours.to(memory_format=torch.channels_last)
+    for key, layout in (("cl", torch.channels_last), ("nchw", torch.contiguous_format)):
+        ours.to(memory_format=layout)
+        opt = timed_adamw(ours)  # state in the parameters' layout, as a run in that layout has it
+        r[f"ours_train_b2_{key}_s"] = median_time(our_step, device, repeats)
+    size = tuple(x2.shape[-2:])
+    # As train.channels_last=None: timed on a CPU, the network's own rule elsewhere (training/layout.py).
+    cpu = device.type == "cpu"
+    chosen = time_training_layouts(ours, criterion, len(x2), size).channels_last if cpu else ours.trains_channels_last
+    r["train_layout"] = "channels-last" if chosen else "NCHW"
+    r["ours_train_b2_s"] = r["ours_train_b2_cl_s" if chosen else "ours_train_b2_nchw_s"]
+    ours.to(memory_format=torch.channels_last if chosen else torch.contiguous_format)
     opt = timed_adamw(ours)
 
     def our_step_bf16():
@@ -314,6 +325,7 @@ def time_our_training(name: str, ours, x2, targets, device: torch.device, repeat
         criterion = SetCriterion.from_config(point_config).to(device)
         r["ours_train_b2_points_s"] = median_time(our_step, device, repeats)
     ours.zero_grad(set_to_none=True)
+    ours.to(memory_format=torch.channels_last)
     return r
 
 
@@ -346,20 +358,22 @@ def their_loss(theirs, x, mask_labels, class_labels) -> torch.Tensor:
 MEMORY_PROBES = ("eval_b1", "eval_b8", "train_b2", "train_b2_points")
 
 
-def memory_probe(name: str, impl: str, probe: str, size: int) -> float:
+def memory_probe(name: str, impl: str, probe: str, size: int, nchw: bool = False) -> float:
     """Peak memory (MiB) of one measurement run alone in a new process after a warm-up run, minus the process's
     memory before it (weights, and in training the optimiser's state, are not counted, in both implementations
-    alike)."""
-    cmd = [sys.executable, __file__, "--probe", f"{name}:{impl}:{probe}", "--size", str(size)]
+    alike); ours channels-last unless ``nchw``."""
+    spec = f"{name}:{impl}:{probe}" + (":nchw" if nchw else "")
+    cmd = [sys.executable, __file__, "--probe", spec, "--size", str(size)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
 
 def run_probe(spec: str, size: int) -> None:
-    name, impl, probe = spec.split(":")
+    name, impl, probe, *layout = spec.split(":")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ours, theirs = build_pair(name, device)
-    model = ours.to(memory_format=torch.channels_last) if impl == "ours" else theirs
+    ours.to(memory_format=torch.contiguous_format if layout == ["nchw"] else torch.channels_last)
+    model = ours if impl == "ours" else theirs
     del ours, theirs
     batch = {"eval_b1": 1, "eval_b8": 8}.get(probe, 2)
     x = torch.randn(batch, 3, size, size, device=device)
@@ -607,11 +621,18 @@ def table(results: dict) -> str:
     ]
     for r in results["models"]:
         for label, key in ROWS:
+            if key == "train_b2_s" and "train_layout" in r:
+                label = f"training step, batch 2, {r['train_layout']} as timed by `train` here (s)"
             if f"ours_{key}" in r and f"theirs_{key}" in r:
                 ours, theirs = r[f"ours_{key}"], r[f"theirs_{key}"]
                 lines.append(f"| {r['model']} | {label} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.2f} |")
-        for label, key in (("eval forward, batch 1, NCHW (s)", "eval_b1"), ("training step, NCHW (s)", "train_b2")):
-            ours, theirs = r[f"ours_{key}_nchw_s"], r[f"theirs_{key}_s"]
+        # Results before the training layout was timed (train_layout) had the channels-last step as the main row.
+        layouts = (("eval forward, batch 1, NCHW (s)", "ours_eval_b1_nchw_s", "theirs_eval_b1_s"),)
+        if "train_layout" in r:
+            layouts += (("training step, channels-last (s)", "ours_train_b2_cl_s", "theirs_train_b2_s"),)
+        layouts += (("training step, NCHW (s)", "ours_train_b2_nchw_s", "theirs_train_b2_s"),)
+        for label, our_key, their_key in layouts:
+            ours, theirs = r[our_key], r[their_key]
             lines.append(f"| {r['model']} | {label} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.2f} |")
         lines.append(f"| {r['model']} | forward GFLOPs (batch 1) | {r['gflops_forward']:.1f} | | |")
         lines.append(

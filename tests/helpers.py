@@ -475,6 +475,8 @@ def run_config(root, steps: int, family: str = "maskformer", **train_kw) -> RunC
         accelerator="cpu",
         devices=1,
         num_val_images=2,
+        # A given layout: a measured one (train.channels_last=None) could differ between two runs a test compares.
+        channels_last=True,
     )
     settings.update(train_kw)
     return RunConfig(model=model, data=data, train=TrainConfig(**settings))

@@ -112,9 +112,9 @@ class TrainConfig:
     step_gamma: float = 0.1
     clip_grad_norm: float = 0.01
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
-    # Weights and activations in channels-last memory order: faster convolutions (benchmarks/RESULTS.md).
-    # None: where it pays (the network's trains_channels_last: every model but a Swin with MaskFormer's DETR
-    # decoder).
+    # Weights and activations in channels-last memory order: faster convolutions where oneDNN or cuDNN has the
+    # kernels (benchmarks/RESULTS.md). None: the faster layout, timed before the run starts on a CPU in one
+    # process (training/layout.py); elsewhere the network's trains_channels_last.
     channels_last: bool | None = None
     # torch.compile the network (Module.compile; inductor on CPUs and GPUs): the same results to float rounding,
     # after a compile of the first steps' shapes (and of each new validation image size, up to torch's limit).

@@ -21,6 +21,8 @@ from .optim import build_optimizer
 
 # Losses shown as curves besides the total (the deep-supervision terms only add up into it).
 MAIN_LOSSES = ("loss_ce", "loss_mask", "loss_dice")
+# The checkpoint entry of the run's memory layout (True: channels-last).
+LAYOUT_KEY = "maskformer_channels_last"
 # What each kind of ground truth scores: semantic labels; panoptic segments (and from them semantic labels
 # and thing instances); overlapping instances alone.
 TASKS = {"semantic": ("semantic",), "panoptic": ("semantic", "panoptic", "instance"), "instance": ("instance",)}
@@ -38,7 +40,9 @@ def pad_target(target: dict[str, Tensor], size: tuple[int, int], device: torch.d
 
 
 def use_channels_last(train: TrainConfig, model: Segmenter) -> bool:
-    """``train.channels_last``, or where it is None (auto) what the model trains faster in."""
+    """``train.channels_last``, or where it is None (auto) the layout the network trains faster in by its own
+    rule (``trains_channels_last``); :func:`~.run.train` times both instead where it can
+    (:func:`~.run.measures_layout`)."""
     return model.trains_channels_last if train.channels_last is None else train.channels_last
 
 
@@ -59,8 +63,8 @@ class MaskFormerModule(L.LightningModule):
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
         self.model = model if model is not None else family_of(config.model).network(config.model)
-        if use_channels_last(config.train, self.model):
-            self.model.to(memory_format=torch.channels_last)
+        self.channels_last = False
+        self.set_channels_last(use_channels_last(config.train, self.model))
         if config.train.compile:
             self.model.compile()  # in place: the state dict, checkpoints and saved model keep their names
         self.criterion = SetCriterion.from_config(config.model)
@@ -75,6 +79,12 @@ class MaskFormerModule(L.LightningModule):
         self.skipped_samples = 0
         self.skipped_steps = 0
         self.last_metrics: dict = {}
+
+    def set_channels_last(self, channels_last: bool) -> None:
+        """Put the network's weights (and so its activations) in channels-last or NCHW memory order; saved in
+        checkpoints, so that a resumed run keeps its layout."""
+        self.channels_last = channels_last
+        self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
     @property
     def selection_metric(self) -> str:
@@ -320,6 +330,7 @@ class MaskFormerModule(L.LightningModule):
         checkpoint["maskformer_history"] = self.history
         checkpoint["maskformer_skipped"] = [self.skipped_samples, self.skipped_steps]
         checkpoint["maskformer_last_metrics"] = self.last_metrics
+        checkpoint[LAYOUT_KEY] = self.channels_last
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = checkpoint.get("maskformer_history", [])

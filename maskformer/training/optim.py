@@ -79,6 +79,17 @@ def fused_update(cfg: TrainConfig, params: list[Tensor]) -> bool:
     )
 
 
+def state_in_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each loaded state tensor its parameter's memory layout. ``Optimizer.load_state_dict`` keeps the
+    strides the checkpoint was saved with, and the fused kernel walks a parameter and its moments as flat
+    arrays: moments saved channels-last and resumed by a run in NCHW (another ``train.channels_last``, or
+    another machine's measured layout) would be added to the wrong elements, silently."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def build_optimizer(
     model: nn.Module, cfg: TrainConfig
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -87,5 +98,6 @@ def build_optimizer(
     groups = param_groups(model, cfg)
     fused = fused_update(cfg, [p for g in groups for p in g["params"]])
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    optimizer.register_load_state_dict_post_hook(state_in_parameter_layout)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [lr_lambda(cfg, g["backbone"]) for g in groups])
     return optimizer, scheduler

@@ -39,7 +39,8 @@ from .console import GracefulInterrupt, StepProgressBar, StopRequested, Training
 from .csv_log import CSVLog
 from .datamodule import MaskFormerDataModule
 from .finetune import starting_model
-from .module import MaskFormerModule
+from .layout import settle_layout
+from .module import LAYOUT_KEY, MaskFormerModule
 
 log = logging.getLogger("maskformer")
 
@@ -251,6 +252,7 @@ def train(
         model, initialisation = starting_model(config.model, resume=point is not None)
         module = MaskFormerModule(config, run_dir, model=model)
         start = resume_step(point, module) if point else 0
+        saved_layout = point.checkpoint.get(LAYOUT_KEY) if point else None
         point = None  # Lightning reads the checkpoint again: do not hold two copies
         if start >= config.train.max_steps:
             return finished_summary(run_dir, start)
@@ -279,6 +281,9 @@ def train(
                 run_dir,
             )
         device = trainer.strategy.root_device
+        layout = settle_layout(module, config.train, trainer, saved_layout)
+        if trainer.is_global_zero and layout:
+            log.info("%s", layout)
         if trainer.is_global_zero and config.train.precision == "bf16-mixed" and device.type == "cpu":
             speed = bf16_speed(device)
             if not speed.fast:
