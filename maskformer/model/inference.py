@@ -320,15 +320,18 @@ def instance_inference(
         unique, inverse = queries.unique(return_inverse=True)
         planes = torch.empty((len(queries), *out), dtype=torch.bool, device=masks.device)
         inside, area = [], []
-        weights = None  # one float copy of each binary mask in turn (a fresh one per mask page-faulted: 30 ms at 12 MP)
+        weights = None  # each binary mask in turn as 1.0 / 0.0 (a fresh one per mask page-faulted: 30 ms at 12 MP)
         for binary, m in zip(planes[: len(unique)], _resized_masks(masks[unique], padded_size, size, out)):
-            torch.gt(m, 0, out=binary)
-            area.append(torch.count_nonzero(binary))
-            # The sum of the mask's probabilities inside its binary mask, as sum(p * binary) adds them. The binary
-            # mask made float first: timed alone at 640 x 480, multiplying by the bool tensor itself was 2x slower
-            # and a masked_fill_ 3x.
+            # The comparison written as float and the bool mask copied from it: torch's float-to-float comparison
+            # and float-to-bool copy are vectorised, its comparison into bool and bool-to-float copy are not (51 + 25
+            # against 90 + 89 us for a 512 x 512 mask, AMD EPYC, 2 threads). The same 0 / 1 values either way.
             weights = torch.empty_like(m) if weights is None else weights
-            inside.append(m.sigmoid_().mul_(weights.copy_(binary)).sum())
+            torch.gt(m, 0, out=weights)
+            binary.copy_(weights)
+            area.append(torch.count_nonzero(binary))
+            # The sum of the mask's probabilities inside its binary mask, as sum(p * binary) adds them; multiplying
+            # by the float mask: by the bool tensor itself was 2x slower, a masked_fill_ 3x (640 x 480).
+            inside.append(m.sigmoid_().mul_(weights).sum())
         score_unique = torch.stack(inside) / (torch.stack(area) + 1e-6) if area else masks.new_zeros(0)
         final = top_scores * score_unique[inverse]
         order = final.argsort(descending=True)
