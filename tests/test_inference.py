@@ -165,3 +165,15 @@ def test_padding_does_not_change_an_image_alone_vs_in_a_batch(tiny_model):
     assert alone.shape == batched.shape == (40, 50)
     # Both pad `a` to 64 x 64, so the inputs the network sees are identical.
     assert torch.equal(alone, batched)
+
+
+def test_counts_of_float_masks_are_exact_past_float32s_integers():
+    """Areas are counted as sums of 0.0 / 1.0 planes: float32 holds integers up to 2**24 only (2**24 + 3 ones
+    sum to 2**24 + 4 or 2**24 in float32), so a larger plane is summed in float64."""
+    n = (1 << 24) + 3
+    assert inference._count_ones(torch.ones(n)).item() == n
+    plane = torch.zeros(n)
+    plane[::2] = 1.0
+    assert inference._count_ones(plane).item() == (n + 1) // 2
+    small = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    assert inference._count_ones(small).item() == 2
