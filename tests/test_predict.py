@@ -314,6 +314,10 @@ def test_inputs_are_scaled_by_their_bit_depth():
     assert int(array_to_tensor(np.full((2, 2), 65535, np.int32)).max()) == 255
     assert int(array_to_tensor(torch.rand(3, 5, 5, dtype=torch.bfloat16)).max()) <= 255
     assert array_to_tensor(np.zeros((4, 3, 3), np.uint8)).shape == (3, 4, 3)
+    rgb = torch.randint(0, 256, (3, 4, 5), dtype=torch.uint8)  # already the Predictor's format: the same pixels,
+    copied = array_to_tensor(rgb)  # in memory of their own
+    assert torch.equal(copied, rgb) and copied.data_ptr() != rgb.data_ptr()
+    assert torch.equal(array_to_tensor(rgb.permute(1, 2, 0).numpy()), rgb)  # as a numpy [H, W, C] array
 
 
 def test_panoptic_files_use_dataset_category_ids_and_unique_names(tmp_path):

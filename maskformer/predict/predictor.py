@@ -223,14 +223,12 @@ class Predictor:
         if task == "semantic":
             return SemanticResult(item.name, out_size, meta, res.cpu(), path=item.path)
         if task == "panoptic":
-            seg = res.segmentation
-            areas = torch.bincount(seg.flatten().long(), minlength=len(res.segments) + 1).tolist()
             segments = [
-                Segment(s["id"], c, class_name(meta, c), s["score"], areas[s["id"]], s["isthing"])
+                Segment(s["id"], c, class_name(meta, c), s["score"], s["area"], s["isthing"])
                 for s in res.segments
                 for c in [s["category_id"]]
             ]
-            return PanopticResult(item.name, out_size, meta, seg.cpu(), segments, path=item.path)
+            return PanopticResult(item.name, out_size, meta, res.segmentation.cpu(), segments, path=item.path)
         labels, scores = res.labels.cpu(), res.scores.cpu()
         return InstanceResult(item.name, out_size, meta, res.masks.cpu(), labels, scores, path=item.path)
 
