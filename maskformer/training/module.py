@@ -42,7 +42,7 @@ def pad_target(target: dict[str, Tensor], size: tuple[int, int], device: torch.d
 def use_channels_last(train: TrainConfig, model: Segmenter) -> bool:
     """``train.channels_last``, or where it is None (auto) the layout the network trains faster in by its own
     rule (``trains_channels_last``); :func:`~.run.train` times both instead where it can
-    (:func:`~.run.measures_layout`)."""
+    (:func:`~.layout.measures_layout`)."""
     return model.trains_channels_last if train.channels_last is None else train.channels_last
 
 
@@ -63,7 +63,6 @@ class MaskFormerModule(L.LightningModule):
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
         self.model = model if model is not None else family_of(config.model).network(config.model)
-        self.channels_last = False
         self.set_channels_last(use_channels_last(config.train, self.model))
         if config.train.compile:
             self.model.compile()  # in place: the state dict, checkpoints and saved model keep their names
