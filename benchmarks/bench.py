@@ -24,6 +24,7 @@ import copy
 import ctypes
 import gc
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -364,8 +365,17 @@ def memory_probe(name: str, impl: str, probe: str, size: int, nchw: bool = False
     alike); ours channels-last unless ``nchw``."""
     spec = f"{name}:{impl}:{probe}" + (":nchw" if nchw else "")
     cmd = [sys.executable, __file__, "--probe", spec, "--size", str(size)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=memory_probe_env()).stdout
     return float(out.strip().splitlines()[-1])
+
+
+def memory_probe_env() -> dict[str, str]:
+    """The environment of a memory probe: glibc's malloc with a fixed mmap threshold (128 KiB, its initial one), so
+    that freed blocks above it go back to the system at once and the peak is the computation's. glibc raises the
+    threshold by itself as large blocks are freed (up to 32 MiB), after which the same code's batch-1 peak read
+    138-191 MiB from run to run, from how its heap happened to fragment (R50 MaskFormer; 99.5-99.9 MiB with the
+    fixed threshold, transformers' 102.8-102.9). Other C libraries ignore the variable."""
+    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 
 
 def run_probe(spec: str, size: int) -> None:
@@ -433,14 +443,15 @@ def end_to_end(device: torch.device, repeats: int, models: Sequence[str] = E2E_M
                 for impl in ("ours", "theirs"):
                     spec = f"e2e:{name}:{impl}:{task}:{h}:{w}"
                     row[f"{impl}_s"] = float(_run_probe_process(f"{spec}:{repeats}:time"))
-                    row[f"{impl}_mb"] = float(_run_probe_process(f"{spec}:1:memory"))
+                    row[f"{impl}_mb"] = float(_run_probe_process(f"{spec}:1:memory", memory_probe_env()))
                 rows.append(row)
     return rows
 
 
-def _run_probe_process(spec: str) -> str:
+def _run_probe_process(spec: str, env: dict[str, str] | None = None) -> str:
     cmd = [sys.executable, __file__, "--probe", spec]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    return out.strip().splitlines()[-1]
 
 
 def run_e2e_probe(spec: str) -> None:
