@@ -43,7 +43,7 @@ from maskformer.model import inference as post
 from maskformer.model.padding import pad_batch, padded_groups
 from maskformer.model.test_resize import resize_for_test
 from maskformer.precision import Bf16Speed, bf16_speed
-from maskformer.training.layout import time_training_layouts
+from maskformer.training.layout import synthetic_batch, time_training_layouts
 
 NUM_CLASSES = 150
 
@@ -175,17 +175,11 @@ def build_pair(name: str, device: torch.device):
     return ours.to(device).eval(), theirs.to(device).eval()
 
 
-def training_targets(batch: int, size: int, device: torch.device, segments: int = 8):
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(batch):
-        blocks = torch.randint(0, segments, (size // 32, size // 32), generator=g)
-        ids = blocks.repeat_interleave(32, 0).repeat_interleave(32, 1)
-        present = ids.unique()
-        masks = (ids[None] == present[:, None, None]).float()
-        labels = torch.randint(0, NUM_CLASSES, (len(present),), generator=g)
-        out.append({"labels": labels.to(device), "masks": masks.to(device)})
-    return out
+def training_targets(batch: int, size: int, device: torch.device) -> list[dict]:
+    """The targets of a timed training step: the package's synthetic ones (square segments of random classes,
+    as `train` times its layouts on), masks as floats, which transformers' loss takes."""
+    _, targets = synthetic_batch(batch, (size, size), NUM_CLASSES, device)
+    return [{"labels": t["labels"], "masks": t["masks"].float()} for t in targets]
 
 
 def bench_model(name: str, size: int, repeats: int, quick: bool, device: torch.device, ceilings: dict) -> dict:
