@@ -123,7 +123,7 @@ AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 def measures_layout(train: TrainConfig, trainer: L.Trainer) -> bool:
     """Whether a run whose ``train.channels_last`` is not given times its training step in both memory layouts
-    before it starts (:func:`~.layout.time_training_layouts`): on a CPU in one process, not deterministic.
+    before it starts (:func:`time_training_layouts`): on a CPU in one process, not deterministic.
     On a GPU the network's ``trains_channels_last`` decides (channels-last feeds tensor cores); processes could
     measure differently; two runs could too where the layouts are close, which a deterministic run must not;
     compiling each layout to time it would take minutes."""
@@ -137,9 +137,9 @@ def measures_layout(train: TrainConfig, trainer: L.Trainer) -> bool:
 
 
 def settle_layout(module: MaskFormerModule, train: TrainConfig, trainer: L.Trainer, saved: bool | None) -> str:
-    """Put ``module``'s network in the memory layout the run trains in and say why, in a console line ("" where
-    the config chose it): a resumed run's checkpoint's layout (``saved``), else the faster one where
-    :func:`measures_layout`, else the network's own rule (as the module was built)."""
+    """Put ``module``'s network in the memory layout the run trains in and return a console line saying why: a
+    resumed run's checkpoint's layout (``saved``), else the faster one where :func:`measures_layout`. Returns ""
+    where nothing changes: ``train.channels_last`` given, or the network's own rule (as the module was built)."""
     if train.channels_last is not None:
         return ""
     if saved is not None:
