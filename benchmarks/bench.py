@@ -242,6 +242,7 @@ def time_model(name: str, size: int, repeats: int, quick: bool, device: torch.de
             low, x1_low = copy.deepcopy(ours).to(torch.bfloat16), x1.to(torch.bfloat16)
             r["ours_eval_b1_bf16_s"] = median_time(lambda: low(x1_low), device, repeats)
             r["bf16_fraction_of_ceiling"] = r["gflops_forward"] / r["ours_eval_b1_bf16_s"] / ceilings["bf16"]
+        r.update(time_compiled_forward(ours, x1, device, repeats))
         # Post-processing of one 512 x 512 image from the same raw outputs.
         out = ours(x1)
         logits, masks = out.logits, out.masks
@@ -285,6 +286,25 @@ def timed_adamw(model: torch.nn.Module) -> torch.optim.AdamW:
     """The optimiser of a timed training step: AdamW's fused kernel on both sides, as each trainer uses by default
     (ours: ``build_optimizer``; transformers' Trainer: "adamw_torch_fused" with torch 2.8 or later)."""
     return torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
+
+
+def time_compiled_forward(model: Segmenter, x: torch.Tensor, device: torch.device, repeats: int) -> dict:
+    """``--compile``'s forward at batch 1: a copy of ``model`` (channels-last, eval) through torch.compile as
+    the Predictor compiles it (``Segmenter.compile``: inductor, static shapes); the first call's seconds (the
+    compile), the median of later calls, and the largest difference from the eager model's logits and masks."""
+    compiled = copy.deepcopy(model)
+    compiled.compile()
+    with torch.no_grad():
+        sync(device)
+        start = time.perf_counter()
+        out = compiled(x)
+        sync(device)
+        compile_s = time.perf_counter() - start
+        seconds = median_time(lambda: compiled(x), device, repeats)
+        eager = model(x)
+        diff = max((out.logits - eager.logits).abs().max().item(), (out.masks - eager.masks).abs().max().item())
+    torch.compiler.reset()  # the next model compiles from nothing
+    return {"ours_eval_b1_compiled_s": seconds, "compile_s": compile_s, "compiled_max_abs_diff": diff}
 
 
 def time_our_training(name: str, ours, x2, targets, device: torch.device, repeats: int, bf16: bool) -> dict:
@@ -657,6 +677,12 @@ def table(results: dict) -> str:
             f"| {r['model']} | float32 forward, fraction of ceiling | {r['fp32_fraction_of_ceiling']:.0%} | "
             f"{r['gflops_forward'] / r['theirs_eval_b1_s'] / results['ceiling_fp32']:.0%} | |"
         )
+        if "ours_eval_b1_compiled_s" in r:
+            lines.append(
+                f"| {r['model']} | eval forward, batch 1, `--compile` (s; compiled in {r['compile_s']:.0f} s, "
+                f"outputs within {r['compiled_max_abs_diff']:.0e} of eager) | {r['ours_eval_b1_compiled_s']:.3f} | "
+                f"{r['theirs_eval_b1_s']:.3f} | {r['theirs_eval_b1_s'] / r['ours_eval_b1_compiled_s']:.2f} |"
+            )
         if "ours_eval_b1_bf16_s" in r:
             lines.append(
                 f"| {r['model']} | bfloat16 forward batch 1 (s), fraction of bf16 ceiling | "
