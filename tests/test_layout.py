@@ -62,10 +62,22 @@ def synth(tmp_path_factory):
 
 def test_an_open_layout_is_timed_and_a_resumed_run_keeps_its_own(synth, tmp_path, monkeypatch, caplog):
     """train.channels_last=None: the run trains in the layout timed faster and says so; resumed, it keeps the
-    layout its checkpoint was trained in, whatever a new timing would say; a deterministic run times nothing."""
+    layout its checkpoint was trained in, whatever a new timing would say; a deterministic or short run times
+    nothing."""
+
+    def untimed(*args, **kwargs):
+        raise AssertionError("the run timed the layouts")
+
+    # A run shorter than MIN_MEASURED_STEPS times nothing: the network's own rule.
+    monkeypatch.setattr(layout_module, "time_training_layouts", untimed)
+    seen = LayoutSeen()
+    train(run_config(synth, 2, channels_last=None), tmp_path / "short", callbacks=[seen])
+    assert seen.channels_last  # the network's own rule: channels-last for a ResNet with a DETR decoder
+
+    # These runs stand for long ones: each step of a real one would cost the test time.
+    monkeypatch.setattr(layout_module, "MIN_MEASURED_STEPS", 1)
     timings = iter([LayoutTiming(channels_last_s=2.0, nchw_s=1.0), LayoutTiming(channels_last_s=1.0, nchw_s=2.0)])
     monkeypatch.setattr(layout_module, "time_training_layouts", lambda *args, **kwargs: next(timings))
-    seen = LayoutSeen()
     with caplog.at_level(logging.INFO, logger="maskformer"):
         train(run_config(synth, 2, channels_last=None), tmp_path / "run", callbacks=[seen])
     assert not seen.channels_last and "2.00 s channels-last and 1.00 s in NCHW" in caplog.text
@@ -75,12 +87,9 @@ def test_an_open_layout_is_timed_and_a_resumed_run_keeps_its_own(synth, tmp_path
     assert not seen.channels_last and "memory layout: NCHW, as the run trained before its checkpoint" in caplog.text
     assert next(timings).channels_last  # the resumed run did not time the layouts
 
-    def untimed(*args, **kwargs):
-        raise AssertionError("a deterministic run timed the layouts")
-
     monkeypatch.setattr(layout_module, "time_training_layouts", untimed)
     train(run_config(synth, 1, channels_last=None, deterministic=True), tmp_path / "det", callbacks=[seen])
-    assert seen.channels_last  # the network's own rule: channels-last for a ResNet with a DETR decoder
+    assert seen.channels_last
 
 
 def test_a_loaded_optimizer_state_takes_its_parameters_layout():

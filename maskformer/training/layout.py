@@ -120,15 +120,22 @@ def time_training_layouts(
 # The autocast type of each mixed precision (train.precision), for steps timed outside Lightning.
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
+# The shortest run that times the layouts. The timing costs about six training steps (a warm-up and two
+# rounds of each layout); the layouts' steps differed by 10-20% where they differed (the module docstring), so
+# the faster one pays the timing back only over some 30-60 steps.
+MIN_MEASURED_STEPS = 60
+
 
 def measures_layout(train: TrainConfig, trainer: L.Trainer) -> bool:
     """Whether a run whose ``train.channels_last`` is not given times its training step in both memory layouts
-    before it starts (:func:`time_training_layouts`): on a CPU in one process, not deterministic.
+    before it starts (:func:`time_training_layouts`): on a CPU in one process, not deterministic, and at least
+    ``MIN_MEASURED_STEPS`` long (a shorter run would spend more on the timing than it saves).
     On a GPU the network's ``trains_channels_last`` decides (channels-last feeds tensor cores); processes could
     measure differently; two runs could too where the layouts are close, which a deterministic run must not;
     compiling each layout to time it would take minutes."""
     return (
         train.channels_last is None
+        and train.max_steps >= MIN_MEASURED_STEPS
         and trainer.strategy.root_device.type == "cpu"
         and trainer.world_size == 1
         and not train.deterministic
