@@ -55,19 +55,6 @@ def test_a_compiled_predictor_gives_eager_outputs_and_leaves_the_default_eager()
     assert compiled_calls == [True, True]
 
 
-@pytest.mark.parametrize(("training", "prob"), [(False, 0.0), (False, 0.5), (True, 1.0), (True, 0.5)])
-def test_eomt_compiles_to_one_graph_whatever_its_masking(training, prob):
-    """EoMT reads its blocks' masking choices once, at the start of the forward (the one graph break, before
-    any work), not one tensor value per masked block: the network after it is one graph, finished or not,
-    training or not. Dynamo's trace only (``explain``), no inductor."""
-    model = _finished_eomt().train(training)
-    model.attn_mask_probs.fill_(prob)
-    torch._dynamo.reset()
-    explained = torch._dynamo.explain(model)(torch.randn(1, 3, 64, 96))
-    assert explained.graph_break_count == 1 and explained.graph_count == 2
-    assert "tolist" in str(explained.break_reasons[0].reason)
-
-
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     # Images of one size: validation compiles one shape (each new size costs a compile of ~13 s here).

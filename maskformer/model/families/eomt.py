@@ -256,19 +256,16 @@ class EoMT(Segmenter):
             masks[:, :, 2 * start : 2 * stop] = torch.einsum("bqc,bchw->bqhw", embeddings, band)
         return masks
 
-    def _attention_mask(
-        self, prediction: Prediction, grid: tuple[int, int], tokens: int, prob: Tensor, certain: bool
-    ) -> Tensor:
+    def _attention_mask(self, prediction: Prediction, grid: tuple[int, int], tokens: int, prob: Tensor) -> Tensor:
         """True where a token may attend: everywhere, except queries to patches outside their predicted mask
-        (mask logits resized to the grid, > 0), each query masked with probability ``prob`` (every query where
-        ``certain``, that is ``prob`` is 1: no random draw)."""
+        (mask logits resized to the grid, > 0), each query masked with probability ``prob``."""
         b, n = prediction.logits.shape[:2]
         inside = F.interpolate(prediction.masks, size=grid, mode="bilinear", align_corners=False).flatten(2) > 0
         start = n + self.num_prefix
         keep = (
-            torch.zeros(b, n, dtype=torch.bool, device=inside.device)
-            if certain
-            else torch.rand(b, n, device=inside.device) > prob
+            torch.rand(b, n, device=inside.device) > prob
+            if bool(prob < 1)
+            else torch.zeros(b, n, dtype=torch.bool, device=inside.device)
         )
         mask = torch.ones(b, tokens, tokens, dtype=torch.bool, device=inside.device)
         mask[:, :n, start:] = inside | keep[..., None]
@@ -285,27 +282,23 @@ class EoMT(Segmenter):
 
     def forward(self, images: Tensor, with_aux: bool | None = None) -> Prediction:
         with_aux = self.training if with_aux is None else with_aux
-        # An exported program never masks (check_exportable): tracing cannot read the probabilities. Otherwise
-        # the per-block choices are read here, once, as Python bools: under torch.compile that is one graph break
-        # before any work, not one per block, and a compiled finished model runs as one graph.
-        probs = self.attn_mask_probs
-        if torch.compiler.is_exporting():
-            masked = certain = [False] * len(probs)
-        else:
-            masked, certain = torch.stack([(probs > 0) | self.training, probs >= 1]).tolist()
         x, grid, rope = self._tokens(images)
         position = {} if rope is None else {"rope": rope}
         blocks = self.backbone.blocks
         first = len(blocks) - self.config.eomt.num_blocks
+        # An exported program never masks (check_exportable): tracing cannot read the probabilities.
+        exporting = torch.compiler.is_exporting()
         earlier: list[Prediction] = []
         for i, block in enumerate(blocks):
             mask = None
             if i == first:
                 x = torch.cat([self.query.weight[None].expand(x.shape[0], -1, -1), x], dim=1)
-            if i >= first and masked[i - first]:
-                prediction = self._predict(x, grid)
-                earlier.append(prediction)
-                mask = self._attention_mask(prediction, grid, x.shape[1], probs[i - first], certain[i - first])
+            if i >= first and not exporting:
+                prob = self.attn_mask_probs[i - first]
+                if self.training or bool(prob > 0):
+                    prediction = self._predict(x, grid)
+                    earlier.append(prediction)
+                    mask = self._attention_mask(prediction, grid, x.shape[1], prob)
             x = block(x, attn_mask=mask, **position)
         final = self._predict(x, grid)
         return Prediction(final.logits, final.masks, earlier if with_aux else [])
