@@ -50,13 +50,23 @@ def overlay(
     Pixels of ``ignore_value`` (or negative) stay as in the image, or with ``mark_void`` turn a dim grey
     (:func:`dim_void`), so that no one takes them for a class."""
     img = image_hwc(image)
-    cls = _np(classes).astype(np.int64)
+    cls = _np(classes)
     palette = np.asarray(colors, dtype=np.float32)
-    known = (cls >= 0) & (cls < len(palette)) & (cls != ignore_value)
-    out = dim_void(img, ~known) if mark_void else img.copy()
-    # float32 on the coloured pixels only: a 6000x4000 photo stays well under a second.
-    blended = (1 - alpha) * img[known].astype(np.float32) + alpha * palette[cls[known]]
-    out[known] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    n = len(palette)
+    known = (cls >= 0) & (cls < n) & (cls != ignore_value)
+    # Every blended value, per class, channel and image value, in a table whose last row (void) keeps the
+    # image's value: each pixel is looked up rather than computed, and no pixel is gathered by a mask (a
+    # 4032 x 3024 photo took a second the other way).
+    table = np.empty((n + 1, 3, 256), dtype=np.uint8)
+    blended = (1 - alpha) * np.arange(256, dtype=np.float32) + alpha * palette[:, :, None]
+    table[:n] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    table[n] = np.arange(256, dtype=np.uint8)
+    row = np.where(known, cls, n).astype(np.int64) * (3 * 256)
+    out = np.empty_like(img)
+    for c in range(3):
+        out[..., c] = table.ravel().take(row + (c * 256 + img[..., c]))
+    if mark_void:
+        out = dim_void(out, ~known)
     edges = boundaries(_np(segments) if segments is not None else cls)
     out[edges] = 255
     return out
@@ -271,12 +281,21 @@ def _label_points(ids: np.ndarray, wanted: Sequence[int]) -> dict[int, tuple[int
     return points
 
 
+# 1000 x the Rec. 601 luma of each channel value, and the dim grey (40 + 0.3 x luma, rounded) of each sum:
+# dim_void looks both up.
+_LUMA_1000 = np.array([299, 587, 114], dtype=np.int32)[:, None] * np.arange(256, dtype=np.int32)
+_DIM_GREY = ((400_000 + 3 * np.arange(255_001) + 5_000) // 10_000).astype(np.uint8)
+
+
 def dim_void(image: np.ndarray, void: np.ndarray) -> np.ndarray:
     """``image`` with the ``void`` pixels in a dim grey of their own brightness: still readable as the
-    photo, but no class colour (the blended colours are saturated; these are neutral and dark)."""
+    photo, but no class colour (the blended colours are saturated; these are neutral and dark). Table
+    look-ups on whole rows, no pixel gathered by the mask (a 4032 x 3024 photo in a tenth of a second)."""
+    luma = _LUMA_1000[0].take(image[..., 0]) + _LUMA_1000[1].take(image[..., 1]) + _LUMA_1000[2].take(image[..., 2])
+    grey = _DIM_GREY.take(luma)
     out = image.copy()
-    luma = image[void].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    out[void] = (40 + 0.3 * luma + 0.5).astype(np.uint8)[:, None]
+    for c in range(3):
+        np.copyto(out[..., c], grey, where=void)
     return out
 
 

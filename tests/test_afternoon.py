@@ -419,6 +419,36 @@ def test_overlays_draw_void_apart_from_classes():
     assert void.max() < 128
 
 
+@pytest.mark.parametrize("mark_void", [False, True])
+def test_overlay_equals_the_per_pixel_formula(mark_void):
+    """The table look-ups of ``overlay`` and ``dim_void`` give, pixel by pixel, the blend in float32 rounded,
+    the image (or its dim grey, 40 + 0.3 x luma rounded, computed here in exact fractions) where no class is,
+    and white on the outlines; classes out of range, negative or the ignore value count as none."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from maskformer.visualize import boundaries, overlay
+
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (19, 23, 3), dtype=np.uint8)
+    classes = rng.integers(-2, 6, (19, 23))
+    classes[0, :5] = 255  # the ignore value
+    colors = rng.integers(0, 256, (4, 3)).tolist()  # classes 4 and 5: no colour, drawn as none
+    alpha = 0.55
+    want = image.copy()
+    for y, x in np.ndindex(classes.shape):
+        c = int(classes[y, x])
+        if 0 <= c < len(colors):
+            blend = np.float32(1 - alpha) * image[y, x].astype(np.float32) + np.float32(alpha) * np.float32(colors[c])
+            want[y, x] = np.clip(blend + np.float32(0.5), 0, 255).astype(np.uint8)
+        elif mark_void:
+            luma = sum(Fraction(k, 1000) * int(v) for k, v in zip((299, 587, 114), image[y, x]))
+            want[y, x] = int(40 + Fraction(3, 10) * luma + Fraction(1, 2))
+    want[boundaries(classes)] = 255
+    assert np.array_equal(overlay(image, classes, colors, alpha=alpha, mark_void=mark_void), want)
+
+
 def test_labels_are_placed_apart():
     from maskformer.visualize import place_labels
 
