@@ -61,7 +61,7 @@ def overlay(
     blended = (1 - alpha) * np.arange(256, dtype=np.float32) + alpha * palette[:, :, None]
     table[:n] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
     table[n] = np.arange(256, dtype=np.uint8)
-    row = np.where(known, cls, n).astype(np.int64) * (3 * 256)
+    row = np.where(known, cls, n).astype(np.int32) * np.int32(3 * 256)  # int32: half of int64's memory traffic
     out = np.empty_like(img)
     for c in range(3):
         out[..., c] = table.ravel().take(row + (c * 256 + img[..., c]))
