@@ -250,3 +250,22 @@ def test_planes_gathered_in_place_equal_a_gather(source):
     expected = planes[torch.tensor(source, dtype=torch.long)]
     result = post._gather_planes(planes, source)
     assert result.data_ptr() == planes.data_ptr() and torch.equal(result, expected)
+
+
+@FAST
+@given(
+    st.integers(0, 2**31 - 1),
+    st.sampled_from(["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", ">i4", ">i8"]),
+    st.booleans(),
+)
+def test_id_to_rgb_is_coco_panoptics_formula(seed, dtype, transposed):
+    """The byte read of ``id_to_rgb`` equals COCO panoptic's (id % 256, id // 256 % 256, id // 65536 % 256)
+    for ids of any integer type and byte order, negative ones included, in any memory layout."""
+    from maskformer.data.io import id_to_rgb
+
+    info = np.iinfo(np.dtype(dtype))
+    ids = np.random.default_rng(seed).integers(info.min, info.max, (5, 7), endpoint=True).astype(dtype)
+    ids = ids.T if transposed else ids
+    wide = ids.astype(np.int64)
+    want = np.stack([wide % 256, wide // 256 % 256, wide // 65536 % 256], axis=-1).astype(np.uint8)
+    assert np.array_equal(id_to_rgb(ids), want)
