@@ -269,3 +269,50 @@ def test_id_to_rgb_is_coco_panoptics_formula(seed, dtype, transposed):
     wide = ids.astype(np.int64)
     want = np.stack([wide % 256, wide // 256 % 256, wide // 65536 % 256], axis=-1).astype(np.uint8)
     assert np.array_equal(id_to_rgb(ids), want)
+
+
+@FAST
+@given(
+    st.integers(0, 2**31 - 1),
+    st.integers(1, 3),
+    st.integers(1, 24),
+    st.integers(1, 7),
+    st.integers(1, 7),
+    st.booleans(),
+)
+def test_eomts_transposed_convolution_as_a_product_equals_the_convolution(seed, batch, channels, h, w, channels_last):
+    """EoMT's upscaler computes its k2 s2 transposed convolution as a matrix product (ConvTranspose2x2): its
+    output and its gradients (input, weight, bias) are the convolution's, compared with the exact (float64)
+    convolution of the same float32 values within float32's bound for a sum of n products in any order,
+    n * 2**-24 * sum |term| (n: the terms of each sum, at most 4 * C + 1, B * h * w or 4 * B * h * w), doubled
+    for the rounding of the products themselves; on any CPU. A wrong weight layout or pixel order is off by
+    far more."""
+    from maskformer.model.families.eomt import ConvTranspose2x2
+
+    g = torch.Generator().manual_seed(seed)
+    layer = ConvTranspose2x2(channels)
+    assert isinstance(layer, torch.nn.ConvTranspose2d)  # the same parameters and state dict
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=g))
+        layer.bias.copy_(torch.randn(channels, generator=g))
+    x = torch.randn(batch, channels, h, w, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    grad = torch.randn(batch, channels, 2 * h, 2 * w, generator=g)
+    out = layer(x)
+    got = (out, *torch.autograd.grad(out, (x, layer.weight, layer.bias), grad))
+
+    def exact(x, weight, bias, grad):
+        x, weight, bias = (t.detach().double().requires_grad_() for t in (x, weight, bias))
+        y = F.conv_transpose2d(x, weight, bias, stride=2)
+        return (y, *torch.autograd.grad(y, (x, weight, bias), grad.double()))
+
+    want = exact(x, layer.weight, layer.bias, grad)
+    # The same sums of absolute values bound each result's rounding (the operation is linear in each argument).
+    sizes = exact(x.abs(), layer.weight.abs(), layer.bias.abs(), grad.abs())
+    terms = max(4 * channels + 1, 4 * batch * h * w)
+    for name, a, b, s in zip(("output", "input grad", "weight grad", "bias grad"), got, want, sizes):
+        assert a.shape == b.shape, name
+        bound = 2 * terms * 2.0**-24 * s + 1e-30
+        assert ((a.double() - b).abs() <= bound).all(), name
