@@ -26,7 +26,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """This group's commands on the ``maskformer`` parser."""
     p = sub.add_parser(
         "demo",
-        help="pretrain a backbone, train and evaluate a small model on generated data (about 5 minutes on 2 CPU cores)",
+        help="pretrain a backbone, train and evaluate a small model on generated data (5-10 minutes on 2 CPU cores)",
     )
     p.add_argument("--out", default="demo-output")
     p.add_argument(
