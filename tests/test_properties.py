@@ -284,9 +284,9 @@ def test_eomts_transposed_convolution_as_a_product_equals_the_convolution(seed, 
     """EoMT's upscaler computes its k2 s2 transposed convolution as a matrix product (ConvTranspose2x2): its
     output and its gradients (input, weight, bias) are the convolution's, compared with the exact (float64)
     convolution of the same float32 values within float32's bound for a sum of n products in any order,
-    n * 2**-24 * sum |term| (n: the terms of each sum, at most 4 * C + 1, B * h * w or 4 * B * h * w), doubled
-    for the rounding of the products themselves; on any CPU. A wrong weight layout or pixel order is off by
-    far more."""
+    n * 2**-24 * sum |term| (n: the terms of each sum, C + 1 for the output, 4 C for the input's gradient, B h w
+    for the weight's, 4 B h w for the bias'; the largest is taken), doubled as a margin for the products'
+    own rounding; on any CPU. A wrong weight layout or pixel order is off by far more."""
     from maskformer.model.families.eomt import ConvTranspose2x2
 
     g = torch.Generator().manual_seed(seed)
