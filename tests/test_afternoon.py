@@ -383,8 +383,10 @@ def test_the_readme_says_how_to_install_and_run_and_agrees_with_the_command(caps
     assert "maskformer[" not in text, "no package of that name on PyPI: extras are installed from a clone"
     with pytest.raises(SystemExit):
         main(["--help"])
-    help_minutes = re.search(r"demo\s+.*?about (\d+) minutes", capsys.readouterr().out, re.S).group(1)
-    assert f"about {help_minutes} minutes for the demo in all" in text
+    # The demo's minutes in its help span the README's, measured on each kind of machine.
+    low, high = map(float, re.search(r"demo\s+.*?(\d+)-(\d+) minutes", capsys.readouterr().out, re.S).groups())
+    measured = re.search(r"about ([\d.]+) minutes for the demo in all on an Intel .*?, ([\d.]+) on an AMD", text)
+    assert low <= float(measured.group(1)) and float(measured.group(2)) <= high
     assert not paper_model("r101c").backbone.pretrained and "except the r101c presets" in text
 
 
