@@ -77,3 +77,19 @@ def test_bfloat16_gradients_and_inputs_without_gradients():
     low = [t.bfloat16().requires_grad_(True) for t in (value.detach(), locations, weights)]
     deformable_sample(low[0], shapes, low[1], low[2]).float().sum().backward()
     assert all(t.grad.dtype == torch.bfloat16 and t.grad.isfinite().all() for t in low)
+
+
+def test_points_far_outside_the_maps_sample_zero_with_either_index_type(monkeypatch):
+    """Points so far out that their pixel coordinates overflow int32 (a diverging model's offsets) sample zero,
+    as the official formulation does, with the int32 row indices of the default path and with the int64 ones of
+    an exported graph."""
+    value, shapes, locations, weights = _inputs(torch.float64)
+    far = torch.tensor([3e9, -3e9, 1e12, -1e12], dtype=torch.float64)
+    locations = locations.clone()
+    for axis, queries in ((0, slice(0, None, 3)), (1, slice(1, None, 3))):  # x of some queries, y of others
+        points = locations[:, queries, ..., axis]
+        points.copy_(far[torch.arange(points.numel()) % len(far)].view_as(points))
+    expected = official_core(value, shapes, locations, weights)
+    assert torch.allclose(deformable_sample(value, shapes, locations, weights), expected, atol=1e-12)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)  # the int64 indices of an exported graph
+    assert torch.allclose(deformable_sample(value, shapes, locations, weights), expected, atol=1e-12)

@@ -41,11 +41,19 @@ def deformable_sample(value: Tensor, shapes: list[tuple[int, int]], locations: T
 def _gather_sample(value: Tensor, shapes: list[tuple[int, int]], locations: Tensor, weights: Tensor) -> Tensor:
     """:func:`deformable_sample`'s forward: each point's four neighbours gathered with their bilinear weight
     times its attention weight by one ``embedding_bag`` (a sum of weighted rows, no [.., P, D] intermediate),
-    several times faster on a CPU than one ``grid_sample`` per level."""
+    several times faster on a CPU than one ``grid_sample`` per level.
+
+    Row indices are int32 wherever the rows fit (short of 2**31): the index arithmetic and the gather move half
+    the bytes of int64's, a third less time for the whole sampling (R50 Mask2Former at 512 x 512, AMD EPYC); the
+    rows gathered and their weights are the same. An exported graph keeps int64, the type ONNX's gather and the
+    sizes it is computed from have (int32 indices there mix types in one ONNX node)."""
     b, s, m, d = value.shape
     q = locations.shape[1]
     rows = value.permute(0, 2, 1, 3).reshape(b * m * s, d)  # row (b * M + m) * S + token
+    fits = not torch.compiler.is_exporting() and b * m * s <= torch.iinfo(torch.int32).max
+    index_type = torch.int32 if fits else torch.int64
     first = (torch.arange(b, device=value.device)[:, None] * m + torch.arange(m, device=value.device)) * s
+    first = first.to(index_type)
     indices, scales = [], []
     start = 0
     for level, (h, w) in enumerate(shapes):
@@ -53,7 +61,7 @@ def _gather_sample(value: Tensor, shapes: list[tuple[int, int]], locations: Tens
         y = locations[:, :, :, level, :, 1] * h - 0.5
         x0, y0 = x.floor(), y.floor()
         fx, fy = x - x0, y - y0
-        x0, y0 = x0.long(), y0.long()
+        x0, y0 = x0.to(index_type), y0.to(index_type)
         attn = weights[:, :, :, level]
         base = first[:, None, :, None] + start
         for dx, dy, bilinear in (
@@ -182,7 +190,9 @@ class DeformableEncoderLayer(nn.Module):
     def forward(self, src: Tensor, pos: Tensor, reference: Tensor, shapes: list[tuple[int, int]]) -> Tensor:
         """src, pos [B, S, D]; reference [S, 2] -> [B, S, D]."""
         src = self.norm1(src + self.dropout(self.self_attn(src + pos, reference, src, shapes)))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        # In place: the ReLU of a fresh [B, S, ffn_dim] tensor, whose allocation took most of a separate
+        # ReLU's 8 ms a layer at 512 x 512 (its backward reads the output, which in place keeps).
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(src), inplace=True)))
         return self.norm2(src + self.dropout(ffn))
 
 
