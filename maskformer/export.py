@@ -2,10 +2,11 @@
 
 Both take RGB images with values 0-255, float32 [B, 3, H, W], normalise them with the model's statistics
 and return ``pred_logits`` [B, N, K+1] and ``pred_masks`` [B, N, H'/4, W'/4] (mask logits), where H', W' are
-H, W padded bottom and right to multiples of 32 as ``Segmenter.preprocess`` pads. The ONNX graph takes any
-H and W and pads itself (with the pixel mean, which is zero after normalising); the torch program takes H
-and W that are multiples of 32 (pad with ``maskformer.model.padding.pad_batch`` after normalising). Batch,
-height and width are dynamic. Post-processing stays in Python:
+H, W padded bottom and right as ``Segmenter.pad`` pads: to multiples of 32, and for EoMT to at least its square
+image size with black pixels (``inference.pad_square``). The ONNX graph takes any H and W and pads itself (with
+the pixel mean, which is zero after normalising, or black); the torch program takes H and W that are multiples
+of 32 and pads nothing (pad the RGB input first: with the pixel mean, or black up to the square). Batch, height
+and width are dynamic. Post-processing stays in Python:
 :func:`maskformer.model.inference.postprocess` with the padded size.
 """
 
@@ -142,8 +143,9 @@ def export_onnx(
 
 
 def _pad_in_graph(proto, model: Segmenter) -> None:
-    """Prepend to the ONNX graph a padding of the input to the size divisibility, bottom and right, with the
-    pixel mean (zero after normalising, as ``Segmenter.preprocess`` pads), so that it takes any H and W.
+    """Prepend to the ONNX graph a padding of the input to the size divisibility (and at least
+    ``inference.pad_square`` a side), bottom and right, with the pixel mean (zero after normalising) or black
+    pixels, as ``Segmenter.pad`` pads, so that it takes any H and W.
 
     Done on the ONNX graph rather than in the traced module: traced padding arithmetic makes Swin's window
     shapes too hard for the exporter to keep dynamic."""
@@ -159,10 +161,14 @@ def _pad_in_graph(proto, model: Segmenter) -> None:
         dim.ClearField("dim_value")
         dim.dim_param = name
     d = max(1, model.config.inference.size_divisibility)
-    mean = torch.tensor(model.config.pixel_mean, dtype=torch.float32).view(1, 3, 1, 1).numpy()
+    square = model.config.inference.pad_square
+    value = torch.tensor(model.config.pixel_mean, dtype=torch.float32).view(1, 3, 1, 1).numpy()
+    if square:
+        value = np.zeros_like(value)  # black
     constants = {
-        "pad_mean": mean,
+        "pad_mean": value,
         "pad_divisor": np.array([d], dtype=np.int64),
+        "pad_square": np.array([square, square], dtype=np.int64),
         "pad_zeros": np.zeros(6, dtype=np.int64),
         "pad_hw_start": np.array([2], dtype=np.int64),
         "pad_hw_end": np.array([4], dtype=np.int64),
@@ -174,7 +180,11 @@ def _pad_in_graph(proto, model: Segmenter) -> None:
         # (d - size % d) % d for H and W
         helper.make_node("Mod", ["pad_hw", "pad_divisor"], ["pad_rem"]),
         helper.make_node("Sub", ["pad_divisor", "pad_rem"], ["pad_short"]),
-        helper.make_node("Mod", ["pad_short", "pad_divisor"], ["pad_hw_amount"]),
+        helper.make_node("Mod", ["pad_short", "pad_divisor"], ["pad_hw_divisible"]),
+        # then up to the square: max(size + that, square) - size
+        helper.make_node("Add", ["pad_hw", "pad_hw_divisible"], ["pad_hw_padded"]),
+        helper.make_node("Max", ["pad_hw_padded", "pad_square"], ["pad_hw_target"]),
+        helper.make_node("Sub", ["pad_hw_target", "pad_hw"], ["pad_hw_amount"]),
         # ONNX pads: begin of N, C, H, W, then end of N, C (0), H, W.
         helper.make_node("Concat", ["pad_zeros", "pad_hw_amount"], ["pad_amounts"], axis=0),
         helper.make_node("Sub", [image.name, "pad_mean"], ["pad_centred"]),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from maskformer.cli.main import main
@@ -37,6 +38,8 @@ def model(request):
     if request.param == "eomt":
         config = small_config("eomt", num_classes=5, queries=8)
     config.inference.test_shortest_edge, config.inference.test_max_size = 96, 160  # for the README's example
+    if request.param == "eomt":  # padded to a square with black pixels, as EoMT's official evaluation pads
+        config.inference.pad_square = 128
     model = Segmenter.from_config(config).eval()
     if request.param == "eomt":
         model.attn_mask_probs.zero_()  # a finished model: masks annealed away
@@ -99,8 +102,11 @@ def test_torch_export_matches_pytorch_at_several_sizes(model, tmp_path, capsys):
     side = model.min_program_side()
     assert f"multiples of 32 from {side}" in capsys.readouterr().out
     program = torch.export.load(str(path)).module()
+    square = model.config.inference.pad_square
     for b, h, w in [(b, h + side - 64, w + side - 64) for b, h, w in SIZES_32]:
         images = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(w)) * 255
+        # The program takes the padded input: here black pixels up to the model's square, as Segmenter.pad.
+        images = F.pad(images, (0, max(0, square - w), 0, max(0, square - h)))
         with torch.no_grad():
             logits, masks = program(images)
         ref_logits, ref_masks = _eager(model, images)

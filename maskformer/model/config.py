@@ -178,7 +178,7 @@ class InferenceConfig:
     BOUNDS: ClassVar[Bounds] = {
         "object_mask_threshold": FRACTION, "overlap_threshold": FRACTION, "instance_topk": AT_LEAST_1,
         "size_divisibility": AT_LEAST_1, "test_shortest_edge": AT_LEAST_1, "test_max_size": AT_LEAST_1,
-        "semantic_window": NON_NEGATIVE,
+        "semantic_window": NON_NEGATIVE, "pad_square": NON_NEGATIVE,
     }  # fmt: skip
 
     object_mask_threshold: float = 0.8
@@ -195,6 +195,11 @@ class InferenceConfig:
     # > 0: semantic segmentation by square windows of this side (model/windows.py; EoMT's way), instead of
     # the whole image at the test size; panoptic and instance segmentation are unaffected.
     semantic_window: int = 0
+    # > 0: every input is padded bottom/right to at least a square of this side, with black pixels (zero before
+    # normalising), as EoMT's official evaluation and transformers' EoMT processor (`do_pad`) pad: a ViT attends
+    # to every token, so what the padding holds and how many tokens it adds change the outputs. 0: zeros after
+    # normalising (the pixel mean), to the size divisibility only, as detectron2 pads.
+    pad_square: int = 0
 
 
 @dataclass

@@ -125,11 +125,20 @@ class Segmenter(nn.Module):
         return (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
 
     def preprocess(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
-        """RGB 0-255 images [3, h_i, w_i] -> normalised batch padded (with zeros, after normalising, as the
-        original) to a multiple of ``inference.size_divisibility``, and the un-padded sizes."""
+        """RGB 0-255 images [3, h_i, w_i] -> normalised batch padded as the original pads (:meth:`pad`), and the
+        un-padded sizes."""
         device = self.pixel_mean.device
-        normalised = [self.normalize(img.to(device)) for img in images]
-        return pad_batch(normalised, self.config.inference.size_divisibility)
+        return self.pad([self.normalize(img.to(device)) for img in images])
+
+    def pad(self, images: Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Normalised images [3, h_i, w_i] -> one batch padded bottom/right to a multiple of
+        ``inference.size_divisibility`` with zeros (detectron2's way), or, with ``inference.pad_square``, to at
+        least that square with black pixels (EoMT's official way); and the un-padded sizes."""
+        cfg = self.config.inference
+        if not cfg.pad_square:
+            return pad_batch(images, cfg.size_divisibility)
+        black = self.normalize(self.pixel_mean.new_zeros(3, 1, 1)).flatten()
+        return pad_batch(images, cfg.size_divisibility, black.to(images[0].dtype), cfg.pad_square)
 
     @torch.no_grad()
     def forward_groups(self, images: list[Tensor]) -> Iterator[Group]:
@@ -137,14 +146,14 @@ class Segmenter(nn.Module):
         ``inference.batch_invariant``, per group of images that pad to the same size
         (:func:`~maskformer.model.padding.padded_groups`); an image is never padded beyond its own padded size."""
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        divisibility = self.config.inference.size_divisibility
+        cfg = self.config.inference
         dtype = self.pixel_mean.dtype
-        if self.config.inference.batch_invariant:
+        if cfg.batch_invariant:
             groups = [[i] for i in range(len(images))]
         else:
-            groups = padded_groups(sizes, divisibility)
+            groups = padded_groups(sizes, cfg.size_divisibility, cfg.pad_square)
         for indices in groups:
-            batch, group_sizes = pad_batch([images[i].to(dtype) for i in indices], divisibility)
+            batch, group_sizes = self.pad([images[i].to(dtype) for i in indices])
             out = self(batch, with_aux=False)
             yield Group(indices, out.logits, out.masks, group_sizes, (batch.shape[-2], batch.shape[-1]))
 

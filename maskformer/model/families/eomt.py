@@ -419,14 +419,15 @@ def rotary(config: EoMTConfig) -> bool:
 
 def inference_at(image_size: int) -> InferenceConfig:
     """EoMT's inference for a model trained at ``image_size`` (the official evaluation's, transformers'
-    default): thresholds 0.8 / 0.8; panoptic and instance on the image with its longer side at the image size
-    (padded square); semantic by square windows of that side."""
+    default): thresholds 0.8 / 0.8; panoptic and instance on the image with its longer side at the image size,
+    padded to a square of that side with black pixels; semantic by square windows of that side."""
     return InferenceConfig(
         object_mask_threshold=0.8,
         overlap_threshold=0.8,
         test_shortest_edge=image_size,
         test_max_size=image_size,
         semantic_window=image_size,
+        pad_square=image_size,
     )
 
 
