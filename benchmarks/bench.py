@@ -24,8 +24,10 @@ import copy
 import ctypes
 import gc
 import json
+import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -455,15 +457,16 @@ E2E_SIZES = ((480, 640), (1080, 1920), (3024, 4032))
 TASKS = ("semantic", "panoptic", "instance")
 
 
-# The models of the end-to-end rows: each family whose transformers image processor takes a photo as ours does
-# (EoMT's splits semantic photos into windows its own way: not compared yet).
-E2E_MODELS = ("swin_t", "m2f_swin_t")
+# The models of the end-to-end rows: one of each family, transformers' processor set as ours runs (EoMT: square
+# windows for semantic, the image padded to its square with black pixels otherwise, as the official evaluation).
+E2E_MODELS = ("swin_t", "m2f_swin_t", "eomt_s")
 
 
 def end_to_end(device: torch.device, repeats: int, models: Sequence[str] = E2E_MODELS) -> list[dict]:
     """One photo (random pixels) through the Predictor against transformers' image processor (set to the
-    same test size) + model + post-processing with the photo's size as target, the same random Swin-T
-    ADE-150 model of each family; time (median) and peak memory (each alone in a new process)."""
+    same test size and pipeline) + model + post-processing with the photo's size as target, the same random
+    ADE-150 model on both sides (Swin-T MaskFormer and Mask2Former, ViT-S EoMT); time (median) and peak memory
+    (each alone in a new process)."""
     rows = []
     for name in models:
         for h, w in E2E_SIZES:
@@ -471,16 +474,26 @@ def end_to_end(device: torch.device, repeats: int, models: Sequence[str] = E2E_M
                 row = {"model": name, "size": f"{w}x{h}", "task": task}
                 for impl in ("ours", "theirs"):
                     spec = f"e2e:{name}:{impl}:{task}:{h}:{w}"
-                    row[f"{impl}_s"] = float(_run_probe_process(f"{spec}:{repeats}:time"))
-                    row[f"{impl}_mb"] = float(_run_probe_process(f"{spec}:1:memory", memory_probe_env()))
+                    try:
+                        row[f"{impl}_s"] = float(_run_probe_process(f"{spec}:{repeats}:time"))
+                        row[f"{impl}_mb"] = float(_run_probe_process(f"{spec}:1:memory", memory_probe_env()))
+                    except OutOfMemory:  # the row says so; the other rows go on
+                        row[f"{impl}_s"] = row[f"{impl}_mb"] = float("nan")
                 rows.append(row)
     return rows
 
 
+class OutOfMemory(Exception):
+    """A probe process was killed by the kernel (SIGKILL: on this machine, out of memory)."""
+
+
 def _run_probe_process(spec: str, env: dict[str, str] | None = None) -> str:
     cmd = [sys.executable, __file__, "--probe", spec]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
-    return out.strip().splitlines()[-1]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode == -signal.SIGKILL:
+        raise OutOfMemory(spec)
+    done.check_returncode()
+    return done.stdout.strip().splitlines()[-1]
 
 
 def run_e2e_probe(spec: str) -> None:
@@ -502,14 +515,19 @@ def run_e2e_probe(spec: str) -> None:
         ours.cpu()
         inference = ours.config.inference
         size = {"shortest_edge": inference.test_shortest_edge, "longest_edge": inference.test_max_size}
-        processor = _processor(family(name), size=size)
+        options = {}
+        if family(name) == "eomt":  # semantic: the shorter side at the window size, then square windows
+            semantic = {"do_split_image": True, "size": {"shortest_edge": inference.semantic_window}}
+            options = semantic if task == "semantic" else {"do_pad": True}
+        processor = _processor(family(name), **{"size": size, **options})
         pixels = image.permute(1, 2, 0).numpy()
         post_process = getattr(processor, f"post_process_{task}_segmentation")
 
         def run():
             inputs = processor(images=[pixels], return_tensors="pt").to(device)
+            windows = {"patch_offsets": inputs["patch_offsets"]} if inputs.get("patch_offsets") else {}
             with torch.no_grad():
-                out = theirs(pixel_values=inputs["pixel_values"])
+                out = theirs(pixel_values=inputs["pixel_values"], **windows)
             return post_process(out, target_sizes=[(h, w)])
 
     if what == "memory":
@@ -704,18 +722,20 @@ def table(results: dict) -> str:
     if "end_to_end" in results:
         lines += [
             "",
-            "End to end, one photo, Swin-T ADE-150 models: the Predictor against transformers' image processor "
-            "+ model + post-processing",
+            "End to end, one photo, ADE-150 models (Swin-T MaskFormer and Mask2Former, ViT-S EoMT): the Predictor "
+            "against transformers' image processor + model + post-processing",
             "",
             "| model | photo | task | maskformer (s / MiB) | transformers (s / MiB) | time ratio | memory ratio |",
             "|---|---|---|---|---|---|---|",
         ]
         for e in results["end_to_end"]:
-            lines.append(
-                f"| {e.get('model', 'swin_t')} | {e['size']} | {e['task']} | {e['ours_s']:.2f} / {e['ours_mb']:.0f} | "
-                f"{e['theirs_s']:.2f} / {e['theirs_mb']:.0f} | {e['theirs_s'] / e['ours_s']:.2f} | "
-                f"{e['theirs_mb'] / max(e['ours_mb'], 1):.2f} |"
-            )
+            cells = [f"{e[f'{impl}_s']:.2f} / {e[f'{impl}_mb']:.0f}" for impl in ("ours", "theirs")]
+            ratios = [f"{e['theirs_s'] / e['ours_s']:.2f}", f"{e['theirs_mb'] / max(e['ours_mb'], 1):.2f}"]
+            if math.isnan(e["ours_s"]) or math.isnan(e["theirs_s"]):  # a probe killed: out of memory
+                killed = [math.isnan(e["ours_s"]), math.isnan(e["theirs_s"])]
+                cells = ["killed (out of memory)" if k else c for k, c in zip(killed, cells)]
+                ratios = ["", ""]
+            lines.append(f"| {e.get('model', 'swin_t')} | {e['size']} | {e['task']} | {' | '.join(cells + ratios)} |")
     if "batching" in results:
         b = results["batching"]
         lines += [
