@@ -29,7 +29,8 @@ def pad_batch(
 
 
 def padded_size(height: int, width: int, size_divisibility: int, square: int = 0) -> Size:
-    """The size :func:`pad_batch` pads an image of ``height`` x ``width`` to when it is alone."""
+    """The size :func:`pad_batch` pads an image of ``height`` x ``width`` to when it is alone (at least
+    ``square`` a side)."""
     d = max(size_divisibility, 1)
     return max(-(-height // d) * d, square), max(-(-width // d) * d, square)
 
