@@ -175,6 +175,26 @@ def test_eomt_recipes_warm_up_in_the_official_two_stages():
         scheduler.step()
 
 
+def test_eomt_recipes_augment_as_the_official_datasets_do():
+    """The official datasets' transform (datasets/*.py of tue-mps/eomt): scale jitter of the image size 0.1-2.0
+    (0.5-2.0 for ADE20K and Cityscapes semantic), colour jitter for ADE20K (semantic and panoptic) and
+    Cityscapes only; the scale_jitter augmentation, which pads with black (tests/test_transforms.py)."""
+    expected = {
+        "eomt_large_ade": (512, 0.5, True), "eomt_large_ade_panoptic": (640, 0.1, True),
+        "eomt_large_cityscapes": (1024, 0.5, True), "eomt_large_coco": (640, 0.1, False),
+        "eomt_large_coco_instance_1280": (1280, 0.1, False), "eomt_small_coco_2x_dinov3": (640, 0.1, False),
+    }  # fmt: skip
+    for name, (size, low, jitter) in expected.items():
+        d = recipe(name).data
+        assert (d.augmentation, d.crop_size, d.min_scale, d.max_scale, d.color_jitter) == (
+            "scale_jitter",
+            (size, size),
+            low,
+            2.0,
+            jitter,
+        ), name
+
+
 def test_the_update_is_fused_except_under_float16_loss_scaling():
     """AdamW takes its fused kernel on the CPU in float32 and bf16-mixed; not under 16-mixed, whose GradScaler
     must unscale the gradients before clipping (a fused optimizer unscales inside its step)."""

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from maskformer.data import datasets as D
 from maskformer.data.transforms import (
+    ColorJitterTorchvision,
     PadTo,
     RandomCrop,
     RandomHorizontalFlip,
     ResizeShortestEdge,
+    UntilTargets,
     detr_panoptic_train_transform,
     large_scale_jitter_transform,
+    scale_jitter_transform,
     semantic_train_transform,
 )
 from tests.helpers import PALETTE, colour_index
@@ -106,17 +110,24 @@ def instance_sample(sample):
     return {**sample, "kind": "instance", "label": torch.ones_like(ids), "masks": masks, "instances": instances}
 
 
-def test_large_scale_jitter_keeps_labels_and_instance_masks_aligned():
+@pytest.mark.parametrize(
+    "make, pad_value",
+    [(large_scale_jitter_transform, 128), (scale_jitter_transform, 0)],
+    ids=["mask2former_grey", "eomt_black"],
+)
+def test_large_scale_jitter_keeps_labels_and_instance_masks_aligned(make, pad_value):
+    """Mask2Former's large-scale jitter pads with grey (detectron2's FixedSizeCrop), EoMT's with black
+    (torchvision's pad in the official datasets/transforms.py)."""
     # Scales 0.3-2.0 of a 64 x 64 box: images both shrink (padding) and grow (cropping) across the seeds.
-    lsj = large_scale_jitter_transform((64, 64), 0.3, 2.0)
+    lsj = make((64, 64), 0.3, 2.0)
     shrunk = grown = 0
     for seed in range(12):
         panoptic = blocky_sample(kind="panoptic", seed=seed)
         out = lsj(panoptic, torch.Generator().manual_seed(seed))
         assert out["image"].shape == (3, 64, 64) and out["label"].shape == (64, 64)
         ids = out["label"]
-        pad = ids == 0  # the blocky sample has no void: void is padding, and the image is 128 there
-        assert (out["image"][:, pad] == 128).all()
+        pad = ids == 0  # the blocky sample has no void: void is padding, and the image is pad_value there
+        assert (out["image"][:, pad] == pad_value).all()
         shrunk += bool(pad.any())
         grown += bool(not pad.any())
         idx = colour_index(out["image"])
@@ -149,3 +160,61 @@ def test_instance_targets_drop_crowd_and_emptied_objects():
     empty = {**sample, "masks": sample["masks"][:0], "instances": []}
     out = large_scale_jitter_transform((32, 32))(empty, torch.Generator().manual_seed(1))
     assert out["masks"].shape == (0, 32, 32) and len(D.make_targets(out)["labels"]) == 0
+
+
+def _hue(rgb):
+    """The hue of uint8 RGB pixels [3, ...] as a fraction of the circle, in [-0.5, 0.5) (HSV's formula)."""
+    r, g, b = rgb.double() / 255
+    high, low = torch.maximum(torch.maximum(r, g), b), torch.minimum(torch.minimum(r, g), b)
+    span = (high - low).clamp_min(1e-12)
+    hue = torch.where(high == r, (g - b) / span, torch.where(high == g, 2 + (b - r) / span, 4 + (r - g) / span))
+    return torch.remainder(hue / 6 + 0.5, 1.0) - 0.5
+
+
+def test_eomt_colour_jitter_moves_hue_and_brightness_within_the_official_ranges():
+    """EoMT's jitter (official datasets/transforms.py): brightness multiplies by 1 +- 32/255 (a black image stays
+    black, where SSD's adds up to 32), hue moves by at most 18/360 of the circle (SSD's 18/180), and neither
+    colours a grey image."""
+    black = {"image": torch.zeros(3, 8, 8, dtype=torch.uint8), "label": torch.zeros(8, 8, dtype=torch.long)}
+    grey = {**black, "image": torch.full((3, 8, 8), 200, dtype=torch.uint8)}
+    jitter = ColorJitterTorchvision()
+    values = set()
+    for seed in range(40):
+        assert not jitter(black, torch.Generator().manual_seed(seed))["image"].any()
+        out = jitter(grey, torch.Generator().manual_seed(seed))["image"]
+        assert (out == out[0]).all()  # still grey
+        values.update(out.unique().tolist())
+    # A uniform grey's contrast, saturation and hue leave it; brightness scales 200 by 1 +- 32/255, rounding down.
+    assert min(values) >= int(200 * (1 - 32 / 255)) and max(values) <= 200 * (1 + 32 / 255)
+    assert min(values) < 190 and max(values) > 210  # the range is used
+    # Hue alone (the other factors fixed at 1): pure red's hue follows the shift to within a rounding of one
+    # step of 255 in one channel (1 / (6 * 255) of the circle).
+    hue_only = ColorJitterTorchvision(brightness=0.0, contrast=0.0, saturation=0.0)
+    red = {**black, "image": torch.tensor([255, 0, 0], dtype=torch.uint8)[:, None, None].expand(3, 8, 8).clone()}
+    shifts = [float(_hue(hue_only(red, torch.Generator().manual_seed(s))["image"][:, 0, 0])) for s in range(200)]
+    assert max(abs(x) for x in shifts) <= 18 / 360 + 1 / (6 * 255)
+    assert min(shifts) < -0.04 and max(shifts) > 0.04
+
+
+def test_until_targets_draws_again_only_when_every_target_was_cropped_out():
+    """A segment in one corner of an otherwise void image: 8 x 8 crops miss it most of the time; drawn again
+    until one holds it (EoMT's transform), and drawn once when the input has nothing to keep."""
+    label = torch.zeros(40, 40, dtype=torch.long)
+    label[:12, :12] = 1
+    sample = {
+        "image": torch.zeros(3, 40, 40, dtype=torch.uint8), "label": label, "kind": "panoptic", "file": "x",
+        "segments": {1: D.Annotation(0, False)},
+    }  # fmt: skip
+    calls = []
+
+    def crop(s, g):
+        calls.append(1)
+        return RandomCrop((8, 8))(s, g)
+
+    once = [D.has_targets(crop(sample, torch.Generator().manual_seed(seed))) for seed in range(50)]
+    assert not all(once)  # a crop alone loses the segment
+    retried = UntilTargets(crop, tries=100)
+    assert all(D.has_targets(retried(sample, torch.Generator().manual_seed(seed))) for seed in range(50))
+    calls.clear()
+    nothing = {**sample, "label": torch.zeros_like(label)}
+    assert not D.has_targets(retried(nothing, torch.Generator().manual_seed(0))) and len(calls) == 1

@@ -19,6 +19,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 
 from ..model.test_resize import resized_size
+from .datasets import has_targets
 
 Sample = dict
 
@@ -197,6 +198,69 @@ class PadTo:
         return out
 
 
+class ColorJitterTorchvision:
+    """EoMT's photometric distortion (the official ``datasets/transforms.py``): brightness times 1 +- 32/255,
+    then contrast and saturation times 0.5-1.5 and hue +-18/360 of the circle (saturation and hue together,
+    before or after contrast), each with probability 0.5, by torchvision's functions on the uint8 image as
+    there (each rounds down to uint8). It differs from SSD's (:class:`ColorJitterSSD`): brightness multiplies
+    instead of adding, and the hue moves half as far."""
+
+    def __init__(
+        self,
+        brightness: float = 32 / 255,
+        contrast: float = 0.5,
+        saturation: float = 0.5,
+        hue: float = 18 / 360,
+    ):
+        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+
+    @staticmethod
+    def _maybe(g: Generator) -> bool:
+        return float(torch.rand((), generator=g)) < 0.5
+
+    def _contrast(self, img: Tensor, g: Generator) -> Tensor:
+        if self._maybe(g):
+            img = TF.adjust_contrast(img, _uniform(g, 1 - self.contrast, 1 + self.contrast))
+        return img
+
+    def _saturation_and_hue(self, img: Tensor, g: Generator) -> Tensor:
+        if self._maybe(g):
+            img = TF.adjust_saturation(img, _uniform(g, 1 - self.saturation, 1 + self.saturation))
+        if self._maybe(g):
+            img = TF.adjust_hue(img, _uniform(g, -self.hue, self.hue))
+        return img
+
+    def __call__(self, sample: Sample, g: Generator) -> Sample:
+        img = sample["image"]
+        if self._maybe(g):
+            img = TF.adjust_brightness(img, _uniform(g, 1 - self.brightness, 1 + self.brightness))
+        if self._maybe(g):
+            img = self._saturation_and_hue(self._contrast(img, g), g)
+        else:
+            img = self._contrast(self._saturation_and_hue(img, g), g)
+        return {**sample, "image": img}
+
+
+class UntilTargets:
+    """``transform`` drawn again while its output has no target left (every segment cropped out) though its
+    input had one, at most ``tries`` times in all, as EoMT's training transform does (unbounded there)."""
+
+    def __init__(self, transform, ignore_value: int = 255, tries: int = 10):
+        self.transform = transform
+        self.ignore_value = ignore_value
+        self.tries = tries
+
+    def __call__(self, sample: Sample, g: Generator) -> Sample:
+        out = self.transform(sample, g)
+        if has_targets(out, self.ignore_value) or not has_targets(sample, self.ignore_value):
+            return out
+        for _ in range(self.tries - 1):
+            out = self.transform(sample, g)
+            if has_targets(out, self.ignore_value):
+                break
+        return out
+
+
 class RandomChoice:
     def __init__(self, transforms: Sequence):
         self.transforms = list(transforms)
@@ -273,9 +337,39 @@ def detr_panoptic_train_transform(
 
 
 def large_scale_jitter_transform(
-    size: tuple[int, int] = (1024, 1024), min_scale: float = 0.1, max_scale: float = 2.0
+    size: tuple[int, int] = (1024, 1024), min_scale: float = 0.1, max_scale: float = 2.0, ignore_value: int = 255
 ) -> Compose:
     """Mask2Former's COCO augmentation, large-scale jitter (Ghiasi et al. 2021): flip, resize the image to fit
     ``size`` times a factor in [min_scale, max_scale], crop at most ``size`` at a random place, pad to
     ``size`` (image 128, labels void / ignore)."""
-    return Compose([RandomHorizontalFlip(), ResizeScale(min_scale, max_scale, size), RandomCrop(size), PadTo(size)])
+    return Compose(
+        [
+            RandomHorizontalFlip(),
+            ResizeScale(min_scale, max_scale, size),
+            RandomCrop(size),
+            PadTo(size, 128, ignore_value),
+        ]
+    )
+
+
+def scale_jitter_transform(
+    size: tuple[int, int],
+    min_scale: float = 0.1,
+    max_scale: float = 2.0,
+    color_jitter: bool = False,
+    ignore_value: int = 255,
+) -> UntilTargets:
+    """EoMT's training augmentation (the official ``datasets/transforms.py``): EoMT's colour jitter where its
+    config enables it (ADE20K and Cityscapes), flip, scale jitter (the image fitted to ``size`` times a factor
+    in [min_scale, max_scale]), pad to ``size`` with black (torchvision's pad, fill 0: not the grey of the
+    detectron2 pipelines, so that training sees the padding that EoMT's inference adds, ``pad_square``), random
+    crop; drawn again when no target is left. The official pads before cropping and rounds the scaled size
+    down; padding after the crop gives the same windows, and the size is rounded as detectron2's ResizeScale."""
+    steps: list = [ColorJitterTorchvision()] if color_jitter else []
+    steps += [
+        RandomHorizontalFlip(),
+        ResizeScale(min_scale, max_scale, size),
+        RandomCrop(size),
+        PadTo(size, 0, ignore_value),
+    ]
+    return UntilTargets(Compose(steps), ignore_value)

@@ -33,7 +33,9 @@ class DataConfig:
     from ``min_scale`` to ``max_scale``, longest side at most 4 x ``base_size``; category-area crop, colour
     jitter, flip, pad),
     ``detr`` (DETR's COCO multi-scale resize and crop), ``lsj`` (Mask2Former's COCO large-scale jitter: the
-    crop size times ``min_scale``-``max_scale``, crop, pad) or ``none``.
+    crop size times ``min_scale``-``max_scale``, crop, pad with grey), ``scale_jitter`` (EoMT's, on torchvision's
+    ScaleJitter: its colour jitter where ``color_jitter``, flip, the same scale jitter, pad with black, crop;
+    drawn again when no target is left) or ``none``.
     """
 
     BOUNDS: ClassVar[Bounds] = {
@@ -49,7 +51,7 @@ class DataConfig:
     label_dir: str = "labels"
     class_file: str = ""
     ignore_value: int = 255
-    augmentation: Literal["semantic", "detr", "lsj", "none"] = "semantic"
+    augmentation: Literal["semantic", "detr", "lsj", "scale_jitter", "none"] = "semantic"
     crop_size: tuple[int, int] = (512, 512)
     # The shortest edge the semantic augmentation's scales multiply; 0: the crop's shorter side (ADE20K,
     # COCO-Stuff). Cityscapes and Mapillary Vistas resize from 1024 and 2048 before cropping 512 x 1024 and

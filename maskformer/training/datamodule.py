@@ -13,7 +13,12 @@ from ..data.check import check_reader
 from ..data.messages import plural
 from ..data.metadata import class_file_ignore_value
 from ..data.sampling import AugmentedDataset, ResumableSampler
-from ..data.transforms import detr_panoptic_train_transform, large_scale_jitter_transform, semantic_train_transform
+from ..data.transforms import (
+    detr_panoptic_train_transform,
+    large_scale_jitter_transform,
+    scale_jitter_transform,
+    semantic_train_transform,
+)
 from ..model.config import InferenceConfig, MetadataConfig
 from ..model.test_resize import resize_for_test
 from .config import DataConfig, RunConfig, loader_workers
@@ -118,7 +123,10 @@ def train_transform(cfg: DataConfig):
     if cfg.augmentation == "detr":
         return detr_panoptic_train_transform()
     if cfg.augmentation == "lsj":
-        return large_scale_jitter_transform(tuple(cfg.crop_size), cfg.min_scale, cfg.max_scale)
+        return large_scale_jitter_transform(tuple(cfg.crop_size), cfg.min_scale, cfg.max_scale, cfg.ignore_value)
+    if cfg.augmentation == "scale_jitter":
+        crop = tuple(cfg.crop_size)
+        return scale_jitter_transform(crop, cfg.min_scale, cfg.max_scale, cfg.color_jitter, cfg.ignore_value)
     return None
 
 

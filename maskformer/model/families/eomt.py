@@ -709,9 +709,14 @@ def _recipe(name: str, dataset: str) -> Recipe:
         "clip_grad_norm": 0.0, "schedule": "two_stage_poly", "warmup_steps": warmup,
         "backbone_warmup_steps": backbone_warmup, "precision": "bf16-mixed",
     }  # fmt: skip
-    # Scale jitter to the image size times 0.1-2.0 (0.5-2.0 for the semantic datasets), crop, flip, pad.
+    # The official datasets' transform: scale jitter to the image size times 0.1-2.0 (0.5-2.0 for the semantic
+    # datasets), black padding, colour jitter for ADE20K (semantic and panoptic) and Cityscapes, not for COCO.
     low = 0.5 if dataset in ("ade", "cityscapes") else 0.1
-    return Recipe(train, {"crop_size": (image, image), "augmentation": "lsj", "min_scale": low, "max_scale": 2.0})
+    data = {
+        "crop_size": (image, image), "augmentation": "scale_jitter", "min_scale": low, "max_scale": 2.0,
+        "color_jitter": dataset in ("ade", "ade_panoptic", "cityscapes"),
+    }  # fmt: skip
+    return Recipe(train, data)
 
 
 # The official checkpoints on the hub (model_zoo/dinov2.md); ADE20K panoptic ones start from COCO panoptic.
