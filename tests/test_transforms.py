@@ -19,6 +19,8 @@ from maskformer.data.transforms import (
     scale_jitter_transform,
     semantic_train_transform,
 )
+from maskformer.training import DataConfig
+from maskformer.training.datamodule import train_transform
 from tests.helpers import PALETTE, colour_index
 
 
@@ -218,3 +220,14 @@ def test_until_targets_draws_again_only_when_every_target_was_cropped_out():
     calls.clear()
     nothing = {**sample, "label": torch.zeros_like(label)}
     assert not D.has_targets(retried(nothing, torch.Generator().manual_seed(0))) and len(calls) == 1
+
+
+def test_the_data_config_picks_each_padding():
+    """``data.augmentation`` builds the pipeline whose padding the tests above check: grey for ``lsj``, black for
+    ``scale_jitter`` (what EoMT's recipes set), each with the config's ignore value for semantic labels."""
+    sample = blocky_sample()
+    for augmentation, pad_value in (("lsj", 128), ("scale_jitter", 0)):
+        cfg = DataConfig(augmentation=augmentation, crop_size=(64, 64), min_scale=0.3, max_scale=0.5, ignore_value=7)
+        out = train_transform(cfg)(sample, torch.Generator().manual_seed(0))
+        pad = out["label"] == 7  # scaled to at most half the crop: the rest is padding
+        assert pad.float().mean() > 0.5 and (out["image"][:, pad] == pad_value).all(), augmentation
