@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from maskformer.data.datasets import make_targets
+from maskformer.data.datasets import Annotation, has_targets, make_targets
 from maskformer.data.transforms import detr_panoptic_train_transform, semantic_train_transform
 from maskformer.model import inference as post
 from maskformer.model.prediction import Prediction
@@ -316,3 +316,26 @@ def test_eomts_transposed_convolution_as_a_product_equals_the_convolution(seed, 
         assert a.shape == b.shape, name
         bound = 2 * terms * 2.0**-24 * s + 1e-30
         assert ((a.double() - b).abs() <= bound).all(), name
+
+
+@FAST
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["semantic", "panoptic", "instance"]), st.integers(0, 4))
+def test_has_targets_says_whether_make_targets_makes_one(seed, kind, count):
+    """The cheap check that scale-jitter augmentation draws again on agrees with the targets made: crowd segments
+    and objects, ignore and void pixels, objects cropped to nothing and samples with nothing all included."""
+    g = torch.Generator().manual_seed(seed)
+    crowd = (torch.rand(count, generator=g) < 0.4).tolist()
+    if kind == "semantic":  # classes 0..count-1 or ignore, mostly ignore
+        label = torch.randint(0, count + 1, (6, 7), generator=g)
+        label[label == count] = 255
+        label[torch.rand(6, 7, generator=g) < 0.7] = 255
+        sample = {"kind": kind, "label": label}
+    elif kind == "panoptic":  # ids 1..count, some crowd, some absent from the map
+        label = torch.randint(0, count + 1, (6, 7), generator=g) * (torch.rand(6, 7, generator=g) < 0.3)
+        segments = {i + 1: Annotation(i % K, c) for i, c in enumerate(crowd)}
+        sample = {"kind": kind, "label": label, "segments": segments}
+    else:  # overlapping objects, some crowd, some with no pixel left
+        masks = (torch.rand(count, 6, 7, generator=g) < 0.05).to(torch.uint8)
+        instances = [Annotation(i % K, c) for i, c in enumerate(crowd)]
+        sample = {"kind": kind, "label": torch.ones(6, 7, dtype=torch.long), "masks": masks, "instances": instances}
+    assert has_targets(sample) == (len(make_targets(sample)["labels"]) > 0)

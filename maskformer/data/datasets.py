@@ -329,22 +329,18 @@ def coco_instance(root: str | Path, split: str = "val2017", **kwargs) -> COCOIns
     return COCOInstanceDataset(root / split, root / "annotations" / f"instances_{split}.json", **kwargs)
 
 
-def _target_keys(sample: Sample, ignore_value: int) -> list[int]:
-    """What :func:`make_targets` makes one mask of: the classes present (semantic), the indices of the non-crowd
-    objects with pixels left (instance), the ids of the non-crowd segments present (panoptic)."""
+def has_targets(sample: Sample, ignore_value: int = 255) -> bool:
+    """Whether :func:`make_targets` makes at least one target of the (augmented) sample: a pixel that is not
+    ignore (semantic), a pixel of a non-crowd segment (panoptic), a non-crowd object with a pixel (instance).
+    Cheaper than making them (no sort of the label map; it stops at the first found), for augmentation that
+    draws again when a crop kept nothing."""
     label = sample["label"]
     if sample["kind"] == "semantic":
-        return [int(c) for c in torch.unique(label).tolist() if c != ignore_value]
+        return bool((label != ignore_value).any())
     if sample["kind"] == "instance":
         masks = sample["masks"]
-        return [i for i, s in enumerate(sample["instances"]) if not s.iscrowd and bool(masks[i].any())]
-    segments = sample["segments"]
-    return [int(i) for i in torch.unique(label).tolist() if i in segments and not segments[i].iscrowd]
-
-
-def has_targets(sample: Sample, ignore_value: int = 255) -> bool:
-    """Whether :func:`make_targets` would make at least one target of the (augmented) sample."""
-    return bool(_target_keys(sample, ignore_value))
+        return any(not s.iscrowd and bool(masks[i].any()) for i, s in enumerate(sample["instances"]))
+    return any(not s.iscrowd and bool((label == i).any()) for i, s in sample["segments"].items())
 
 
 def make_targets(sample: Sample, ignore_value: int = 255) -> dict[str, Tensor]:
@@ -357,19 +353,26 @@ def make_targets(sample: Sample, ignore_value: int = 255) -> dict[str, Tensor]:
     out, as in Mask2Former's instance training); ``valid`` is the image's area.
     """
     label = sample["label"]
-    keys = _target_keys(sample, ignore_value)
-    empty = torch.zeros(0, *label.shape, dtype=torch.bool)
     if sample["kind"] == "semantic":
-        labels = torch.tensor(keys, dtype=torch.long)
-        masks = label[None] == labels[:, None, None] if keys else empty
+        classes = [int(c) for c in torch.unique(label).tolist() if c != ignore_value]
+        labels = torch.tensor(classes, dtype=torch.long)
+        masks = label[None] == labels[:, None, None] if classes else torch.zeros(0, *label.shape, dtype=torch.bool)
         valid = label != ignore_value
     elif sample["kind"] == "instance":
-        labels = torch.tensor([sample["instances"][i].category for i in keys], dtype=torch.long)
-        masks = sample["masks"].bool()[keys] if keys else empty
+        masks = sample["masks"].bool()
+        keep = [i for i, s in enumerate(sample["instances"]) if not s.iscrowd and bool(masks[i].any())]
+        labels = torch.tensor([sample["instances"][i].category for i in keep], dtype=torch.long)
+        masks = masks[keep] if keep else torch.zeros(0, *label.shape, dtype=torch.bool)
         valid = label != 0
     else:
-        labels = torch.tensor([sample["segments"][i].category for i in keys], dtype=torch.long)
-        masks = label[None] == torch.tensor(keys, dtype=torch.long)[:, None, None] if keys else empty
+        segments = sample["segments"]
+        ids = [int(i) for i in torch.unique(label).tolist() if i in segments and not segments[i].iscrowd]
+        labels = torch.tensor([segments[i].category for i in ids], dtype=torch.long)
+        masks = (
+            label[None] == torch.tensor(ids, dtype=torch.long)[:, None, None]
+            if ids
+            else torch.zeros(0, *label.shape, dtype=torch.bool)
+        )
         valid = label != 0
     return {"labels": labels, "masks": masks, "valid": valid}
 
