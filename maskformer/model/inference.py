@@ -122,15 +122,23 @@ def _query_scores(logits: Tensor, masks: Tensor, padded_size: Size, size: Size) 
     """One image's class probabilities [Q, K] (no-object dropped) and mask probabilities [Q, H*W] at its
     un-padded ``size``: softmax of ``logits`` [Q, K + 1], sigmoid of ``masks`` [Q, h/4, w/4] upsampled."""
     probs = logits.float().softmax(-1)[:, :-1]
-    # Each mask is upsampled to the padded size into one reused plane and its crop copied into the result: all
-    # of them upsampled at once were a second fresh [Q, padded size] tensor (144 MB for 100 queries at 512 x
-    # 704, page-faulted in) and a strided copy. The same values (the upsampling is per plane); the sigmoid runs
-    # in place.
+    # Each mask's crop is copied into the result (:func:`_padded_crops`): all of them upsampled at once were a
+    # second fresh [Q, padded size] tensor (144 MB for 100 queries at 512 x 704, page-faulted in) and a strided
+    # copy. The sigmoid runs in place.
     pixels = torch.empty((masks.shape[0], *size), dtype=torch.float32, device=masks.device)
-    plane = masks.new_empty((1, 1, *padded_size))
-    for mask, dest in zip(masks, pixels):
-        dest.copy_(_resize_into(mask[None, None], plane)[0, 0, : size[0], : size[1]])
+    for crop, dest in zip(_padded_crops(masks, padded_size, size), pixels):
+        dest.copy_(crop)
     return probs, pixels.flatten(1).sigmoid_()
+
+
+def _padded_crops(masks: Tensor, padded_size: Size, image_size: Size) -> Iterator[Tensor]:
+    """Each of ``masks`` [N, h/4, w/4] upsampled to the padded input size and cropped to the image, as
+    :func:`resize_mask_logits` does before any resize to an output size: an [H, W] view, in the masks' dtype,
+    of one plane that the next mask overwrites. The same values as upsampling them together (the upsampling is
+    per plane), without a fresh [N, padded size] tensor."""
+    plane = masks.new_empty((1, 1, *padded_size))
+    for mask in masks:
+        yield _resize_into(mask[None, None], plane)[0, 0, : image_size[0], : image_size[1]]
 
 
 def _class_score_blocks(pixels: Tensor, probs: Tensor, out: Tensor | None = None) -> Iterator[tuple[slice, Tensor]]:
@@ -224,14 +232,12 @@ def _resized_masks(masks: Tensor, padded_size: Size, image_size: Size, output_si
     elements past a tensor's last whole SIMD vector with its scalar sigmoid, which can differ from the vector
     one in the last bit."""
     resize = tuple(output_size) != tuple(image_size)
-    buffer = None
-    for index in range(masks.shape[0]):
-        mask = resize_mask_logits(masks[index : index + 1], padded_size, image_size, image_size)
-        if resize:
-            if buffer is None:
-                buffer = mask.new_empty((1, 1, *output_size))
-            mask = _resize_into(mask[None], buffer)[0]
-        yield mask[0].float().contiguous()
+    buffer = masks.new_empty((1, 1, *output_size)) if resize else None
+    # A float32 resize is yielded as it is; a crop (a strided view) or another dtype is copied into float32.
+    copy = None if resize and masks.dtype == torch.float32 else masks.new_empty(tuple(output_size), dtype=torch.float32)
+    for crop in _padded_crops(masks, padded_size, image_size):
+        mask = _resize_into(crop[None, None], buffer)[0, 0] if resize else crop
+        yield mask if copy is None else copy.copy_(mask)
 
 
 def panoptic_inference(
