@@ -132,8 +132,8 @@ class Segmenter(nn.Module):
 
     def pad(self, images: Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
         """Normalised images [3, h_i, w_i] -> one batch padded bottom/right to a multiple of
-        ``inference.size_divisibility`` with zeros (detectron2's way), or, with ``inference.pad_square``, to at
-        least that square with black pixels (EoMT's official way); and the un-padded sizes."""
+        ``inference.size_divisibility`` with zeros (detectron2's way); with ``inference.pad_square``, also to at
+        least that square, with black pixels (EoMT's official way); and the un-padded sizes."""
         cfg = self.config.inference
         if not cfg.pad_square:
             return pad_batch(images, cfg.size_divisibility)
