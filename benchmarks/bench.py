@@ -10,8 +10,10 @@ CUDA when present, else on the CPU.
 Models: swin_t, r50 (MaskFormer), m2f_swin_t, m2f_r50 (Mask2Former) at 512 and eomt_s, eomt_l (EoMT, ViT-S
 and ViT-L, masks annealed away) at 640, random weights, 150 classes.
 
-Every timing is the median of ``--repeats`` runs after one warm-up run. Ratios are transformers' time
-divided by ours (above 1: we are faster). Peak memory is measured for each case alone in a new process,
+Every timing is the median of ``--repeats`` runs after one warm-up run; forwards, post-processing and the photos
+run ours and transformers' in turns, so that a drift of the machine's speed reaches both sides alike (training
+steps, each side's optimiser state too large to hold both, run one side after the other). Ratios are
+transformers' time divided by ours (above 1: we are faster). Peak memory is measured for each case alone in a new process,
 as the growth of the peak process RSS (CPU) or of the peak allocated memory (CUDA) over what the process
 held after building the models.
 """
@@ -73,6 +75,22 @@ def median_time(fn: Callable[[], object], device: torch.device, repeats: int) ->
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def paired_median_times(fns: Sequence[Callable[[], object]], device: torch.device, repeats: int) -> list[float]:
+    """The median time of each of ``fns`` over ``repeats`` rounds, each round running every one in turn (after one
+    warm-up run of each): a drift of the machine's speed reaches all of them alike."""
+    for fn in fns:
+        fn()
+        sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def reset_peak(device: torch.device) -> None:
@@ -236,8 +254,9 @@ def time_model(name: str, size: int, repeats: int, quick: bool, device: torch.de
     with torch.no_grad():
         for batch in (1,) if quick else (1, 8):
             x = torch.randn(batch, 3, size, size, device=device)
-            r[f"ours_eval_b{batch}_s"] = median_time(lambda x=x: ours(x), device, repeats)
-            r[f"theirs_eval_b{batch}_s"] = median_time(lambda x=x: theirs(pixel_values=x), device, repeats)
+            r[f"ours_eval_b{batch}_s"], r[f"theirs_eval_b{batch}_s"] = paired_median_times(
+                [lambda x=x: ours(x), lambda x=x: theirs(pixel_values=x)], device, repeats
+            )
         r["fp32_fraction_of_ceiling"] = r["gflops_forward"] / r["ours_eval_b1_s"] / ceilings["fp32"]
         if ceilings["bf16"] is not None:  # None: bfloat16 is emulated here (main), its rows would take hours
             # As the Predictor's bf16: a bfloat16 copy of the model (no per-layer autocast casts).
@@ -249,32 +268,26 @@ def time_model(name: str, size: int, repeats: int, quick: bool, device: torch.de
         out = ours(x1)
         logits, masks = out.logits, out.masks
         sizes, padded = [(size, size)], (size, size)
-        r["ours_semantic_s"] = median_time(
-            lambda: post.semantic_inference(logits, masks, sizes, padded), device, repeats
-        )
-        r["ours_panoptic_s"] = median_time(
-            lambda: post.panoptic_inference(logits, masks, sizes, padded, object_mask_threshold=0.0), device, repeats
-        )
         # transformers' EoMT merges semantic windows by the offsets its processor made: here one square window.
         windows = {"patch_offsets": [[0, 0, size]]} if family(name) == "eomt" else {}
         hf_out = theirs(pixel_values=x1, **windows)
         processor = _processor(family(name))
-        r["theirs_semantic_s"] = median_time(
-            lambda: processor.post_process_semantic_segmentation(hf_out, target_sizes=sizes), device, repeats
-        )
-        r["theirs_panoptic_s"] = median_time(
-            lambda: processor.post_process_panoptic_segmentation(hf_out, threshold=0.0, target_sizes=sizes),
-            device,
-            repeats,
-        )
-        r["ours_instance_s"] = median_time(
-            lambda: post.instance_inference(logits, masks, sizes, padded), device, repeats
-        )
-        r["theirs_instance_s"] = median_time(
-            lambda: processor.post_process_instance_segmentation(hf_out, threshold=0.0, target_sizes=sizes),
-            device,
-            repeats,
-        )
+        pairs = {
+            "semantic": (
+                lambda: post.semantic_inference(logits, masks, sizes, padded),
+                lambda: processor.post_process_semantic_segmentation(hf_out, target_sizes=sizes),
+            ),
+            "panoptic": (
+                lambda: post.panoptic_inference(logits, masks, sizes, padded, object_mask_threshold=0.0),
+                lambda: processor.post_process_panoptic_segmentation(hf_out, threshold=0.0, target_sizes=sizes),
+            ),
+            "instance": (
+                lambda: post.instance_inference(logits, masks, sizes, padded),
+                lambda: processor.post_process_instance_segmentation(hf_out, threshold=0.0, target_sizes=sizes),
+            ),
+        }
+        for task, fns in pairs.items():
+            r[f"ours_{task}_s"], r[f"theirs_{task}_s"] = paired_median_times(fns, device, repeats)
     # One training step at batch 2: forward, matching, loss with deep supervision, backward, AdamW. One
     # implementation's optimiser state and gradients at a time (ViT-L's would not fit in 24 GiB together).
     x2 = torch.randn(2, 3, size, size, device=device)
@@ -466,21 +479,35 @@ def end_to_end(device: torch.device, repeats: int, models: Sequence[str] = E2E_M
     """One photo (random pixels) through the Predictor against transformers' image processor (set to the
     same test size and pipeline) + model + post-processing with the photo's size as target, the same random
     ADE-150 model on both sides (Swin-T MaskFormer and Mask2Former, ViT-S EoMT); time (median) and peak memory
-    (each alone in a new process)."""
+    (each alone in a new process).
+
+    Both sides are timed in one process, in turns (ours, theirs, ours, ...): this machine's speed drifts by 10-20%
+    over minutes, which moved a ratio timed in two processes one after the other as much as the change it was to
+    show. A side that the pair cannot hold (killed: out of memory) is timed alone."""
     rows = []
     for name in models:
         for h, w in E2E_SIZES:
             for task in TASKS:
                 row = {"model": name, "size": f"{w}x{h}", "task": task}
+                try:
+                    times = _run_probe_process(f"e2e:{name}:both:{task}:{h}:{w}:{repeats}:time")
+                    row["ours_s"], row["theirs_s"] = map(float, times.split())
+                except OutOfMemory:
+                    for impl in ("ours", "theirs"):
+                        row[f"{impl}_s"] = _killed_as_nan(f"e2e:{name}:{impl}:{task}:{h}:{w}:{repeats}:time")
                 for impl in ("ours", "theirs"):
-                    spec = f"e2e:{name}:{impl}:{task}:{h}:{w}"
-                    try:
-                        row[f"{impl}_s"] = float(_run_probe_process(f"{spec}:{repeats}:time"))
-                        row[f"{impl}_mb"] = float(_run_probe_process(f"{spec}:1:memory", memory_probe_env()))
-                    except OutOfMemory:  # the row says so; the other rows go on
-                        row[f"{impl}_s"] = row[f"{impl}_mb"] = float("nan")
+                    spec = f"e2e:{name}:{impl}:{task}:{h}:{w}:1:memory"
+                    row[f"{impl}_mb"] = _killed_as_nan(spec, memory_probe_env())
                 rows.append(row)
     return rows
+
+
+def _killed_as_nan(spec: str, env: dict[str, str] | None = None) -> float:
+    """The probe's figure, or NaN where the probe was killed (out of memory): the row says so, the others go on."""
+    try:
+        return float(_run_probe_process(spec, env))
+    except OutOfMemory:
+        return float("nan")
 
 
 class OutOfMemory(Exception):
@@ -497,39 +524,23 @@ def _run_probe_process(spec: str, env: dict[str, str] | None = None) -> str:
 
 
 def run_e2e_probe(spec: str) -> None:
-    """``e2e:MODEL:IMPL:TASK:H:W:REPEATS:time|memory``: print the median seconds or the peak MiB of one photo."""
+    """``e2e:MODEL:IMPL:TASK:H:W:REPEATS:time|memory``: print the median seconds or the peak MiB of one photo;
+    IMPL ``both`` (time only) prints our median and transformers', timed in turns."""
     _, name, impl, task, h, w, repeats, what = spec.split(":")
     h, w, repeats = int(h), int(w), int(repeats)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ours, theirs = build_pair(name, device)
     image = torch.randint(0, 256, (3, h, w), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    if impl == "both":
+        runs = [_e2e_ours(ours, image, task, device), _e2e_theirs(theirs, ours, name, image, task, device)]
+        print(" ".join(f"{t:.6f}" for t in paired_median_times(runs, device, repeats)))
+        return
     if impl == "ours":
-        from maskformer.predict import Predictor
-
         theirs.cpu()
-        predictor = Predictor(ours, device=device)
-
-        def run():
-            return predictor(image, task=task)
+        run = _e2e_ours(ours, image, task, device)
     else:
         ours.cpu()
-        inference = ours.config.inference
-        size = {"shortest_edge": inference.test_shortest_edge, "longest_edge": inference.test_max_size}
-        options = {}
-        if family(name) == "eomt":  # semantic: the shorter side at the window size, then square windows
-            semantic = {"do_split_image": True, "size": {"shortest_edge": inference.semantic_window}}
-            options = semantic if task == "semantic" else {"do_pad": True}
-        processor = _processor(family(name), **{"size": size, **options})
-        pixels = image.permute(1, 2, 0).numpy()
-        post_process = getattr(processor, f"post_process_{task}_segmentation")
-
-        def run():
-            inputs = processor(images=[pixels], return_tensors="pt").to(device)
-            windows = {"patch_offsets": inputs["patch_offsets"]} if inputs.get("patch_offsets") else {}
-            with torch.no_grad():
-                out = theirs(pixel_values=inputs["pixel_values"], **windows)
-            return post_process(out, target_sizes=[(h, w)])
-
+        run = _e2e_theirs(theirs, ours, name, image, task, device)
     if what == "memory":
         run()  # warm-up, as in the model probes
         release_memory()
@@ -539,6 +550,40 @@ def run_e2e_probe(spec: str) -> None:
         print(peak_memory_mb(device) - base)
     else:
         print(median_time(run, device, repeats))
+
+
+def _e2e_ours(ours: Segmenter, image: torch.Tensor, task: str, device: torch.device) -> Callable[[], object]:
+    """One photo through the Predictor."""
+    from maskformer.predict import Predictor
+
+    predictor = Predictor(ours, device=device)
+    return lambda: predictor(image, task=task)
+
+
+def _e2e_theirs(
+    theirs, ours: Segmenter, name: str, image: torch.Tensor, task: str, device: torch.device
+) -> Callable[[], object]:
+    """One photo through transformers' image processor, set to our model's test size and pipeline, its model and
+    its post-processing with the photo's size as target."""
+    h, w = image.shape[-2:]
+    inference = ours.config.inference
+    size = {"shortest_edge": inference.test_shortest_edge, "longest_edge": inference.test_max_size}
+    options = {}
+    if family(name) == "eomt":  # semantic: the shorter side at the window size, then square windows
+        semantic = {"do_split_image": True, "size": {"shortest_edge": inference.semantic_window}}
+        options = semantic if task == "semantic" else {"do_pad": True}
+    processor = _processor(family(name), **{"size": size, **options})
+    pixels = image.permute(1, 2, 0).numpy()
+    post_process = getattr(processor, f"post_process_{task}_segmentation")
+
+    def run():
+        inputs = processor(images=[pixels], return_tensors="pt").to(device)
+        windows = {"patch_offsets": inputs["patch_offsets"]} if inputs.get("patch_offsets") else {}
+        with torch.no_grad():
+            out = theirs(pixel_values=inputs["pixel_values"], **windows)
+        return post_process(out, target_sizes=[(h, w)])
+
+    return run
 
 
 BATCH_SIZES = ((480, 640), (640, 480), (512, 512), (375, 500), (480, 640), (600, 800), (512, 512), (427, 640))
