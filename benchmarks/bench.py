@@ -13,8 +13,8 @@ and ViT-L, masks annealed away) at 640, random weights, 150 classes.
 Every timing is the median of ``--repeats`` runs after one warm-up run; forwards, post-processing and the photos
 run ours and transformers' in turns, so that a drift of the machine's speed reaches both sides alike (training
 steps, each side's optimiser state too large to hold both, run one side after the other). Ratios are
-transformers' time divided by ours (above 1: we are faster). Peak memory is measured for each case alone in a new process,
-as the growth of the peak process RSS (CPU) or of the peak allocated memory (CUDA) over what the process
+transformers' time divided by ours (above 1: we are faster). Peak memory is measured for each case alone in a new
+process, as the growth of the peak process RSS (CPU) or of the peak allocated memory (CUDA) over what the process
 held after building the models.
 """
 
