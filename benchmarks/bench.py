@@ -65,18 +65,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def paired_median_times(fns: Sequence[Callable[[], object]], device: torch.device, repeats: int) -> list[float]:
     """The median time of each of ``fns`` over ``repeats`` rounds, each round running every one in turn (after one
     warm-up run of each): a drift of the machine's speed reaches all of them alike."""
@@ -91,6 +79,11 @@ def paired_median_times(fns: Sequence[Callable[[], object]], device: torch.devic
             sync(device)
             spent.append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
+
+
+def median_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """The median time of ``fn`` over ``repeats`` runs after one warm-up run."""
+    return paired_median_times([fn], device, repeats)[0]
 
 
 def reset_peak(device: torch.device) -> None:
