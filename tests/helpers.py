@@ -32,7 +32,6 @@ from maskformer.model import (
 )
 from maskformer.model.config import BackboneConfig, PixelDecoderConfig, TransformerConfig
 from maskformer.model.families.eomt import EoMTSection
-from maskformer.model.inference import resize_mask_logits
 from maskformer.training import DataConfig, RunConfig, TrainConfig
 
 # A tiny Mask2Former (timm's 0.4M-parameter test_resnet) and two steps on 48 x 48 crops, as overrides of a preset.
@@ -62,6 +61,19 @@ TINY_M2F = [
     "train.accelerator=cpu",
     "train.devices=1",
 ]
+
+
+def resize_mask_logits(masks: torch.Tensor, padded_size, image_size, output_size) -> torch.Tensor:
+    """The straightforward formulation the post-processing is tested against: mask logits [N, h/4, w/4] of a
+    padded input, all upsampled to the padded size at once, cropped, resized to the output size (bilinear, as
+    detectron2's sem_seg_postprocess) -> [N, *output_size]."""
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, *output_size))
+    m = F.interpolate(masks[None], size=padded_size, mode="bilinear", align_corners=False)
+    m = m[:, :, : image_size[0], : image_size[1]]
+    if tuple(output_size) != tuple(image_size):
+        m = F.interpolate(m, size=output_size, mode="bilinear", align_corners=False)
+    return m[0]
 
 
 def make_criterion(num_classes: int, **loss: Any) -> SetCriterion:

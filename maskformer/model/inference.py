@@ -93,26 +93,6 @@ def resize_argmax(probs: Tensor, size: tuple[int, int]) -> Tensor:
     return winner.long()
 
 
-def resize_mask_logits(
-    masks: Tensor, padded_size: Size, image_size: Size, output_size: Size, channels_last: bool = False
-) -> Tensor:
-    """Mask logits [N, h/4, w/4] of a padded input -> [N, *output_size]: upsample to the padded size,
-    crop the padding, resize to the output size (bilinear, as detectron2's sem_seg_postprocess).
-
-    ``channels_last`` returns the masks of a pixel next to each other in memory (a permuted view), which makes
-    reductions over masks (argmax per pixel) fast; the values are the same."""
-    if masks.shape[0] == 0:
-        return masks.new_zeros((0, *output_size))
-    masks = masks[None]
-    if channels_last:
-        masks = masks.contiguous(memory_format=torch.channels_last)
-    m = F.interpolate(masks, size=padded_size, mode="bilinear", align_corners=False)
-    m = m[:, :, : image_size[0], : image_size[1]]
-    if tuple(output_size) != tuple(image_size):
-        m = F.interpolate(m, size=output_size, mode="bilinear", align_corners=False)
-    return m[0]
-
-
 # Class scores are computed for this many bytes of pixels at a time: a block stays in the CPU's L2 cache between
 # the product that writes it and the argmax that reads it, and no [H*W, K] tensor is page-faulted in.
 _CLASS_SCORE_BLOCK_BYTES = 1 << 20
@@ -133,7 +113,7 @@ def _query_scores(logits: Tensor, masks: Tensor, padded_size: Size, size: Size) 
 
 def _padded_crops(masks: Tensor, padded_size: Size, image_size: Size) -> Iterator[Tensor]:
     """Each of ``masks`` [N, h/4, w/4] upsampled to the padded input size and cropped to the image, as
-    :func:`resize_mask_logits` does before any resize to an output size: an [H, W] view, in the masks' dtype,
+    the original does (bilinearly) before any resize to an output size: an [H, W] view, in the masks' dtype,
     of one plane that the next mask overwrites. The same values as upsampling them together (the upsampling is
     per plane), without a fresh [N, padded size] tensor."""
     plane = masks.new_empty((1, 1, *padded_size))
@@ -221,9 +201,9 @@ def semantic_inference(
 
 
 def _resized_masks(masks: Tensor, padded_size: Size, image_size: Size, output_size: Size) -> Iterator[Tensor]:
-    """Each of ``masks`` [N, h/4, w/4] resized as :func:`resize_mask_logits` does, one at a time: a contiguous
-    float32 [H, W] the caller may change in place, and which the next mask overwrites (one buffer at the output
-    size, :func:`_resize_into`).
+    """Each of ``masks`` [N, h/4, w/4] upsampled to the padded size, cropped and resized bilinearly to the output
+    size (detectron2's sem_seg_postprocess), one at a time: a contiguous float32 [H, W] the caller may change in
+    place, and which the next mask overwrites (one buffer at the output size, :func:`_resize_into`).
 
     One mask at a time, because a mask at a photo's size fits the CPU's cache where N of them do not: the
     thresholds, sigmoid and sums that follow read it from the cache, and no [N, H, W] float tensor is
